@@ -1,0 +1,91 @@
+"""The `dbfleet` command. Subcommands register themselves in `build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from dbfleet.spec import FILE, FleetError, FleetSpec, default_spec_path, load_fleet
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _emit(stream: TextIO, line: str) -> None:
+    """Print one line, even when the terminal cannot encode it (never a traceback)."""
+    try:
+        print(line, file=stream)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        print(line.encode(encoding, "backslashreplace").decode(encoding), file=stream)
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summarize(fleet: FleetSpec) -> str:
+    """`2 groups (eu: fra*, lhr, arn; us: iad*, ord, sjc), 6 regions, 6 nodes`."""
+    parts = []
+    for name in sorted(fleet.groups):
+        group = fleet.groups[name]
+        # Primary first and starred, then the others in the file's order.
+        others = [code for code in group.regions if code != group.primary]
+        parts.append(f"{name}: " + ", ".join([f"{group.primary}*", *others]))
+    regions = sum(len(g.regions) for g in fleet.groups.values())
+    nodes = sum(r.nodes for g in fleet.groups.values() for r in g.regions.values())
+    return (
+        f"{_plural(len(fleet.groups), 'group')} ({'; '.join(parts)}), "
+        f"{_plural(regions, 'region')}, {_plural(nodes, 'node')}"
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file is not None else default_spec_path()
+    try:
+        fleet = load_fleet(path)
+    except FleetError as exc:
+        for problem in exc.problems:
+            _emit(sys.stderr, str(problem))
+        return EXIT_INVALID
+    except Exception as exc:  # noqa: BLE001 - the contract is "never a traceback"
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _emit(sys.stderr, f"{FILE}: internal error: {detail}")
+        return EXIT_INVALID
+    _emit(sys.stdout, f"{args.file or path}: valid — {summarize(fleet)}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbfleet", description="Multi-region PostgreSQL fleets on Pulumi."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a fleet file without touching anything",
+        description="Check a fleet file. Exit 0 when valid, 1 with one line per problem.",
+    )
+    validate.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="fleet file (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
+    )
+    validate.set_defaults(handler=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and usage errors
+        if exc.code is None:
+            return EXIT_OK
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return args.handler(args)

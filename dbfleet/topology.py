@@ -1,0 +1,115 @@
+"""Topology of a region group: nearest-first order and the local network plan.
+
+Pure functions of the fleet file and the catalogue (apart from `port_is_free`, which the
+caller injects into `find_port_clashes`), so every layer and every test computes the same
+answer without touching anything.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dbfleet.catalogue import REGIONS, distance_km
+from dbfleet.spec import FleetSpec
+
+
+def nearest_first(regions: list[str]) -> dict[str, list[str]]:
+    """For each region, the other given regions sorted by distance (ties by code)."""
+    codes = list(dict.fromkeys(regions))
+    unknown = [code for code in codes if code not in REGIONS]
+    if unknown:
+        raise KeyError(f"unknown region codes: {', '.join(unknown)}")
+    return {
+        here: sorted((c for c in codes if c != here), key=lambda c: (distance_km(here, c), c))
+        for here in codes
+    }
+
+
+@dataclass(frozen=True)
+class RegionNet:
+    """Where one region of a group listens. Node k (0-based) listens on postgres_port + k."""
+
+    region: str
+    host: str
+    postgres_port: int
+    read_port: int
+    write_port: int
+    stats_port: int
+    node_ports: tuple[int, ...]
+
+
+def region_host(fleet: FleetSpec, region: str) -> str:
+    """The region's loopback address: `<first two octets of cidr>.<catalogue index>.1`.
+
+    It depends only on the catalogue and the fleet's cidr, never on the file's order or
+    on other groups, so adding a group or a region never moves an existing one.
+    """
+    first, second = str(fleet.network.network.network_address).split(".")[:2]
+    return f"{first}.{second}.{REGIONS[region].index}.1"
+
+
+def plan_network(fleet: FleetSpec, group: str) -> dict[str, RegionNet]:
+    """Address and ports of every region of `group`, in the file's region order."""
+    net = fleet.network
+    spec = fleet.groups[group]
+    return {
+        code: RegionNet(
+            region=code,
+            host=region_host(fleet, code),
+            postgres_port=net.postgres_port,
+            read_port=net.read_port,
+            write_port=net.write_port,
+            stats_port=net.stats_port,
+            node_ports=tuple(net.postgres_port + k for k in range(region.nodes)),
+        )
+        for code, region in spec.regions.items()
+    }
+
+
+def _listeners(net: RegionNet) -> list[tuple[int, str]]:
+    nodes = [(port, f"PostgreSQL node {k}") for k, port in enumerate(net.node_ports)]
+    proxies = [
+        (net.read_port, "read listener"),
+        (net.write_port, "write listener"),
+        (net.stats_port, "stats listener"),
+    ]
+    return nodes + proxies
+
+
+def find_port_clashes(
+    nets: Mapping[str, RegionNet],
+    is_free: Callable[[str, int], bool],
+    *,
+    group: str | None = None,
+) -> list[str]:
+    """One message per planned listener whose address is already taken.
+
+    `nets` is what `plan_network` returns; `group` only makes messages say `eu/lhr`.
+    """
+    clashes: list[str] = []
+    for net in nets.values():
+        owner = f"{group}/{net.region}" if group else net.region
+        for port, role in _listeners(net):
+            if not is_free(net.host, port):
+                clashes.append(f"{net.host}:{port} ({role} of {owner}) is already in use")
+    return clashes
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when a TCP socket can bind host:port right now.
+
+    SO_REUSEADDR stays off, so the check is strict: besides a live listener, a port with
+    connections still in TIME_WAIT counts as taken (PostgreSQL and HAProxy set
+    SO_REUSEADDR and could start anyway; a false alarm is cheaper than a half-started
+    region). An address that does not exist on this machine counts as not free either
+    (unless the kernel allows non-local binds).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
