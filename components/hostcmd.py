@@ -1,0 +1,240 @@
+"""HostScript: a resource that runs one of dbfleet's host scripts on a host.
+
+Every piece of a fleet that lives on a machine (an OS account, a PostgreSQL node,
+an HAProxy) is a `HostScript`: an idempotent shell script from
+`components/scripts/` run with an action (`create`, `update`, `delete`, `check`)
+over a host connection. The connection is data — local today, SSH for real hosts —
+so no component hard-codes where it runs.
+
+Why a dynamic provider and not pulumi-command: the pulumi-command provider binary
+cannot be built from the module proxy this project can reach (its provider module
+is untagged and none of its pseudo-versions are served), so dbfleet carries this
+small provider in Python instead; it runs inside Pulumi's own Python provider host.
+
+Secrets travel only in `secret_environment`: they reach the script through its
+environment (local) or its standard input (SSH), never a command line; they are
+stored as Pulumi secrets and scrubbed from any error text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pulumi
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+SCRIPTS_DIR = Path(__file__).parent / "scripts"
+LIB_SCRIPT = "lib.sh"
+DEFAULT_TIMEOUT_S = 300
+# Exit code by which a script's `check` action says "this host has drifted from
+# what was declared" (a stopped database, a missing proxy): `up` then re-runs it.
+DRIFT_EXIT_CODE = 3
+_SOURCE_LIB = re.compile(r"^[ \t]*(?:source|\.)[ \t]+\S*lib\.sh\S*[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where a host script runs: this machine, or a host reached over SSH."""
+
+    kind: Literal["local", "ssh"] = "local"
+    host: str = "localhost"
+    user: str | None = None
+    port: int = 22
+
+    def to_inputs(self) -> dict[str, Any]:
+        return {"kind": self.kind, "host": self.host, "user": self.user or "", "port": self.port}
+
+
+LOCAL = Connection()
+
+
+def script_text(name: str) -> str:
+    """The program a host runs for `name`: the shared library followed by the script."""
+    path = SCRIPTS_DIR / name
+    if not path.is_file():
+        raise ValueError(f"unknown host script {name!r} (looked in {SCRIPTS_DIR})")
+    lib = (SCRIPTS_DIR / LIB_SCRIPT).read_text()
+    # The host receives one program on stdin, so the script's own line that
+    # sources lib.sh is replaced by the library itself.
+    body = _SOURCE_LIB.sub("", path.read_text())
+    return lib + "\n" + body
+
+
+def script_digest(name: str) -> str:
+    return hashlib.sha256(script_text(name).encode()).hexdigest()
+
+
+def _scrub(text: str, secrets: dict[str, str]) -> str:
+    for value in secrets.values():
+        if value:
+            text = text.replace(value, "[secret]")
+    return text
+
+
+def run_script(
+    connection: dict[str, Any],
+    script: str,
+    action: str,
+    environment: dict[str, str],
+    secret_environment: dict[str, str],
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
+    """Runs `script action` on the connection's host; returns the finished process."""
+    program = script_text(script)
+    if connection.get("kind", "local") == "local":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "VAULT_"))}
+        env.update(environment)
+        env.update(secret_environment)
+        return subprocess.run(
+            ["bash", "-s", "--", action],
+            input=program,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    # SSH: the environment, secrets included, is sent as `export` lines on stdin.
+    preamble = "".join(
+        f"export {k}={shlex.quote(v)}\n" for k, v in {**environment, **secret_environment}.items()
+    )
+    target = connection["host"] if not connection.get("user") else f"{connection['user']}@{connection['host']}"
+    argv = [
+        "ssh",
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=accept-new",
+        "-p", str(connection.get("port", 22)),
+    ]
+    key = secret_environment.get("DBFLEET_SSH_PRIVATE_KEY")
+    with tempfile.TemporaryDirectory() as tmp:
+        if key:
+            key_file = Path(tmp) / "id"
+            key_file.touch(mode=0o600)
+            key_file.write_text(key)
+            argv += ["-i", str(key_file)]
+        argv += [target, "bash", "-s", "--", action]
+        return subprocess.run(
+            argv, input=preamble + program, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+
+
+class HostScriptProvider(ResourceProvider):
+    """Create/update/delete a HostScript by running its script with that action."""
+
+    def _run(self, props: dict[str, Any], action: str) -> str:
+        secrets = dict(props.get("secret_environment") or {})
+        try:
+            proc = run_script(
+                props["connection"],
+                props["script"],
+                action,
+                dict(props.get("environment") or {}),
+                secrets,
+                int(props.get("timeout_s") or DEFAULT_TIMEOUT_S),
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"{props['script']} {action} timed out after {exc.timeout} s") from None
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise RuntimeError(
+                f"{props['script']} {action} failed (exit {proc.returncode}): {_scrub(tail, secrets)}"
+            )
+        return _scrub(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "", secrets)
+
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = []
+        if news.get("script") and not (SCRIPTS_DIR / news["script"]).is_file():
+            failures.append(pulumi.dynamic.CheckFailure("script", f"unknown host script {news['script']}"))
+        return CheckResult(news, failures)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        summary = self._run(props, "create")
+        return CreateResult(id_=f"{props['connection']['host']}:{props['name']}", outs={**props, "summary": summary})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = ("connection", "script", "script_sha", "environment", "secret_environment", "triggers")
+        changed = [k for k in keys if olds.get(k) != news.get(k)]
+        replaces = [k for k in ("connection", "name", *news.get("replace_on", [])) if olds.get(k) != news.get(k)]
+        if not replaces:
+            replaces = [
+                k for k in news.get("replace_on_env", []) if (olds.get("environment") or {}).get(k) != (news.get("environment") or {}).get(k)
+            ]
+            if replaces:
+                replaces = ["environment"]
+        if not changed and news.get("check_drift") and self._drifted(olds):
+            changed = ["drift"]
+        return DiffResult(
+            changes=bool(changed or replaces),
+            replaces=replaces,
+            delete_before_replace=True,
+        )
+
+    def _drifted(self, props: dict[str, Any]) -> bool:
+        try:
+            proc = run_script(
+                props["connection"],
+                props["script"],
+                "check",
+                dict(props.get("environment") or {}),
+                dict(props.get("secret_environment") or {}),
+                timeout_s=30,
+            )
+        except (subprocess.TimeoutExpired, OSError):
+            return True
+        return proc.returncode == DRIFT_EXIT_CODE
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        summary = self._run(news, "update")
+        return UpdateResult(outs={**news, "summary": summary})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        self._run(props, "delete")
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_, props)
+
+
+class HostScript(pulumi.dynamic.Resource):
+    """Runs components/scripts/<script> on a host; secrets only through the environment."""
+
+    summary: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: Connection,
+        script: str,
+        environment: pulumi.Input[dict[str, pulumi.Input[str]]] | None = None,
+        secret_environment: pulumi.Input[dict[str, pulumi.Input[str]]] | None = None,
+        replace_on_env: list[str] | None = None,
+        check_drift: bool = False,
+        timeout_s: int = DEFAULT_TIMEOUT_S,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["secret_environment"])
+        super().__init__(
+            HostScriptProvider(),
+            name,
+            {
+                "name": name,
+                "connection": connection.to_inputs(),
+                "script": script,
+                "script_sha": script_digest(script),
+                "environment": environment or {},
+                "secret_environment": pulumi.Output.secret(secret_environment or {}),
+                "replace_on_env": replace_on_env or [],
+                "check_drift": check_drift,
+                "timeout_s": timeout_s,
+                "summary": None,
+            },
+            pulumi.ResourceOptions.merge(secret_opts, opts),
+        )

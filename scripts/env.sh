@@ -1,0 +1,53 @@
+# shellcheck shell=bash
+# `source scripts/env.sh` — puts pulumi, bao and dbfleet on PATH and sets the
+# backend, passphrase and Vault variables so that plain `pulumi` commands work by
+# hand. Safe to source more than once. Nothing here reaches the network.
+_dbfleet_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/versions.sh
+source "$_dbfleet_root/scripts/versions.sh"
+
+# Where this clone keeps its state: Pulumi's file backend, the local secrets
+# server, and the fleet's data directories. Tests point it elsewhere.
+export DBFLEET_HOME="${DBFLEET_HOME:-$_dbfleet_root/.dbfleet}"
+mkdir -p "$DBFLEET_HOME/state"
+chmod 0755 "$DBFLEET_HOME"
+
+_dbfleet_pulumi_dir="$PULUMI_BIN_DIR"
+[ -f "$PULUMI_TOOL_DIR/use-installed" ] && _dbfleet_pulumi_dir="$(cat "$PULUMI_TOOL_DIR/use-installed")"
+case ":$PATH:" in
+  *":$_dbfleet_root/.venv/bin:"*) ;;
+  *) PATH="$_dbfleet_root/.venv/bin:$PATH" ;;
+esac
+case ":$PATH:" in
+  *":$_dbfleet_pulumi_dir:"*) ;;
+  *) PATH="$_dbfleet_pulumi_dir:$PATH" ;;
+esac
+export PATH
+
+# Offline by construction: no update checks, no plugin downloads, no Pulumi Cloud.
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK=true
+export PULUMI_HOME="${PULUMI_HOME:-$DBFLEET_HOME/pulumi-home}"
+export PULUMI_BACKEND_URL="file://$DBFLEET_HOME/state"
+
+# The local target encrypts stack secrets with a passphrase made once per clone
+# and kept in a 0600 file (never on a command line).
+if [ ! -s "$DBFLEET_HOME/passphrase" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$DBFLEET_HOME/passphrase")
+fi
+export PULUMI_CONFIG_PASSPHRASE_FILE="$DBFLEET_HOME/passphrase"
+unset PULUMI_CONFIG_PASSPHRASE
+
+# The local secrets server (scripts/vault.sh). A user with their own Vault sets
+# VAULT_ADDR/VAULT_TOKEN before sourcing this file and keeps them.
+if [ -z "${VAULT_ADDR:-}" ] || [ -n "${DBFLEET_LOCAL_VAULT:-}" ]; then
+  export DBFLEET_LOCAL_VAULT=1
+  export BAO_BIN="${BAO_BIN:-$_dbfleet_root/.venv/bin/bao}"
+  if [ -f "$DBFLEET_HOME/vault/init.json" ]; then
+    eval "$(bash "$_dbfleet_root/scripts/vault.sh" env)"
+  else
+    export VAULT_ADDR="${DBFLEET_VAULT_ADDR:-http://127.0.0.1:8200}"
+  fi
+fi
+unset _dbfleet_root _dbfleet_pulumi_dir
