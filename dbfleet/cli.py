@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fleet file (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
     )
     validate.set_defaults(handler=cmd_validate)
+    from dbfleet import ops
+
+    ops.register(commands)
     return parser
 
 

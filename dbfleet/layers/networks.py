@@ -1,0 +1,47 @@
+"""networks-<group>: every region's address and ports, and nearest-first order.
+
+On the local target each region is its own loopback address; every address of
+127.0.0.0/8 reaches every other one, so reachability needs no resource here.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from dbfleet.layers.context import LayerContext
+from dbfleet.topology import find_port_clashes, nearest_first, plan_network, port_is_free
+from dbfleet.upstream import UpstreamError, read_outputs
+
+
+def build(ctx: LayerContext) -> None:
+    read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
+    nets = plan_network(ctx.fleet, ctx.group_name)
+
+    # A port held by something else must stop the rollout before any database
+    # starts. Ports this stack already handed out are in use by the group itself.
+    previous = _own_previous_regions(str(ctx.stack))
+    fresh = {r: n for r, n in nets.items() if previous.get(r) != _region_output(n)}
+    clashes = find_port_clashes(fresh, port_is_free, group=ctx.group_name)
+    if clashes:
+        raise UpstreamError("ports already in use: " + "; ".join(clashes))
+
+    pulumi.export("regions", {r: _region_output(n) for r, n in nets.items()})
+    pulumi.export("nearest", nearest_first(list(ctx.group.regions)))
+
+
+def _region_output(net) -> dict:
+    return {
+        "host": net.host,
+        "postgres_port": net.postgres_port,
+        "node_ports": list(net.node_ports),
+        "read_port": net.read_port,
+        "write_port": net.write_port,
+        "stats_port": net.stats_port,
+    }
+
+
+def _own_previous_regions(stack: str) -> dict:
+    try:
+        return read_outputs(stack, (), opts=pulumi.ResourceOptions()).get("regions") or {}
+    except UpstreamError:
+        return {}

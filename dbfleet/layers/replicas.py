@@ -1,0 +1,86 @@
+"""replicas-<group>: the primary PostgreSQL and one streaming replica per other node."""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.postgres import PostgresNode, PostgresNodeArgs
+from dbfleet import vault
+from dbfleet.layers.context import LayerContext
+from dbfleet.upstream import read_outputs
+
+APP_DB = "app"
+APP_USER = "app"
+
+
+def slot_name(region: str, index: int) -> str:
+    return f"dbfleet_{region}_{index}"
+
+
+def build(ctx: LayerContext) -> None:
+    accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path"))
+    networks = read_outputs(ctx.stack.upstream("networks"), ("regions",))
+    regions: dict = networks["regions"]
+    passwords = pulumi.Output.secret(
+        vault.read_group_secrets(vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"])
+    )
+    primary_region = ctx.group.primary
+    allowed = tuple(sorted(r["host"] for r in regions.values()))
+
+    # Primary first, then the replicas of every region in the file's order.
+    members = [
+        (region, k)
+        for region in [primary_region, *(r for r in ctx.group.regions if r != primary_region)]
+        for k in range(ctx.group.regions[region].nodes)
+    ]
+    primary_net = regions[primary_region]
+    replica_slots = tuple(slot_name(r, k) for r, k in members[1:])
+
+    def args(region: str, k: int) -> PostgresNodeArgs:
+        net = regions[region]
+        common = dict(
+            connection=ctx.connection,
+            run_as=accounts["user"],
+            node_dir=f"{accounts['data_root']}/{region}-{k}",
+            host=net["host"],
+            port=net["node_ports"][k],
+            allowed_hosts=allowed,
+            passwords=passwords,
+            app_db=APP_DB,
+            app_user=APP_USER,
+        )
+        if (region, k) == members[0]:
+            return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)
+        return PostgresNodeArgs(
+            role="replica",
+            primary_host=primary_net["host"],
+            primary_port=primary_net["node_ports"][0],
+            slot=slot_name(region, k),
+            **common,
+        )
+
+    primary = PostgresNode(f"{primary_region}-0", args(*members[0]))
+    nodes = {members[0]: primary}
+    for region, k in members[1:]:
+        nodes[(region, k)] = PostgresNode(
+            f"{region}-{k}", args(region, k), pulumi.ResourceOptions(depends_on=[primary])
+        )
+
+    def node_out(region: str) -> dict:
+        mine = [(k, n) for (r, k), n in nodes.items() if r == region]
+        first = mine[0][1]
+        return {
+            "host": regions[region]["host"],
+            "port": first.port,
+            "role": first.role,
+            "members": [
+                {"host": regions[region]["host"], "port": n.port, "role": n.role} for _, n in mine
+            ],
+        }
+
+    pulumi.export("primary_region", primary_region)
+    pulumi.export("nodes", {region: node_out(region) for region in ctx.group.regions})
+    pulumi.export("secret_mount", accounts["secret_mount"])
+    pulumi.export("secret_path", accounts["secret_path"])
+    pulumi.export("app_db", APP_DB)
+    pulumi.export("app_user", APP_USER)

@@ -1,0 +1,36 @@
+"""Reads an earlier layer's outputs through a pulumi.StackReference.
+
+The values are awaited while the program is being declared, so a layer can plan
+with plain data and fail early, with a message naming the stack and the output,
+when the layer it builds on is not deployed yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.runtime.sync_await import _sync_await
+
+
+class UpstreamError(pulumi.RunError):
+    pass
+
+
+def read_outputs(stack: str, required: tuple[str, ...], *, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
+    """All outputs of `stack`, checking that every name in `required` is present."""
+    ref = pulumi.StackReference(stack, opts=opts)
+    try:
+        outputs = _sync_await(ref.outputs.future()) or {}
+    except Exception as exc:  # the engine reports a missing stack as a failed read
+        raise UpstreamError(
+            f"stack {stack} is not deployed yet ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
+            f"deploy it first: pulumi up -s {stack}  (or: dbfleet up)"
+        ) from None
+    missing = [name for name in required if name not in outputs]
+    if missing:
+        raise UpstreamError(
+            f"stack {stack} has no output {', '.join(missing)}: it is not deployed yet or was deployed "
+            f"by an older dbfleet; run: pulumi up -s {stack}"
+        )
+    return outputs
