@@ -37,7 +37,7 @@ DEFAULT_TIMEOUT_S = 300
 # Exit code by which a script's `check` action says "this host has drifted from
 # what was declared" (a stopped database, a missing proxy): `up` then re-runs it.
 DRIFT_EXIT_CODE = 3
-_SOURCE_LIB = re.compile(r"^[ \t]*(?:source|\.)[ \t]+\S*lib\.sh\S*[ \t]*$", re.MULTILINE)
+_SOURCE_LIB = re.compile(r"^[ \t]*(?:source|\.)[ \t]+.*/lib\.sh\"?[ \t]*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,156 @@
+"""Components: what each registers, with which inputs, and that secrets stay secret."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.account import GroupAccount, GroupAccountArgs
+from components.hostcmd import LOCAL, HostScript, script_digest, script_text
+from components.postgres import PostgresNode, PostgresNodeArgs
+from components.proxy import RegionProxy, RegionProxyArgs
+from tests.unit.conftest import is_secret, resolve
+
+PASSWORDS = {"superuser_password": "su-Secret-1", "replication_password": "repl-Secret-2", "app_password": "app-Secret-3"}
+DYN = "pulumi-python:dynamic:Resource"
+
+
+def node_args(**over) -> PostgresNodeArgs:
+    base = dict(
+        connection=LOCAL,
+        role="primary",
+        run_as="dbfleet-eu",
+        node_dir="/srv/dbfleet/eu/fra-0",
+        host="127.77.12.1",
+        port=5432,
+        allowed_hosts=("127.77.12.1", "127.77.20.1"),
+        passwords=pulumi.Output.secret(PASSWORDS),
+        replica_slots=("dbfleet_lhr_0",),
+    )
+    base.update(over)
+    return PostgresNodeArgs(**base)
+
+
+@pulumi.runtime.test
+def test_primary_runs_primary_script_with_secrets_only_in_secret_env(mocks):
+    node = PostgresNode("fra-0", node_args())
+    assert resolve(node.role) == "primary"
+    server = mocks.named("fra-0-server")
+    assert server.typ == DYN
+    assert server.inputs["script"] == "pg_primary.sh"
+    env = server.inputs["environment"]
+    assert env["REPLICA_SLOTS"] == "dbfleet_lhr_0"
+    assert env["ALLOWED_HOSTS"] == "127.77.12.1 127.77.20.1"
+    assert not any(v in str(env) for v in PASSWORDS.values())
+    assert resolve(node.role) == "primary"
+    assert resolve(node.port) == 5432
+
+
+@pulumi.runtime.test
+def test_secret_environment_is_a_secret_output(mocks):
+    resolve(PostgresNode("fra-0", node_args()).port)
+    # The secret environment carries every password, under the names the script reads.
+    res = [r for r in mocks.resources if r.name == "fra-0-server"][0]
+    sec = res.inputs["secret_environment"]
+    # The engine receives it wrapped as a secret (signature + value).
+    assert "4dabf18193072939515e22adb298388d" in sec
+    sec = sec["value"]
+    assert set(sec) == {"PG_SUPERUSER_PASSWORD", "PG_REPLICATION_PASSWORD", "PG_APP_PASSWORD"}
+
+
+def test_host_script_marks_secret_environment_secret():
+    captured = {}
+
+    @pulumi.runtime.test
+    def body():
+        r = HostScript("s", connection=LOCAL, script="account.sh", secret_environment={"X": "y"})
+        captured["secret"] = is_secret(r.secret_environment)
+        captured["plain"] = is_secret(r.environment)
+
+    pulumi.runtime.set_mocks(__import__("tests.unit.conftest", fromlist=["RecordingMocks"]).RecordingMocks())
+    body()
+    assert captured == {"secret": True, "plain": False}
+
+
+@pulumi.runtime.test
+def test_replica_points_at_primary_through_its_slot(mocks):
+    node = PostgresNode(
+        "lhr-0",
+        node_args(role="replica", host="127.77.20.1", node_dir="/srv/x/lhr-0", replica_slots=(),
+                  primary_host="127.77.12.1", primary_port=5432, slot="dbfleet_lhr_0"),
+    )
+    assert resolve(node.role) == "replica"
+    server = mocks.named("lhr-0-server")
+    assert server.inputs["script"] == "pg_replica.sh"
+    env = server.inputs["environment"]
+    assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"], env["SLOT"]) == ("127.77.12.1", "5432", "dbfleet_lhr_0")
+    assert "REPLICA_SLOTS" not in env
+
+
+def test_replica_without_primary_is_refused():
+    with pytest.raises(ValueError, match="primary_host"):
+        node_args(role="replica", replica_slots=())
+
+
+@pytest.mark.parametrize("port", [80, 70000])
+def test_node_port_out_of_range_is_refused(port):
+    with pytest.raises(ValueError, match="outside"):
+        node_args(port=port)
+
+
+def test_relative_node_dir_is_refused():
+    with pytest.raises(ValueError, match="absolute"):
+        node_args(node_dir="data/fra-0")
+
+
+@pulumi.runtime.test
+def test_proxy_reads_local_first_then_backups_in_order(mocks):
+    proxy = RegionProxy(
+        "lhr",
+        RegionProxyArgs(
+            connection=LOCAL, run_as="u", proxy_dir="/srv/x/proxy-lhr", host="127.77.20.1",
+            read_port=6432, write_port=6433, stats_port=6434, write_backend="127.77.12.1:5432",
+            read_local=("127.77.20.1:5432",), read_backups=("127.77.12.1:5432", "127.77.2.1:5432"),
+        ),
+    )
+    resolve(proxy.read_endpoint)
+    env = mocks.named("lhr-haproxy").inputs["environment"]
+    assert env["READ_LOCAL"] == "127.77.20.1:5432"
+    assert env["READ_BACKUPS"] == "127.77.12.1:5432 127.77.2.1:5432"
+    assert env["WRITE_BACKEND"] == "127.77.12.1:5432"
+    assert resolve(proxy.read_endpoint) == "127.77.20.1:6432"
+    assert resolve(proxy.write_endpoint) == "127.77.20.1:6433"
+
+
+def test_proxy_refuses_same_node_local_and_backup():
+    with pytest.raises(ValueError, match="both local and backup"):
+        RegionProxyArgs(
+            connection=LOCAL, run_as="u", proxy_dir="/p", host="h", read_port=1, write_port=2, stats_port=3,
+            write_backend="a:1", read_local=("a:1",), read_backups=("a:1",),
+        )
+
+
+@pulumi.runtime.test
+def test_account_creates_user_and_root(mocks):
+    acct = GroupAccount("account", GroupAccountArgs(connection=LOCAL, user="dbfleet-eu", data_root="/srv/d/eu"))
+    resolve(acct.user)
+    env = mocks.named("account-account").inputs["environment"]
+    assert env == {"ACCOUNT_USER": "dbfleet-eu", "DATA_ROOT": "/srv/d/eu"}
+    assert resolve(acct.user) == "dbfleet-eu"
+
+
+def test_account_refuses_long_user_name():
+    with pytest.raises(ValueError, match="32"):
+        GroupAccountArgs(connection=LOCAL, user="x" * 33, data_root="/d")
+
+
+def test_script_text_inlines_library_and_drops_source_line():
+    text = script_text("pg_primary.sh")
+    assert "lib.sh - helpers shared" in text
+    assert not any(line.strip().startswith((". ", "source ")) and "lib.sh" in line for line in text.splitlines())
+    assert len(script_digest("pg_primary.sh")) == 64
+
+
+def test_unknown_script_is_refused():
+    with pytest.raises(ValueError, match="unknown host script"):
+        script_text("nope.sh")
