@@ -1,0 +1,450 @@
+"""dbfleet's only door to Vault (any server that speaks the Vault API, e.g. OpenBao).
+
+Database passwords live in a KV v2 engine (mount ``secret`` by default) under one path per
+region group, ``dbfleet/<fleet>/<group>/postgres``, with the keys in :data:`SECRET_KEYS`.
+
+The address and token come from the usual ``VAULT_ADDR`` / ``VAULT_TOKEN`` (for the local
+target: ``eval "$(scripts/vault.sh env)"``). Optional, as for the Vault CLI: ``VAULT_CACERT``,
+``VAULT_SKIP_VERIFY``, ``VAULT_CLIENT_CERT`` / ``VAULT_CLIENT_KEY``, ``VAULT_NAMESPACE``,
+``VAULT_CLIENT_TIMEOUT`` (seconds, default 5).
+
+Every failure is raised as :class:`VaultError`, whose message says what to do and names
+``VAULT_ADDR`` (with its value) and, where one is involved, the secret path. Secret values
+never reach a log line or an exception message, and no hvac/requests exception is chained
+onto a :class:`VaultError` (``raise ... from None``), so tracebacks carry only our text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+
+import hvac
+import hvac.exceptions
+import requests.exceptions
+
+__all__ = [
+    "DEFAULT_MOUNT",
+    "SECRET_KEYS",
+    "VaultError",
+    "client_from_env",
+    "delete_group_secrets",
+    "ensure_group_secrets",
+    "read_group_secrets",
+    "secret_path",
+]
+
+log = logging.getLogger(__name__)
+
+SECRET_KEYS = ("superuser_password", "replication_password", "app_password")
+DEFAULT_MOUNT = "secret"
+
+#: bytes of randomness per generated password; token_urlsafe(32) gives 43 characters, 256 bits
+TOKEN_BYTES = 32
+DEFAULT_TIMEOUT_S = 5.0
+#: how often ensure_group_secrets re-reads after losing a check-and-set race
+CAS_ATTEMPTS = 5
+
+_LOCAL_HINT = 'for the local target run: eval "$(scripts/vault.sh env)"'
+
+
+class VaultError(Exception):
+    """A Vault problem described so that a user can act on it (never contains secret values)."""
+
+
+# --------------------------------------------------------------------------------------------
+# paths
+
+
+def _check_segment(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not value or value.strip() != value:
+        raise ValueError(f"{kind} {value!r} cannot be part of a Vault path")
+    if "/" in value or value in (".", "..") or any(c.isspace() for c in value):
+        raise ValueError(f"{kind} {value!r} cannot be part of a Vault path")
+    return value
+
+
+def secret_path(fleet_name: str, group: str) -> str:
+    """The KV v2 path (relative to the mount) of a region group's database passwords."""
+    fleet = _check_segment("fleet name", fleet_name)
+    return f"dbfleet/{fleet}/{_check_segment('group', group)}/postgres"
+
+
+def _norm_mount(mount: str) -> str:
+    mount = (mount or "").strip("/")
+    if not mount:
+        raise ValueError("the KV mount must not be empty")
+    return mount
+
+
+def _norm_path(path: str) -> str:
+    path = (path or "").strip("/")
+    if not path:
+        raise ValueError("the secret path must not be empty")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# error translation
+
+
+def _addr_of(client) -> str:
+    return str(getattr(client, "url", None) or "<unknown>")
+
+
+def _walk(exc: BaseException) -> Iterable[object]:
+    """The exception, its args, reasons, causes and contexts (requests/urllib3 nest deeply)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, BaseException):
+            todo.extend(a for a in item.args if isinstance(a, BaseException))
+            for attr in ("reason", "__cause__", "__context__"):
+                nxt = getattr(item, attr, None)
+                if isinstance(nxt, BaseException):
+                    todo.append(nxt)
+
+
+def _connection_reason(exc: BaseException) -> str:
+    texts = []
+    for item in _walk(exc):
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        texts.append(str(item))
+    text = " ".join(texts).lower()
+    if "connection refused" in text or "errno 111" in text:
+        return "connection refused"
+    if "name or service not known" in text or "nodename nor servname" in text or (
+        "name resolution" in text
+    ):
+        return "cannot resolve the host name"
+    if "no route to host" in text:
+        return "no route to host"
+    if "network is unreachable" in text:
+        return "network is unreachable"
+    if "connection reset" in text or "remotedisconnected" in text or "aborted" in text:
+        return "the connection was closed by the other side (is it a Vault server?)"
+    return type(exc).__name__
+
+
+def _clean(text: str) -> str:
+    # Vault wraps lists of errors as "1 error occurred:\n\t* permission denied\n\n"
+    lines = [ln.strip().lstrip("*").strip() for ln in str(text).splitlines()]
+    lines = [ln for ln in lines if ln and not (ln.endswith("occurred:") and "error" in ln)]
+    return "; ".join(lines)
+
+
+def _vault_errors(exc: hvac.exceptions.VaultError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        text = "; ".join(_clean(e) for e in errors)
+    else:
+        text = _clean(exc.args[0]) if exc.args and exc.args[0] else ""
+    return text or "no detail given"
+
+
+def _translate(exc: BaseException, addr: str, what: str, mount: str | None = None,
+               path: str | None = None, capabilities: str = "read") -> VaultError:
+    """Maps an hvac/requests exception to a VaultError. `what` says what we were doing."""
+    where = f"VAULT_ADDR={addr}"
+    secret = f" for secret {mount}/{path}" if mount and path else ""
+    api_path = f"{mount}/data/{path}" if mount and path else None
+
+    if isinstance(exc, requests.exceptions.SSLError):
+        return VaultError(
+            f"cannot reach Vault at {where}: TLS error ({type(exc).__name__}); check the scheme "
+            f"(http:// or https://) and VAULT_CACERT"
+        )
+    if isinstance(exc, requests.exceptions.Timeout):
+        return VaultError(f"cannot reach Vault at {where}: no answer in time while {what}{secret}")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return VaultError(f"cannot reach Vault at {where}: {_connection_reason(exc)}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return VaultError(f"cannot talk to Vault at {where} while {what}: {type(exc).__name__}")
+
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        detail = _vault_errors(exc)
+        if "seal" in detail.lower():
+            return VaultError(
+                f"Vault at {where} is sealed; unseal it (scripts/vault.sh start unseals the "
+                f"local server)"
+            )
+        return VaultError(f"Vault at {where} is unavailable while {what}{secret}: {detail}")
+    if isinstance(exc, hvac.exceptions.VaultNotInitialized):
+        return VaultError(f"Vault at {where} is not initialised (scripts/vault.sh start does it "
+                          f"for the local server)")
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        if api_path:
+            return VaultError(
+                f"permission denied{secret} at {where}: VAULT_TOKEN's policies must allow "
+                f"{capabilities} on {api_path}"
+            )
+        return VaultError(f"permission denied at {where} while {what}: check VAULT_TOKEN")
+    if isinstance(exc, hvac.exceptions.Unauthorized):
+        return VaultError(f"VAULT_TOKEN is not valid for {where} (HTTP 401 while {what}{secret})")
+    if (
+        mount
+        and isinstance(exc, hvac.exceptions.InvalidPath)
+        and "no handler for route" in _vault_errors(exc)
+    ):
+        return VaultError(
+            f"KV mount '{mount}' is missing at {where}{secret}: enable a KV v2 engine there "
+            f"(bao/vault secrets enable -path={mount} kv-v2; scripts/vault.sh start does it "
+            f"for the local server)"
+        )
+    if isinstance(exc, hvac.exceptions.RateLimitExceeded):
+        return VaultError(
+            f"Vault at {where} is rate-limiting requests while {what}{secret}; retry later"
+        )
+    if isinstance(exc, hvac.exceptions.VaultError):
+        return VaultError(f"Vault at {where} failed while {what}{secret}: {_vault_errors(exc)}")
+    return VaultError(f"unexpected error from Vault at {where} while {what}{secret}: "
+                      f"{type(exc).__name__}")
+
+
+_TRANSLATED = (hvac.exceptions.VaultError, requests.exceptions.RequestException)
+
+
+# --------------------------------------------------------------------------------------------
+# client
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on", "t", "y")
+
+
+def _timeout(env: Mapping[str, str]) -> float:
+    raw = (env.get("VAULT_CLIENT_TIMEOUT") or "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw.removesuffix("s"))
+    except ValueError:
+        raise VaultError(f"VAULT_CLIENT_TIMEOUT={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise VaultError(f"VAULT_CLIENT_TIMEOUT={raw!r} must be positive")
+    return value
+
+
+def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
+    """An authenticated hvac client for VAULT_ADDR/VAULT_TOKEN, after checking that the server
+    answers, is initialised and unsealed, and accepts the token. Raises VaultError."""
+    addr = (env.get("VAULT_ADDR") or "").strip().rstrip("/")
+    if not addr:
+        raise VaultError(f"VAULT_ADDR is not set: point it at your Vault ({_LOCAL_HINT})")
+    if not addr.startswith(("http://", "https://")):
+        raise VaultError(f"VAULT_ADDR={addr} is not an http:// or https:// URL")
+    token = (env.get("VAULT_TOKEN") or "").strip()
+    if not token:
+        raise VaultError(f"VAULT_TOKEN is not set (VAULT_ADDR={addr}); {_LOCAL_HINT}")
+
+    verify: bool | str = True
+    if env.get("VAULT_CACERT"):
+        verify = env["VAULT_CACERT"]
+    if _truthy(env.get("VAULT_SKIP_VERIFY")):
+        verify = False
+    cert = None
+    if env.get("VAULT_CLIENT_CERT") and env.get("VAULT_CLIENT_KEY"):
+        cert = (env["VAULT_CLIENT_CERT"], env["VAULT_CLIENT_KEY"])
+
+    client = hvac.Client(
+        url=addr,
+        token=token,
+        timeout=_timeout(env),
+        verify=verify,
+        cert=cert,
+        namespace=env.get("VAULT_NAMESPACE") or None,
+    )
+
+    # 1. reachable, initialised, unsealed (GET /v1/sys/health needs no token)
+    try:
+        health = client.sys.read_health_status(method="GET", standby_ok=True)
+    except _TRANSLATED as exc:
+        raise _translate(exc, addr, "checking /v1/sys/health") from None
+    if not isinstance(health, Mapping):
+        status = getattr(health, "status_code", None)
+        try:
+            health = health.json()
+        except (ValueError, AttributeError):  # not JSON: not a Vault server
+            raise VaultError(
+                f"VAULT_ADDR={addr} does not look like a Vault server "
+                f"(GET /v1/sys/health answered HTTP {status})"
+            ) from None
+        if not isinstance(health, Mapping) or "sealed" not in health:
+            raise VaultError(
+                f"VAULT_ADDR={addr} does not look like a Vault server "
+                f"(GET /v1/sys/health answered HTTP {status})"
+            )
+    if health.get("initialized") is False:
+        raise VaultError(f"Vault at VAULT_ADDR={addr} is not initialised (scripts/vault.sh "
+                         f"start does it for the local server)")
+    if health.get("sealed"):
+        raise VaultError(f"Vault at VAULT_ADDR={addr} is sealed; unseal it "
+                         f"(scripts/vault.sh start unseals the local server)")
+
+    # 2. the token is known to the server (lookup-self is in Vault's default policy)
+    try:
+        client.auth.token.lookup_self()
+    except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+        raise VaultError(
+            f"VAULT_TOKEN is not valid for VAULT_ADDR={addr}: the server refused it (unknown, "
+            f"expired or revoked token, or one without the default policy); {_LOCAL_HINT}"
+        ) from None
+    except _TRANSLATED as exc:
+        raise _translate(exc, addr, "checking VAULT_TOKEN") from None
+    return client
+
+
+# --------------------------------------------------------------------------------------------
+# KV v2 secrets
+
+
+def _read(client, mount: str, path: str, capabilities: str) -> tuple[dict | None, int]:
+    """(data, version) of the latest version; (None, current version or 0) when it does not
+    exist or its latest version is deleted/destroyed."""
+    addr = _addr_of(client)
+    try:
+        resp = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=mount, raise_on_deleted_version=True
+        )
+    except hvac.exceptions.InvalidPath as exc:
+        if "no handler for route" in _vault_errors(exc):
+            raise _translate(exc, addr, "reading", mount, path, capabilities) from None
+        # absent (version 0) or latest version deleted/destroyed (metadata tells its number)
+        doc = exc.json if isinstance(getattr(exc, "json", None), Mapping) else {}
+        meta = (doc.get("data") or {}).get("metadata") or {}
+        return None, int(meta.get("version") or 0)
+    except _TRANSLATED as exc:
+        raise _translate(exc, addr, "reading", mount, path, capabilities) from None
+    try:
+        body = resp["data"]
+        data = body.get("data")
+        version = int(body["metadata"]["version"])
+    except (KeyError, TypeError, ValueError):
+        raise VaultError(
+            f"unexpected answer from Vault at VAULT_ADDR={addr} for secret {mount}/{path}: "
+            f"is '{mount}' a KV version 2 mount?"
+        ) from None
+    if data is None:
+        return None, version
+    if not isinstance(data, Mapping):
+        raise VaultError(f"secret {mount}/{path} at VAULT_ADDR={addr} is not a key/value map")
+    return dict(data), version
+
+
+def _check_values(data: Mapping, addr: str, mount: str, path: str) -> None:
+    bad = sorted(k for k in SECRET_KEYS if k in data and not isinstance(data[k], (str, type(None))))
+    if bad:
+        raise VaultError(
+            f"secret {mount}/{path} at VAULT_ADDR={addr}: {', '.join(bad)} must be strings"
+        )
+
+
+def _check_kv2(client, mount: str, path: str) -> None:
+    """Refuses to write to a mount that is not KV v2 (a KV v1 mount would store our request
+    body as a secret named data/<path>). Needs no more rights than the secret itself; when the
+    server will not say (403/404), the write itself reports the problem."""
+    addr = _addr_of(client)
+    try:
+        resp = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
+    except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+        return
+    except _TRANSLATED as exc:
+        raise _translate(exc, addr, "checking the KV mount", mount, path) from None
+    info = resp.get("data") if isinstance(resp, Mapping) else None
+    if not isinstance(info, Mapping) or "type" not in info:
+        return
+    version = str((info.get("options") or {}).get("version") or "1")
+    if info.get("type") != "kv" or version != "2":
+        raise VaultError(
+            f"mount '{mount}' at VAULT_ADDR={addr} is {info.get('type')} version {version}, not "
+            f"KV v2; secret {mount}/{path} needs a KV v2 engine (bao/vault secrets enable "
+            f"-path=<mount> kv-v2)"
+        )
+
+
+def _is_cas_conflict(exc: hvac.exceptions.VaultError) -> bool:
+    return "check-and-set" in _vault_errors(exc).lower()
+
+
+def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
+    """Reads the group's secret and creates every missing (or empty) key of SECRET_KEYS with a
+    strong random value; existing values are kept. The write uses check-and-set on the version
+    read, so concurrent runs cannot overwrite each other: the loser re-reads and adopts what the
+    winner wrote. Returns every key of the secret."""
+    mount, path = _norm_mount(mount), _norm_path(path)
+    addr = _addr_of(client)
+    caps = "read, create and update"
+    for _ in range(CAS_ATTEMPTS):
+        data, version = _read(client, mount, path, caps)
+        data = data or {}
+        _check_values(data, addr, mount, path)
+        missing = [k for k in SECRET_KEYS if not data.get(k)]
+        if not missing:
+            return {str(k): v for k, v in data.items()}
+        if version == 0:
+            _check_kv2(client, mount, path)
+        new = dict(data)
+        for key in missing:
+            new[key] = secrets.token_urlsafe(TOKEN_BYTES)
+        try:
+            client.secrets.kv.v2.create_or_update_secret(
+                path=path, secret=new, cas=version, mount_point=mount
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            if _is_cas_conflict(exc):
+                log.info("secret %s/%s changed under us (check-and-set); re-reading", mount, path)
+                continue
+            raise _translate(exc, addr, "writing", mount, path, caps) from None
+        except _TRANSLATED as exc:
+            raise _translate(exc, addr, "writing", mount, path, caps) from None
+        log.info("created %s in Vault secret %s/%s", ", ".join(missing), mount, path)
+        return {str(k): v for k, v in new.items()}
+    raise VaultError(
+        f"secret {mount}/{path} at VAULT_ADDR={addr} kept changing during {CAS_ATTEMPTS} "
+        f"check-and-set attempts; another writer is busy on it, retry"
+    )
+
+
+def read_group_secrets(client, mount: str, path: str) -> dict[str, str]:
+    """The group's secret; VaultError when it or one of SECRET_KEYS is missing."""
+    mount, path = _norm_mount(mount), _norm_path(path)
+    addr = _addr_of(client)
+    data, _ = _read(client, mount, path, "read")
+    if data is None:
+        raise VaultError(
+            f"secret {mount}/{path} does not exist at VAULT_ADDR={addr} (the accounts layer "
+            f"creates it: pulumi up the group's accounts stack first)"
+        )
+    _check_values(data, addr, mount, path)
+    missing = [k for k in SECRET_KEYS if not data.get(k)]
+    if missing:
+        raise VaultError(
+            f"secret {mount}/{path} at VAULT_ADDR={addr} lacks {', '.join(missing)} (the accounts "
+            f"layer creates missing keys: pulumi up the group's accounts stack)"
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def delete_group_secrets(client, mount: str, path: str) -> None:
+    """Deletes the secret's metadata and every version (no error if it does not exist)."""
+    mount, path = _norm_mount(mount), _norm_path(path)
+    addr = _addr_of(client)
+    try:
+        client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
+    except _TRANSLATED as exc:
+        # the policy path for this call is <mount>/metadata/<path>
+        err = _translate(exc, addr, "deleting", mount, path, "delete")
+        if isinstance(exc, hvac.exceptions.Forbidden):
+            err = VaultError(
+                f"permission denied for secret {mount}/{path} at VAULT_ADDR={addr}: VAULT_TOKEN's "
+                f"policies must allow delete on {mount}/metadata/{path}"
+            )
+        raise err from None
