@@ -33,4 +33,15 @@ def read_outputs(stack: str, required: tuple[str, ...], *, opts: pulumi.Resource
             f"stack {stack} has no output {', '.join(missing)}: it is not deployed yet or was deployed "
             f"by an older dbfleet; run: pulumi up -s {stack}"
         )
-    return outputs
+    return _ints(outputs)
+
+
+def _ints(value: Any) -> Any:
+    """Stack outputs travel as JSON numbers: give whole numbers back their int type."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints(v) for v in value]
+    return value

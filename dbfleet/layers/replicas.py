@@ -11,6 +11,7 @@ from dbfleet.upstream import read_outputs
 
 APP_DB = "app"
 APP_USER = "app"
+LOCAL_SOURCE = "127.0.0.1"
 
 
 def slot_name(region: str, index: int) -> str:
@@ -26,6 +27,12 @@ def build(ctx: LayerContext) -> None:
     )
     primary_region = ctx.group.primary
     allowed = tuple(sorted(r["host"] for r in regions.values()))
+    if ctx.connection.kind == "local":
+        # On one machine the kernel gives every loopback client the source address
+        # 127.0.0.1, whatever address it connects to (libpq cannot bind another),
+        # so replication and proxy connections arrive from there. The group's
+        # passwords (scram-sha-256) are what keep other groups out on this target.
+        allowed = (*allowed, LOCAL_SOURCE)
 
     # Primary first, then the replicas of every region in the file's order.
     members = [
