@@ -56,7 +56,8 @@ def _error_text(exc: Exception) -> str:
 
 
 def _changes(summary: dict | None) -> dict[str, int]:
-    return {k: v for k, v in (summary or {}).items() if k != "same" and v}
+    # "read" is a StackReference being read, not a change.
+    return {k: v for k, v in (summary or {}).items() if k not in ("same", "read") and v}
 
 
 def _run_group(

@@ -38,4 +38,4 @@ class LayerContext:
         return pwd.getpwuid(os.geteuid()).pw_name
 
     def data_root(self) -> str:
-        return str(self.home / "data" / self.fleet.name / self.stack.group)
+        return str(self.home / "data" / f"{self.fleet.name}-{self.stack.group}")

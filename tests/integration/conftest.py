@@ -1,0 +1,143 @@
+"""Integration fixtures: a private, throw-away dbfleet environment.
+
+Every test session gets its own copy of the Pulumi project, its own state
+directory (file backend), passphrase, local Vault, fleet name (so its own OS
+users) and loopback range, so tests never touch a fleet the user brought up
+with `make up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.integration.vault_fixture import local_vault  # noqa: F401  (session fixture)
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class FleetEnv:
+    root: Path
+    project: Path
+    home: Path
+    spec: Path
+    name: str
+    cidr_octet: int
+    env: dict[str, str] = field(repr=False)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900, input: str | None = None):
+        """Runs `dbfleet ARGS` in this environment; returns the CompletedProcess."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "dbfleet", *args],
+            env=self.env, cwd=self.project, capture_output=True, text=True, timeout=timeout, input=input,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dbfleet {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def pulumi(self, *args: str, check: bool = True, timeout: float = 600):
+        proc = subprocess.run(
+            ["pulumi", *args, "--non-interactive"], env=self.env, cwd=self.project,
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def export(self, stack: str) -> str:
+        return self.pulumi("stack", "export", "--stack", stack).stdout
+
+    def outputs(self, stack: str, show_secrets: bool = False) -> dict:
+        args = ["stack", "output", "--json", "--stack", stack]
+        if show_secrets:
+            args.append("--show-secrets")
+        return json.loads(self.pulumi(*args).stdout)
+
+    def write_fleet(self, text: str) -> None:
+        self.spec.write_text(text)
+
+
+def default_fleet_text(name: str, octet: int) -> str:
+    return f"""
+name: {name}
+target: local
+network:
+  cidr: 127.{octet}.0.0/16
+groups:
+  us:
+    zone: US
+    primary: iad
+    regions:
+      iad: {{nodes: 1}}
+      ord: {{nodes: 1}}
+      sjc: {{nodes: 1}}
+  eu:
+    zone: EU
+    primary: fra
+    regions:
+      fra: {{nodes: 1}}
+      lhr: {{nodes: 1}}
+      arn: {{nodes: 1}}
+"""
+
+
+def make_fleet_env(local_vault, tag: str) -> FleetEnv:  # noqa: F811
+    # Not under pytest's tmp dir: that is 0700, and the group's OS user must be
+    # able to reach its data root.
+    root = Path(tempfile.mkdtemp(prefix=f"dbfleet-{tag}-", dir="/tmp"))
+    root.chmod(0o755)
+    project = root / "project"
+    (project / "stacks").mkdir(parents=True)
+    for f in PROJECT_FILES:
+        shutil.copy(REPO / f, project / f)
+    home = root / "home"
+    (home / "state").mkdir(parents=True)
+    home.chmod(0o755)
+    passphrase = home / "passphrase"
+    passphrase.write_text(os.urandom(24).hex())
+    passphrase.chmod(0o600)
+    name = f"t{random.randrange(10**6):06d}"
+    octet = random.randrange(100, 250)
+    spec = root / "fleet.yaml"
+    spec.write_text(default_fleet_text(name, octet))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "VAULT_", "DBFLEET_"))}
+    env.update(
+        DBFLEET_HOME=str(home),
+        DBFLEET_PROJECT_DIR=str(project),
+        DBFLEET_SPEC=str(spec),
+        PULUMI_BACKEND_URL=f"file://{home / 'state'}",
+        PULUMI_CONFIG_PASSPHRASE_FILE=str(passphrase),
+        PULUMI_HOME=str(home / "pulumi-home"),
+        PULUMI_SKIP_UPDATE_CHECK="true",
+        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+        PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="true",
+        VAULT_ADDR=local_vault.addr,
+        VAULT_TOKEN=local_vault.token,
+        PYTHONPATH=str(REPO),
+    )
+    return FleetEnv(root, project, home, spec, name, octet, env)
+
+
+@pytest.fixture(scope="session")
+def fleet_env(local_vault):  # noqa: F811
+    fe = make_fleet_env(local_vault, "it")
+    yield fe
+    # Whatever a test left running is destroyed; the tests assert on it themselves.
+    fe.run("destroy", "--yes", check=False)
+    shutil.rmtree(fe.root, ignore_errors=True)
