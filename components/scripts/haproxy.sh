@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+#
+# haproxy.sh create|update|delete - a region's HAProxy in front of a group.
+#
+# Environment (create/update):
+#   RUN_AS         OS user running haproxy
+#   PROXY_DIR      absolute directory: haproxy.cfg, haproxy.pid, haproxy.sock
+#   PROXY_HOST     the 127.0.0.0/8 address all three listeners bind to; it is
+#                  also the SOURCE address of haproxy's connections to the
+#                  databases (so pg_hba sees the region's address, not
+#                  127.0.0.1 - list PROXY_HOST in the nodes' ALLOWED_HOSTS)
+#   WRITE_PORT     listener forwarding to the primary
+#   READ_PORT      listener forwarding to this region's nodes
+#   STATS_PORT     HTTP stats page (CSV at /;csv)
+#   WRITE_BACKEND  host:port of the group's primary
+#   READ_LOCAL     space-separated host:port of this region's nodes
+#   READ_BACKUPS   space-separated host:port of other regions' nodes,
+#                  nearest first; used only when every READ_LOCAL node is
+#                  down, and then only the first healthy one (no
+#                  "option allbackups")
+# delete needs only RUN_AS and PROXY_DIR.
+#
+# create/update (idempotent): render haproxy.cfg; if it differs from the
+# current one, validate it with "haproxy -c" first and only then install
+# it.  Start haproxy (-D -p haproxy.pid) as RUN_AS if it is not running;
+# if it runs and the configuration changed, reload it seamlessly (new
+# process takes the listening sockets over the stats socket with -x, old
+# one finishes its sessions, -sf; hard-stop-after bounds that to 30 s).
+# Nothing happens when nothing changed.
+#
+# Health checks: "option pgsql-check" every 1 s (fall 2, rise 1) - a
+# StartupMessage answered by an authentication request means up, an error
+# (starting up, shutting down, pg_hba reject) or no answer means down.  The
+# check user (dbfleet_healthcheck) needs no role: with scram-sha-256 the
+# server asks for authentication before looking the role up, and an
+# abandoned authentication is not logged.
+#
+# Output: one summary line on stdout; progress/errors on stderr.
+set -euo pipefail
+
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+CHECK_USER=dbfleet_healthcheck
+
+init_vars() {
+    CFG=$PROXY_DIR/haproxy.cfg
+    PIDFILE=$PROXY_DIR/haproxy.pid
+    SOCK=$PROXY_DIR/haproxy.sock
+}
+
+# haproxy_pid : the pid in the pid file if it is a running haproxy.
+haproxy_pid() {
+    local pid=
+    [[ -f "$PIDFILE" ]] && read -r pid <"$PIDFILE"
+    if proc_exe_is "$pid" "$HAPROXY_BIN"; then printf '%s' "$pid"; fi
+}
+
+# our_haproxies : pids of every haproxy running our configuration file
+# (the current one and any old ones still draining after a reload).
+our_haproxies() {
+    local p args
+    for p in /proc/[0-9]*; do
+        proc_exe_is "${p#/proc/}" "$HAPROXY_BIN" || continue
+        args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        [[ " $args " == *" -f $CFG "* ]] && printf '%s\n' "${p#/proc/}"
+    done
+    return 0
+}
+
+# render_cfg : the configuration for the current environment.
+render_cfg() {
+    local hp i
+    cat <<EOF
+# Managed by dbfleet (haproxy.sh); rewritten on every run - do not edit.
+global
+    maxconn 1024
+    hard-stop-after 30s
+    stats socket $SOCK mode 600 level admin expose-fd listeners
+    stats timeout 30s
+
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 1h
+    timeout server 1h
+    timeout check 2s
+    timeout queue 10s
+
+# Writes: the group's primary; sessions are cut when it is marked down.
+listen write
+    bind $PROXY_HOST:$WRITE_PORT
+    source $PROXY_HOST
+    option pgsql-check user $CHECK_USER
+    server primary_$WRITE_BACKEND $WRITE_BACKEND check inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+
+# Reads: this region's nodes; when all are down, the first healthy backup
+# in the order below (nearest region first; no "option allbackups").
+# A refused connection marks a server down at once (observe layer4) and
+# the retry is redispatched, so a dead local node costs a client one
+# retry instead of the 1-2 s the periodic check needs.
+listen read
+    bind $PROXY_HOST:$READ_PORT
+    source $PROXY_HOST
+    balance leastconn
+    retries 2
+    option redispatch 1
+    option pgsql-check user $CHECK_USER
+    default-server check inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down
+EOF
+    i=0
+    for hp in ${READ_LOCAL:-}; do
+        i=$((i + 1))
+        printf '    server local%d_%s %s\n' "$i" "$hp" "$hp"
+    done
+    i=0
+    for hp in ${READ_BACKUPS:-}; do
+        i=$((i + 1))
+        printf '    server backup%d_%s %s backup\n' "$i" "$hp" "$hp"
+    done
+    cat <<EOF
+
+# Stats page (CSV at /;csv), on the region address only.
+listen stats
+    mode http
+    bind $PROXY_HOST:$STATS_PORT
+    timeout client 30s
+    timeout http-request 10s
+    stats enable
+    stats uri /
+    stats refresh 5s
+EOF
+}
+
+# listening HOST PORT... : every port accepts TCP connections.
+listening() {
+    local host=$1 port
+    shift
+    for port in "$@"; do
+        (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null || return 1
+    done
+}
+
+# new_pid_running OLD : the pid file names a running haproxy other than OLD.
+new_pid_running() {
+    local pid
+    pid=$(haproxy_pid)
+    [[ -n "$pid" && "$pid" != "$1" ]]
+}
+
+do_create() {
+    check_run_as
+    require_env PROXY_DIR PROXY_HOST READ_PORT WRITE_PORT STATS_PORT WRITE_BACKEND
+    check_abs_path PROXY_DIR
+    check_loopback PROXY_HOST "$PROXY_HOST"
+    check_port READ_PORT "$READ_PORT"
+    check_port WRITE_PORT "$WRITE_PORT"
+    check_port STATS_PORT "$STATS_PORT"
+    [[ "$READ_PORT" != "$WRITE_PORT" && "$READ_PORT" != "$STATS_PORT" && "$WRITE_PORT" != "$STATS_PORT" ]] ||
+        die "READ_PORT, WRITE_PORT and STATS_PORT must differ"
+    check_hostport WRITE_BACKEND "$WRITE_BACKEND"
+    local hp
+    for hp in ${READ_LOCAL:-} ${READ_BACKUPS:-}; do check_hostport "READ_LOCAL/READ_BACKUPS" "$hp"; done
+    [[ -n "${READ_LOCAL:-}${READ_BACKUPS:-}" ]] || die "READ_LOCAL and READ_BACKUPS are both empty"
+    [[ -x "$HAPROXY_BIN" ]] || die "haproxy not found at $HAPROXY_BIN"
+
+    init_vars
+    if [[ -e "$PROXY_DIR" && ! -f "$PROXY_DIR/$DBFLEET_MARKER" && -n "$(ls -A -- "$PROXY_DIR")" ]]; then
+        die "$PROXY_DIR exists, is not empty and was not created by dbfleet; refusing to use it"
+    fi
+    make_dirs "$PROXY_DIR"
+    mark_dir "$PROXY_DIR" "haproxy"
+    lock_dir "$PROXY_DIR"
+
+    local done_=() changed=0 content current=
+    content=$(render_cfg)
+    [[ -f "$CFG" ]] && current=$(<"$CFG")
+    if [[ "$content" != "$current" ]]; then
+        printf '%s\n' "$content" | put_file "$CFG.new" || true
+        if ! run_as "$HAPROXY_BIN" -c -q -f "$CFG.new" >&2; then
+            die "generated $CFG.new is invalid (haproxy -c); the running configuration was kept"
+        fi
+        run_as mv -f -- "$CFG.new" "$CFG"
+        changed=1
+        done_+=("config written")
+    fi
+
+    local pid
+    pid=$(haproxy_pid)
+    if [[ -z "$pid" ]]; then
+        [[ -e "$PIDFILE" ]] && rm -f -- "$PIDFILE"
+        run_as "$HAPROXY_BIN" -f "$CFG" -D -p "$PIDFILE" >&2 ||
+            die "haproxy failed to start with $CFG"
+        wait_for 10 "haproxy to write $PIDFILE" new_pid_running "" ||
+            die "haproxy did not start (no running pid in $PIDFILE)"
+        done_+=(started)
+    elif ((changed)); then
+        run_as "$HAPROXY_BIN" -f "$CFG" -D -p "$PIDFILE" -x "$SOCK" -sf "$pid" >&2 ||
+            die "haproxy reload failed; the old process $pid keeps running"
+        wait_for 10 "the reloaded haproxy to write $PIDFILE" new_pid_running "$pid" ||
+            die "haproxy reload did not produce a new process"
+        done_+=(reloaded)
+    fi
+    wait_for 10 "haproxy to listen on $PROXY_HOST:$WRITE_PORT,$READ_PORT,$STATS_PORT" \
+        listening "$PROXY_HOST" "$WRITE_PORT" "$READ_PORT" "$STATS_PORT" ||
+        die "haproxy is not listening on $PROXY_HOST"
+
+    local what="no changes"
+    if ((${#done_[@]} > 0)); then
+        what=$(printf '%s, ' "${done_[@]}")
+        what=${what%, }
+    fi
+    printf '%s: proxy %s write:%s read:%s stats:%s (pid %s) ready in %s: %s\n' \
+        "$SCRIPT_NAME" "$PROXY_HOST" "$WRITE_PORT" "$READ_PORT" "$STATS_PORT" \
+        "$(haproxy_pid)" "$(elapsed)" "$what"
+}
+
+# gone PID... : none of the pids is a running haproxy any more.
+gone() {
+    local p
+    for p in "$@"; do proc_exe_is "$p" "$HAPROXY_BIN" && return 1; done
+    return 0
+}
+
+do_delete() {
+    check_run_as
+    require_env PROXY_DIR
+    check_abs_path PROXY_DIR
+    init_vars
+    if [[ -d "$PROXY_DIR" ]]; then
+        [[ -f "$PROXY_DIR/$DBFLEET_MARKER" || -z "$(ls -A -- "$PROXY_DIR")" ]] ||
+            die "$PROXY_DIR was not created by dbfleet; refusing to delete it"
+        lock_dir "$PROXY_DIR"
+        # The pid file's process plus any older process of ours still
+        # draining after a reload - identified by exe and our -f argument.
+        local pids=() p
+        p=$(haproxy_pid)
+        [[ -n "$p" ]] && pids+=("$p")
+        while read -r p; do
+            [[ -n "$p" && " ${pids[*]} " != *" $p "* ]] && pids+=("$p")
+        done < <(our_haproxies)
+        if ((${#pids[@]} > 0)); then
+            kill -TERM "${pids[@]}" 2>/dev/null || true
+            if ! wait_for 10 "haproxy ${pids[*]} to exit" gone "${pids[@]}"; then
+                warn "haproxy ${pids[*]} ignored SIGTERM; sending SIGKILL"
+                kill -KILL "${pids[@]}" 2>/dev/null || true
+                wait_for 5 "haproxy ${pids[*]} to die" gone "${pids[@]}" ||
+                    die "haproxy ${pids[*]} is still running"
+            fi
+        fi
+        safe_remove_dir "$PROXY_DIR"
+    fi
+    printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$PROXY_DIR" "$(elapsed)"
+}
+
+case "${1:-}" in
+create | update) do_create ;;
+delete) do_delete ;;
+*) die "usage: $SCRIPT_NAME create|update|delete (configuration in the environment)" ;;
+esac
