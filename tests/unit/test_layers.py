@@ -1,0 +1,156 @@
+"""Each layer's program under mocks: topology, names, wiring between layers, errors."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from dbfleet import program, vault
+from tests.unit.conftest import RecordingMocks
+
+DYN = "pulumi-python:dynamic:Resource"
+SECRETS = {"superuser_password": "S" * 43, "replication_password": "R" * 43, "app_password": "A" * 43}
+
+EU_NETWORKS = {
+    "regions": {
+        "fra": {"host": "127.77.12.1", "postgres_port": 5432, "node_ports": [5432, 5433], "read_port": 6432,
+                "write_port": 6433, "stats_port": 6434},
+        "lhr": {"host": "127.77.20.1", "postgres_port": 5432, "node_ports": [5432], "read_port": 6432,
+                "write_port": 6433, "stats_port": 6434},
+        "arn": {"host": "127.77.2.1", "postgres_port": 5432, "node_ports": [5432], "read_port": 6432,
+                "write_port": 6433, "stats_port": 6434},
+    },
+    "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
+}
+EU_ACCOUNTS = {"group": "eu", "user": "dbfleet-eu", "data_root": "/srv/dbfleet/data/dbfleet-eu",
+               "secret_mount": "secret", "secret_path": "dbfleet/dbfleet/eu/postgres"}
+
+
+def node(host, port, role):
+    return {"host": host, "port": port, "role": role, "members": [{"host": host, "port": port, "role": role}]}
+
+
+EU_REPLICAS = {
+    "primary_region": "fra",
+    "nodes": {"fra": node("127.77.12.1", 5432, "primary"), "lhr": node("127.77.20.1", 5432, "replica"),
+              "arn": node("127.77.2.1", 5432, "replica")},
+    "secret_mount": "secret", "secret_path": "dbfleet/dbfleet/eu/postgres", "app_db": "app", "app_user": "app",
+}
+UPSTREAM = {"accounts-eu": EU_ACCOUNTS, "networks-eu": EU_NETWORKS, "replicas-eu": EU_REPLICAS}
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("DBFLEET_HOME", "/srv/dbfleet")
+    monkeypatch.delenv("DBFLEET_SPEC", raising=False)
+    calls = []
+    monkeypatch.setattr(vault, "client_from_env", lambda: object())
+    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS))
+    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: calls.append(("ensure", m, p)) or dict(SECRETS))
+    return calls
+
+
+def run_stack(stack: str, upstream: dict | None = None) -> RecordingMocks:
+    mocks = RecordingMocks(stack_outputs=dict(UPSTREAM if upstream is None else upstream))
+    pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
+
+    @pulumi.runtime.test
+    def body():
+        program.run(stack)
+        # Let every registration reach the mocks.
+        return pulumi.Output.from_input(1)
+
+    body()
+    return mocks
+
+
+def scripts(mocks: RecordingMocks) -> dict[str, dict]:
+    return {r.name: r.inputs for r in mocks.of_type(DYN)}
+
+
+def test_accounts_ensures_secrets_and_creates_user_and_root(env):
+    mocks = run_stack("accounts-eu", {})
+    s = scripts(mocks)
+    assert s["account-account"]["script"] == "account.sh"
+    env_vars = s["account-account"]["environment"]
+    assert env_vars["DATA_ROOT"] == "/srv/dbfleet/data/dbfleet-eu"
+    assert env[0] == ("ensure", "secret", "dbfleet/dbfleet/eu/postgres")
+
+
+def test_replicas_primary_in_primary_region_and_one_replica_per_other_node(env, monkeypatch):
+    mocks = run_stack("replicas-eu")
+    s = scripts(mocks)
+    assert set(s) == {"fra-0-server", "lhr-0-server", "arn-0-server"}
+    primary = s["fra-0-server"]
+    assert primary["script"] == "pg_primary.sh"
+    assert primary["environment"]["REPLICA_SLOTS"] == "dbfleet_lhr_0 dbfleet_arn_0"
+    assert primary["environment"]["NODE_DIR"] == "/srv/dbfleet/data/dbfleet-eu/fra-0"
+    hosts = primary["environment"]["ALLOWED_HOSTS"].split()
+    assert {"127.77.12.1", "127.77.20.1", "127.77.2.1"} <= set(hosts)
+    for name in ("lhr-0-server", "arn-0-server"):
+        e = s[name]["environment"]
+        assert s[name]["script"] == "pg_replica.sh"
+        assert (e["PRIMARY_HOST"], e["PRIMARY_PORT"]) == ("127.77.12.1", "5432")
+    assert s["lhr-0-server"]["environment"]["SLOT"] == "dbfleet_lhr_0"
+    # Passwords come from the accounts layer's Vault path, never recomputed.
+    assert ("read", "secret", "dbfleet/dbfleet/eu/postgres") in env
+    for inputs in s.values():
+        assert SECRETS["app_password"] not in str(inputs["environment"])
+
+
+def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypatch, tmp_path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      fra: {nodes: 2}\n"
+        "      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    s = scripts(run_stack("replicas-eu"))
+    assert s["fra-1-server"]["script"] == "pg_replica.sh"
+    assert s["fra-1-server"]["environment"]["PG_PORT"] == "5433"
+    assert s["fra-1-server"]["environment"]["SLOT"] == "dbfleet_fra_1"
+    assert s["fra-0-server"]["environment"]["REPLICA_SLOTS"] == "dbfleet_fra_1 dbfleet_lhr_0 dbfleet_arn_0"
+
+
+def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
+    s = scripts(run_stack("proxies-eu"))
+    assert set(s) == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
+    lhr = s["lhr-haproxy"]["environment"]
+    assert lhr["READ_LOCAL"] == "127.77.20.1:5432"
+    assert lhr["READ_BACKUPS"] == "127.77.12.1:5432 127.77.2.1:5432"
+    assert lhr["WRITE_BACKEND"] == "127.77.12.1:5432"
+    assert lhr["PROXY_HOST"] == "127.77.20.1"
+    # Backups never leave the group: every backup is one of the group's nodes.
+    group_nodes = {f"{n['host']}:{n['port']}" for n in EU_REPLICAS["nodes"].values()}
+    for inputs in s.values():
+        assert set(inputs["environment"]["READ_BACKUPS"].split()) <= group_nodes
+
+
+def test_networks_stops_on_a_port_in_use(env, monkeypatch):
+    import dbfleet.layers.networks as networks
+
+    monkeypatch.setattr(networks, "port_is_free", lambda host, port: port != 6433)
+    with pytest.raises(Exception, match=r"6433.*already in use"):
+        run_stack("networks-eu")
+
+
+def test_a_layer_whose_upstream_is_missing_says_which_stack(env):
+    with pytest.raises(Exception, match="networks-eu"):
+        run_stack("replicas-eu", {"accounts-eu": EU_ACCOUNTS})
+
+
+@pytest.mark.parametrize(
+    ("stack", "message"),
+    [("database-eu", "not named <layer>-<group>"), ("replicas-apac", "group 'apac' is not in")],
+)
+def test_bad_stack_names_are_refused(env, stack, message):
+    with pytest.raises(pulumi.RunError, match=message):
+        run_stack(stack)
+
+
+def test_an_invalid_fleet_file_stops_every_stack_with_its_problems(env, monkeypatch, tmp_path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text("groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      sjc: {nodes: 1}\n")
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    with pytest.raises(pulumi.RunError, match="groups.eu.regions.sjc: region sjc is in zone US"):
+        run_stack("accounts-eu", {})
