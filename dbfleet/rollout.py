@@ -56,8 +56,8 @@ def _error_text(exc: Exception) -> str:
 
 
 def _changes(summary: dict | None) -> dict[str, int]:
-    # "read" is a StackReference being read, not a change.
-    return {k: v for k, v in (summary or {}).items() if k not in ("same", "read") and v}
+    # "read"/"discard" are StackReferences being read or dropped, not changes.
+    return {k: v for k, v in (summary or {}).items() if k not in ("same", "read", "discard") and v}
 
 
 def _run_group(

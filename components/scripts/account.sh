@@ -176,8 +176,20 @@ do_delete() {
         "$SCRIPT_NAME" "$ACCOUNT_USER" "$DATA_ROOT" "$(elapsed)" "$what"
 }
 
+# do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
+# when the host matches what was declared, 3 (DRIFT) when it does not - the
+# engine then plans an update, and `create|update` repairs it. Changes nothing.
+DRIFT=3
+do_check() {
+    require_env ACCOUNT_USER DATA_ROOT
+    getent passwd -- "$ACCOUNT_USER" >/dev/null || exit "$DRIFT"
+    [[ -d "$DATA_ROOT" ]] || exit "$DRIFT"
+    exit 0
+}
+
 case "${1:-}" in
-create) do_create ;;
+create | update) do_create ;;
 delete) do_delete ;;
-*) die "usage: $SCRIPT_NAME create|delete (ACCOUNT_USER, DATA_ROOT in the environment)" ;;
+check) do_check ;;
+*) die "usage: $SCRIPT_NAME create|delete|check (ACCOUNT_USER, DATA_ROOT in the environment)" ;;
 esac

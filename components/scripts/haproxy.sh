@@ -253,8 +253,21 @@ do_delete() {
     printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$PROXY_DIR" "$(elapsed)"
 }
 
+# do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
+# when the host matches what was declared, 3 (DRIFT) when it does not - the
+# engine then plans an update, and `create|update` repairs it. Changes nothing.
+DRIFT=3
+do_check() {
+    require_env PROXY_DIR
+    init_vars
+    [[ -f "$CFG" ]] || exit "$DRIFT"
+    [[ -n "$(haproxy_pid)" ]] || exit "$DRIFT"
+    exit 0
+}
+
 case "${1:-}" in
 create | update) do_create ;;
 delete) do_delete ;;
-*) die "usage: $SCRIPT_NAME create|update|delete (configuration in the environment)" ;;
+check) do_check ;;
+*) die "usage: $SCRIPT_NAME create|update|delete|check (configuration in the environment)" ;;
 esac
