@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pulumi
 
+from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
 from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import read_outputs
+from dbfleet.upstream import UpstreamError, read_outputs
 
 APP_DB = "app"
 APP_USER = "app"
@@ -66,7 +67,27 @@ def build(ctx: LayerContext) -> None:
             **common,
         )
 
-    primary = PostgresNode(f"{primary_region}-0", args(*members[0]))
+    node_dir = {m: args(*m).node_dir for m in members}
+    previous = _previous_primary(str(ctx.stack))
+    if previous and previous != primary_region:
+        # Made visible in every preview: a switchover is the one change here that
+        # moves writes. Order: fence (clean stop of the old primary), promote the
+        # new primary, then re-point every replica, the old primary included.
+        pulumi.log.warn(
+            f"switchover in group {ctx.group_name}: {previous} -> {primary_region}: "
+            f"{previous}-0 is stopped cleanly, {primary_region}-0 is promoted, "
+            f"{', '.join(f'{r}-{k}' for r, k in members[1:])} follow {primary_region}-0"
+        )
+    fence = PrimaryFence(
+        "primary",
+        PrimaryFenceArgs(
+            connection=ctx.connection,
+            run_as=accounts["user"],
+            primary_node_dir=node_dir[members[0]],
+            replica_node_dirs=tuple(node_dir[m] for m in members[1:]),
+        ),
+    )
+    primary = PostgresNode(f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=[fence]))
     nodes = {members[0]: primary}
     for region, k in members[1:]:
         nodes[(region, k)] = PostgresNode(
@@ -91,3 +112,11 @@ def build(ctx: LayerContext) -> None:
     pulumi.export("secret_path", accounts["secret_path"])
     pulumi.export("app_db", APP_DB)
     pulumi.export("app_user", APP_USER)
+
+
+def _previous_primary(stack: str) -> str | None:
+    """The primary region this stack deployed last time (None on first deploy)."""
+    try:
+        return read_outputs(stack, ()).get("primary_region")
+    except UpstreamError:
+        return None

@@ -80,7 +80,9 @@ def test_accounts_ensures_secrets_and_creates_user_and_root(env):
 def test_replicas_primary_in_primary_region_and_one_replica_per_other_node(env, monkeypatch):
     mocks = run_stack("replicas-eu")
     s = scripts(mocks)
-    assert set(s) == {"fra-0-server", "lhr-0-server", "arn-0-server"}
+    assert set(s) == {"primary-fence", "fra-0-server", "lhr-0-server", "arn-0-server"}
+    fence = s["primary-fence"]["environment"]
+    assert fence["FENCED_NODES"] == "/srv/dbfleet/data/dbfleet-eu/lhr-0 /srv/dbfleet/data/dbfleet-eu/arn-0"
     primary = s["fra-0-server"]
     assert primary["script"] == "pg_primary.sh"
     assert primary["environment"]["REPLICA_SLOTS"] == "dbfleet_lhr_0 dbfleet_arn_0"
@@ -154,3 +156,20 @@ def test_an_invalid_fleet_file_stops_every_stack_with_its_problems(env, monkeypa
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     with pytest.raises(pulumi.RunError, match="groups.eu.regions.sjc: region sjc is in zone US"):
         run_stack("accounts-eu", {})
+
+
+def test_a_moved_primary_fences_the_old_one_and_promotes_the_new(env, monkeypatch, tmp_path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: lhr\n    regions:\n      fra: {nodes: 1}\n"
+        "      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    upstream = dict(UPSTREAM, **{"replicas-eu": EU_REPLICAS})  # last deployed with fra as primary
+    s = scripts(run_stack("replicas-eu", upstream))
+    assert s["lhr-0-server"]["script"] == "pg_primary.sh"
+    assert s["fra-0-server"]["script"] == "pg_replica.sh"
+    assert s["fra-0-server"]["environment"]["PRIMARY_HOST"] == "127.77.20.1"
+    assert s["arn-0-server"]["environment"]["PRIMARY_HOST"] == "127.77.20.1"
+    assert "/fra-0" in s["primary-fence"]["environment"]["FENCED_NODES"]
+    assert "/lhr-0" not in s["primary-fence"]["environment"]["FENCED_NODES"]
