@@ -173,6 +173,9 @@ do_create() {
             die "pg_ctl promote failed for $NODE_DIR"
         wait_for 60 "$NODE_DIR to leave recovery" pg_sql_true "SELECT NOT pg_is_in_recovery()" ||
             die "$NODE_DIR is still in recovery after promotion"
+        # Record the new timeline in the control file now: pg_rewind of the
+        # old primary and of other standbys reads it from there.
+        pg_psql -c CHECKPOINT >/dev/null || die "checkpoint after promoting $NODE_DIR failed"
         rm -f -- "$REPL_PASSFILE"
         done_+=(promoted)
     elif ! pg_sql_true "SELECT NOT pg_is_in_recovery()"; then

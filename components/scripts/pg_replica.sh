@@ -92,6 +92,13 @@ rewind() {
     pg_stop
     wait_for 30 "postgres processes in $PGDATA_DIR to exit" pg_no_procs ||
         die "postgres processes still use $PGDATA_DIR; cannot rewind $NODE_DIR"
+    # A freshly promoted source writes its new timeline to its control file
+    # only at its next checkpoint; pg_rewind reads the timeline from there, so
+    # without this checkpoint the rewound node cannot follow the new timeline
+    # ("requested timeline N does not contain minimum recovery point").
+    PGPASSWORD=$PG_SUPERUSER_PASSWORD PGCONNECT_TIMEOUT=10 run_as "$PG_BIN/psql" -X -q -w \
+        -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U postgres -d postgres -c CHECKPOINT >&2 ||
+        die "could not reach the primary $PRIMARY_HOST:$PRIMARY_PORT to rewind $NODE_DIR from it"
     # A crashed (not cleanly stopped) target is first brought to a
     # consistent state by pg_rewind itself (single-user crash recovery).
     if ! PGPASSWORD=$PG_SUPERUSER_PASSWORD PGCONNECT_TIMEOUT=10 run_as_logged "$LOG_DIR/pg_rewind.log" \
