@@ -1,0 +1,76 @@
+"""Stale state locks of the file backend.
+
+The engine locks a stack while it works on it (`.pulumi/locks/.../<stack>/*.json`
+in the state directory, recording the pid and host of the `pulumi` process). When
+that process is killed, its lock stays and every later run of the stack stops at
+"the stack is currently locked". A lock whose process is gone from this very
+host cannot protect anything, so a rollout removes it — and says so. A lock held
+by a live process (another operator's run) is left alone: the engine refuses the
+second run with its own clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class Lock:
+    path: Path
+    pid: int
+    hostname: str
+    username: str
+    timestamp: str
+
+
+def state_dir(backend_url: str | None = None) -> Path | None:
+    url = backend_url if backend_url is not None else os.environ.get("PULUMI_BACKEND_URL", "")
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return None
+    return Path(parsed.path)
+
+
+def locks_of(stack: str, state: Path) -> list[Lock]:
+    found = []
+    for path in sorted((state / ".pulumi" / "locks").glob(f"**/{stack}/*.json")):
+        try:
+            data = json.loads(path.read_text())
+            found.append(Lock(path, int(data["pid"]), data.get("hostname", ""), data.get("username", ""),
+                              data.get("timestamp", "")))
+        except (OSError, ValueError, KeyError):
+            continue  # a lock being written right now, or not one of the engine's
+    return found
+
+
+def _alive_engine(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    # A reused pid that is not a pulumi process does not hold the lock.
+    return b"pulumi" in cmdline
+
+
+def is_stale(lock: Lock, hostname: str | None = None) -> bool:
+    return lock.hostname == (hostname or socket.gethostname()) and not _alive_engine(lock.pid)
+
+
+def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
+    """Removes this host's locks of `stack` whose engine process is gone; returns what it did."""
+    state = state_dir(backend_url)
+    if state is None:
+        return []
+    removed = []
+    for lock in locks_of(stack, state):
+        if is_stale(lock):
+            lock.path.unlink(missing_ok=True)
+            removed.append(
+                f"{stack}: removed a stale lock of pid {lock.pid} (started {lock.timestamp}, no longer running)"
+            )
+    return removed
