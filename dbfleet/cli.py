@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -80,15 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     from dbfleet import ops
 
     ops.register(commands)
+    # Commands that live in their own module register themselves when present.
+    for module in OPTIONAL_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a broken extra command must not break the others
+            _emit(sys.stderr, f"dbfleet: {module} not loaded: {type(exc).__name__}: {exc}")
+            continue
+        mod.register(commands)
     return parser
+
+
+# Commands whose exit code 2 means "changes pending": their usage errors exit 1,
+# so a typo in a CI job can never pass for a pending change.
+EXIT_2_MEANS_CHANGES = ("preview",)
+OPTIONAL_COMMANDS = ("dbfleet.failover",)
+
+
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors
-        if exc.code is None:
+        if exc.code is None or exc.code == 0:
             return EXIT_OK
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        if code == EXIT_USAGE and _command(argv) in EXIT_2_MEANS_CHANGES:
+            return EXIT_INVALID
+        return code
     return args.handler(args)

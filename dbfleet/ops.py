@@ -1,4 +1,10 @@
-"""Operator commands: up, destroy, endpoints, prove."""
+"""Operator commands: up, destroy, preview, status, endpoints, prove, graph.
+
+Exit codes (every command): 0 success, 1 error. `preview` adds 2 — changes pending —
+aggregated over every stack: any stack that fails makes it 1, whatever the others
+plan, so CI can trust it. `status` adds 3 — the fleet answers but something is
+down or not in its declared role.
+"""
 
 from __future__ import annotations
 
@@ -7,84 +13,234 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
+from typing import TextIO
 
-from dbfleet import rollout
-from dbfleet.spec import FleetError, default_spec_path, load_fleet
+from dbfleet import progress as progress_mod
+from dbfleet import report, rollout
+from dbfleet.spec import FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.stackname import LAYERS, StackNameError, parse_stack_name
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_DEGRADED = 0, 1, 2, 3
 
 
-def _fleet_groups(requested: list[str]) -> list[str]:
+class Abort(Exception):
+    """Stops a command with a message on stderr and exit code 1."""
+
+
+def _err(*lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _load_fleet() -> FleetSpec:
     spec = default_spec_path()
     try:
-        fleet = load_fleet(spec)
+        return load_fleet(spec)
     except FleetError as exc:
-        for p in exc.problems:
-            print(str(p), file=sys.stderr)
-        raise SystemExit(EXIT_ERROR) from None
-    unknown = [g for g in requested if g not in fleet.groups]
+        raise Abort("\n".join(str(p) for p in exc.problems)) from None
+
+
+def _fleet_groups(
+    requested: list[str], *, fleet: FleetSpec | None = None, extra: set[str] | None = None
+) -> list[str]:
+    """The requested groups (default: every group of the fleet file), checked.
+    `extra` are groups that exist only as stacks (destroy may still remove them)."""
+    fleet = fleet or _load_fleet()
+    known = list(fleet.groups) + sorted((extra or set()) - set(fleet.groups))
+    unknown = [g for g in requested if g not in known]
     if unknown:
-        print(f"unknown group(s) {', '.join(unknown)}; {spec} has: {', '.join(fleet.groups)}", file=sys.stderr)
-        raise SystemExit(EXIT_ERROR)
-    return requested or list(fleet.groups)
+        raise Abort(
+            f"unknown group(s) {', '.join(unknown)}; {default_spec_path()} has: {', '.join(fleet.groups)}"
+        )
+    return list(dict.fromkeys(requested)) or known
 
 
-def _print_table(results: dict[str, list[rollout.StackResult]]) -> None:
-    print(f"{'stack':<20} {'status':<12} {'time':>7}  changes")
-    for group_results in results.values():
-        for r in group_results:
-            changes = ", ".join(f"{k} {v}" for k, v in r.changes.items()) or "-"
-            print(f"{r.stack:<20} {r.status:<12} {r.seconds:>6.1f}s  {changes}")
-            if r.error:
-                for line in r.error.splitlines():
-                    print(f"    {line}")
+def _layers(args: argparse.Namespace) -> list[str] | None:
+    return list(dict.fromkeys(args.layer)) if getattr(args, "layer", None) else None
 
 
 def _printer(verbose: bool):
+    if not verbose:
+        return None
+
     def show(stack: str, line: str) -> None:
-        if verbose:
-            print(f"[{stack}] {line}", flush=True)
-        elif line.lstrip().startswith(("+ ", "~ ", "- ", "+-", "error")):
-            print(f"[{stack}] {line.strip()}", flush=True)
+        print(f"[{stack}] {line}", file=sys.stderr, flush=True)
 
     return show
 
 
+def _write(path: str, text: str, stdout: TextIO | None = None) -> None:
+    if path == "-":
+        (stdout or sys.stdout).write(text)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+# -- up / destroy ----------------------------------------------------------------------
+def _apply(args: argparse.Namespace, action: str, groups: list[str]) -> int:
+    progress = progress_mod.choose(quiet=args.quiet or args.json)
+    results = rollout.run(
+        groups,
+        action,
+        layers=_layers(args),
+        progress=progress,
+        options=rollout.RunOptions(printer=_printer(args.verbose)),
+    )
+    flat = rollout.flat(results)
+    code = report.exit_code(flat, preview=False)
+    if args.json:
+        print(report.dumps(report.document(flat, command=action, code=code)), end="")
+    else:
+        print(report.table(flat))
+    return code
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    groups = _fleet_groups(args.groups)
-    results = rollout.run(groups, "up", layers=args.layer and [args.layer], printer=_printer(args.verbose))
-    _print_table(results)
-    return EXIT_ERROR if any(r.status == "failed" for rs in results.values() for r in rs) else EXIT_OK
+    return _apply(args, "up", _fleet_groups(args.groups))
+
+
+def _stack_groups() -> dict[str, list[str]]:
+    """Groups that have stacks in the backend → their stacks."""
+    out: dict[str, list[str]] = {}
+    for name, count in rollout.deployed_stacks().items():
+        try:
+            parsed = parse_stack_name(name)
+        except StackNameError:
+            continue
+        if count > 0:
+            out.setdefault(parsed.group, []).append(name)
+    return out
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    groups = _fleet_groups(args.groups)
-    if not args.yes and sys.stdin.isatty():
-        answer = input(f"destroy every stack of {', '.join(groups)}? databases and their data go. [y/N] ")
+    live = _stack_groups()
+    # A group removed from the fleet file still has its stacks: destroy can remove them.
+    groups = _fleet_groups(args.groups, extra=set(live))
+    layers = _layers(args) or list(LAYERS)
+    doomed = [s for g in groups for s in live.get(g, []) if parse_stack_name(s).layer in layers]
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise Abort("destroy asks for confirmation on a terminal; without one, pass --yes")
+        if not doomed:
+            print("nothing to destroy: none of these stacks is deployed")
+            return EXIT_OK
+        print(f"This destroys {', '.join(doomed)}: databases and their data go.", file=sys.stderr)
+        answer = input("Destroy? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("nothing destroyed")
+            print("nothing destroyed", file=sys.stderr)
             return EXIT_ERROR
-    results = rollout.run(groups, "destroy", layers=args.layer and [args.layer], printer=_printer(args.verbose))
-    _print_table(results)
-    return EXIT_ERROR if any(r.status == "failed" for rs in results.values() for r in rs) else EXIT_OK
+    return _apply(args, "destroy", groups)
 
 
+# -- preview ---------------------------------------------------------------------------
+def _known_secrets(fleet: FleetSpec, groups: list[str]) -> list[str]:
+    """The groups' Vault passwords, to scrub from reports (best effort: a report
+    must be written even when Vault cannot be reached)."""
+    try:
+        from dbfleet import vault
+
+        client = vault.client_from_env()
+        values: list[str] = []
+        for g in groups:
+            try:
+                values += vault.read_group_secrets(
+                    client, vault.DEFAULT_MOUNT, vault.secret_path(fleet.name, g)
+                ).values()
+            except Exception:  # noqa: BLE001, S112 — a group without secrets has none to scrub
+                continue
+        return values
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    fleet = _load_fleet()
+    groups = _fleet_groups(args.groups, fleet=fleet)
+    packs: list[str] = []
+    pack = None if args.no_policies else rollout.policy_pack_dir()
+    if pack is not None:
+        packs.append(str(pack))
+    quiet = args.quiet or args.json == "-"
+    progress = progress_mod.choose(quiet=quiet, planning=True)
+    results = rollout.run(
+        groups,
+        "preview",
+        layers=_layers(args),
+        progress=progress,
+        options=rollout.RunOptions(
+            policy_packs=packs, printer=_printer(args.verbose), chain=not args.no_chain
+        ),
+    )
+    flat = rollout.flat(results)
+    code = report.exit_code(flat, preview=True)
+    secrets = _known_secrets(fleet, groups) if (args.markdown or args.json) else []
+    policy_note = (
+        f"policies: {pack}"
+        if pack
+        else (
+            "policies: skipped (--no-policies)"
+            if args.no_policies
+            else "policies: none (no policies/PulumiPolicy.yaml)"
+        )
+    )
+    if args.markdown:
+        context = f"Fleet file `{Path(default_spec_path()).name}`; {policy_note}. Exit code {code}."
+        _write(args.markdown, report.scrub(report.markdown(flat, context=context), secrets))
+    if args.json:
+        doc = report.document(
+            flat, command="preview", code=code, extra={"policies": str(pack) if pack else None}
+        )
+        _write(args.json, report.scrub(report.dumps(doc), secrets))
+    if args.json != "-":
+        print(report.table(flat))
+        if args.diff:
+            diff = report.text_diff(flat)
+            if diff:
+                print()
+                print(diff)
+        print(
+            {0: "no changes", 2: "changes pending", 1: "preview failed"}[code]
+            + f" (exit {code}); {policy_note}",
+            file=sys.stderr,
+        )
+    return code
+
+
+# -- status ----------------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    from dbfleet import status
+
+    groups = _fleet_groups(args.groups)
+    states = status.collect(groups)
+    if args.json:
+        print(json.dumps({"groups": [g.to_json() for g in states]}, indent=2))
+    else:
+        print(status.render(states))
+    if any(g.error and not g.nodes for g in states):
+        return EXIT_ERROR
+    return EXIT_OK if all(g.healthy for g in states) else EXIT_DEGRADED
+
+
+# -- endpoints / prove -----------------------------------------------------------------
 def endpoints(groups: list[str]) -> dict:
+    found = rollout.many_outputs([f"proxies-{g}" for g in groups])
     out = {}
     for g in groups:
-        o = rollout.outputs(f"proxies-{g}")
-        out[g] = {region: {"read": o["read_endpoints"][region], "write": o["write_endpoints"][region]}
-                  for region in o["read_endpoints"]}
+        o = found[f"proxies-{g}"]
+        if not o or "read_endpoints" not in o:
+            raise Abort(f"endpoints: proxies-{g} is not deployed (run: dbfleet up {g})")
+        out[g] = {
+            region: {"read": o["read_endpoints"][region], "write": o["write_endpoints"][region]}
+            for region in o["read_endpoints"]
+        }
     return out
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
-    groups = _fleet_groups(args.groups)
-    try:
-        eps = endpoints(groups)
-    except Exception as exc:  # noqa: BLE001
-        print(f"endpoints: {rollout._error_text(exc)} (is the fleet up? run: dbfleet up)", file=sys.stderr)
-        return EXIT_ERROR
+    eps = endpoints(_fleet_groups(args.groups))
     if args.json:
         print(json.dumps(eps, indent=2))
         return EXIT_OK
@@ -115,7 +271,9 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
                     "CREATE TABLE IF NOT EXISTS dbfleet_proof (token text PRIMARY KEY, region text, "
                     "written_at timestamptz DEFAULT now())"
                 )
-                conn.execute("INSERT INTO dbfleet_proof (token, region) VALUES (%s, %s)", (token, region))
+                conn.execute(
+                    "INSERT INTO dbfleet_proof (token, region) VALUES (%s, %s)", (token, region)
+                )
             for other_g in groups:
                 for reader, other in uris[other_g].items():
                     t0 = time.monotonic()
@@ -127,23 +285,33 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
                                     "SELECT to_regclass('dbfleet_proof') IS NOT NULL"
                                 ).fetchone()
                                 if row[0]:
-                                    seen = bool(conn.execute(
-                                        "SELECT 1 FROM dbfleet_proof WHERE token = %s", (token,)
-                                    ).fetchone())
+                                    seen = bool(
+                                        conn.execute(
+                                            "SELECT 1 FROM dbfleet_proof WHERE token = %s", (token,)
+                                        ).fetchone()
+                                    )
                         except psycopg.Error as exc:
                             if other_g == g and time.monotonic() - t0 > deadline_s:
-                                failures.append(f"{g}/{reader}: read endpoint failed: {exc}".strip())
+                                failures.append(
+                                    f"{g}/{reader}: read endpoint failed: {exc}".strip()
+                                )
                                 break
                         if seen or other_g != g or time.monotonic() - t0 > deadline_s:
                             break
-                        time.sleep(0.1)
+                        time.sleep(0.1)  # polling interval of the deadline loop above
                     waited = time.monotonic() - t0
                     if other_g == g and not seen:
-                        failures.append(f"{g}/{region} write not readable via {g}/{reader} after {deadline_s:.0f} s")
+                        failures.append(
+                            f"{g}/{region} write not readable via {g}/{reader} after {deadline_s:.0f} s"
+                        )
                     elif other_g != g and seen:
-                        failures.append(f"{g}/{region} write LEAKED into group {other_g} ({reader})")
+                        failures.append(
+                            f"{g}/{region} write LEAKED into group {other_g} ({reader})"
+                        )
                     elif other_g == g:
-                        log(f"prove: {g}/{region} write -> read via {g}/{reader} in {waited * 1000:.0f} ms")
+                        log(
+                            f"prove: {g}/{region} write -> read via {g}/{reader} in {waited * 1000:.0f} ms"
+                        )
     return failures
 
 
@@ -151,30 +319,144 @@ def cmd_prove(args: argparse.Namespace) -> int:
     groups = _fleet_groups(args.groups)
     failures = prove(groups, args.deadline)
     for f in failures:
-        print(f"prove: FAILED {f}", file=sys.stderr)
+        _err(f"prove: FAILED {f}")
     if not failures:
-        print(f"prove: every write was read back in every region of its group within {args.deadline:.0f} s, "
-              "and in no other group")
+        print(
+            f"prove: every write was read back in every region of its group within {args.deadline:.0f} s, "
+            "and in no other group"
+        )
     return EXIT_ERROR if failures else EXIT_OK
 
 
+# -- graph -----------------------------------------------------------------------------
+def cmd_graph(args: argparse.Namespace) -> int:
+    from dbfleet import graph
+
+    fleet = _load_fleet()
+    groups = _fleet_groups(args.groups, fleet=fleet)
+    text = graph.to_dot(fleet, groups)
+    if not args.out:
+        if args.format not in (None, "dot"):
+            raise Abort("graph: --format svg/png/pdf needs --out FILE")
+        sys.stdout.write(text)
+        return EXIT_OK
+    out = Path(args.out)
+    try:
+        graph.render(text, out, graph.output_format(out, args.format))
+    except (ValueError, RuntimeError) as exc:
+        raise Abort(f"graph: {exc}") from None
+    print(f"graph: wrote {out}")
+    return EXIT_OK
+
+
+# -- the parser ------------------------------------------------------------------------
+def _guard(handler):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except Abort as exc:
+            _err(str(exc))
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            _err("interrupted")
+            return 130
+
+    return run
+
+
+def _rollout_flags(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    p.add_argument(
+        "groups", nargs="*", metavar="GROUP", help="region groups (default: every group)"
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        choices=list(LAYERS),
+        metavar="LAYER",
+        help=f"only this layer ({', '.join(LAYERS)}); repeatable",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no live progress, only the final table"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="stream the engine's own output to stderr"
+    )
+    if json_flag:
+        p.add_argument(
+            "--json", action="store_true", help="print a JSON document instead of the table"
+        )
+
+
 def register(commands) -> None:
-    for name, handler, help_text in (
-        ("up", cmd_up, "bring up every layer of the groups, in order (groups in parallel)"),
-        ("destroy", cmd_destroy, "destroy every layer of the groups, in reverse order"),
-    ):
-        p = commands.add_parser(name, help=help_text)
-        p.add_argument("groups", nargs="*", metavar="GROUP")
-        p.add_argument("--layer", choices=["accounts", "networks", "replicas", "proxies"])
-        p.add_argument("-v", "--verbose", action="store_true", help="stream the engine's output")
-        if name == "destroy":
-            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        p.set_defaults(handler=handler)
+    p = commands.add_parser(
+        "up",
+        help="bring up every layer of the groups, in order (groups in parallel)",
+        description="Apply every layer of the groups in dependency order; groups run in parallel and a group "
+        "stops at its first failed stack. Exit 0 when every stack applied, 1 otherwise.",
+    )
+    _rollout_flags(p)
+    p.set_defaults(handler=_guard(cmd_up))
+
+    p = commands.add_parser(
+        "destroy",
+        help="destroy every layer of the groups, in reverse order",
+        description="Destroy the groups' stacks, last layer first. Asks on a terminal unless --yes; "
+        "without a terminal --yes is required.",
+    )
+    _rollout_flags(p)
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=_guard(cmd_destroy))
+
+    p = commands.add_parser(
+        "preview",
+        help="what up would change, per stack; exit 0 none, 2 changes, 1 error",
+        description="Preview every stack (with the policy pack in policies/ when there is one). "
+        "Exit 0: no changes; 2: changes pending; 1: any stack failed (errors win over changes).",
+    )
+    _rollout_flags(p, json_flag=False)
+    p.add_argument("--diff", action="store_true", help="also print the property-level diff")
+    p.add_argument(
+        "--markdown", metavar="FILE", help="write a review report (Markdown) to FILE ('-': stdout)"
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="write the result as JSON to FILE ('-': stdout, no table)"
+    )
+    p.add_argument("--no-policies", action="store_true", help="do not run the policy pack")
+    p.add_argument(
+        "--no-chain",
+        action="store_true",
+        help="preview each stack against what is deployed upstream, not against the upstream's plan",
+    )
+    p.set_defaults(handler=_guard(cmd_preview))
+
+    p = commands.add_parser(
+        "status",
+        help="live state of every region: roles, replication lag, proxy backends",
+        description="Ask every node and proxy of the groups how it is. Exit 0 healthy, 3 something is down "
+        "or not in its declared role, 1 the fleet cannot be read.",
+    )
+    p.add_argument("groups", nargs="*", metavar="GROUP")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_guard(cmd_status))
+
     p = commands.add_parser("endpoints", help="print each region's read and write endpoints")
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_endpoints)
-    p = commands.add_parser("prove", help="write in every region, read back in every region of the group")
+    p.set_defaults(handler=_guard(cmd_endpoints))
+
+    p = commands.add_parser(
+        "prove", help="write in every region, read back in every region of the group"
+    )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--deadline", type=float, default=5.0, help="seconds a write may take to appear")
-    p.set_defaults(handler=cmd_prove)
+    p.set_defaults(handler=_guard(cmd_prove))
+
+    p = commands.add_parser(
+        "graph",
+        help="draw the fleet (Graphviz): groups, regions, primary, read failover",
+        description="Draw the fleet file's groups and regions. Without --out, print the DOT text.",
+    )
+    p.add_argument("groups", nargs="*", metavar="GROUP")
+    p.add_argument("--out", metavar="FILE", help="write SVG, PNG, PDF or DOT (by extension)")
+    p.add_argument("--format", choices=["svg", "png", "pdf", "dot"], help="override the format")
+    p.set_defaults(handler=_guard(cmd_graph))

@@ -1,24 +1,69 @@
 """Ordered rollouts across a fleet's stacks, on the Pulumi Automation API.
 
 Layers of one group run in dependency order (reverse for destroy) and a group
-stops at its first failed stack; different groups run in parallel.
+stops at its first failed stack; different groups run in parallel, each in its
+own thread. Three actions:
+
+- ``up``: apply each stack; a stack whose upstream is neither deployed nor part of
+  this run is not attempted ("blocked").
+- ``destroy``: destroy each stack, last layer first; a stack that does not exist is
+  "absent"; a layer whose downstream is still deployed (and not being destroyed in
+  the same run) is "blocked", so `--layer accounts` can never pull the floor from
+  under running databases.
+- ``preview``: plan each stack. When an upstream stack of the same run plans to
+  change its outputs, the downstream stack is previewed against those planned
+  outputs in a scratch copy of the state (`dbfleet.planned`), which is what `up`
+  would give it.
+
+Every stack ends as one `StackResult`; nothing here prints (progress goes to a
+`Progress`, see `dbfleet.progress`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pulumi import automation as auto
 
-from dbfleet.stackname import LAYERS
+from dbfleet import planned
+from dbfleet.changes import (
+    ChangeCollector,
+    PolicyViolation,
+    PropertyChange,
+    ResourceChange,
+    count_text,
+    mask,
+    outputs_differ,
+)
+from dbfleet.progress import Progress
+from dbfleet.stackname import LAYERS, parse_stack_name
 
 PROJECT_DIR_ENV = "DBFLEET_PROJECT_DIR"
+POLICY_DIR = "policies"
+
+# Which layers each layer reads (through StackReferences), as the layers do.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "accounts": (),
+    "networks": ("accounts",),
+    "replicas": ("accounts", "networks"),
+    "proxies": ("accounts", "networks", "replicas"),
+}
+
+# Statuses. Applying: applied, unchanged, destroyed, absent. Previewing: changes,
+# no changes, pending (waits for an upstream stack that is not deployed yet).
+# Any action: failed, blocked (not attempted: an upstream is missing or a
+# downstream still deployed), not started (an earlier stack of the group failed).
+FAILED, BLOCKED, NOT_STARTED = "failed", "blocked", "not started"
+ERROR_STATUSES = frozenset({FAILED, BLOCKED})
 
 
 def project_dir() -> Path:
@@ -26,80 +71,381 @@ def project_dir() -> Path:
     return Path(os.environ.get(PROJECT_DIR_ENV) or Path(__file__).resolve().parent.parent)
 
 
+def policy_pack_dir() -> Path | None:
+    """The CrossGuard pack of the project, when there is one (`policies/PulumiPolicy.yaml`)."""
+    for base in (project_dir(), Path(__file__).resolve().parent.parent):
+        pack = base / POLICY_DIR
+        if (pack / "PulumiPolicy.yaml").is_file():
+            return pack
+    return None
+
+
 @dataclass
 class StackResult:
     stack: str
-    status: str  # applied | unchanged | failed | not started | destroyed | previewed
+    status: str
     seconds: float = 0.0
     changes: dict[str, int] = field(default_factory=dict)
     error: str = ""
     outputs: dict = field(default_factory=dict)
+    resources: list[ResourceChange] = field(default_factory=list)
+    output_changes: list[PropertyChange] = field(default_factory=list)
+    policy: list[PolicyViolation] = field(default_factory=list)
+    note: str = ""
+    started: float = 0.0  # wall clock (time.time()), 0 when it never started
+    finished: float = 0.0
+
+    @property
+    def group(self) -> str:
+        return parse_stack_name(self.stack).group
+
+    @property
+    def layer(self) -> str:
+        return parse_stack_name(self.stack).layer
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes) or bool(self.output_changes) or self.status == "pending"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "group": self.group,
+            "layer": self.layer,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "started": self.started or None,
+            "finished": self.finished or None,
+            "changes": dict(self.changes),
+            "resources": [r.to_json() for r in self.resources],
+            "output_changes": [vars(c) for c in self.output_changes],
+            "policy": [p.to_json() for p in self.policy],
+            "note": self.note,
+            "error": self.error,
+        }
 
 
-Printer = Callable[[str, str], None]  # (stack, line)
-
-
-def _quiet(_stack: str, _line: str) -> None:
-    pass
+Printer = Callable[[str, str], None]  # (stack, engine output line)
 
 
 def select(stack: str) -> auto.Stack:
     return auto.create_or_select_stack(stack_name=stack, work_dir=str(project_dir()))
 
 
+def deployed_stacks() -> dict[str, int]:
+    """Every stack of the project in the backend → its resource count (0: empty or
+    destroyed). One CLI call; an empty dict when the backend has no stacks."""
+    ws = auto.LocalWorkspace(work_dir=str(project_dir()))
+    return {s.name: int(s.resource_count or 0) for s in ws.list_stacks()}
+
+
 def _error_text(exc: Exception) -> str:
     text = getattr(exc, "stderr", "") or str(exc)
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
     # The engine's own summary lines ("error: ...") say what went wrong.
     errors = [ln.strip() for ln in lines if "error:" in ln]
-    return "\n".join(errors[-6:] or lines[-6:])
+    picked = errors[-6:] or lines[-6:]
+    # "error: update failed" alone says nothing; keep what explains it.
+    return "\n".join(dict.fromkeys(picked))
 
 
-def _changes(summary: dict | None) -> dict[str, int]:
+def _changes(summary: Mapping[str, int] | None) -> dict[str, int]:
     # "read"/"discard" are StackReferences being read or dropped, not changes.
     return {k: v for k, v in (summary or {}).items() if k not in ("same", "read", "discard") and v}
 
 
-def _run_group(
-    group: str, layers: Iterable[str], action: str, printer: Printer
-) -> list[StackResult]:
-    results: list[StackResult] = []
-    failed = False
-    for layer in layers:
-        name = f"{layer}-{group}"
-        if failed:
-            results.append(StackResult(name, "not started"))
-            continue
-        t0 = time.monotonic()
+def _ordered_layers(layers: list[str] | None, action: str) -> list[str]:
+    unknown = [layer for layer in layers or [] if layer not in LAYERS]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {', '.join(unknown)}; layers are {', '.join(LAYERS)}")
+    chosen = [layer for layer in LAYERS if layers is None or layer in layers]
+    return list(reversed(chosen)) if action == "destroy" else chosen
 
-        def out(line: str, _name: str = name) -> None:
-            printer(_name, line.rstrip("\n"))
 
+def _downstream(layer: str) -> list[str]:
+    return [other for other, ups in UPSTREAM.items() if layer in ups]
+
+
+class _Events:
+    """Engine events of one stack → its ChangeCollector and the Progress display."""
+
+    def __init__(self, stack: str, progress: Progress) -> None:
+        self.stack = stack
+        self.progress = progress
+        self.collector = ChangeCollector()
+        self._ops: dict[str, str] = {}
+
+    def __call__(self, event: auto.events.EngineEvent) -> None:
+        self.collector(event)
         try:
-            stack = select(name)
-            if action == "up":
-                res = stack.up(on_output=out, color="never")
-                changes = _changes(res.summary.resource_changes)
-                results.append(
-                    StackResult(
-                        name,
-                        "applied" if changes else "unchanged",
-                        time.monotonic() - t0,
-                        changes,
-                        outputs={k: ("[secret]" if v.secret else v.value) for k, v in res.outputs.items()},
+            self._progress(event)
+        except Exception:  # noqa: BLE001, S110 — a display problem must never fail a rollout
+            pass
+
+    def _progress(self, event: auto.events.EngineEvent) -> None:
+        from dbfleet.changes import NO_CHANGE_OPS, REPLACE_OPS, STACK_TYPE, urn_name
+
+        if event.resource_pre_event is not None:
+            meta = event.resource_pre_event.metadata
+            op = meta.op.value
+            if meta.type == STACK_TYPE or op in NO_CHANGE_OPS:
+                return
+            op = "replace" if op in REPLACE_OPS else op
+            if meta.urn in self._ops:
+                return
+            self._ops[meta.urn] = op
+            self.progress.resource(self.stack, op, urn_name(meta.urn), "start")
+        elif event.res_outputs_event is not None:
+            meta = event.res_outputs_event.metadata
+            if meta.urn in self._ops:
+                self.progress.resource(
+                    self.stack, self._ops.pop(meta.urn), urn_name(meta.urn), "done"
+                )
+        elif event.res_op_failed_event is not None:
+            meta = event.res_op_failed_event.metadata
+            op = self._ops.pop(meta.urn, meta.op.value)
+            self.progress.resource(self.stack, op, urn_name(meta.urn), "failed")
+
+
+@dataclass
+class RunOptions:
+    policy_packs: list[str] = field(default_factory=list)
+    printer: Printer | None = None  # raw engine output, for --verbose
+    chain: bool = True  # preview downstream stacks against planned upstream outputs
+
+
+class _GroupRun:
+    """One group's stacks, in order, in one thread."""
+
+    def __init__(
+        self,
+        group: str,
+        layers: list[str],
+        action: str,
+        known: dict[str, int],
+        progress: Progress,
+        options: RunOptions,
+    ) -> None:
+        self.group = group
+        self.layers = layers
+        self.action = action
+        self.known = known
+        self.progress = progress
+        self.options = options
+        self.results: dict[str, StackResult] = {}
+        self.plan: planned.PlannedWorkspace | None = None
+        self.planned_outputs: dict[str, dict] = {}  # upstream stack → planned outputs that differ
+
+    def name(self, layer: str) -> str:
+        return f"{layer}-{self.group}"
+
+    def deployed(self, stack: str) -> bool:
+        return self.known.get(stack, 0) > 0
+
+    def run(self) -> list[StackResult]:
+        stop = False
+        try:
+            for layer in self.layers:
+                stack = self.name(layer)
+                if stop:
+                    result = StackResult(
+                        stack, NOT_STARTED, note="an earlier stack of the group failed"
                     )
+                else:
+                    result = self._one(layer)
+                    stop = result.status in ERROR_STATUSES
+                self.results[stack] = result
+                self.progress.stack_finished(result)
+        finally:
+            if self.plan is not None:
+                self.plan.close()
+        return [self.results[self.name(layer)] for layer in self.layers]
+
+    # -- checks before a stack runs ----------------------------------------------
+    def _blocked(self, layer: str) -> StackResult | None:
+        stack = self.name(layer)
+        in_run = set(self.layers)
+        if self.action == "destroy":
+            below = [
+                self.name(d)
+                for d in _downstream(layer)
+                if d not in in_run and self.deployed(self.name(d))
+            ]
+            if below:
+                return StackResult(
+                    stack,
+                    BLOCKED,
+                    error=f"{', '.join(below)} still deployed and read{'s' if len(below) == 1 else ''} "
+                    f"{stack}; destroy {'it' if len(below) == 1 else 'them'} first "
+                    f"(dbfleet destroy {self.group}, without --layer, destroys the whole group in order)",
                 )
-            elif action == "destroy":
-                res = stack.destroy(on_output=out, color="never")
-                results.append(
-                    StackResult(name, "destroyed", time.monotonic() - t0, _changes(res.summary.resource_changes))
+            return None
+        missing = [
+            self.name(u)
+            for u in UPSTREAM[layer]
+            if u not in in_run and not self.deployed(self.name(u))
+        ]
+        if missing:
+            verb = "preview" if self.action == "preview" else "deploy"
+            return StackResult(
+                stack,
+                BLOCKED,
+                error=f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not deployed yet, and "
+                f"{stack} reads {'its' if len(missing) == 1 else 'their'} outputs: cannot {verb} {stack}. "
+                f"Deploy {'it' if len(missing) == 1 else 'them'} first: dbfleet up {self.group}"
+                + ("" if len(missing) > 1 else f" --layer {parse_stack_name(missing[0]).layer}"),
+            )
+        return None
+
+    # -- one stack -------------------------------------------------------------------
+    def _one(self, layer: str) -> StackResult:
+        stack = self.name(layer)
+        blocked = self._blocked(layer)
+        if blocked is not None:
+            return blocked
+        if self.action == "destroy" and stack not in self.known:
+            return StackResult(stack, "absent", note="no such stack")
+        self.progress.stack_started(stack)
+        started, t0 = time.time(), time.monotonic()
+        events = _Events(stack, self.progress)
+        out = self._printer(stack)
+        try:
+            if self.action == "up":
+                result = self._up(stack, events, out)
+            elif self.action == "destroy":
+                res = select(stack).destroy(on_output=out, on_event=events, color="never")
+                result = StackResult(
+                    stack, "destroyed", changes=_changes(res.summary.resource_changes)
                 )
+            elif self.action == "preview":
+                result = self._preview(layer, events, out)
             else:
-                raise ValueError(f"unknown action {action}")
+                raise ValueError(f"unknown action {self.action}")
         except Exception as exc:  # noqa: BLE001 — every failure becomes a reported result
-            failed = True
-            results.append(StackResult(name, "failed", time.monotonic() - t0, error=_error_text(exc)))
-    return results
+            result = self._failure(layer, exc, events)
+            if self.action == "preview" and self.plan is not None and self.plan.patched:
+                ups = [u for u in (self.name(x) for x in UPSTREAM[layer]) if u in self.plan.patched]
+                if ups:
+                    result.note = (
+                        f"previewed against the planned outputs of {', '.join(ups)}; values known only "
+                        "after apply read as '(known after apply)'"
+                    )
+        result.resources = result.resources or events.collector.resources
+        result.policy = result.policy or events.collector.policy
+        result.started, result.finished = started, time.time()
+        result.seconds = time.monotonic() - t0
+        return result
+
+    def _printer(self, stack: str) -> Callable[[str], None] | None:
+        printer = self.options.printer
+        if printer is None:
+            return None
+        return lambda line: printer(stack, line.rstrip("\n"))
+
+    def _up(self, stack: str, events: _Events, out: Callable[[str], None] | None) -> StackResult:
+        res = select(stack).up(on_output=out, on_event=events, color="never")
+        changes = _changes(res.summary.resource_changes)
+        self.known[stack] = max(self.known.get(stack, 0), 1)
+        return StackResult(
+            stack,
+            "applied" if changes else "unchanged",
+            changes=changes,
+            outputs={k: ("[secret]" if v.secret else v.value) for k, v in res.outputs.items()},
+        )
+
+    def _preview(
+        self, layer: str, events: _Events, out: Callable[[str], None] | None
+    ) -> StackResult:
+        stack = self.name(layer)
+        # Upstream stacks of this run whose outputs will change are given to this
+        # preview as planned; an upstream that is not deployed at all makes this
+        # preview depend on something that does not exist yet.
+        ups = [self.name(u) for u in UPSTREAM[layer]]
+        waiting = [u for u in ups if u in self.results and self.results[u].status == "pending"]
+        if waiting:
+            return StackResult(
+                stack,
+                "pending",
+                note=f"can be previewed once {', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} applied",
+            )
+        changed_ups = [u for u in ups if u in self.planned_outputs]
+        new_ups = [u for u in changed_ups if not self.deployed(u)]
+        exists = stack in self.known
+        note = ""
+        if changed_ups or not exists:
+            if not (self.options.chain and planned.available()):
+                why = (
+                    f"previewed after {', '.join(changed_ups)} {'is' if len(changed_ups) == 1 else 'are'} applied"
+                    if changed_ups
+                    else "created by `dbfleet up`"
+                )
+                return StackResult(
+                    stack,
+                    "pending",
+                    note=f"{'new stack; ' if not exists else ''}{why} (the backend is not a local "
+                    "file backend, so it cannot be previewed against planned outputs)",
+                )
+            if self.plan is None:
+                self.plan = planned.PlannedWorkspace(project_dir())
+            for u in changed_ups:
+                if u not in self.plan.patched:
+                    self.plan.set_outputs(u, self.planned_outputs[u])
+            target = self.plan.select(stack)
+            parts = []
+            if not exists:
+                parts.append("new stack")
+            if changed_ups:
+                parts.append(f"previewed against the planned outputs of {', '.join(changed_ups)}")
+            note = "; ".join(parts)
+        else:
+            target = select(stack)
+        try:
+            res = target.preview(
+                on_output=out,
+                on_event=events,
+                color="never",
+                diff=False,
+                policy_packs=self.options.policy_packs or None,
+            )
+        except Exception as exc:
+            if new_ups:
+                # The stack reads a stack that does not exist yet (a new group): what
+                # it needs from it (secrets, directories) appears only once applied.
+                return StackResult(
+                    stack,
+                    "pending",
+                    error=_error_text(exc),
+                    note=f"{note}; can be previewed once {', '.join(new_ups)} "
+                    f"{'is' if len(new_ups) == 1 else 'are'} applied",
+                )
+            raise
+        collector = events.collector
+        changes = _changes(res.change_summary)
+        output_changes = collector.output_changes()
+        if not exists:
+            changes = changes or {"create": 1}
+        plan_out = collector.planned_outputs
+        if plan_out is not None and (
+            not self.deployed(stack) or outputs_differ(collector.old_outputs, plan_out)
+        ):
+            self.planned_outputs[stack] = plan_out
+        return StackResult(
+            stack,
+            "changes" if (changes or output_changes) else "no changes",
+            changes=changes,
+            output_changes=output_changes,
+            outputs={k: mask(v) for k, v in (plan_out or {}).items()},
+            note=note,
+        )
+
+    def _failure(self, layer: str, exc: Exception, events: _Events) -> StackResult:
+        stack = self.name(layer)
+        text = _error_text(exc)
+        # Engine diagnostics name the resource that failed; keep the last few.
+        diag = [e for e in events.collector.errors if e not in text][-3:]
+        if diag and ("update failed" in text or "preview failed" in text or not text):
+            text = "\n".join([*diag, text]).strip()
+        return StackResult(stack, FAILED, error=text)
 
 
 def run(
@@ -107,22 +453,84 @@ def run(
     action: str,
     *,
     layers: list[str] | None = None,
-    printer: Printer = _quiet,
+    progress: Progress | None = None,
+    options: RunOptions | None = None,
+    printer: Printer | None = None,
 ) -> dict[str, list[StackResult]]:
-    chosen = [layer for layer in LAYERS if layers is None or layer in layers]
-    if action == "destroy":
-        chosen.reverse()
+    """Runs `action` (up | destroy | preview) over the groups; one list of results per
+    group, in the order the group's stacks ran (or would have run)."""
+    if action not in ("up", "destroy", "preview"):
+        raise ValueError(f"unknown action {action}")
+    chosen = _ordered_layers(layers, action)
+    progress = progress or Progress()
+    options = options or RunOptions()
+    if printer is not None:
+        options.printer = printer
+    known = deployed_stacks()
+    progress.start([f"{layer}-{g}" for g in groups for layer in chosen])
     lock = threading.Lock()
+    safe = _LockedProgress(progress, lock)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+            futures = {
+                g: pool.submit(_GroupRun(g, chosen, action, dict(known), safe, options).run)
+                for g in groups
+            }
+            return {g: f.result() for g, f in futures.items()}
+    finally:
+        progress.close()
 
-    def locked(stack: str, line: str) -> None:
-        with lock:
-            printer(stack, line)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-        futures = {g: pool.submit(_run_group, g, chosen, action, locked) for g in groups}
-        return {g: f.result() for g, f in futures.items()}
+class _LockedProgress(Progress):
+    """Serialises the display calls of the group threads."""
+
+    def __init__(self, inner: Progress, lock: threading.Lock) -> None:
+        self.inner, self.lock = inner, lock
+
+    def stack_started(self, stack: str) -> None:
+        with self.lock:
+            self.inner.stack_started(stack)
+
+    def resource(self, stack: str, op: str, name: str, phase: str) -> None:
+        with self.lock:
+            self.inner.resource(stack, op, name, phase)
+
+    def stack_finished(self, result: StackResult) -> None:
+        with self.lock:
+            self.inner.stack_finished(result)
+
+
+def flat(results: Mapping[str, list[StackResult]]) -> list[StackResult]:
+    return [r for rs in results.values() for r in rs]
+
+
+def describe(result: StackResult) -> str:
+    """`create 2, update 4` (or `-`)."""
+    return count_text(result.changes) or "-"
 
 
 def outputs(stack: str) -> dict:
     """A deployed stack's outputs, secrets included (for the CLI's own use)."""
     return {k: v.value for k, v in select(stack).outputs().items()}
+
+
+def stack_outputs(stack: str, *, show_secrets: bool = False) -> dict | None:
+    """A stack's outputs without creating or selecting it (one CLI call): None when
+    the stack does not exist; secrets as "[secret]" unless `show_secrets`."""
+    args = ["pulumi", "stack", "output", "--json", "--non-interactive", "--stack", stack]
+    if show_secrets:
+        args.append("--show-secrets")
+    proc = subprocess.run(
+        args, cwd=project_dir(), capture_output=True, text=True, timeout=120, check=False
+    )
+    if proc.returncode != 0:
+        if "no stack named" in proc.stderr or "not found" in proc.stderr:
+            return None
+        raise RuntimeError(f"pulumi stack output --stack {stack}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout or "{}")
+
+
+def many_outputs(stacks: list[str]) -> dict[str, dict | None]:
+    """`stack_outputs` of several stacks, read in parallel."""
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(stacks)))) as pool:
+        return dict(zip(stacks, pool.map(stack_outputs, stacks), strict=True))
