@@ -4,6 +4,10 @@ Exit codes (every command): 0 success, 1 error. `preview` adds 2 — changes pen
 aggregated over every stack: any stack that fails makes it 1, whatever the others
 plan, so CI can trust it. `status` adds 3 — the fleet answers but something is
 down or not in its declared role.
+
+The engine-facing modules (rollout, report, progress) are imported inside the
+commands that use them, so `dbfleet validate` and `--help` start without loading
+the Automation API.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from dbfleet import progress as progress_mod
-from dbfleet import report, rollout
 from dbfleet.spec import FleetError, FleetSpec, default_spec_path, load_fleet
 from dbfleet.stackname import LAYERS, StackNameError, parse_stack_name
 
@@ -80,7 +82,12 @@ def _write(path: str, text: str, stdout: TextIO | None = None) -> None:
 
 
 # -- up / destroy ----------------------------------------------------------------------
-def _apply(args: argparse.Namespace, action: str, groups: list[str]) -> int:
+def _apply(
+    args: argparse.Namespace, action: str, groups: list[str], fleet: FleetSpec | None = None
+) -> int:
+    from dbfleet import progress as progress_mod
+    from dbfleet import report, rollout
+
     progress = progress_mod.choose(quiet=args.quiet or args.json)
     results = rollout.run(
         groups,
@@ -91,19 +98,26 @@ def _apply(args: argparse.Namespace, action: str, groups: list[str]) -> int:
     )
     flat = rollout.flat(results)
     code = report.exit_code(flat, preview=False)
-    if args.json:
-        print(report.dumps(report.document(flat, command=action, code=code)), end="")
-    else:
-        print(report.table(flat))
+    text = (
+        report.dumps(report.document(flat, command=action, code=code))
+        if args.json
+        else report.table(flat) + "\n"
+    )
+    if any(r.error for r in flat) and fleet is not None:
+        text = report.scrub(text, _known_secrets(fleet, groups))
+    sys.stdout.write(text)
     return code
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    return _apply(args, "up", _fleet_groups(args.groups))
+    fleet = _load_fleet()
+    return _apply(args, "up", _fleet_groups(args.groups, fleet=fleet), fleet)
 
 
 def _stack_groups() -> dict[str, list[str]]:
     """Groups that have stacks in the backend → their stacks."""
+    from dbfleet import rollout
+
     out: dict[str, list[str]] = {}
     for name, count in rollout.deployed_stacks().items():
         try:
@@ -118,7 +132,8 @@ def _stack_groups() -> dict[str, list[str]]:
 def cmd_destroy(args: argparse.Namespace) -> int:
     live = _stack_groups()
     # A group removed from the fleet file still has its stacks: destroy can remove them.
-    groups = _fleet_groups(args.groups, extra=set(live))
+    fleet = _load_fleet()
+    groups = _fleet_groups(args.groups, fleet=fleet, extra=set(live))
     layers = _layers(args) or list(LAYERS)
     doomed = [s for g in groups for s in live.get(g, []) if parse_stack_name(s).layer in layers]
     if not args.yes:
@@ -132,7 +147,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed", file=sys.stderr)
             return EXIT_ERROR
-    return _apply(args, "destroy", groups)
+    return _apply(args, "destroy", groups, fleet)
 
 
 # -- preview ---------------------------------------------------------------------------
@@ -157,6 +172,9 @@ def _known_secrets(fleet: FleetSpec, groups: list[str]) -> list[str]:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from dbfleet import progress as progress_mod
+    from dbfleet import report, rollout
+
     fleet = _load_fleet()
     groups = _fleet_groups(args.groups, fleet=fleet)
     packs: list[str] = []
@@ -176,7 +194,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     )
     flat = rollout.flat(results)
     code = report.exit_code(flat, preview=True)
-    secrets = _known_secrets(fleet, groups) if (args.markdown or args.json) else []
+    # Every report and the table pass through scrub: no known password gets out,
+    # whatever an engine or script error message might have quoted.
+    secrets = _known_secrets(fleet, groups)
     policy_note = (
         f"policies: {pack}"
         if pack
@@ -195,12 +215,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
         _write(args.json, report.scrub(report.dumps(doc), secrets))
     if args.json != "-":
-        print(report.table(flat))
-        if args.diff:
-            diff = report.text_diff(flat)
-            if diff:
-                print()
-                print(diff)
+        text = report.table(flat)
+        diff = report.text_diff(flat) if args.diff else ""
+        if diff:
+            text += "\n\n" + diff
+        print(report.scrub(text, secrets))
         print(
             {0: "no changes", 2: "changes pending", 1: "preview failed"}[code]
             + f" (exit {code}); {policy_note}",
@@ -226,6 +245,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- endpoints / prove -----------------------------------------------------------------
 def endpoints(groups: list[str]) -> dict:
+    from dbfleet import rollout
+
     found = rollout.many_outputs([f"proxies-{g}" for g in groups])
     out = {}
     for g in groups:
@@ -256,6 +277,8 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
     back through every read endpoint of its group within `deadline_s`, and through
     none of another group's. Returns the failures (empty when the fleet is sound)."""
     import psycopg
+
+    from dbfleet import rollout
 
     uris = {g: rollout.outputs(f"proxies-{g}")["connection_uris"] for g in groups}
     failures: list[str] = []

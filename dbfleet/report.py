@@ -17,11 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from dbfleet.changes import SECRET, PropertyChange, ResourceChange, count_text
+from dbfleet.review import COMMENT_MARKER
 from dbfleet.rollout import ERROR_STATUSES, StackResult
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-# A marker that identifies dbfleet's comment on a pull request (see dbfleet.review).
-COMMENT_MARKER = "<!-- dbfleet-preview -->"
 SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
 DANGER = ("replace", "delete")
 MAX_VALUE = 200  # characters of one value in a diff line

@@ -142,11 +142,17 @@ def deployed_stacks() -> dict[str, int]:
 def _error_text(exc: Exception) -> str:
     text = getattr(exc, "stderr", "") or str(exc)
     lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
-    # The engine's own summary lines ("error: ...") say what went wrong.
-    errors = [ln.strip() for ln in lines if "error:" in ln]
-    picked = errors[-6:] or lines[-6:]
-    # "error: update failed" alone says nothing; keep what explains it.
-    return "\n".join(dict.fromkeys(picked))
+    # The engine's own lines ("error: ...") say what went wrong; it repeats them
+    # with resource prefixes, so keep each message once, from "error:" on.
+    errors = list(dict.fromkeys(ln[ln.index("error:") :].strip() for ln in lines if "error:" in ln))
+    generic = (
+        "error: update failed",
+        "error: preview failed",
+        "error: an unhandled error occurred",
+    )
+    specific = [e for e in errors if not e.startswith(generic)]
+    picked = (specific or errors)[-6:] or lines[-6:]
+    return "\n".join(picked)
 
 
 def _changes(summary: Mapping[str, int] | None) -> dict[str, int]:

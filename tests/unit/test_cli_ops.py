@@ -1,0 +1,261 @@
+"""The operator commands through `dbfleet.cli.main`, with the engine replaced by canned results."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbfleet import ops, rollout, status
+from dbfleet.changes import ResourceChange
+from dbfleet.cli import main
+from dbfleet.rollout import StackResult
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = ("accounts", "networks", "replicas", "proxies")
+
+
+@pytest.fixture(autouse=True)
+def default_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
+    monkeypatch.setattr(ops, "_known_secrets", lambda fleet, groups: ["hunter2-password-value"])
+
+
+class FakeRun:
+    def __init__(self, statuses: dict[str, str] | None = None, **extra: Any) -> None:
+        self.statuses = statuses or {}
+        self.extra = extra
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, groups, action, *, layers=None, progress=None, options=None, printer=None):
+        self.calls.append(
+            {"groups": groups, "action": action, "layers": layers, "options": options}
+        )
+        chosen = [layer for layer in LAYERS if layers is None or layer in layers]
+        if action == "destroy":
+            chosen.reverse()
+        out = {}
+        for g in groups:
+            out[g] = []
+            for layer in chosen:
+                name = f"{layer}-{g}"
+                default = {"up": "unchanged", "destroy": "destroyed", "preview": "no changes"}[
+                    action
+                ]
+                r = StackResult(name, self.statuses.get(name, default), 1.0)
+                if r.status in ("changes", "applied"):
+                    r.changes = {"update": 1}
+                    r.resources = [
+                        ResourceChange(
+                            f"urn:pulumi:{name}::dbfleet::x::fra-0-server",
+                            "fra-0-server",
+                            "x",
+                            "update",
+                        )
+                    ]
+                if r.status == "failed":
+                    r.error = "error: boom hunter2-password-value"
+                out[g].append(r)
+        return out
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code", "word"),
+    [
+        ({}, 0, "no changes"),
+        ({"replicas-eu": "changes"}, 2, "changes pending"),
+        ({"replicas-eu": "changes", "proxies-us": "failed"}, 1, "preview failed"),
+        ({"replicas-us": "blocked"}, 1, "preview failed"),
+        ({"replicas-us": "pending"}, 2, "changes pending"),
+    ],
+)
+def test_preview_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    statuses: dict,
+    code: int,
+    word: str,
+) -> None:
+    monkeypatch.setattr(rollout, "run", FakeRun(statuses))
+    got, out, err = run(capsys, "preview", "-q")
+    assert got == code
+    assert f"{word} (exit {code})" in err
+    assert sum(1 for ln in out.splitlines() if ln.startswith(tuple(f"{la}-" for la in LAYERS))) == 8
+
+
+def test_preview_writes_markdown_and_json_without_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(rollout, "run", FakeRun({"replicas-eu": "changes", "proxies-us": "failed"}))
+    md, js = tmp_path / "r" / "report.md", tmp_path / "report.json"
+    code, out, _ = run(capsys, "preview", "--diff", "--markdown", str(md), "--json", str(js), "-q")
+    assert code == 1
+    text = md.read_text()
+    assert "### `replicas-eu` — changes" in text and "### `proxies-us` — failed" in text
+    assert "hunter2-password-value" not in text + js.read_text() + out
+    doc = json.loads(js.read_text())
+    assert doc["exit_code"] == 1 and doc["changed_stacks"] == ["replicas-eu"]
+    assert "replicas-eu:\n  ~ fra-0-server (x) update" in out  # --diff
+
+
+def test_preview_json_to_stdout_prints_only_json(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout, "run", FakeRun({"replicas-eu": "changes"}))
+    code, out, _ = run(capsys, "preview", "eu", "--json", "-")
+    assert code == 2
+    assert json.loads(out)["changed_stacks"] == ["replicas-eu"]
+
+
+def test_preview_passes_the_policy_pack_when_there_is_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    monkeypatch.setattr(rollout, "policy_pack_dir", lambda: tmp_path / "policies")
+    _, _, err = run(capsys, "preview", "eu", "--layer", "replicas", "--layer", "proxies", "-q")
+    assert fake.calls[-1]["options"].policy_packs == [str(tmp_path / "policies")]
+    assert fake.calls[-1]["layers"] == ["replicas", "proxies"] and fake.calls[-1]["groups"] == [
+        "eu"
+    ]
+    assert f"policies: {tmp_path / 'policies'}" in err
+    run(capsys, "preview", "eu", "--no-policies", "-q")
+    assert fake.calls[-1]["options"].policy_packs == []
+    monkeypatch.setattr(rollout, "policy_pack_dir", lambda: None)
+    _, _, err = run(capsys, "preview", "eu", "-q")
+    assert fake.calls[-1]["options"].policy_packs == [] and "no policies/PulumiPolicy.yaml" in err
+
+
+def test_preview_usage_errors_exit_1_not_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "preview", "--layer", "databases")[0] == 1
+    assert run(capsys, "preview", "--frobnicate")[0] == 1
+    assert run(capsys, "up", "--frobnicate")[0] == 2  # other commands keep argparse's code
+
+
+def test_unknown_group_is_an_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    code, _, err = run(capsys, "up", "mars")
+    assert code == 1 and "unknown group(s) mars" in err and fake.calls == []
+
+
+def test_up_prints_the_table_and_fails_on_any_failed_stack(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        rollout,
+        "run",
+        FakeRun({"accounts-us": "applied", "replicas-eu": "failed", "proxies-eu": "not started"}),
+    )
+    code, out, _ = run(capsys, "up", "-q")
+    assert code == 1
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln and not ln.startswith(" ")}
+    assert "applied" in rows["accounts-us"] and "unchanged" in rows["networks-us"]
+    assert "failed" in rows["replicas-eu"] and "not started" in rows["proxies-eu"]
+    assert "error: boom [secret]" in out and "hunter2-password-value" not in out
+    monkeypatch.setattr(rollout, "run", FakeRun())
+    code, out, _ = run(capsys, "up", "eu", "--json")
+    assert code == 0 and [s["status"] for s in json.loads(out)["stacks"]] == ["unchanged"] * 4
+
+
+def test_destroy_needs_yes_without_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    monkeypatch.setattr(ops, "_stack_groups", lambda: {"eu": ["replicas-eu"]})
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = run(capsys, "destroy")
+    assert code == 1 and "pass --yes" in err and fake.calls == []
+    code, _, _ = run(capsys, "destroy", "--yes", "-q")
+    assert code == 0 and fake.calls[-1]["action"] == "destroy"
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "destroyed"), [("y\n", True), ("n\n", False), ("\n", False)])
+def test_destroy_asks_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    destroyed: bool,
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    monkeypatch.setattr(
+        ops, "_stack_groups", lambda: {"eu": ["replicas-eu", "proxies-eu"], "old": ["accounts-old"]}
+    )
+    monkeypatch.setattr(sys, "stdin", Tty(answer))
+    code, _, err = run(capsys, "destroy", "eu", "-q")
+    assert "This destroys replicas-eu, proxies-eu" in err
+    assert (code == 0) == destroyed and bool(fake.calls) == destroyed
+
+
+def test_destroy_can_remove_a_group_that_left_the_fleet_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    monkeypatch.setattr(ops, "_stack_groups", lambda: {"old": ["accounts-old"]})
+    code, _, _ = run(capsys, "destroy", "old", "--yes", "-q")
+    assert code == 0 and fake.calls[-1]["groups"] == ["old"]
+
+
+def test_status_exit_codes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy = status.GroupStatus("eu", "fra")
+    down = status.GroupStatus(
+        "us", "iad", nodes=[status.NodeStatus("us", "ord", 0, "127.0.0.1", 5432, "replica")]
+    )
+    missing = status.GroupStatus(
+        "eu", error="networks-eu, replicas-eu not deployed: run dbfleet up eu"
+    )
+    for groups, code in (([healthy], 0), ([healthy, down], 3), ([missing], 1)):
+        monkeypatch.setattr(status, "collect", lambda names, g=groups: g)
+        got, out, _ = run(capsys, "status", "--json")
+        assert got == code
+        assert [g["group"] for g in json.loads(out)["groups"]] == [g.group for g in groups]
+
+
+def test_endpoints(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        rollout,
+        "many_outputs",
+        lambda stacks: {
+            s: {"read_endpoints": {"fra": "h:6432"}, "write_endpoints": {"fra": "h:6433"}}
+            for s in stacks
+        },
+    )
+    code, out, _ = run(capsys, "endpoints", "eu", "--json")
+    assert code == 0 and json.loads(out) == {"eu": {"fra": {"read": "h:6432", "write": "h:6433"}}}
+    monkeypatch.setattr(rollout, "many_outputs", lambda stacks: {s: None for s in stacks})
+    code, _, err = run(capsys, "endpoints")
+    assert code == 1 and "proxies-us is not deployed" in err
+
+
+def test_graph_prints_dot_or_writes_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "graph", "eu")
+    assert code == 0 and out.startswith("digraph dbfleet") and "cluster_us" not in out
+    target = tmp_path / "fleet.dot"
+    code, out, _ = run(capsys, "graph", "--out", str(target))
+    assert code == 0 and target.read_text().startswith("digraph") and str(target) in out
+    code, _, err = run(capsys, "graph", "--out", str(tmp_path / "fleet.txt"))
+    assert code == 1 and "cannot tell the format" in err

@@ -1,0 +1,340 @@
+"""dbfleet.rollout without the engine: order, parallel groups, stops, blocks, chained previews."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+
+from dbfleet import planned, rollout
+from dbfleet.changes import UNKNOWN_SENTINEL
+from dbfleet.progress import Progress
+from tests.unit.test_report import env, pre, stack_outputs, urn
+
+LAYERS = ["accounts", "networks", "replicas", "proxies"]
+
+
+class EngineError(Exception):
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+@dataclass
+class Engine:
+    """A fake backend: which stacks exist, what each operation does, and a call log."""
+
+    known: dict[str, int] = field(default_factory=dict)
+    fail: dict[str, str] = field(default_factory=dict)  # stack -> error text
+    plans: dict[str, list] = field(default_factory=dict)  # stack -> events its preview emits
+    calls: list[tuple[str, str, str]] = field(default_factory=list)  # (where, action, stack)
+    barrier: threading.Barrier | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stack(self, name: str, where: str = "real") -> FakeStack:
+        return FakeStack(self, name, where)
+
+
+@dataclass
+class FakeStack:
+    engine: Engine
+    name: str
+    where: str
+
+    def _run(self, action: str, on_event) -> None:
+        with self.engine.lock:
+            self.engine.calls.append((self.where, action, self.name))
+        if self.engine.barrier is not None and self.name.startswith("accounts-"):
+            self.engine.barrier.wait(timeout=5)  # both groups must be in here at once
+        for ev in self.engine.plans.get(self.name, []) if action == "preview" else []:
+            on_event(ev)
+        if self.name in self.engine.fail:
+            raise EngineError(f"error: {self.engine.fail[self.name]}\nerror: update failed")
+
+    def up(self, on_output=None, on_event=None, color=None):
+        self._run("up", on_event)
+        return SimpleNamespace(
+            summary=SimpleNamespace(resource_changes={"create": 2, "same": 1}), outputs={}
+        )
+
+    def destroy(self, on_output=None, on_event=None, color=None):
+        self._run("destroy", on_event)
+        return SimpleNamespace(summary=SimpleNamespace(resource_changes={"delete": 2}))
+
+    def preview(self, on_output=None, on_event=None, color=None, diff=None, policy_packs=None):
+        self._run("preview", on_event)
+        counts: dict[str, int] = {}
+        for ev in self.engine.plans.get(self.name, []):
+            if (
+                ev.resource_pre_event is not None
+                and ev.resource_pre_event.metadata.op.value not in ("same", "read")
+            ):
+                op = ev.resource_pre_event.metadata.op.value
+                counts[op] = counts.get(op, 0) + 1
+        return SimpleNamespace(change_summary={"same": 1, **counts})
+
+
+class FakePlan:
+    instances: ClassVar[list[FakePlan]] = []
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.patched: dict[str, dict] = {}
+        self.closed = False
+        FakePlan.instances.append(self)
+
+    def set_outputs(self, stack: str, outputs: dict) -> None:
+        self.patched[stack] = outputs
+
+    def select(self, stack: str) -> FakeStack:
+        return self.engine.stack(stack, "scratch")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    eng = Engine()
+    monkeypatch.setattr(rollout, "deployed_stacks", lambda: dict(eng.known))
+    monkeypatch.setattr(rollout, "select", lambda name: eng.stack(name))
+    monkeypatch.setattr(planned, "available", lambda: True)
+    FakePlan.instances = []
+    monkeypatch.setattr(planned, "PlannedWorkspace", lambda project: FakePlan(eng))
+    return eng
+
+
+def deployed(*groups: str, count: int = 3) -> dict[str, int]:
+    return {f"{layer}-{g}": count for g in groups for layer in LAYERS}
+
+
+def statuses(results: dict[str, list[rollout.StackResult]]) -> dict[str, str]:
+    return {r.stack: r.status for rs in results.values() for r in rs}
+
+
+class Recorder(Progress):
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, stacks: list[str]) -> None:
+        self.events.append(("start", tuple(stacks)))
+
+    def stack_started(self, stack: str) -> None:
+        self.events.append(("started", stack))
+
+    def resource(self, stack: str, op: str, name: str, phase: str) -> None:
+        self.events.append(("resource", stack, op, name, phase))
+
+    def stack_finished(self, result: rollout.StackResult) -> None:
+        self.events.append(("finished", result.stack, result.status))
+
+    def close(self) -> None:
+        self.events.append(("close",))
+
+
+# -- up -------------------------------------------------------------------------------------------
+def test_up_runs_layers_in_order_and_groups_in_parallel(engine: Engine) -> None:
+    engine.barrier = threading.Barrier(2)
+    results = rollout.run(["us", "eu"], "up")
+    assert statuses(results) == {
+        f"{layer}-{g}": "applied" for g in ("us", "eu") for layer in LAYERS
+    }
+    for g in ("us", "eu"):
+        assert [s for _, a, s in engine.calls if s.endswith(f"-{g}")] == [
+            f"{layer}-{g}" for layer in LAYERS
+        ]
+        assert [r.stack for r in results[g]] == [f"{layer}-{g}" for layer in LAYERS]
+        starts = [r.started for r in results[g]]
+        assert starts == sorted(starts)
+    assert results["us"][0].changes == {"create": 2}
+
+
+def test_a_failure_stops_its_group_only(engine: Engine) -> None:
+    engine.fail["replicas-us"] = (
+        "pg_primary.sh create failed (exit 1): could not bind 127.0.0.1:5432"
+    )
+    results = rollout.run(["us", "eu"], "up")
+    st = statuses(results)
+    assert (st["accounts-us"], st["networks-us"], st["replicas-us"], st["proxies-us"]) == (
+        "applied",
+        "applied",
+        "failed",
+        "not started",
+    )
+    assert all(st[f"{layer}-eu"] == "applied" for layer in LAYERS)
+    assert ("real", "up", "proxies-us") not in engine.calls
+    failed = results["us"][2]
+    assert "could not bind" in failed.error and "update failed" not in failed.error
+
+
+def test_up_of_one_layer_is_blocked_when_its_upstream_is_not_deployed(engine: Engine) -> None:
+    engine.known = {"accounts-eu": 3}
+    results = rollout.run(["eu"], "up", layers=["replicas"])
+    (r,) = results["eu"]
+    assert r.status == "blocked"
+    assert (
+        "networks-eu is not deployed yet" in r.error and "dbfleet up eu --layer networks" in r.error
+    )
+    assert engine.calls == []
+
+
+def test_progress_sees_every_stack(engine: Engine) -> None:
+    rec = Recorder()
+    rollout.run(["eu"], "up", layers=["accounts", "networks"], progress=rec)
+    assert rec.events[0] == ("start", ("accounts-eu", "networks-eu"))
+    assert ("finished", "networks-eu", "applied") in rec.events
+    assert rec.events[-1] == ("close",)
+
+
+# -- destroy --------------------------------------------------------------------------------------
+def test_destroy_runs_in_reverse_and_skips_absent_stacks(engine: Engine) -> None:
+    engine.known = {**deployed("eu"), "proxies-eu": 0}
+    engine.known.pop("accounts-eu")
+    results = rollout.run(["eu"], "destroy")
+    assert [r.stack for r in results["eu"]] == [f"{layer}-eu" for layer in reversed(LAYERS)]
+    assert statuses(results)["accounts-eu"] == "absent"
+    assert [s for _, a, s in engine.calls] == ["proxies-eu", "replicas-eu", "networks-eu"]
+
+
+def test_destroying_a_layer_under_a_deployed_one_is_refused(engine: Engine) -> None:
+    engine.known = deployed("eu")
+    results = rollout.run(["eu"], "destroy", layers=["networks"])
+    (r,) = results["eu"]
+    assert r.status == "blocked"
+    assert "replicas-eu, proxies-eu still deployed" in r.error
+    assert engine.calls == []
+
+
+# -- preview --------------------------------------------------------------------------------------
+def _networks_plan(stack: str = "networks-eu") -> list:
+    old = {"regions": {"fra": {"host": "127.77.12.1"}}}
+    new = {"regions": {"fra": {"host": "127.77.12.1"}, "ams": {"host": "127.77.1.1"}}}
+    return [stack_outputs(stack, old, new)]
+
+
+def test_preview_of_unchanged_stacks_uses_the_real_backend(engine: Engine) -> None:
+    engine.known = deployed("eu")
+    results = rollout.run(["eu"], "preview")
+    assert set(statuses(results).values()) == {"no changes"}
+    assert {w for w, _, _ in engine.calls} == {"real"}
+    assert FakePlan.instances == []
+
+
+def test_downstream_is_previewed_against_planned_upstream_outputs(engine: Engine) -> None:
+    engine.known = deployed("eu")
+    engine.plans["networks-eu"] = _networks_plan()
+    s = "replicas-eu"
+    engine.plans[s] = [
+        pre("create", urn(s, "ams-0-server"), new=env(PG_HOST="127.77.1.1")),
+        stack_outputs(
+            s,
+            {"nodes": {"fra": {"port": 5432}}},
+            {"nodes": {"fra": {"port": UNKNOWN_SENTINEL}, "ams": {"port": UNKNOWN_SENTINEL}}},
+        ),
+    ]
+    results = rollout.run(["eu"], "preview")
+    st = statuses(results)
+    assert st == {
+        "accounts-eu": "no changes",
+        "networks-eu": "changes",
+        "replicas-eu": "changes",
+        "proxies-eu": "no changes",
+    }
+    where = {s: w for w, _, s in engine.calls}
+    assert where == {
+        "accounts-eu": "real",
+        "networks-eu": "real",
+        "replicas-eu": "scratch",
+        "proxies-eu": "scratch",
+    }
+    (plan,) = FakePlan.instances
+    assert set(plan.patched) == {"networks-eu", "replicas-eu"}
+    assert "ams" in plan.patched["networks-eu"]["regions"]
+    assert plan.closed
+    reps = results["eu"][2]
+    assert reps.changes == {"create": 1}
+    assert reps.note == "previewed against the planned outputs of networks-eu"
+    assert [(c.path, c.kind) for c in results["eu"][1].output_changes] == [("regions.ams", "add")]
+
+
+def test_preview_without_a_file_backend_says_what_waits(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(planned, "available", lambda: False)
+    engine.known = deployed("eu")
+    engine.plans["networks-eu"] = _networks_plan()
+    results = rollout.run(["eu"], "preview", layers=["networks", "replicas"])
+    reps = results["eu"][1]
+    assert reps.status == "pending" and "previewed after networks-eu is applied" in reps.note
+    assert ("real", "preview", "replicas-eu") not in engine.calls
+
+
+def test_preview_of_a_layer_whose_upstream_is_missing_is_blocked_with_a_clear_message(
+    engine: Engine,
+) -> None:
+    engine.known = {"accounts-eu": 3}
+    results = rollout.run(["eu"], "preview", layers=["proxies"])
+    (r,) = results["eu"]
+    assert r.status == "blocked"
+    assert r.error.startswith(
+        "networks-eu, replicas-eu are not deployed yet, and proxies-eu reads their outputs"
+    )
+    assert "unknown stack" not in r.error
+
+
+def test_preview_of_a_new_group_goes_as_far_as_it_can(engine: Engine) -> None:
+    engine.known = {}
+    engine.plans["accounts-ca"] = [
+        pre("create", urn("accounts-ca", "account-account"), new=env(RUN_AS="x")),
+        stack_outputs("accounts-ca", None, {"user": UNKNOWN_SENTINEL, "group": "ca"}),
+    ]
+    engine.plans["networks-ca"] = [stack_outputs("networks-ca", None, {"regions": {"yyz": {}}})]
+    engine.fail["replicas-ca"] = "secret secret/dbfleet/x/ca/postgres does not exist"
+    results = rollout.run(["ca"], "preview")
+    st = statuses(results)
+    assert st == {
+        "accounts-ca": "changes",
+        "networks-ca": "changes",
+        "replicas-ca": "pending",
+        "proxies-ca": "pending",
+    }
+    assert all(w == "scratch" for w, _, _ in engine.calls)  # nothing is created in the real backend
+    assert "can be previewed once accounts-ca, networks-ca are applied" in results["ca"][2].note
+    assert "does not exist" in results["ca"][2].error
+    assert "once replicas-ca is applied" in results["ca"][3].note
+
+
+def test_a_failed_preview_is_an_error_when_its_upstream_exists(engine: Engine) -> None:
+    engine.known = deployed("eu")
+    engine.plans["networks-eu"] = _networks_plan()
+    engine.fail["replicas-eu"] = "KeyError: 'ams'"
+    results = rollout.run(["eu"], "preview")
+    st = statuses(results)
+    assert (st["replicas-eu"], st["proxies-eu"]) == ("failed", "not started")
+    assert "previewed against the planned outputs of networks-eu" in results["eu"][2].note
+
+
+def test_unknown_layers_and_actions_are_refused(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="unknown layer"):
+        rollout.run(["eu"], "up", layers=["databases"])
+    with pytest.raises(ValueError, match="unknown action"):
+        rollout.run(["eu"], "refresh")
+
+
+def test_error_text_keeps_the_specific_engine_errors() -> None:
+    exc = EngineError(
+        "Updating (replicas-us):\n"
+        "  pulumi:pulumi:Stack dbfleet-replicas-us running error: port 5432 in use\n"
+        "error: port 5432 in use\n"
+        "error: update failed\n"
+    )
+    assert rollout._error_text(exc) == "error: port 5432 in use"
+
+
+def test_stack_result_json_names_group_and_layer() -> None:
+    r = rollout.StackResult("replicas-eu", "applied", 2.0, {"create": 1})
+    doc: dict[str, Any] = r.to_json()
+    assert (doc["group"], doc["layer"], doc["changes"]) == ("eu", "replicas", {"create": 1})
