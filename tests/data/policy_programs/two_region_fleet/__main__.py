@@ -1,0 +1,7 @@
+"""The real dbfleet program (as the project's __main__.py), run on this case's fleet.yaml."""
+
+import pulumi
+
+from dbfleet.program import run
+
+run(pulumi.get_stack())

@@ -1,0 +1,9 @@
+"""replicas-eu: three nodes, each weakening authentication in one way."""
+
+from caselib import Group
+
+eu = Group()
+fra, lhr, arn = eu.regions
+eu.node(fra, eu.node_env(fra, PG_AUTH_METHOD="md5"))
+eu.node(lhr, eu.node_env(lhr, ALLOWED_HOSTS=f"{eu.allowed_hosts()} 203.0.113.7"))
+eu.node(arn, eu.node_env(arn, APP_USER="replicator"))

@@ -1,0 +1,128 @@
+"""Exposure: listen only where the networks layer put you; public binds need a named exception."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.rules.exposure import exposure
+from policies.testing import Resource, run_resource_policy, with_env
+from tests.unit.test_policies import host_scripts, messages, unit_fleet  # noqa: F401
+
+
+def check(resource: Resource, config: dict | None = None, stack: str = "replicas-eu") -> str:
+    return messages(run_resource_policy(exposure, stack, resource, config))
+
+
+def node() -> Resource:
+    return host_scripts("replicas-eu")["fra-0-server"]
+
+
+def proxy() -> Resource:
+    return host_scripts("proxies-eu")["lhr-haproxy"]
+
+
+def exception(**entry) -> dict:
+    return {"publicBindExceptions": [entry]}
+
+
+@pytest.mark.parametrize(
+    "stack", ["replicas-eu", "proxies-eu", "replicas-us", "proxies-us", "accounts-eu"]
+)
+def test_the_assigned_addresses_and_ports_pass(stack):
+    for resource in host_scripts(stack).values():
+        assert check(resource, stack=stack) == "", resource.name
+
+
+def test_the_second_node_of_a_region_uses_the_next_port():
+    assert host_scripts("replicas-eu")["fra-1-server"].props["environment"]["PG_PORT"] == "5433"
+    assert check(host_scripts("replicas-eu")["fra-1-server"]) == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("0.0.0.0", "every interface"),
+        ("::", "every interface"),
+        ("*", "every interface"),
+        ("192.0.2.10", "an address outside loopback"),
+    ],
+)
+def test_a_public_bind_of_a_database_is_refused(address, kind):
+    text = check(with_env(node(), PG_HOST=address))
+    assert f"fra-0-server: PG_HOST {address} is a public bind ({kind})" in text
+    assert "no publicBindExceptions entry names resource fra-0-server" in text
+
+
+def test_a_public_bind_of_a_proxy_is_reported_once_for_its_three_listeners():
+    violations = run_resource_policy(
+        exposure, "proxies-eu", with_env(proxy(), PROXY_HOST="0.0.0.0")
+    )
+    assert len(violations) == 1
+    assert "lhr-haproxy: PROXY_HOST 0.0.0.0 is a public bind" in violations[0].message
+
+
+def test_a_named_exception_lets_exactly_that_resource_and_address_bind_publicly():
+    public = with_env(node(), PG_HOST="0.0.0.0")
+    allowed = exception(
+        resource="fra-0-server", address="0.0.0.0", reason="reached through the host firewall"
+    )
+    assert check(public, allowed) == ""
+    assert (
+        check(
+            public,
+            {
+                **allowed,
+                "publicBindExceptions": [
+                    {**allowed["publicBindExceptions"][0], "stack": "replicas-eu"}
+                ],
+            },
+        )
+        == ""
+    )
+    # Another resource, another address, another stack, or no reason: still refused.
+    for entry in (
+        {"resource": "lhr-0-server", "address": "0.0.0.0", "reason": "r"},
+        {"resource": "fra-0-server", "address": "::", "reason": "r"},
+        {"resource": "fra-0-server", "address": "0.0.0.0", "reason": "r", "stack": "replicas-us"},
+        {"resource": "fra-0-server", "address": "0.0.0.0", "reason": "  "},
+    ):
+        assert "is a public bind" in check(public, exception(**entry)), entry
+
+
+def test_another_regions_address_is_not_the_assigned_one():
+    text = check(with_env(node(), PG_HOST="127.77.20.1"))
+    assert (
+        "PG_HOST 127.77.20.1 is not the address the networks layer assigned to region fra (127.77.12.1)"
+        in text
+    )
+
+
+def test_an_unassigned_loopback_address_is_refused():
+    text = check(with_env(proxy(), PROXY_HOST="127.0.0.5"), stack="proxies-eu")
+    assert (
+        "PROXY_HOST 127.0.0.5 is not the address the networks layer assigned to region lhr (127.77.20.1)"
+        in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("resource", "variable", "port", "allowed"),
+    [
+        ("node", "PG_PORT", "5499", "5432, 5433"),
+        ("proxy", "READ_PORT", "7000", "6432"),
+        ("proxy", "STATS_PORT", "", "6434"),
+    ],
+)
+def test_a_port_the_networks_layer_did_not_assign_is_refused(resource, variable, port, allowed):
+    target = node() if resource == "node" else proxy()
+    text = check(
+        with_env(target, **{variable: port}),
+        stack="replicas-eu" if resource == "node" else "proxies-eu",
+    )
+    assert f"{variable} {port or '(empty)'} is not a port the networks layer assigned" in text
+    assert f"({allowed})" in text
+
+
+def test_host_scripts_that_listen_nowhere_are_not_judged():
+    account = host_scripts("accounts-eu")["account-account"]
+    assert check(with_env(account, PG_HOST="0.0.0.0"), stack="accounts-eu") == ""
