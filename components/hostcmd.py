@@ -65,7 +65,8 @@ def script_text(name: str) -> str:
     # The host receives one program on stdin, so the script's own line that
     # sources lib.sh is replaced by the library itself.
     body = _SOURCE_LIB.sub("", path.read_text())
-    return lib + "\n" + body
+    # Run from stdin, $0 is "bash": name the script in its messages instead.
+    return lib + f"\nSCRIPT_NAME={shlex.quote(name)}\n" + body
 
 
 def script_digest(name: str) -> str:
@@ -143,9 +144,14 @@ class HostScriptProvider(ResourceProvider):
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"{props['script']} {action} timed out after {exc.timeout} s") from None
         if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+            # The script's last line says why it stopped (`die`): lead with it,
+            # then the lines before it for context.
+            cause = lines[-1] if lines else "no output"
+            context = "\n".join(lines[-15:-1])
             raise RuntimeError(
-                f"{props['script']} {action} failed (exit {proc.returncode}): {_scrub(tail, secrets)}"
+                _scrub(f"{props['script']} {action} failed (exit {proc.returncode}): {cause}"
+                       + (f"\n{context}" if context else ""), secrets)
             )
         return _scrub(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "", secrets)
 

@@ -65,7 +65,16 @@ base_backup() {
         -D "$scratch" -S "$SLOT" -X stream --checkpoint=fast; then
         rm -rf -- "$scratch"
         tail -n 5 "$LOG_DIR/basebackup.log" >&2
-        die "pg_basebackup from $PRIMARY_HOST:$PRIMARY_PORT into $NODE_DIR failed (see $LOG_DIR/basebackup.log)"
+        # Name the cause (a full disk, a refused connection...) in the error itself.
+        local cause avail_kb
+        cause=$(grep -m1 -E 'error:|FATAL:' "$LOG_DIR/basebackup.log" 2>/dev/null |
+            sed 's/^pg_basebackup: error: //' | cut -c1-300 || true)
+        # A full disk may not even leave room for the log to say so.
+        avail_kb=$(df -Pk -- "$NODE_DIR" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+        if [[ "$avail_kb" =~ ^[0-9]+$ ]] && ((avail_kb < 32768)); then
+            cause="not enough space left on device: ${avail_kb} KiB free on the file system of $NODE_DIR${cause:+; $cause}"
+        fi
+        die "pg_basebackup from $PRIMARY_HOST:$PRIMARY_PORT into $NODE_DIR failed: ${cause:-unknown cause} (see $LOG_DIR/basebackup.log)"
     fi
     run_as touch -- "$scratch/standby.signal"
     run_as mv -- "$scratch" "$PGDATA_DIR"
