@@ -66,6 +66,51 @@ FAILED, BLOCKED, NOT_STARTED = "failed", "blocked", "not started"
 ERROR_STATUSES = frozenset({FAILED, BLOCKED})
 
 
+def _backport_log_watcher_fix() -> None:
+    """pulumi/pulumi#16095, fixed upstream in #19539 (v3.171) but not in our pinned
+    v3.79.0: with `on_event`, the Automation API tails the engine's event log in a
+    non-daemon thread that stops only at the engine's cancel event. When the CLI
+    fails before the engine starts (a bad passphrase, a locked stack), that event
+    never comes and the thread keeps the process from ever exiting. As upstream
+    does, `_cleanup` (run once the CLI has exited, so the log is complete) now tells
+    the watcher to stop as soon as it has read everything."""
+    from pulumi.automation import _stack
+
+    if getattr(_stack, "_dbfleet_patched", False) or not hasattr(_stack, "_watch_logs"):
+        return
+
+    def _watch_logs(filename: str, callback: Callable) -> None:
+        me = threading.current_thread()
+        with open(filename, encoding="utf-8") as f:
+            while True:
+                line = f.readline()
+                if not line:
+                    if getattr(me, "dbfleet_stop", False):
+                        return
+                    time.sleep(0.1)
+                    continue
+                event = auto.events.EngineEvent.from_json(json.loads(line))
+                callback(event)
+                if event.cancel_event:
+                    return
+
+    def _cleanup(temp_dir, thread, on_exit_fn=None) -> None:  # noqa: ANN001 — pulumi's signature
+        if on_exit_fn:
+            on_exit_fn()
+        if thread:
+            thread.dbfleet_stop = True
+            thread.join(5)
+        if temp_dir:
+            temp_dir.cleanup()
+
+    _stack._watch_logs = _watch_logs
+    _stack._cleanup = _cleanup
+    _stack._dbfleet_patched = True
+
+
+_backport_log_watcher_fix()
+
+
 def project_dir() -> Path:
     """The directory holding Pulumi.yaml (tests run a copy of the project)."""
     return Path(os.environ.get(PROJECT_DIR_ENV) or Path(__file__).resolve().parent.parent)
@@ -153,6 +198,19 @@ def _error_text(exc: Exception) -> str:
     specific = [e for e in errors if not e.startswith(generic)]
     picked = (specific or errors)[-6:] or lines[-6:]
     return "\n".join(picked)
+
+
+def _clear_stale_locks(stack: str) -> list[str]:
+    """Removes locks left by engine processes that are gone (see dbfleet.locks), so a
+    killed run does not block every later one; says what it removed."""
+    try:
+        from dbfleet import locks
+    except ImportError:
+        return []
+    try:
+        return locks.clear_stale_locks(stack)
+    except OSError as exc:
+        return [f"{stack}: could not check its state locks: {exc}"]
 
 
 def _changes(summary: Mapping[str, int] | None) -> dict[str, int]:
@@ -311,6 +369,7 @@ class _GroupRun:
             return blocked
         if self.action == "destroy" and stack not in self.known:
             return StackResult(stack, "absent", note="no such stack")
+        cleared = _clear_stale_locks(stack)
         self.progress.stack_started(stack)
         started, t0 = time.time(), time.monotonic()
         events = _Events(stack, self.progress)
@@ -336,6 +395,8 @@ class _GroupRun:
                         f"previewed against the planned outputs of {', '.join(ups)}; values known only "
                         "after apply read as '(known after apply)'"
                     )
+        if cleared:
+            result.note = "\n".join([*cleared, *([result.note] if result.note else [])])
         result.resources = result.resources or events.collector.resources
         result.policy = result.policy or events.collector.policy
         result.started, result.finished = started, time.time()

@@ -32,6 +32,9 @@ class Engine:
     plans: dict[str, list] = field(default_factory=dict)  # stack -> events its preview emits
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (where, action, stack)
     barrier: threading.Barrier | None = None
+    stale: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # stack -> what clearing its locks said
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stack(self, name: str, where: str = "real") -> FakeStack:
@@ -102,6 +105,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
     monkeypatch.setattr(rollout, "deployed_stacks", lambda: dict(eng.known))
     monkeypatch.setattr(rollout, "select", lambda name: eng.stack(name))
     monkeypatch.setattr(planned, "available", lambda: True)
+    monkeypatch.setattr(rollout, "_clear_stale_locks", lambda stack: eng.stale.pop(stack, []))
     FakePlan.instances = []
     monkeypatch.setattr(planned, "PlannedWorkspace", lambda project: FakePlan(eng))
     return eng
@@ -168,6 +172,17 @@ def test_a_failure_stops_its_group_only(engine: Engine) -> None:
     assert ("real", "up", "proxies-us") not in engine.calls
     failed = results["us"][2]
     assert "could not bind" in failed.error and "update failed" not in failed.error
+
+
+def test_a_stale_lock_removed_before_a_stack_runs_is_reported(engine: Engine) -> None:
+    engine.stale["replicas-eu"] = [
+        "replicas-eu: removed a stale lock of pid 4242 (no longer running)"
+    ]
+    results = rollout.run(["eu"], "up")
+    assert (
+        results["eu"][2].note == "replicas-eu: removed a stale lock of pid 4242 (no longer running)"
+    )
+    assert results["eu"][2].status == "applied"
 
 
 def test_up_of_one_layer_is_blocked_when_its_upstream_is_not_deployed(engine: Engine) -> None:
@@ -338,3 +353,22 @@ def test_stack_result_json_names_group_and_layer() -> None:
     r = rollout.StackResult("replicas-eu", "applied", 2.0, {"create": 1})
     doc: dict[str, Any] = r.to_json()
     assert (doc["group"], doc["layer"], doc["changes"]) == ("eu", "replicas", {"create": 1})
+
+
+def test_the_event_log_watcher_stops_when_the_engine_never_started(tmp_path) -> None:
+    """pulumi/pulumi#16095: without a cancel event the watcher thread never ended and
+    kept `dbfleet preview` from exiting after e.g. a wrong passphrase."""
+    import json as _json
+
+    from pulumi.automation import _stack
+
+    log = tmp_path / "events.jsonl"
+    log.write_text(
+        _json.dumps({"diagnosticEvent": {"message": "boom", "severity": "error"}}) + "\n"
+    )
+    seen = []
+    watcher = threading.Thread(target=_stack._watch_logs, args=(str(log), seen.append))
+    watcher.start()
+    _stack._cleanup(None, watcher)
+    assert not watcher.is_alive()
+    assert [e.diagnostic_event.message for e in seen] == ["boom"]
