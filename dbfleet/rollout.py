@@ -94,7 +94,7 @@ def _backport_log_watcher_fix() -> None:
                 if event.cancel_event:
                     return
 
-    def _cleanup(temp_dir, thread, on_exit_fn=None) -> None:  # noqa: ANN001 — pulumi's signature
+    def _cleanup(temp_dir, thread, on_exit_fn=None) -> None:  # pulumi's own signature
         if on_exit_fn:
             on_exit_fn()
         if thread:
