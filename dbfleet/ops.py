@@ -88,7 +88,8 @@ def _apply(
     from dbfleet import progress as progress_mod
     from dbfleet import report, rollout
 
-    progress = progress_mod.choose(quiet=args.quiet or args.json)
+    # Progress goes to stderr, so --json on stdout stays clean; only --quiet silences it.
+    progress = progress_mod.choose(quiet=args.quiet)
     results = rollout.run(
         groups,
         action,
@@ -181,8 +182,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     pack = None if args.no_policies else rollout.policy_pack_dir()
     if pack is not None:
         packs.append(str(pack))
-    quiet = args.quiet or args.json == "-"
-    progress = progress_mod.choose(quiet=quiet, planning=True)
+    progress = progress_mod.choose(quiet=args.quiet, planning=True)
     results = rollout.run(
         groups,
         "preview",

@@ -367,8 +367,9 @@ class _GroupRun:
         blocked = self._blocked(layer)
         if blocked is not None:
             return blocked
-        if self.action == "destroy" and stack not in self.known:
-            return StackResult(stack, "absent", note="no such stack")
+        if self.action == "destroy" and not self.deployed(stack):
+            # Never created, or destroyed already: nothing to do, and nothing to create.
+            return StackResult(stack, "absent", note="nothing deployed")
         cleared = _clear_stale_locks(stack)
         self.progress.stack_started(stack)
         started, t0 = time.time(), time.monotonic()

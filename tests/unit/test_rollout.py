@@ -206,12 +206,13 @@ def test_progress_sees_every_stack(engine: Engine) -> None:
 
 # -- destroy --------------------------------------------------------------------------------------
 def test_destroy_runs_in_reverse_and_skips_absent_stacks(engine: Engine) -> None:
-    engine.known = {**deployed("eu"), "proxies-eu": 0}
-    engine.known.pop("accounts-eu")
+    engine.known = {**deployed("eu"), "replicas-eu": 0}  # destroyed earlier: the stack is empty
+    engine.known.pop("accounts-eu")  # never created
     results = rollout.run(["eu"], "destroy")
     assert [r.stack for r in results["eu"]] == [f"{layer}-eu" for layer in reversed(LAYERS)]
-    assert statuses(results)["accounts-eu"] == "absent"
-    assert [s for _, a, s in engine.calls] == ["proxies-eu", "replicas-eu", "networks-eu"]
+    st = statuses(results)
+    assert (st["replicas-eu"], st["accounts-eu"]) == ("absent", "absent")
+    assert [s for _, a, s in engine.calls] == ["proxies-eu", "networks-eu"]
 
 
 def test_destroying_a_layer_under_a_deployed_one_is_refused(engine: Engine) -> None:
