@@ -520,10 +520,27 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
 # --------------------------------------------------------------------------- loading
 
 
+MAX_YAML_DEPTH = 32
+
+
+def _check_depth(text: str) -> None:
+    """Refuses absurdly nested YAML from the event stream, which is read without
+    recursion, before the (recursive) composer spends seconds hitting Python's limit."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise RecursionError
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def parse_fleet(text: str) -> FleetSpec:
     """Parse and validate the text of a fleet file; raise `FleetError` with every problem."""
     loader: _FleetYamlLoader | None = None
     try:
+        _check_depth(text)
         loader = _FleetYamlLoader(text)  # rejects unprintable characters right away
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
