@@ -1,0 +1,320 @@
+"""The operator CLI on the real engine, Vault, PostgreSQL and HAProxy.
+
+One fleet of its own (state, Vault paths, fleet name and loopback range apart from
+every other test module), driven through `python -m dbfleet` like an operator.
+Tests run in file order and build on each other, so the whole file needs only
+one full rollout:
+
+1. nothing deployed: a preview of an upper layer is blocked with a clear message;
+2. accounts + networks of both groups; then a port held by something else makes
+   replicas-us fail — us stops there while eu, in parallel, finishes; the next
+   `up us` completes;
+3. exit codes: 0 when nothing changes; the report of adding a region to eu (2)
+   names exactly the stacks and resources that `up` then changes, with no secret;
+4. `status` sees a killed replica as down within 10 s;
+5. a failing stack makes the preview exit 1 even though another stack has changes;
+6. destroy asks for --yes without a terminal, then removes everything in reverse.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+
+from dbfleet import vault
+from tests.integration.conftest import FleetEnv, make_fleet_env
+
+GROUPS = ("us", "eu")
+LAYERS = ("accounts", "networks", "replicas", "proxies")
+
+
+@pytest.fixture(scope="module")
+def fleet(local_vault) -> Iterator[FleetEnv]:
+    fe = make_fleet_env(local_vault, "cli")
+    yield fe
+    fe.run("destroy", "--yes", "-q", check=False)
+    shutil.rmtree(fe.root, ignore_errors=True)
+
+
+def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.2) -> Any:
+    """Polls `check` until it returns something truthy; fails after the deadline."""
+    t0 = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() - t0 > deadline_s:
+            raise AssertionError(f"{what}: not within {deadline_s} s")
+        time.sleep(interval)  # polling interval, not a synchronisation
+
+
+def as_json(proc) -> dict:
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"not JSON ({exc}):\n{proc.stdout}\n{proc.stderr}") from None
+
+
+def by_stack(doc: dict) -> dict[str, dict]:
+    return {s["stack"]: s for s in doc["stacks"]}
+
+
+def group_secrets(fleet: FleetEnv) -> list[str]:
+    client = hvac.Client(url=fleet.env["VAULT_ADDR"], token=fleet.env["VAULT_TOKEN"])
+    values: list[str] = []
+    for g in GROUPS:
+        values += vault.read_group_secrets(
+            client, vault.DEFAULT_MOUNT, vault.secret_path(fleet.name, g)
+        ).values()
+    assert len(values) == 6
+    return values
+
+
+# 1 ------------------------------------------------------------------------------------------
+def test_a_preview_of_a_layer_whose_upstream_is_not_deployed_says_so(fleet: FleetEnv) -> None:
+    proc = fleet.run("preview", "us", "--layer", "replicas", "--json", "-", check=False)
+    assert proc.returncode == 1
+    (r,) = as_json(proc)["stacks"]
+    assert r["status"] == "blocked"
+    assert r["error"].startswith(
+        "accounts-us, networks-us are not deployed yet, and replicas-us reads their outputs"
+    )
+    assert "unknown stack" not in proc.stdout + proc.stderr
+    assert fleet.pulumi("stack", "ls", "--json").stdout.strip() == "[]", "a preview created a stack"
+
+
+# 2 ------------------------------------------------------------------------------------------
+def test_a_failure_stops_its_group_at_that_stack_while_the_other_group_finishes(
+    fleet: FleetEnv,
+) -> None:
+    first = fleet.run("up", "--layer", "accounts", "--layer", "networks", "--json")
+    assert {s: r["status"] for s, r in by_stack(as_json(first)).items()} == {
+        f"{layer}-{g}": "applied" for g in GROUPS for layer in ("accounts", "networks")
+    }
+    iad = fleet.outputs("networks-us")["regions"]["iad"]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind((iad["host"], iad["node_ports"][0]))  # us's primary cannot listen
+    squatter.listen()
+    try:
+        proc = fleet.run("up", "--json", check=False)
+    finally:
+        squatter.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    doc = as_json(proc)
+    st = {s: r["status"] for s, r in by_stack(doc).items()}
+    assert st == {
+        "accounts-us": "unchanged",
+        "networks-us": "unchanged",
+        "replicas-us": "failed",
+        "proxies-us": "not started",
+        "accounts-eu": "unchanged",
+        "networks-eu": "unchanged",
+        "replicas-eu": "applied",
+        "proxies-eu": "applied",
+    }
+    assert doc["failed_stacks"] == ["replicas-us"]
+    assert "pg_primary.sh" in by_stack(doc)["replicas-us"]["error"]
+    rows = {s["stack"]: s for s in doc["stacks"]}
+    # each group in order; the two groups at the same time
+    for g in GROUPS:
+        ran = [rows[f"{layer}-{g}"] for layer in LAYERS if rows[f"{layer}-{g}"]["started"]]
+        assert all(a["finished"] <= b["started"] for a, b in pairwise(ran)), g
+    us, eu = rows["replicas-us"], rows["replicas-eu"]
+    assert us["started"] < eu["finished"] and eu["started"] < us["finished"], (
+        "replicas-us and -eu did not overlap"
+    )
+    # the progress on stderr named the stacks and resources as they ran
+    assert "replicas-eu" in proc.stderr and "created" in proc.stderr
+
+    again = fleet.run("up", "us")
+    lines = {
+        ln.split()[0]: ln
+        for ln in again.stdout.splitlines()
+        if ln.startswith(tuple(f"{x}-us" for x in LAYERS))
+    }
+    assert "unchanged" in lines["accounts-us"] and "unchanged" in lines["networks-us"]
+    assert "applied" in lines["replicas-us"] and "applied" in lines["proxies-us"]
+    assert set(fleet.outputs("proxies-us")["read_endpoints"]) == {"iad", "ord", "sjc"}
+
+
+# 3 ------------------------------------------------------------------------------------------
+def test_a_preview_with_nothing_to_do_exits_0(fleet: FleetEnv) -> None:
+    # Policies are exercised by the review preview below; here only the exit code matters.
+    proc = fleet.run("preview", "--no-policies", "--json", "-", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = as_json(proc)
+    assert {s["status"] for s in doc["stacks"]} == {"no changes"} and len(doc["stacks"]) == 8
+
+
+def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
+    fleet: FleetEnv, tmp_path: Path
+) -> None:
+    original = fleet.spec.read_text()
+    fleet.write_fleet(
+        original.replace(
+            "      arn: {nodes: 1}\n", "      arn: {nodes: 1}\n      ams: {nodes: 1}\n"
+        )
+    )
+    md, js = tmp_path / "preview.md", tmp_path / "preview.json"
+    proc = fleet.run("preview", "--diff", "--markdown", str(md), "--json", str(js), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    doc = json.loads(js.read_text())
+    rows = by_stack(doc)
+    assert doc["changed_stacks"] == ["networks-eu", "replicas-eu", "proxies-eu"]
+    assert not any(
+        r["resources"] for s, r in rows.items() if s.endswith("-us") or s == "accounts-eu"
+    )
+
+    def ops(stack: str, op: str) -> set[str]:
+        return {r["name"] for r in rows[stack]["resources"] if r["op"] == op}
+
+    assert {r["op"] for s in doc["changed_stacks"] for r in rows[s]["resources"]} <= {
+        "create",
+        "update",
+    }
+    assert ops("replicas-eu", "create") == {"ams-0", "ams-0-server"}
+    assert {"fra-0-server", "lhr-0-server", "arn-0-server"} <= ops("replicas-eu", "update")
+    fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
+    slots = next(d for d in fra["diffs"] if d["path"] == "environment.REPLICA_SLOTS")
+    assert "dbfleet_ams_0" in slots["new"] and "dbfleet_ams_0" not in slots["old"]
+    assert ops("proxies-eu", "create") == {"ams", "ams-haproxy"}
+    assert ops("proxies-eu", "update") == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
+    assert {c["path"] for c in rows["networks-eu"]["output_changes"]} >= {
+        "regions.ams",
+        "nearest.ams",
+    }
+
+    text = md.read_text()
+    assert [ln for ln in text.splitlines() if ln.startswith("### ")] == [
+        "### `networks-eu` — changes",
+        "### `replicas-eu` — changes",
+        "### `proxies-eu` — changes",
+    ]
+    for name in ("ams-0-server", "ams-haproxy", "fra-haproxy", "fra-0-server"):
+        assert f"`{name}`" in text
+    assert "[!CAUTION]" not in text  # nothing is replaced or deleted
+    assert "secret_environment: [secret]" in text
+    secrets = group_secrets(fleet)
+    for output in (text, js.read_text(), proc.stdout, proc.stderr):
+        assert not any(v in output for v in secrets), "a Vault password is in the report"
+
+    # What the preview announced is what `up` does.
+    up = as_json(fleet.run("up", "eu", "--json"))
+    applied = {s["stack"]: s["changes"] for s in up["stacks"] if s["status"] == "applied"}
+    previewed = {s: rows[s]["changes"] for s in doc["changed_stacks"] if rows[s]["changes"]}
+    assert applied == previewed
+    assert "ams" in fleet.outputs("proxies-eu")["read_endpoints"]
+
+
+# 4 ------------------------------------------------------------------------------------------
+def _status(fleet: FleetEnv) -> tuple[int, dict]:
+    proc = fleet.run("status", "eu", "--json", check=False)
+    return proc.returncode, as_json(proc)["groups"][0]
+
+
+def test_status_reports_a_stopped_replica_down_within_10_s(fleet: FleetEnv) -> None:
+    code, eu = _status(fleet)
+    assert code == 0 and eu["healthy"], eu
+    nodes = {n["name"]: n for n in eu["nodes"]}
+    assert nodes["fra-0"]["role"] == "primary"
+    assert all(
+        n["role"] == "replica" and n["lag_bytes"] is not None
+        for k, n in nodes.items()
+        if k != "fra-0"
+    )
+    assert all(b["up"] for p in eu["proxies"] for b in p["backends"])
+
+    pidfile = (
+        Path(fleet.outputs("accounts-eu")["data_root"]) / "lhr-0" / "pgdata" / "postmaster.pid"
+    )
+    pid = int(pidfile.read_text().splitlines()[0])
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+
+    def lhr_down() -> dict | None:
+        code, g = _status(fleet)
+        node = next(n for n in g["nodes"] if n["name"] == "lhr-0")
+        backends = [b for p in g["proxies"] for b in p["backends"] if b["server"] == "lhr-0"]
+        if code == 3 and not node["up"] and backends and not any(b["up"] for b in backends):
+            return g
+        return None
+
+    g = wait_for(lhr_down, 10, "status to show lhr-0 down, in the node list and in every proxy")
+    assert time.monotonic() - t0 < 10
+    assert not g["healthy"]
+    assert all(n["up"] for n in g["nodes"] if n["name"] != "lhr-0")
+    text = fleet.run("status", "eu", check=False).stdout
+    assert any(ln.split()[:1] == ["lhr-0"] and "DOWN" in ln for ln in text.splitlines()), text
+
+
+# 5 ------------------------------------------------------------------------------------------
+def test_an_error_in_one_stack_wins_over_changes_in_another(fleet: FleetEnv) -> None:
+    # lhr-0 is still down from the previous test: replicas-eu has drift to repair. A
+    # salt that does not match the passphrase makes replicas-us fail to open its state.
+    config = fleet.project / "stacks" / "Pulumi.replicas-us.yaml"
+    saved = config.read_text()
+    head, rest = saved.split("encryptionsalt: v1:", 1)
+    tail = rest.split(":", 1)[1]
+    config.write_text(f"{head}encryptionsalt: v1:{base64.b64encode(os.urandom(8)).decode()}:{tail}")
+    try:
+        t0 = time.monotonic()
+        proc = fleet.run(
+            "preview",
+            "--layer",
+            "replicas",
+            "--no-policies",
+            "--json",
+            "-",
+            check=False,
+            timeout=300,
+        )
+        took = time.monotonic() - t0
+    finally:
+        config.write_text(saved)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = by_stack(as_json(proc))
+    assert (
+        rows["replicas-us"]["status"] == "failed" and "passphrase" in rows["replicas-us"]["error"]
+    )
+    assert rows["replicas-eu"]["status"] == "changes"
+    drift = {r["name"]: r for r in rows["replicas-eu"]["resources"]}
+    assert drift["lhr-0-server"]["drift"] is True
+    assert took < 120, "the preview did not return promptly after the failure"
+
+    repaired = fleet.run("up", "eu", "--layer", "replicas", "-q")
+    assert "applied" in next(
+        ln for ln in repaired.stdout.splitlines() if ln.startswith("replicas-eu")
+    )
+    code, _ = _status(fleet)
+    assert code in (0, 3)  # lag settles on its own; the node itself is back:
+    wait_for(lambda: _status(fleet)[0] == 0, 15, "eu to be healthy again after the repair")
+
+
+# 6 ------------------------------------------------------------------------------------------
+def test_destroy_asks_for_yes_then_removes_everything_in_reverse(fleet: FleetEnv) -> None:
+    refused = fleet.run("destroy", check=False, input="")
+    assert refused.returncode == 1 and "pass --yes" in refused.stderr
+    data_root = fleet.home / "data"
+    assert any(data_root.iterdir())
+    doc = as_json(fleet.run("destroy", "--yes", "--json"))
+    rows = by_stack(doc)
+    assert {r["status"] for r in rows.values()} == {"destroyed"}
+    for g in GROUPS:
+        order = sorted((rows[f"{layer}-{g}"]["started"], layer) for layer in LAYERS)
+        assert [layer for _, layer in order] == list(reversed(LAYERS))
+    assert [p for p in data_root.rglob("*")] == []
+    again = as_json(fleet.run("destroy", "--yes", "--json"))
+    assert {s["status"] for s in again["stacks"]} == {"absent"}
