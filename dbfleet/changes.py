@@ -118,6 +118,8 @@ def leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
         for key in sorted(value, key=str):
             out += leaves(value[key], _join(path, str(key)))
         return out
+    if not path and isinstance(value, Mapping):
+        return []  # nothing at all (a component has no inputs)
     return [(path, value)]
 
 

@@ -172,6 +172,14 @@ def _known_secrets(fleet: FleetSpec, groups: list[str]) -> list[str]:
         return []
 
 
+def _shown(path: Path) -> str:
+    """A path as the operator typed it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from dbfleet import progress as progress_mod
     from dbfleet import report, rollout
@@ -198,7 +206,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     # whatever an engine or script error message might have quoted.
     secrets = _known_secrets(fleet, groups)
     policy_note = (
-        f"policies: {pack}"
+        f"policies: {_shown(pack)}"
         if pack
         else (
             "policies: skipped (--no-policies)"

@@ -307,7 +307,10 @@ def collect_group(
         )
         return status
     status.primary_region = reps.get("primary_region", "")
-    for region, node in reps["nodes"].items():
+    # The primary's region first, then the others (outputs come sorted by name).
+    order = sorted(reps["nodes"], key=lambda r: (r != status.primary_region, r))
+    for region in order:
+        node = reps["nodes"][region]
         for k, m in enumerate(node.get("members") or [node]):
             status.nodes.append(
                 NodeStatus(
@@ -328,7 +331,8 @@ def collect_group(
 
         return path
 
-    for region, net in nets["regions"].items():
+    for region in sorted(nets["regions"], key=lambda r: (r != status.primary_region, r)):
+        net = nets["regions"][region]
         status.proxies.append(ProxyStatus(group, region, net["host"], int(net["stats_port"])))
     try:
         password = secrets(reps["secret_mount"], reps["secret_path"])["superuser_password"]

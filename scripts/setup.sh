@@ -93,8 +93,10 @@ ensure_debs() {
   [ -x /usr/lib/postgresql/$PG_MAJOR/bin/pg_basebackup ] || missing+=("postgresql-client-$PG_MAJOR")
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
   command -v curl >/dev/null || missing+=(curl)
+  # Graphviz draws `dbfleet graph` pictures (SVG/PNG).
+  command -v dot >/dev/null || missing+=(graphviz)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, haproxy: installed"
+    say "postgresql $PG_MAJOR, haproxy, graphviz: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \

@@ -184,6 +184,14 @@ def test_collector_update_create_replace_delete_and_drift() -> None:
     assert SECRET in text
 
 
+def test_a_created_component_has_no_empty_property_line() -> None:
+    comp = "dbfleet:postgres:PostgresNode"
+    c = feed(pre("create", urn("replicas-eu", "ams-0", comp), new={}, type_=comp))
+    (r,) = c.resources
+    assert (r.op, r.diffs) == ("create", [])
+    assert changes.leaves({"a": {}, "b": {"c": 1}}) == [("a", {}), ("b.c", 1)]
+
+
 def test_collector_output_changes_ignore_values_only_known_after_apply() -> None:
     old = {"nodes": {"fra": {"port": 5432}}, "primary_region": "fra", "uris": SECRET_VALUE}
     new = {
