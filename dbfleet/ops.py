@@ -391,6 +391,10 @@ def _guard(handler):
         except KeyboardInterrupt:
             _err("interrupted")
             return 130
+        except Exception as exc:  # noqa: BLE001 — an operator gets a message, not a traceback
+            detail = " ".join(str(getattr(exc, "stderr", "") or exc).split())
+            _err(f"dbfleet {args.command}: {type(exc).__name__}: {detail}")
+            return EXIT_ERROR
 
     return run
 

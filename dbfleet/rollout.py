@@ -578,8 +578,10 @@ def describe(result: StackResult) -> str:
 
 
 def outputs(stack: str) -> dict:
-    """A deployed stack's outputs, secrets included (for the CLI's own use)."""
-    return {k: v.value for k, v in select(stack).outputs().items()}
+    """A deployed stack's outputs, secrets included (for the CLI's own use). Raises
+    when the stack does not exist (and never creates it)."""
+    st = auto.select_stack(stack_name=stack, work_dir=str(project_dir()))
+    return {k: v.value for k, v in st.outputs().items()}
 
 
 def stack_outputs(stack: str, *, show_secrets: bool = False) -> dict | None:

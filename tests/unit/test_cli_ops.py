@@ -259,3 +259,15 @@ def test_graph_prints_dot_or_writes_a_file(
     assert code == 0 and target.read_text().startswith("digraph") and str(target) in out
     code, _, err = run(capsys, "graph", "--out", str(tmp_path / "fleet.txt"))
     assert code == 1 and "cannot tell the format" in err
+
+
+def test_an_unexpected_failure_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("the backend at file:///nowhere cannot be read")
+
+    monkeypatch.setattr(rollout, "run", broken)
+    code, _, err = run(capsys, "up", "eu")
+    assert code == 1
+    assert err.strip() == "dbfleet up: RuntimeError: the backend at file:///nowhere cannot be read"
