@@ -34,7 +34,10 @@ preview() {
 case "$mode" in
   pr)
     base="${DBFLEET_BASE_REF:-origin/${GITHUB_BASE_REF:-main}}"
-    mapfile -t args < <(python -m dbfleet.review scope --base "$base")
+    # Through a file, not a process substitution: if the scope cannot be computed
+    # (say the base ref was not fetched), the job must fail, not report "no stack".
+    python -m dbfleet.review scope --base "$base" >"$out/scope.txt"
+    mapfile -t args <"$out/scope.txt"
     code=0
     if [ "${#args[@]}" -eq 0 ]; then
       printf '%s\n' "<!-- dbfleet-preview -->" "## dbfleet preview" "" \

@@ -269,8 +269,8 @@ def ci(repo: Path, tmp_path: Path):
             VAULT_ADDR="http://127.0.0.1:9",
             STUB_LOG=str(log),
             STUB_CODE=str(code),
-            **extra,
         )
+        env.update(extra)
         env.pop("DBFLEET_LOCAL_VAULT", None)
         return subprocess.run(
             ["bash", str(repo / "scripts" / "ci_review.sh"), mode],
@@ -337,3 +337,12 @@ def test_drift_check_passes_the_preview_exit_code_through(repo: Path, ci, code: 
     assert log.read_text().split()[:2] == ["preview", "--diff"]
     if code == 2:
         assert "::error::drift" in proc.stderr
+
+
+def test_ci_review_fails_when_the_base_ref_is_unknown(repo: Path, ci) -> None:
+    run, log, out = ci
+    _commit(repo, "README.md", "docs\n")
+    proc = run("pr", 0, DBFLEET_REVIEW_DRY_RUN="1", DBFLEET_BASE_REF="origin/nope")
+    assert proc.returncode != 0
+    assert "origin/nope" in proc.stderr
+    assert not log.exists() and not (out / "comment.md").exists()
