@@ -133,8 +133,20 @@ def _stack_groups() -> dict[str, list[str]]:
 def cmd_destroy(args: argparse.Namespace) -> int:
     live = _stack_groups()
     # A group removed from the fleet file still has its stacks: destroy can remove them.
-    fleet = _load_fleet()
-    groups = _fleet_groups(args.groups, fleet=fleet, extra=set(live))
+    # Destroying needs the state, not the fleet file: a broken file must not stop it.
+    fleet: FleetSpec | None
+    try:
+        fleet = _load_fleet()
+    except Abort as exc:
+        _err(f"note: the fleet file is invalid, so only deployed stacks are known:\n{exc}")
+        fleet = None
+    if fleet is not None:
+        groups = _fleet_groups(args.groups, fleet=fleet, extra=set(live))
+    else:
+        unknown = [g for g in args.groups if g not in live]
+        if unknown:
+            raise Abort(f"no stacks deployed for group(s) {', '.join(unknown)}")
+        groups = list(dict.fromkeys(args.groups)) or sorted(live)
     layers = _layers(args) or list(LAYERS)
     doomed = [s for g in groups for s in live.get(g, []) if parse_stack_name(s).layer in layers]
     if not args.yes:

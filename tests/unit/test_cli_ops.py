@@ -271,3 +271,21 @@ def test_an_unexpected_failure_is_one_line_not_a_traceback(
     code, _, err = run(capsys, "up", "eu")
     assert code == 1
     assert err.strip() == "dbfleet up: RuntimeError: the backend at file:///nowhere cannot be read"
+
+
+def test_destroy_works_from_the_state_when_the_fleet_file_is_broken(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "fleet.yaml"
+    broken.write_text("groups: [oops]\n")
+    monkeypatch.setenv("DBFLEET_SPEC", str(broken))
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    monkeypatch.setattr(
+        ops, "_stack_groups", lambda: {"eu": ["replicas-eu"], "us": ["accounts-us"]}
+    )
+    code, _, err = run(capsys, "destroy", "--yes", "-q")
+    assert code == 0 and fake.calls[-1]["groups"] == ["eu", "us"]
+    assert "the fleet file is invalid" in err
+    code, _, err = run(capsys, "destroy", "mars", "--yes", "-q")
+    assert code == 1 and "no stacks deployed for group(s) mars" in err
