@@ -36,6 +36,17 @@ def read_outputs(stack: str, required: tuple[str, ...], *, opts: pulumi.Resource
     return _ints(outputs)
 
 
+def require_regions(stack: str, outputs: dict[str, Any], key: str, wanted) -> None:
+    """Every region of the fleet file must be in the upstream stack's `key` output:
+    a region added to the file reaches a layer only after its upstream layers."""
+    missing = [r for r in wanted if r not in (outputs.get(key) or {})]
+    if missing:
+        raise UpstreamError(
+            f"region(s) {', '.join(missing)} of the fleet file are not in {stack}'s `{key}` yet: "
+            f"bring that stack up first: pulumi up -s {stack}  (or: dbfleet up)"
+        )
+
+
 def _ints(value: Any) -> Any:
     """Stack outputs travel as JSON numbers: give whole numbers back their int type."""
     if isinstance(value, float) and value.is_integer():

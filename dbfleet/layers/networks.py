@@ -19,9 +19,16 @@ def build(ctx: LayerContext) -> None:
 
     # A port held by something else must stop the rollout before any database
     # starts. Ports this stack already handed out are in use by the group itself.
-    previous = _own_previous_regions(str(ctx.stack))
-    fresh = {r: n for r, n in nets.items() if previous.get(r) != _region_output(n)}
-    clashes = find_port_clashes(fresh, port_is_free, group=ctx.group_name)
+    handed_out = {
+        (r["host"], port)
+        for r in _own_previous_regions(str(ctx.stack)).values()
+        for port in (*r.get("node_ports", []), r.get("read_port"), r.get("write_port"), r.get("stats_port"))
+    }
+
+    def free_or_ours(host: str, port: int) -> bool:
+        return (host, port) in handed_out or port_is_free(host, port)
+
+    clashes = find_port_clashes(nets, free_or_ours, group=ctx.group_name)
     if clashes:
         raise UpstreamError("ports already in use: " + "; ".join(clashes))
 

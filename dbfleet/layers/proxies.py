@@ -9,7 +9,7 @@ import pulumi
 from components.proxy import RegionProxy, RegionProxyArgs
 from dbfleet import vault
 from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import read_outputs
+from dbfleet.upstream import read_outputs, require_regions
 
 
 def _members(node: dict) -> tuple[str, ...]:
@@ -22,6 +22,8 @@ def build(ctx: LayerContext) -> None:
         ctx.stack.upstream("replicas"), ("primary_region", "nodes", "secret_mount", "secret_path", "app_db", "app_user")
     )
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root"))
+    require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
+    require_regions(ctx.stack.upstream("replicas"), replicas, "nodes", ctx.group.regions)
     nodes: dict = replicas["nodes"]
     primary = nodes[replicas["primary_region"]]
     write_backend = f"{primary['members'][0]['host']}:{primary['members'][0]['port']}"

@@ -8,7 +8,7 @@ from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
 from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import UpstreamError, read_outputs
+from dbfleet.upstream import UpstreamError, read_outputs, require_regions
 
 APP_DB = "app"
 APP_USER = "app"
@@ -22,7 +22,14 @@ def slot_name(region: str, index: int) -> str:
 def build(ctx: LayerContext) -> None:
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path"))
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions",))
+    require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
     regions: dict = networks["regions"]
+    short = [r for r, spec in ctx.group.regions.items() if len(regions[r]["node_ports"]) < spec.nodes]
+    if short:
+        raise UpstreamError(
+            f"{ctx.stack.upstream('networks')} has fewer node ports than the fleet file's nodes for "
+            f"{', '.join(short)}: bring it up first: pulumi up -s {ctx.stack.upstream('networks')}  (or: dbfleet up)"
+        )
     passwords = pulumi.Output.secret(
         vault.read_group_secrets(vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"])
     )

@@ -133,6 +133,22 @@ def test_networks_stops_on_a_port_in_use(env, monkeypatch):
 
     monkeypatch.setattr(networks, "port_is_free", lambda host, port: port != 6433)
     with pytest.raises(Exception, match=r"6433.*already in use"):
+        run_stack("networks-eu", {"accounts-eu": EU_ACCOUNTS, "networks-eu": {}})  # first deploy: no outputs yet
+
+
+def test_ports_the_stack_already_handed_out_are_not_clashes_but_new_ones_are(env, monkeypatch, tmp_path):
+    import dbfleet.layers.networks as networks
+
+    # Every port is busy (the group's own processes hold them)...
+    monkeypatch.setattr(networks, "port_is_free", lambda host, port: False)
+    run_stack("networks-eu")  # ...and were handed out by the last deploy: fine.
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      fra: {nodes: 2}\n"
+        "      lhr: {nodes: 2}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    with pytest.raises(Exception, match=r"127\.77\.20\.1:5433"):  # lhr's new second node port
         run_stack("networks-eu")
 
 
@@ -173,3 +189,15 @@ def test_a_moved_primary_fences_the_old_one_and_promotes_the_new(env, monkeypatc
     assert s["arn-0-server"]["environment"]["PRIMARY_HOST"] == "127.77.20.1"
     assert "/fra-0" in s["primary-fence"]["environment"]["FENCED_NODES"]
     assert "/lhr-0" not in s["primary-fence"]["environment"]["FENCED_NODES"]
+
+
+def test_a_region_not_yet_in_the_networks_stack_is_named(env, monkeypatch, tmp_path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      fra: {nodes: 1}\n"
+        "      lhr: {nodes: 1}\n      arn: {nodes: 1}\n      ams: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    for stack in ("replicas-eu", "proxies-eu"):
+        with pytest.raises(pulumi.RunError, match=r"region\(s\) ams .* not in networks-eu"):
+            run_stack(stack)
