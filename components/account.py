@@ -33,7 +33,9 @@ class GroupAccount(pulumi.ComponentResource):
     user: pulumi.Output[str]
     data_root: pulumi.Output[str]
 
-    def __init__(self, name: str, args: GroupAccountArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: GroupAccountArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__(TYPE, name, None, opts)
         # The user and the root are the identity of everything the group runs:
         # changing either is a replacement, never an in-place edit.

@@ -27,13 +27,17 @@ class PrimaryFenceArgs:
 
     def __post_init__(self) -> None:
         if self.primary_node_dir in self.replica_node_dirs:
-            raise ValueError(f"{self.primary_node_dir} cannot be both the primary and a fenced replica")
+            raise ValueError(
+                f"{self.primary_node_dir} cannot be both the primary and a fenced replica"
+            )
 
 
 class PrimaryFence(pulumi.ComponentResource):
     summary: pulumi.Output[str]
 
-    def __init__(self, name: str, args: PrimaryFenceArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: PrimaryFenceArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__(TYPE, name, None, opts)
         fence = HostScript(
             f"{name}-fence",

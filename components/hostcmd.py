@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pulumi
-from pulumi.dynamic import CheckResult, CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 LIB_SCRIPT = "lib.sh"
@@ -107,12 +114,19 @@ def run_script(
     preamble = "".join(
         f"export {k}={shlex.quote(v)}\n" for k, v in {**environment, **secret_environment}.items()
     )
-    target = connection["host"] if not connection.get("user") else f"{connection['user']}@{connection['host']}"
+    target = (
+        connection["host"]
+        if not connection.get("user")
+        else f"{connection['user']}@{connection['host']}"
+    )
     argv = [
         "ssh",
-        "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=accept-new",
-        "-p", str(connection.get("port", 22)),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-p",
+        str(connection.get("port", 22)),
     ]
     key = secret_environment.get("DBFLEET_SSH_PRIVATE_KEY")
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +137,12 @@ def run_script(
             argv += ["-i", str(key_file)]
         argv += [target, "bash", "-s", "--", action]
         return subprocess.run(
-            argv, input=preamble + program, capture_output=True, text=True, timeout=timeout_s, check=False
+            argv,
+            input=preamble + program,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
 
@@ -142,7 +161,9 @@ class HostScriptProvider(ResourceProvider):
                 int(props.get("timeout_s") or DEFAULT_TIMEOUT_S),
             )
         except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"{props['script']} {action} timed out after {exc.timeout} s") from None
+            raise RuntimeError(
+                f"{props['script']} {action} timed out after {exc.timeout} s"
+            ) from None
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
             # The script's last line says why it stopped (`die`): lead with it,
@@ -150,28 +171,48 @@ class HostScriptProvider(ResourceProvider):
             cause = lines[-1] if lines else "no output"
             context = "\n".join(lines[-15:-1])
             raise RuntimeError(
-                _scrub(f"{props['script']} {action} failed (exit {proc.returncode}): {cause}"
-                       + (f"\n{context}" if context else ""), secrets)
+                _scrub(
+                    f"{props['script']} {action} failed (exit {proc.returncode}): {cause}"
+                    + (f"\n{context}" if context else ""),
+                    secrets,
+                )
             )
         return _scrub(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "", secrets)
 
     def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = []
         if news.get("script") and not (SCRIPTS_DIR / news["script"]).is_file():
-            failures.append(pulumi.dynamic.CheckFailure("script", f"unknown host script {news['script']}"))
+            failures.append(
+                pulumi.dynamic.CheckFailure("script", f"unknown host script {news['script']}")
+            )
         return CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         summary = self._run(props, "create")
-        return CreateResult(id_=f"{props['connection']['host']}:{props['name']}", outs={**props, "summary": summary})
+        return CreateResult(
+            id_=f"{props['connection']['host']}:{props['name']}", outs={**props, "summary": summary}
+        )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = ("connection", "script", "script_sha", "environment", "secret_environment", "triggers")
+        keys = (
+            "connection",
+            "script",
+            "script_sha",
+            "environment",
+            "secret_environment",
+            "triggers",
+        )
         changed = [k for k in keys if olds.get(k) != news.get(k)]
-        replaces = [k for k in ("connection", "name", *news.get("replace_on", [])) if olds.get(k) != news.get(k)]
+        replaces = [
+            k
+            for k in ("connection", "name", *news.get("replace_on", []))
+            if olds.get(k) != news.get(k)
+        ]
         if not replaces:
             replaces = [
-                k for k in news.get("replace_on_env", []) if (olds.get("environment") or {}).get(k) != (news.get("environment") or {}).get(k)
+                k
+                for k in news.get("replace_on_env", [])
+                if (olds.get("environment") or {}).get(k) != (news.get("environment") or {}).get(k)
             ]
             if replaces:
                 replaces = ["environment"]

@@ -91,7 +91,9 @@ class PostgresNode(pulumi.ComponentResource):
     port: pulumi.Output[int]
     role: pulumi.Output[str]
 
-    def __init__(self, name: str, args: PostgresNodeArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: PostgresNodeArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__(TYPE, name, None, opts)
         server = HostScript(
             f"{name}-server",

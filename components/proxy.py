@@ -57,7 +57,9 @@ class RegionProxy(pulumi.ComponentResource):
     read_endpoint: pulumi.Output[str]
     write_endpoint: pulumi.Output[str]
 
-    def __init__(self, name: str, args: RegionProxyArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, args: RegionProxyArgs, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__(TYPE, name, None, opts)
         proxy = HostScript(
             f"{name}-haproxy",
@@ -70,4 +72,6 @@ class RegionProxy(pulumi.ComponentResource):
         )
         self.read_endpoint = proxy.summary.apply(lambda _: f"{args.host}:{args.read_port}")
         self.write_endpoint = proxy.summary.apply(lambda _: f"{args.host}:{args.write_port}")
-        self.register_outputs({"read_endpoint": self.read_endpoint, "write_endpoint": self.write_endpoint})
+        self.register_outputs(
+            {"read_endpoint": self.read_endpoint, "write_endpoint": self.write_endpoint}
+        )

@@ -43,8 +43,13 @@ def probe(region: str, host: str, port: int, password: str, timeout_s: int = 2) 
 
     try:
         with psycopg.connect(
-            host=host, port=port, user="postgres", password=password, dbname="postgres",
-            connect_timeout=timeout_s, autocommit=True,
+            host=host,
+            port=port,
+            user="postgres",
+            password=password,
+            dbname="postgres",
+            connect_timeout=timeout_s,
+            autocommit=True,
         ) as conn:
             in_recovery, received, current = conn.execute(
                 "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
@@ -76,7 +81,7 @@ def set_primary(spec: Path, group: str, region: str) -> None:
         ln = lines[i]
         if ln.strip() and not ln.lstrip().startswith("#") and len(ln) - len(ln.lstrip()) <= indent:
             break
-        m = re.match(r"^(\s*primary:\s*)([A-Za-z0-9_-]+)(.*)$", ln, re.S)
+        m = re.match(r"^(\s*primary:\s*)([A-Za-z0-9_-]+)(.*)$", ln, re.DOTALL)
         if m:
             lines[i] = f"{m.group(1)}{region}{m.group(3)}"
             text = "".join(lines)
@@ -108,7 +113,9 @@ def cmd_failover(args) -> int:
         return 1
     t0 = time.monotonic()
     reps = rollout.outputs(f"replicas-{group}")
-    secrets = vault.read_group_secrets(vault.client_from_env(), reps["secret_mount"], reps["secret_path"])
+    secrets = vault.read_group_secrets(
+        vault.client_from_env(), reps["secret_mount"], reps["secret_path"]
+    )
     old = reps["primary_region"]
     states = [
         probe(region, m["host"], int(m["port"]), secrets["superuser_password"])
@@ -133,11 +140,16 @@ def cmd_failover(args) -> int:
     try:
         target = next(s for s in states if s.region == args.to) if args.to else choose(states, old)
     except (RuntimeError, StopIteration):
-        print(f"failover: no reachable replica{' in ' + args.to if args.to else ''} to promote", file=sys.stderr)
+        print(
+            f"failover: no reachable replica{' in ' + args.to if args.to else ''} to promote",
+            file=sys.stderr,
+        )
         return 1
     best = max((s.received_lsn or 0) for s in states if s.reachable)
-    print(f"failover: promoting {target.region} (WAL position {target.received_lsn}; "
-          f"{best - (target.received_lsn or 0)} bytes behind the most advanced reachable node)")
+    print(
+        f"failover: promoting {target.region} (WAL position {target.received_lsn}; "
+        f"{best - (target.received_lsn or 0)} bytes behind the most advanced reachable node)"
+    )
     set_primary(spec, group, target.region)
     print(f"failover: {spec}: groups.{group}.primary: {old} -> {target.region}")
     results = rollout.run([group], "up", layers=["replicas", "proxies"])
@@ -155,6 +167,8 @@ def register(commands) -> None:
         "failover", help="promote the most up-to-date replica of a group whose primary is lost"
     )
     p.add_argument("group", metavar="GROUP")
-    p.add_argument("--to", metavar="REGION", help="promote this region instead of the most up-to-date one")
+    p.add_argument(
+        "--to", metavar="REGION", help="promote this region instead of the most up-to-date one"
+    )
     p.add_argument("--force", action="store_true", help="even when the primary still answers")
     p.set_defaults(handler=cmd_failover)

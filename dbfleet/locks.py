@@ -41,8 +41,15 @@ def locks_of(stack: str, state: Path) -> list[Lock]:
     for path in sorted((state / ".pulumi" / "locks").glob(f"**/{stack}/*.json")):
         try:
             data = json.loads(path.read_text())
-            found.append(Lock(path, int(data["pid"]), data.get("hostname", ""), data.get("username", ""),
-                              data.get("timestamp", "")))
+            found.append(
+                Lock(
+                    path,
+                    int(data["pid"]),
+                    data.get("hostname", ""),
+                    data.get("username", ""),
+                    data.get("timestamp", ""),
+                )
+            )
         except (OSError, ValueError, KeyError):
             continue  # a lock being written right now, or not one of the engine's
     return found

@@ -12,6 +12,7 @@ from dbfleet.layers import accounts, networks, proxies, replicas
 from dbfleet.layers.context import LayerContext
 from dbfleet.spec import FleetError, default_spec_path, load_fleet
 from dbfleet.stackname import StackNameError, parse_stack_name
+from dbfleet.upstream import forget_references, stack_reference
 
 BUILDERS = {
     "accounts": accounts.build,
@@ -29,6 +30,35 @@ def dbfleet_home() -> Path:
 
 
 def run(stack_name: str) -> None:
+    """Builds the stack; when it cannot, fails without losing the stack's outputs.
+
+    The SDK registers whatever was exported even when the program raises, so a
+    failing stack would otherwise record no outputs at all — and every later
+    layer that reads them would break. A failed run re-exports the outputs of the
+    last successful one, secrets still secret, before it reports the failure.
+    """
+    forget_references()
+    try:
+        _run(stack_name)
+    except Exception:
+        keep_previous_outputs(stack_name)
+        raise
+
+
+def keep_previous_outputs(stack_name: str) -> None:
+    from pulumi.runtime.sync_await import _sync_await
+
+    try:
+        ref = stack_reference(stack_name)
+        outputs = _sync_await(ref.outputs.future()) or {}
+        secret_names = set(_sync_await(ref.secret_output_names.future()) or [])
+    except Exception:  # noqa: BLE001 — a first deploy has nothing to keep
+        return
+    for name, value in outputs.items():
+        pulumi.export(name, pulumi.Output.secret(value) if name in secret_names else value)
+
+
+def _run(stack_name: str) -> None:
     try:
         stack = parse_stack_name(stack_name)
     except StackNameError as exc:
@@ -46,7 +76,9 @@ def run(stack_name: str) -> None:
         )
     target = fleet.group_target(stack.group)
     if target != "local":
-        raise pulumi.RunError(f"groups.{stack.group}.target: target {target!r} is not implemented yet")
+        raise pulumi.RunError(
+            f"groups.{stack.group}.target: target {target!r} is not implemented yet"
+        )
     ctx = LayerContext(stack=stack, fleet=fleet, home=dbfleet_home())
     try:
         BUILDERS[stack.layer](ctx)

@@ -7,9 +7,11 @@ answer without touching anything.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from dbfleet.catalogue import REGIONS, distance_km
 from dbfleet.spec import FleetSpec
@@ -100,16 +102,48 @@ def find_port_clashes(
 def port_is_free(host: str, port: int) -> bool:
     """True when a TCP socket can bind host:port right now.
 
-    SO_REUSEADDR stays off, so the check is strict: besides a live listener, a port with
-    connections still in TIME_WAIT counts as taken (PostgreSQL and HAProxy set
-    SO_REUSEADDR and could start anyway; a false alarm is cheaper than a half-started
-    region). An address that does not exist on this machine counts as not free either
-    (unless the kernel allows non-local binds).
+    SO_REUSEADDR is on, as PostgreSQL and HAProxy set it: connections still in
+    TIME_WAIT (right after `make down`) do not hold a port, a live listener does.
+    An address that does not exist on this machine counts as not free (unless the
+    kernel allows non-local binds).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def listener_commands(host: str, port: int) -> list[str]:
+    """Command lines of the processes listening on host:port (those this user may see)."""
+    want = f"{_hex_addr(host)}:{port:04X}"
+    inodes = set()
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    except OSError:
+        return []
+    if not inodes:
+        return []
+    commands = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+            if any(f"socket:[{inode}]" in links for inode in inodes):
+                commands.append(
+                    (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+        except OSError:
+            continue
+    return commands
+
+
+def _hex_addr(host: str) -> str:
+    # /proc/net/tcp shows IPv4 addresses as little-endian hex.
+    return "".join(f"{int(octet):02X}" for octet in reversed(host.split(".")))

@@ -17,12 +17,32 @@ class UpstreamError(pulumi.RunError):
     pass
 
 
-def read_outputs(stack: str, required: tuple[str, ...], *, opts: pulumi.ResourceOptions | None = None) -> dict[str, Any]:
+_REFS: dict[tuple[str, str], pulumi.StackReference] = {}
+
+
+def forget_references() -> None:
+    """Called at the start of a program run: references belong to one run."""
+    _REFS.clear()
+
+
+def stack_reference(
+    stack: str, opts: pulumi.ResourceOptions | None = None
+) -> pulumi.StackReference:
+    """One StackReference per stack and program run (a second one would clash on its URN)."""
+    key = (pulumi.get_stack(), stack)
+    if key not in _REFS:
+        _REFS[key] = pulumi.StackReference(stack, opts=opts)
+    return _REFS[key]
+
+
+def read_outputs(
+    stack: str, required: tuple[str, ...], *, opts: pulumi.ResourceOptions | None = None
+) -> dict[str, Any]:
     """All outputs of `stack`, checking that every name in `required` is present."""
-    ref = pulumi.StackReference(stack, opts=opts)
+    ref = stack_reference(stack, opts)
     try:
         outputs = _sync_await(ref.outputs.future()) or {}
-    except Exception as exc:  # the engine reports a missing stack as a failed read
+    except Exception as exc:  # noqa: BLE001 — the engine reports a missing stack as a failed read
         raise UpstreamError(
             f"stack {stack} is not deployed yet ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); "
             f"deploy it first: pulumi up -s {stack}  (or: dbfleet up)"

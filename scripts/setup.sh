@@ -142,7 +142,10 @@ ensure_python() {
       --no-index -e "$ROOT" >>"$log" 2>&1 || fail "could not install the dbfleet package into .venv" "see $log" "$log"
     printf '%s\n' "$deps" >"$venv/.dbfleet-deps"
   fi
-  [ -x "$venv/bin/bao" ] || ln -sf "$deps/bin/bao" "$venv/bin/bao"
+  # Tools that live in the dependency environment, on PATH with the project.
+  for tool in bao ruff; do
+    [ -x "$venv/bin/$tool" ] || ln -sf "$deps/bin/$tool" "$venv/bin/$tool"
+  done
   say "python: $venv (dependencies in $deps)"
 }
 

@@ -26,7 +26,9 @@ def build(ctx: LayerContext) -> None:
 
     account = GroupAccount(
         "account",
-        GroupAccountArgs(connection=ctx.connection, user=ctx.account_user(), data_root=ctx.data_root()),
+        GroupAccountArgs(
+            connection=ctx.connection, user=ctx.account_user(), data_root=ctx.data_root()
+        ),
     )
     pulumi.export("group", ctx.group_name)
     pulumi.export("zone", ctx.group.zone)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import pulumi
 
 from dbfleet.layers.context import LayerContext
-from dbfleet.topology import find_port_clashes, nearest_first, plan_network, port_is_free
+from dbfleet.topology import (
+    find_port_clashes,
+    listener_commands,
+    nearest_first,
+    plan_network,
+    port_is_free,
+)
 from dbfleet.upstream import UpstreamError, read_outputs
 
 
 def build(ctx: LayerContext) -> None:
-    read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
+    accounts = read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
     nets = plan_network(ctx.fleet, ctx.group_name)
 
     # A port held by something else must stop the rollout before any database
@@ -22,11 +28,20 @@ def build(ctx: LayerContext) -> None:
     handed_out = {
         (r["host"], port)
         for r in _own_previous_regions(str(ctx.stack)).values()
-        for port in (*r.get("node_ports", []), r.get("read_port"), r.get("write_port"), r.get("stats_port"))
+        for port in (
+            *r.get("node_ports", []),
+            r.get("read_port"),
+            r.get("write_port"),
+            r.get("stats_port"),
+        )
     }
 
     def free_or_ours(host: str, port: int) -> bool:
-        return (host, port) in handed_out or port_is_free(host, port)
+        if (host, port) in handed_out or port_is_free(host, port):
+            return True
+        # Held by one of this group's own databases or proxies (their command
+        # lines name the group's data root): not a clash either.
+        return any(accounts["data_root"] + "/" in cmd for cmd in listener_commands(host, port))
 
     clashes = find_port_clashes(nets, free_or_ours, group=ctx.group_name)
     if clashes:

@@ -19,7 +19,8 @@ def _members(node: dict) -> tuple[str, ...]:
 def build(ctx: LayerContext) -> None:
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions", "nearest"))
     replicas = read_outputs(
-        ctx.stack.upstream("replicas"), ("primary_region", "nodes", "secret_mount", "secret_path", "app_db", "app_user")
+        ctx.stack.upstream("replicas"),
+        ("primary_region", "nodes", "secret_mount", "secret_path", "app_db", "app_user"),
     )
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root"))
     require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
@@ -50,7 +51,9 @@ def build(ctx: LayerContext) -> None:
         reads[region] = proxy.read_endpoint
         writes[region] = proxy.write_endpoint
 
-    secrets = vault.read_group_secrets(vault.client_from_env(), replicas["secret_mount"], replicas["secret_path"])
+    secrets = vault.read_group_secrets(
+        vault.client_from_env(), replicas["secret_mount"], replicas["secret_path"]
+    )
     password = quote(secrets["app_password"], safe="")
     user, db = replicas["app_user"], replicas["app_db"]
 
@@ -66,4 +69,6 @@ def build(ctx: LayerContext) -> None:
 
     pulumi.export("read_endpoints", reads)
     pulumi.export("write_endpoints", writes)
-    pulumi.export("connection_uris", pulumi.Output.secret(pulumi.Output.all(reads, writes).apply(uris)))
+    pulumi.export(
+        "connection_uris", pulumi.Output.secret(pulumi.Output.all(reads, writes).apply(uris))
+    )

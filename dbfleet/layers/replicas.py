@@ -20,18 +20,24 @@ def slot_name(region: str, index: int) -> str:
 
 
 def build(ctx: LayerContext) -> None:
-    accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path"))
+    accounts = read_outputs(
+        ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path")
+    )
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions",))
     require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
     regions: dict = networks["regions"]
-    short = [r for r, spec in ctx.group.regions.items() if len(regions[r]["node_ports"]) < spec.nodes]
+    short = [
+        r for r, spec in ctx.group.regions.items() if len(regions[r]["node_ports"]) < spec.nodes
+    ]
     if short:
         raise UpstreamError(
             f"{ctx.stack.upstream('networks')} has fewer node ports than the fleet file's nodes for "
             f"{', '.join(short)}: bring it up first: pulumi up -s {ctx.stack.upstream('networks')}  (or: dbfleet up)"
         )
     passwords = pulumi.Output.secret(
-        vault.read_group_secrets(vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"])
+        vault.read_group_secrets(
+            vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"]
+        )
     )
     primary_region = ctx.group.primary
     allowed = tuple(sorted(r["host"] for r in regions.values()))
@@ -53,17 +59,17 @@ def build(ctx: LayerContext) -> None:
 
     def args(region: str, k: int) -> PostgresNodeArgs:
         net = regions[region]
-        common = dict(
-            connection=ctx.connection,
-            run_as=accounts["user"],
-            node_dir=f"{accounts['data_root']}/{region}-{k}",
-            host=net["host"],
-            port=net["node_ports"][k],
-            allowed_hosts=allowed,
-            passwords=passwords,
-            app_db=APP_DB,
-            app_user=APP_USER,
-        )
+        common = {
+            "connection": ctx.connection,
+            "run_as": accounts["user"],
+            "node_dir": f"{accounts['data_root']}/{region}-{k}",
+            "host": net["host"],
+            "port": net["node_ports"][k],
+            "allowed_hosts": allowed,
+            "passwords": passwords,
+            "app_db": APP_DB,
+            "app_user": APP_USER,
+        }
         if (region, k) == members[0]:
             return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)
         return PostgresNodeArgs(
@@ -94,7 +100,9 @@ def build(ctx: LayerContext) -> None:
             replica_node_dirs=tuple(node_dir[m] for m in members[1:]),
         ),
     )
-    primary = PostgresNode(f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=[fence]))
+    primary = PostgresNode(
+        f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=[fence])
+    )
     nodes = {members[0]: primary}
     for region, k in members[1:]:
         nodes[(region, k)] = PostgresNode(

@@ -45,19 +45,34 @@ class FleetEnv:
         """Runs `dbfleet ARGS` in this environment; returns the CompletedProcess."""
         proc = subprocess.run(
             [sys.executable, "-m", "dbfleet", *args],
-            env=self.env, cwd=self.project, capture_output=True, text=True, timeout=timeout, input=input,
+            check=False,
+            env=self.env,
+            cwd=self.project,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"dbfleet {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"dbfleet {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def pulumi(self, *args: str, check: bool = True, timeout: float = 600):
         proc = subprocess.run(
-            ["pulumi", *args, "--non-interactive"], env=self.env, cwd=self.project,
-            capture_output=True, text=True, timeout=timeout,
+            ["pulumi", *args, "--non-interactive"],
+            check=False,
+            env=self.env,
+            cwd=self.project,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"pulumi {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"pulumi {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
     def export(self, stack: str) -> str:
@@ -116,7 +131,9 @@ def make_fleet_env(local_vault, tag: str) -> FleetEnv:  # noqa: F811
     octet = random.randrange(100, 250)
     spec = root / "fleet.yaml"
     spec.write_text(default_fleet_text(name, octet))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "VAULT_", "DBFLEET_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "VAULT_", "DBFLEET_"))
+    }
     env.update(
         DBFLEET_HOME=str(home),
         DBFLEET_PROJECT_DIR=str(project),

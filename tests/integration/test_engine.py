@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = next(
-    line.split('"')[1] for line in (REPO / "scripts/versions.sh").read_text().splitlines()
+    line.split('"')[1]
+    for line in (REPO / "scripts/versions.sh").read_text().splitlines()
     if line.startswith("PULUMI_VERSION=")
 )
 
@@ -55,8 +56,15 @@ def tiny_project():
     )
 
     def pulumi(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["pulumi", *args, "--non-interactive"],
+            check=False,
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if check:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
@@ -66,12 +74,26 @@ def tiny_project():
 
 
 def test_pulumi_is_the_pinned_version():
-    out = subprocess.run(["pulumi", "version"], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        ["pulumi", "version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == f"v{VERSION}"
-    pip = subprocess.run([sys.executable, "-c", "import pulumi, importlib.metadata as m; print(m.version('pulumi'))"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import pulumi, importlib.metadata as m; print(m.version('pulumi'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert pip == VERSION, "the Python SDK and the CLI must be the same version"
-    for tool in ("pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
+    for tool in (
+        "pulumi-language-python",
+        "pulumi-language-python-exec",
+        "pulumi-resource-pulumi-python",
+    ):
         assert shutil.which(tool), f"{tool} is not on PATH"
 
 

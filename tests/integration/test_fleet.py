@@ -61,7 +61,9 @@ def test_outputs_follow_the_contract(fleet_env, deployed):
     nets = fleet_env.outputs("networks-eu")
     assert set(nets["regions"]) == {"fra", "lhr", "arn"}
     assert nets["nearest"]["fra"] == ["lhr", "arn"]
-    assert all(r["host"].startswith(f"127.{fleet_env.cidr_octet}.") for r in nets["regions"].values())
+    assert all(
+        r["host"].startswith(f"127.{fleet_env.cidr_octet}.") for r in nets["regions"].values()
+    )
     reps = fleet_env.outputs("replicas-eu")
     assert reps["primary_region"] == "fra"
     assert reps["nodes"]["fra"]["role"] == "primary"
@@ -95,7 +97,9 @@ def test_no_vault_password_in_any_stack_export(fleet_env, deployed):
     client = hvac.Client(url=fleet_env.env["VAULT_ADDR"], token=fleet_env.env["VAULT_TOKEN"])
     values = []
     for g in GROUPS:
-        values += vault.read_group_secrets(client, vault.DEFAULT_MOUNT, vault.secret_path(fleet_env.name, g)).values()
+        values += vault.read_group_secrets(
+            client, vault.DEFAULT_MOUNT, vault.secret_path(fleet_env.name, g)
+        ).values()
     assert len(values) == 6 and all(len(v) >= 32 for v in values)
     for stack in STACKS:
         text = fleet_env.export(stack)
@@ -116,7 +120,11 @@ def test_down_leaves_no_process_port_or_directory(fleet_env, deployed):
     ports = []
     for g in GROUPS:
         for r in fleet_env.outputs(f"networks-{g}")["regions"].values():
-            ports += [(r["host"], r["read_port"]), (r["host"], r["write_port"]), (r["host"], r["postgres_port"])]
+            ports += [
+                (r["host"], r["read_port"]),
+                (r["host"], r["write_port"]),
+                (r["host"], r["postgres_port"]),
+            ]
     data_root = fleet_env.home / "data"
     assert _pids_under(data_root), "the fleet should be running before down"
     fleet_env.run("destroy", "--yes")

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 
 from dbfleet import vault
-
 from tests.integration.conftest import make_fleet_env
 
 EU_ONLY = """
@@ -37,7 +36,9 @@ def small_disk_fleet(local_vault):
     fe.write_fleet(EU_ONLY.format(name=fe.name, octet=fe.cidr_octet))
     data = fe.home / "data"
     data.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=90m,mode=0755", "tmpfs", str(data)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=90m,mode=0755", "tmpfs", str(data)], check=True
+    )
     try:
         yield fe, data
     finally:
@@ -50,16 +51,27 @@ def test_a_full_data_root_fails_clearly_and_the_next_up_completes(small_disk_fle
     first = fe.run("up", check=False)
     out = first.stdout + first.stderr
     assert first.returncode == 1, out
-    assert "No space left on device" in out or "could not write" in out or "not enough space" in out, out
+    assert (
+        "No space left on device" in out or "could not write" in out or "not enough space" in out
+    ), out
     failed = [ln for ln in first.stdout.splitlines() if ln.startswith("replicas-eu")]
     assert failed and "failed" in failed[0], first.stdout
 
     # The primary that did start keeps what is written to it meanwhile.
     fra = fe.outputs("networks-eu")["regions"]["fra"]
     client = hvac.Client(url=fe.env["VAULT_ADDR"], token=fe.env["VAULT_TOKEN"])
-    su = vault.read_group_secrets(client, vault.DEFAULT_MOUNT, vault.secret_path(fe.name, "eu"))["superuser_password"]
-    direct = dict(host=fra["host"], port=fra["postgres_port"], user="postgres", password=su, dbname="app",
-                  autocommit=True, connect_timeout=3)
+    su = vault.read_group_secrets(client, vault.DEFAULT_MOUNT, vault.secret_path(fe.name, "eu"))[
+        "superuser_password"
+    ]
+    direct = {
+        "host": fra["host"],
+        "port": fra["postgres_port"],
+        "user": "postgres",
+        "password": su,
+        "dbname": "app",
+        "autocommit": True,
+        "connect_timeout": 3,
+    }
     with psycopg.connect(**direct) as c:
         c.execute("CREATE TABLE kept (id int)")
         c.execute("INSERT INTO kept SELECT generate_series(1, 100)")
@@ -71,7 +83,12 @@ def test_a_full_data_root_fails_clearly_and_the_next_up_completes(small_disk_fle
     with psycopg.connect(**direct) as c:
         assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 100
     again = fe.run("up")
-    assert all("unchanged" in ln for ln in again.stdout.splitlines() if ln.startswith(("accounts-", "networks-",
-                                                                                         "replicas-", "proxies-")))
-    print("measured: 90 MB data root: replicas-eu failed naming the full disk; after growing it, "
-          "the next up completed and the group proved sound")
+    assert all(
+        "unchanged" in ln
+        for ln in again.stdout.splitlines()
+        if ln.startswith(("accounts-", "networks-", "replicas-", "proxies-"))
+    )
+    print(
+        "measured: 90 MB data root: replicas-eu failed naming the full disk; after growing it, "
+        "the next up completed and the group proved sound"
+    )

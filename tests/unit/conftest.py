@@ -27,8 +27,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "pulumi:pulumi:StackReference":
             name = args.inputs.get("name") or args.name
             if name not in self.stack_outputs:
-                raise Exception(f"unknown stack {name}")
-            return f"{name}-id", {"name": name, "outputs": self.stack_outputs[name], "secretOutputNames": []}
+                raise LookupError(f"unknown stack {name}")
+            return f"{name}-id", {
+                "name": name,
+                "outputs": self.stack_outputs[name],
+                "secretOutputNames": [],
+            }
         outs = dict(args.inputs)
         if args.typ == "pulumi-python:dynamic:Resource":
             outs["summary"] = "ok"

@@ -11,22 +11,26 @@ from components.postgres import PostgresNode, PostgresNodeArgs
 from components.proxy import RegionProxy, RegionProxyArgs
 from tests.unit.conftest import is_secret, resolve
 
-PASSWORDS = {"superuser_password": "su-Secret-1", "replication_password": "repl-Secret-2", "app_password": "app-Secret-3"}
+PASSWORDS = {
+    "superuser_password": "su-Secret-1",
+    "replication_password": "repl-Secret-2",
+    "app_password": "app-Secret-3",
+}
 DYN = "pulumi-python:dynamic:Resource"
 
 
 def node_args(**over) -> PostgresNodeArgs:
-    base = dict(
-        connection=LOCAL,
-        role="primary",
-        run_as="dbfleet-eu",
-        node_dir="/srv/dbfleet/eu/fra-0",
-        host="127.77.12.1",
-        port=5432,
-        allowed_hosts=("127.77.12.1", "127.77.20.1"),
-        passwords=pulumi.Output.secret(PASSWORDS),
-        replica_slots=("dbfleet_lhr_0",),
-    )
+    base = {
+        "connection": LOCAL,
+        "role": "primary",
+        "run_as": "dbfleet-eu",
+        "node_dir": "/srv/dbfleet/eu/fra-0",
+        "host": "127.77.12.1",
+        "port": 5432,
+        "allowed_hosts": ("127.77.12.1", "127.77.20.1"),
+        "passwords": pulumi.Output.secret(PASSWORDS),
+        "replica_slots": ("dbfleet_lhr_0",),
+    }
     base.update(over)
     return PostgresNodeArgs(**base)
 
@@ -50,7 +54,7 @@ def test_primary_runs_primary_script_with_secrets_only_in_secret_env(mocks):
 def test_secret_environment_is_a_secret_output(mocks):
     resolve(PostgresNode("fra-0", node_args()).port)
     # The secret environment carries every password, under the names the script reads.
-    res = [r for r in mocks.resources if r.name == "fra-0-server"][0]
+    res = next(r for r in mocks.resources if r.name == "fra-0-server")
     sec = res.inputs["secret_environment"]
     # The engine receives it wrapped as a secret (signature + value).
     assert "4dabf18193072939515e22adb298388d" in sec
@@ -67,7 +71,9 @@ def test_host_script_marks_secret_environment_secret():
         captured["secret"] = is_secret(r.secret_environment)
         captured["plain"] = is_secret(r.environment)
 
-    pulumi.runtime.set_mocks(__import__("tests.unit.conftest", fromlist=["RecordingMocks"]).RecordingMocks())
+    pulumi.runtime.set_mocks(
+        __import__("tests.unit.conftest", fromlist=["RecordingMocks"]).RecordingMocks()
+    )
     body()
     assert captured == {"secret": True, "plain": False}
 
@@ -76,14 +82,25 @@ def test_host_script_marks_secret_environment_secret():
 def test_replica_points_at_primary_through_its_slot(mocks):
     node = PostgresNode(
         "lhr-0",
-        node_args(role="replica", host="127.77.20.1", node_dir="/srv/x/lhr-0", replica_slots=(),
-                  primary_host="127.77.12.1", primary_port=5432, slot="dbfleet_lhr_0"),
+        node_args(
+            role="replica",
+            host="127.77.20.1",
+            node_dir="/srv/x/lhr-0",
+            replica_slots=(),
+            primary_host="127.77.12.1",
+            primary_port=5432,
+            slot="dbfleet_lhr_0",
+        ),
     )
     assert resolve(node.role) == "replica"
     server = mocks.named("lhr-0-server")
     assert server.inputs["script"] == "pg_replica.sh"
     env = server.inputs["environment"]
-    assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"], env["SLOT"]) == ("127.77.12.1", "5432", "dbfleet_lhr_0")
+    assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"], env["SLOT"]) == (
+        "127.77.12.1",
+        "5432",
+        "dbfleet_lhr_0",
+    )
     assert "REPLICA_SLOTS" not in env
 
 
@@ -108,9 +125,16 @@ def test_proxy_reads_local_first_then_backups_in_order(mocks):
     proxy = RegionProxy(
         "lhr",
         RegionProxyArgs(
-            connection=LOCAL, run_as="u", proxy_dir="/srv/x/proxy-lhr", host="127.77.20.1",
-            read_port=6432, write_port=6433, stats_port=6434, write_backend="127.77.12.1:5432",
-            read_local=("127.77.20.1:5432",), read_backups=("127.77.12.1:5432", "127.77.2.1:5432"),
+            connection=LOCAL,
+            run_as="u",
+            proxy_dir="/srv/x/proxy-lhr",
+            host="127.77.20.1",
+            read_port=6432,
+            write_port=6433,
+            stats_port=6434,
+            write_backend="127.77.12.1:5432",
+            read_local=("127.77.20.1:5432",),
+            read_backups=("127.77.12.1:5432", "127.77.2.1:5432"),
         ),
     )
     resolve(proxy.read_endpoint)
@@ -125,14 +149,24 @@ def test_proxy_reads_local_first_then_backups_in_order(mocks):
 def test_proxy_refuses_same_node_local_and_backup():
     with pytest.raises(ValueError, match="both local and backup"):
         RegionProxyArgs(
-            connection=LOCAL, run_as="u", proxy_dir="/p", host="h", read_port=1, write_port=2, stats_port=3,
-            write_backend="a:1", read_local=("a:1",), read_backups=("a:1",),
+            connection=LOCAL,
+            run_as="u",
+            proxy_dir="/p",
+            host="h",
+            read_port=1,
+            write_port=2,
+            stats_port=3,
+            write_backend="a:1",
+            read_local=("a:1",),
+            read_backups=("a:1",),
         )
 
 
 @pulumi.runtime.test
 def test_account_creates_user_and_root(mocks):
-    acct = GroupAccount("account", GroupAccountArgs(connection=LOCAL, user="dbfleet-eu", data_root="/srv/d/eu"))
+    acct = GroupAccount(
+        "account", GroupAccountArgs(connection=LOCAL, user="dbfleet-eu", data_root="/srv/d/eu")
+    )
     resolve(acct.user)
     env = mocks.named("account-account").inputs["environment"]
     assert env == {"ACCOUNT_USER": "dbfleet-eu", "DATA_ROOT": "/srv/d/eu"}
@@ -147,7 +181,10 @@ def test_account_refuses_long_user_name():
 def test_script_text_inlines_library_and_drops_source_line():
     text = script_text("pg_primary.sh")
     assert "lib.sh - helpers shared" in text
-    assert not any(line.strip().startswith((". ", "source ")) and "lib.sh" in line for line in text.splitlines())
+    assert not any(
+        line.strip().startswith((". ", "source ")) and "lib.sh" in line
+        for line in text.splitlines()
+    )
     assert len(script_digest("pg_primary.sh")) == 64
 
 

@@ -9,32 +9,70 @@ from dbfleet import program, vault
 from tests.unit.conftest import RecordingMocks
 
 DYN = "pulumi-python:dynamic:Resource"
-SECRETS = {"superuser_password": "S" * 43, "replication_password": "R" * 43, "app_password": "A" * 43}
+SECRETS = {
+    "superuser_password": "S" * 43,
+    "replication_password": "R" * 43,
+    "app_password": "A" * 43,
+}
 
 EU_NETWORKS = {
     "regions": {
-        "fra": {"host": "127.77.12.1", "postgres_port": 5432, "node_ports": [5432, 5433], "read_port": 6432,
-                "write_port": 6433, "stats_port": 6434},
-        "lhr": {"host": "127.77.20.1", "postgres_port": 5432, "node_ports": [5432], "read_port": 6432,
-                "write_port": 6433, "stats_port": 6434},
-        "arn": {"host": "127.77.2.1", "postgres_port": 5432, "node_ports": [5432], "read_port": 6432,
-                "write_port": 6433, "stats_port": 6434},
+        "fra": {
+            "host": "127.77.12.1",
+            "postgres_port": 5432,
+            "node_ports": [5432, 5433],
+            "read_port": 6432,
+            "write_port": 6433,
+            "stats_port": 6434,
+        },
+        "lhr": {
+            "host": "127.77.20.1",
+            "postgres_port": 5432,
+            "node_ports": [5432],
+            "read_port": 6432,
+            "write_port": 6433,
+            "stats_port": 6434,
+        },
+        "arn": {
+            "host": "127.77.2.1",
+            "postgres_port": 5432,
+            "node_ports": [5432],
+            "read_port": 6432,
+            "write_port": 6433,
+            "stats_port": 6434,
+        },
     },
     "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
 }
-EU_ACCOUNTS = {"group": "eu", "user": "dbfleet-eu", "data_root": "/srv/dbfleet/data/dbfleet-eu",
-               "secret_mount": "secret", "secret_path": "dbfleet/dbfleet/eu/postgres"}
+EU_ACCOUNTS = {
+    "group": "eu",
+    "user": "dbfleet-eu",
+    "data_root": "/srv/dbfleet/data/dbfleet-eu",
+    "secret_mount": "secret",
+    "secret_path": "dbfleet/dbfleet/eu/postgres",
+}
 
 
 def node(host, port, role):
-    return {"host": host, "port": port, "role": role, "members": [{"host": host, "port": port, "role": role}]}
+    return {
+        "host": host,
+        "port": port,
+        "role": role,
+        "members": [{"host": host, "port": port, "role": role}],
+    }
 
 
 EU_REPLICAS = {
     "primary_region": "fra",
-    "nodes": {"fra": node("127.77.12.1", 5432, "primary"), "lhr": node("127.77.20.1", 5432, "replica"),
-              "arn": node("127.77.2.1", 5432, "replica")},
-    "secret_mount": "secret", "secret_path": "dbfleet/dbfleet/eu/postgres", "app_db": "app", "app_user": "app",
+    "nodes": {
+        "fra": node("127.77.12.1", 5432, "primary"),
+        "lhr": node("127.77.20.1", 5432, "replica"),
+        "arn": node("127.77.2.1", 5432, "replica"),
+    },
+    "secret_mount": "secret",
+    "secret_path": "dbfleet/dbfleet/eu/postgres",
+    "app_db": "app",
+    "app_user": "app",
 }
 UPSTREAM = {"accounts-eu": EU_ACCOUNTS, "networks-eu": EU_NETWORKS, "replicas-eu": EU_REPLICAS}
 
@@ -45,13 +83,21 @@ def env(monkeypatch, tmp_path):
     monkeypatch.delenv("DBFLEET_SPEC", raising=False)
     calls = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
-    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS))
-    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: calls.append(("ensure", m, p)) or dict(SECRETS))
+    monkeypatch.setattr(
+        vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS)
+    )
+    monkeypatch.setattr(
+        vault,
+        "ensure_group_secrets",
+        lambda c, m, p: calls.append(("ensure", m, p)) or dict(SECRETS),
+    )
     return calls
 
 
 def run_stack(stack: str, upstream: dict | None = None) -> RecordingMocks:
-    mocks = RecordingMocks(stack_outputs=dict(UPSTREAM if upstream is None else upstream))
+    outputs = dict(UPSTREAM if upstream is None else upstream)
+    outputs.setdefault(stack, {})  # the stack itself always exists while it runs
+    mocks = RecordingMocks(stack_outputs=outputs)
     pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
 
     @pulumi.runtime.test
@@ -82,7 +128,10 @@ def test_replicas_primary_in_primary_region_and_one_replica_per_other_node(env, 
     s = scripts(mocks)
     assert set(s) == {"primary-fence", "fra-0-server", "lhr-0-server", "arn-0-server"}
     fence = s["primary-fence"]["environment"]
-    assert fence["FENCED_NODES"] == "/srv/dbfleet/data/dbfleet-eu/lhr-0 /srv/dbfleet/data/dbfleet-eu/arn-0"
+    assert (
+        fence["FENCED_NODES"]
+        == "/srv/dbfleet/data/dbfleet-eu/lhr-0 /srv/dbfleet/data/dbfleet-eu/arn-0"
+    )
     primary = s["fra-0-server"]
     assert primary["script"] == "pg_primary.sh"
     assert primary["environment"]["REPLICA_SLOTS"] == "dbfleet_lhr_0 dbfleet_arn_0"
@@ -111,7 +160,10 @@ def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypa
     assert s["fra-1-server"]["script"] == "pg_replica.sh"
     assert s["fra-1-server"]["environment"]["PG_PORT"] == "5433"
     assert s["fra-1-server"]["environment"]["SLOT"] == "dbfleet_fra_1"
-    assert s["fra-0-server"]["environment"]["REPLICA_SLOTS"] == "dbfleet_fra_1 dbfleet_lhr_0 dbfleet_arn_0"
+    assert (
+        s["fra-0-server"]["environment"]["REPLICA_SLOTS"]
+        == "dbfleet_fra_1 dbfleet_lhr_0 dbfleet_arn_0"
+    )
 
 
 def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
@@ -129,15 +181,19 @@ def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
 
 
 def test_networks_stops_on_a_port_in_use(env, monkeypatch):
-    import dbfleet.layers.networks as networks
+    from dbfleet.layers import networks
 
     monkeypatch.setattr(networks, "port_is_free", lambda host, port: port != 6433)
     with pytest.raises(Exception, match=r"6433.*already in use"):
-        run_stack("networks-eu", {"accounts-eu": EU_ACCOUNTS, "networks-eu": {}})  # first deploy: no outputs yet
+        run_stack(
+            "networks-eu", {"accounts-eu": EU_ACCOUNTS, "networks-eu": {}}
+        )  # first deploy: no outputs yet
 
 
-def test_ports_the_stack_already_handed_out_are_not_clashes_but_new_ones_are(env, monkeypatch, tmp_path):
-    import dbfleet.layers.networks as networks
+def test_ports_the_stack_already_handed_out_are_not_clashes_but_new_ones_are(
+    env, monkeypatch, tmp_path
+):
+    from dbfleet.layers import networks
 
     # Every port is busy (the group's own processes hold them)...
     monkeypatch.setattr(networks, "port_is_free", lambda host, port: False)
@@ -168,7 +224,9 @@ def test_bad_stack_names_are_refused(env, stack, message):
 
 def test_an_invalid_fleet_file_stops_every_stack_with_its_problems(env, monkeypatch, tmp_path):
     spec = tmp_path / "fleet.yaml"
-    spec.write_text("groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      sjc: {nodes: 1}\n")
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      sjc: {nodes: 1}\n"
+    )
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     with pytest.raises(pulumi.RunError, match="groups.eu.regions.sjc: region sjc is in zone US"):
         run_stack("accounts-eu", {})

@@ -14,8 +14,16 @@ def write_lock(state, stack, pid, hostname=None):
     d = state / ".pulumi" / "locks" / "organization" / "dbfleet" / stack
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"lock-{pid}.json"
-    path.write_text(json.dumps({"pid": pid, "username": "root", "hostname": hostname or socket.gethostname(),
-                                "timestamp": "2026-11-22T00:00:00Z"}))
+    path.write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "username": "root",
+                "hostname": hostname or socket.gethostname(),
+                "timestamp": "2026-11-22T00:00:00Z",
+            }
+        )
+    )
     return path
 
 
