@@ -534,3 +534,22 @@ pg_delete_node() {
     fi
     printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$NODE_DIR" "$(elapsed)"
 }
+
+# pg_drift_check primary|standby : read-only drift probe of a node, run by
+# every `pulumi preview`/`up` (action `check`). Exits 0 when the node runs in
+# the declared role, 3 (drift) when it is missing, stopped, or in the other
+# role (a standby promoted by hand, a primary that is still a standby) - the
+# engine then plans an update, and `create|update` repairs it.
+pg_drift_check() {
+    local want=$1 drift=3
+    require_env NODE_DIR
+    pg_init_vars
+    [[ -f "$PGDATA_DIR/PG_VERSION" ]] || exit "$drift"
+    pg_running || exit "$drift"
+    if [[ -f "$PGDATA_DIR/standby.signal" ]]; then
+        [[ "$want" == standby ]] || exit "$drift"
+    else
+        [[ "$want" == primary ]] || exit "$drift"
+    fi
+    exit 0
+}

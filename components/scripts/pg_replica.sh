@@ -237,23 +237,10 @@ do_delete() {
 }
 
 protect_secrets
-# do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
-# when the host matches what was declared, 3 (DRIFT) when it does not - the
-# engine then plans an update, and `create|update` repairs it. Changes nothing.
-DRIFT=3
-do_check() {
-    require_env NODE_DIR
-    pg_init_vars
-    [[ -f "$PGDATA_DIR/PG_VERSION" ]] || exit "$DRIFT"
-    pg_running || exit "$DRIFT"
-    # Declared replica but promoted (e.g. by hand): it must follow the primary again.
-    [[ -f "$PGDATA_DIR/standby.signal" ]] || exit "$DRIFT"
-    exit 0
-}
 
 case "${1:-}" in
 create | update) do_create ;;
 delete) do_delete ;;
-check) do_check ;;
+check) pg_drift_check standby ;;
 *) die "usage: $SCRIPT_NAME create|update|delete|check (configuration in the environment)" ;;
 esac
