@@ -1,0 +1,171 @@
+"""Figure 4: what the region proxies (HAProxy, TCP mode) cost per query.
+
+For every region of one group: a point read (`SELECT v FROM bench_kv WHERE k = $1`)
+through the region's read endpoint against the same query straight to that region's
+node; a one-row INSERT through the region's write endpoint against straight to the
+primary. psycopg 3, one persistent connection per path, autocommit, as the
+application user. Each run is one block of N queries per path, the two paths back to
+back in alternating order; p50/p99 per block, then median (min–max) over blocks.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import psycopg
+
+from bench.context import Ctx
+from bench.fleetenv import FleetEnv
+from bench.stats import Summary, percentile
+
+GOAL_READ_P50_RATIO = 1.3
+ROWS = 1000
+WARMUP = 100
+
+
+def _connect(hostport: str, db: str, user: str, password: str) -> psycopg.Connection:
+    host, port = hostport.rsplit(":", 1)
+    return psycopg.connect(
+        host=host,
+        port=int(port),
+        dbname=db,
+        user=user,
+        password=password,
+        autocommit=True,
+        connect_timeout=10,
+    )
+
+
+def _block(conn: psycopg.Connection, sql: str, params, n: int) -> list[float]:
+    """n executions of sql; each latency in milliseconds."""
+    lat = []
+    with conn.cursor() as cur:
+        for _ in range(n):
+            args = params()
+            t0 = time.perf_counter_ns()
+            cur.execute(sql, args)
+            if cur.description is not None:
+                cur.fetchall()
+            lat.append((time.perf_counter_ns() - t0) / 1e6)
+    return lat
+
+
+def _compare(ctx: Ctx, a: psycopg.Connection, b: psycopg.Connection, sql: str, params) -> dict:
+    """a = through the proxy, b = direct. Blocks alternate which path goes first."""
+    _block(a, sql, params, WARMUP)
+    _block(b, sql, params, WARMUP)
+    p50 = {"proxy": [], "direct": []}
+    p99 = {"proxy": [], "direct": []}
+    ratio50, ratio99 = [], []
+    n = ctx.plan.proxy_queries
+    for i in range(ctx.plan.runs):
+        order = [("proxy", a), ("direct", b)] if i % 2 == 0 else [("direct", b), ("proxy", a)]
+        got = {name: _block(conn, sql, params, n) for name, conn in order}
+        for name, lat in got.items():
+            p50[name].append(percentile(lat, 50))
+            p99[name].append(percentile(lat, 99))
+        ratio50.append(p50["proxy"][-1] / p50["direct"][-1])
+        ratio99.append(p99["proxy"][-1] / p99["direct"][-1])
+    return {
+        "proxy_p50_ms": Summary.of(p50["proxy"]),
+        "proxy_p99_ms": Summary.of(p99["proxy"]),
+        "direct_p50_ms": Summary.of(p50["direct"]),
+        "direct_p99_ms": Summary.of(p99["direct"]),
+        "ratio_p50": Summary.of(ratio50),
+        "ratio_p99": Summary.of(ratio99),
+    }
+
+
+def run(ctx: Ctx, fe: FleetEnv, group: str = "eu") -> dict:
+    replicas = fe.outputs(f"replicas-{group}")
+    proxies = fe.outputs(f"proxies-{group}")
+    pw = fe.secrets(group)["app_password"]
+    db, user = replicas.get("app_db", "app"), replicas.get("app_user", "app")
+    nodes = replicas["nodes"]
+    primary_region = replicas["primary_region"]
+    primary = f"{nodes[primary_region]['host']}:{nodes[primary_region]['port']}"
+    regions = sorted(nodes)
+    with _connect(primary, db, user, pw) as c:
+        c.execute("DROP TABLE IF EXISTS bench_kv")
+        c.execute("CREATE TABLE bench_kv (k int PRIMARY KEY, v text NOT NULL)")
+        c.execute(
+            "INSERT INTO bench_kv SELECT g, md5(g::text) FROM generate_series(1, %s) g", (ROWS,)
+        )
+        c.execute("CREATE TABLE IF NOT EXISTS bench_w (id bigserial PRIMARY KEY, v text NOT NULL)")
+    _wait_replicated(nodes, db, user, pw)
+    rnd = random.Random(7)
+    out: dict = {
+        "group": group,
+        "primary": primary_region,
+        "queries_per_run": ctx.plan.proxy_queries,
+        "runs": ctx.plan.runs,
+        "goal_read_p50_ratio": GOAL_READ_P50_RATIO,
+        "reads": {},
+        "writes": {},
+    }
+    for region in regions:
+        ctx.say(f"proxy cost: {group}/{region}")
+        node = f"{nodes[region]['host']}:{nodes[region]['port']}"
+        with (
+            _connect(proxies["read_endpoints"][region], db, user, pw) as via,
+            _connect(node, db, user, pw) as direct,
+        ):
+            out["reads"][region] = _compare(
+                ctx,
+                via,
+                direct,
+                "SELECT v FROM bench_kv WHERE k = %s",
+                lambda: (rnd.randint(1, ROWS),),
+            )
+            out["reads"][region]["role"] = nodes[region]["role"]
+        with (
+            _connect(proxies["write_endpoints"][region], db, user, pw) as via,
+            _connect(primary, db, user, pw) as direct,
+        ):
+            out["writes"][region] = _compare(
+                ctx,
+                via,
+                direct,
+                "INSERT INTO bench_w (v) VALUES (%s)",
+                lambda: (f"{rnd.random():.12f}",),
+            )
+    # Is the proxy's cost a fixed hop per round trip? The same comparison with a heavier
+    # read (100 rows) on one replica region: a fixed hop adds the same microseconds.
+    region = next((r for r in regions if nodes[r]["role"] == "replica"), regions[0])
+    node = f"{nodes[region]['host']}:{nodes[region]['port']}"
+    ctx.say(f"proxy cost: {group}/{region}, 100-row reads")
+    with (
+        _connect(proxies["read_endpoints"][region], db, user, pw) as via,
+        _connect(node, db, user, pw) as direct,
+    ):
+        heavy = _compare(
+            ctx,
+            via,
+            direct,
+            "SELECT k, v FROM bench_kv WHERE k BETWEEN %(k)s AND %(k)s + 99",
+            lambda: {"k": rnd.randint(1, ROWS - 100)},
+        )
+    heavy["region"] = region
+    out["range_read"] = heavy
+    with _connect(primary, db, user, pw) as c:
+        c.execute("DROP TABLE IF EXISTS bench_kv")
+        c.execute("DROP TABLE IF EXISTS bench_w")
+    return out
+
+
+def _wait_replicated(nodes: dict, db: str, user: str, pw: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    for n in nodes.values():
+        hostport = f"{n['host']}:{n['port']}"
+        while True:
+            try:
+                with _connect(hostport, db, user, pw) as c:
+                    row = c.execute("SELECT count(*) FROM bench_kv").fetchone()
+                    if row and row[0] == ROWS:
+                        break
+            except psycopg.errors.UndefinedTable:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench_kv did not reach {hostport} within {timeout} s")
+            time.sleep(0.2)

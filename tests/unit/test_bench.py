@@ -1,0 +1,528 @@
+"""The pure parts of bench/: statistics, fitting, the engine-log timeline, /proc
+parsing, the fleets it generates, and report rendering. No engine, no I/O."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import procs, report, stats, timeline
+from bench.fleetenv import SCALE_REGIONS, default_fleet_text, scale_fleet_text, script_stats
+from dbfleet.catalogue import REGIONS
+from dbfleet.spec import parse_fleet
+
+# --------------------------------------------------------------------------- statistics
+
+
+def test_percentile_interpolates_between_closest_ranks():
+    xs = [1, 2, 3, 4]
+    assert stats.percentile(xs, 0) == 1
+    assert stats.percentile(xs, 100) == 4
+    assert stats.percentile(xs, 50) == 2.5
+    assert stats.percentile(range(1, 101), 99) == pytest.approx(99.01)
+    assert stats.percentile([7], 99) == 7
+    assert math.isnan(stats.percentile([], 50))
+    with pytest.raises(ValueError):
+        stats.percentile(xs, 101)
+
+
+def test_median_ignores_order():
+    assert stats.median([5, 1, 3]) == 3
+    assert stats.median([4, 1, 3, 2]) == 2.5
+
+
+def test_summary_is_median_with_min_and_max_and_drops_missing_values():
+    s = stats.Summary.of([3.0, 1.0, 2.0, None, float("nan")])
+    assert (s.median, s.lo, s.hi, s.n) == (2.0, 1.0, 3.0, 3)
+    assert s.spread == 1.0
+    assert stats.Summary.from_json(s.to_json()) == s
+    empty = stats.Summary.of([])
+    assert empty.n == 0 and math.isnan(empty.median)
+
+
+def test_ratio_and_paired_ratios():
+    assert stats.ratio(3, 2) == 1.5
+    assert math.isnan(stats.ratio(1, 0))
+    assert math.isnan(stats.ratio(1, float("nan")))
+    # Pairs drift together: the per-pair ratio stays 2 even though the load changed.
+    s = stats.paired_ratios([2, 4, 8], [1, 2, 4])
+    assert (s.median, s.lo, s.hi) == (2, 2, 2)
+    with pytest.raises(ValueError):
+        stats.paired_ratios([1], [1, 2])
+
+
+def test_fit_line_recovers_an_exact_line():
+    fit = stats.fit_line([3, 6, 9, 12], [10.5, 12.0, 13.5, 15.0])
+    assert fit.slope == pytest.approx(0.5)
+    assert fit.intercept == pytest.approx(9.0)
+    assert fit.r2 == pytest.approx(1.0)
+    assert fit.max_rel_residual == pytest.approx(0.0, abs=1e-12)
+    assert fit.at(20) == pytest.approx(19.0)
+    assert fit.to_json()["n"] == 4
+
+
+def test_fit_line_reports_how_well_a_curve_fits():
+    xs = [3, 6, 9, 12]
+    quad = [x * x for x in xs]
+    fit = stats.fit_line(xs, quad)
+    assert fit.slope == pytest.approx(15.0)
+    assert fit.r2 < 0.99
+    assert fit.max_rel_residual > 0.1
+    assert stats.incremental_slopes(xs, quad) == [9.0, 15.0, 21.0]
+    assert stats.growth_exponent(xs, quad) == pytest.approx(2.0)
+    assert stats.growth_exponent(xs, [2 * x for x in xs]) == pytest.approx(1.0)
+
+
+def test_fit_line_needs_two_distinct_points():
+    with pytest.raises(ValueError):
+        stats.fit_line([3, 3], [1, 2])
+    with pytest.raises(ValueError):
+        stats.fit_line([3], [1])
+    # NaN points are left out.
+    assert stats.fit_line([1, 2, 3], [1, float("nan"), 3]).slope == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def test_parse_stat_handles_names_with_spaces_and_parentheses():
+    raw = (
+        "4242 (pulumi-language) S 4000 4242 4000 0 -1 4194560 "
+        + " ".join(["0"] * 14)
+        + " 2500 0 0\n"
+    )
+    p = procs.parse_stat(raw)
+    assert (p.pid, p.ppid, p.comm) == (4242, 4000, "pulumi-language")
+    assert p.rss == 2500 * procs.PAGE
+    odd = "7 (a (b) c) R 1 " + " ".join(["0"] * 19) + " 10 0\n"
+    assert procs.parse_stat(odd).comm == "a (b) c"
+    assert procs.parse_stat("garbage") is None
+
+
+def _tree():
+    P = procs.Proc
+    return {
+        1: P(1, 0, "init", 1),
+        10: P(10, 1, "python3", 100),  # the dbfleet CLI (root)
+        11: P(11, 10, "pulumi", 200),
+        12: P(12, 11, "pulumi-language", 30),
+        13: P(13, 12, "python3", 80),  # the program
+        14: P(14, 11, "pulumi-resource", 5),
+        15: P(15, 14, "python3", 60),  # dynamic provider host
+        16: P(16, 15, "bash", 4),  # a host script
+        17: P(17, 11, "pulumi-analyzer", 5),
+        18: P(18, 17, "python3", 40),
+        99: P(99, 1, "postgres", 500),  # not ours
+    }
+
+
+def test_descendants_and_classify_the_pulumi_process_tree():
+    procs_ = _tree()
+    tree = procs.descendants(procs_, 10)
+    assert {p.pid for p in tree} == {10, 11, 12, 13, 14, 15, 16, 17, 18}
+    kinds = procs.classify(tree, 10)
+    assert kinds == {
+        10: "cli",
+        11: "engine",
+        12: "language host",
+        13: "program",
+        14: "provider",
+        15: "provider",
+        16: "other",
+        17: "policy",
+        18: "policy",
+    }
+    peak = procs.MemoryPeak()
+    peak.add(tree, kinds)
+    assert peak.pulumi_total == 200 + 30 + 80 + 5 + 60 + 5 + 40
+    assert peak.tree_total == peak.pulumi_total + 100 + 4
+    smaller = [p for p in tree if p.pid != 13]
+    peak.add(smaller, kinds)
+    assert peak.pulumi_total == 420 and peak.by_kind["program"] == 80 and peak.samples == 2
+
+
+def test_union_seconds_merges_overlapping_intervals():
+    assert procs.union_seconds([]) == 0
+    assert procs.union_seconds([(0, 1), (0.5, 2), (3, 4)]) == 3
+    assert procs.union_seconds([(5, 6), (0, 10)]) == 10
+
+
+def test_script_stats_counts_actions_and_busy_time():
+    rows = [
+        {"action": "check", "target": "fra-0", "start": 0.0, "seconds": 1.0},
+        {"action": "check", "target": "lhr-0", "start": 0.5, "seconds": 1.0},
+        {"action": "create", "target": "proxy-fra", "start": 5.0, "seconds": 0.25},
+    ]
+    s = script_stats(rows)
+    assert s["count"] == 3 and s["actions"] == {"check": 2, "create": 1}
+    assert s["sum_s"] == 2.25 and s["busy_s"] == 1.75
+    assert s["slowest"][0]["seconds"] == 1.0
+
+
+# --------------------------------------------------------------------------- fleets
+
+
+def test_generated_fleets_are_valid_and_isolated():
+    fleet = parse_fleet(default_fleet_text("b123456", 42))
+    assert fleet.name == "b123456" and str(fleet.network.cidr) == "127.42.0.0/16"
+    assert set(fleet.groups) == {"us", "eu"}
+    for n in (3, 6, 9, 12):
+        f = parse_fleet(scale_fleet_text("b1", 30, n))
+        assert list(f.groups) == ["scale"]
+        assert len(f.groups["scale"].regions) == n
+    assert len(set(SCALE_REGIONS)) == 12
+    assert {REGIONS[c].zone for c in SCALE_REGIONS} == {"US"}
+    with pytest.raises(ValueError):
+        scale_fleet_text("b1", 30, 13)
+
+
+# --------------------------------------------------------------------------- engine log
+
+LOG = """\
+I1122 01:08:15.900000   100 log.go:81] skipping update check
+I1122 01:08:16.500000   100 log.go:81] *** Starting Update(preview=true) ***
+I1122 01:08:16.600000   100 log.go:81] langhost[python].GetRequiredPlugins(proj=dbfleet,pwd=/p,program=.) executing
+I1122 01:08:16.700000   200 log.go:81] this line is from another process and is ignored
+I1122 01:08:18.600000   100 log.go:81] langhost[python].GetRequiredPlugins(proj=dbfleet,pwd=/p,program=.) success: #versions=0
+I1122 01:08:18.700000   100 log.go:81] langhost[python].Run(pwd=/p,program=.,#args=0,proj=dbfleet,stack=replicas-us,#config=0,dryrun=true) executing
+I1122 01:08:20.500000   100 log.go:81] reading resource: ty=pulumi:pulumi:StackReference, name=accounts-us, id=accounts-us
+I1122 01:08:20.600000   100 log.go:81] StepExecutor worker(2): applying step read on urn:pulumi:replicas-us::dbfleet::pulumi:pulumi:StackReference::accounts-us (preview true)
+I1122 01:08:21.200000   100 log.go:81] StepExecutor worker(2): step read on urn:pulumi:replicas-us::dbfleet::pulumi:pulumi:StackReference::accounts-us retired
+I1122 01:08:21.300000   100 log.go:81] Launching plugin 'pulumi-python (resource)' from '/x/pulumi-resource-pulumi-python' with args: 127.0.0.1:1
+I1122 01:08:22.000000   100 log.go:81] Provider[pulumi-python, 0x4]: GetPluginInfo() executing
+I1122 01:08:22.050000   100 log.go:81] Provider[pulumi-python, 0x466cf232f50].GetPluginInfo() success (#version=0.1.0) success
+I1122 01:08:22.100000   100 log.go:81] Provider[pulumi-python, 0x466cf232f50].Diff(urn:pulumi:replicas-us::dbfleet::dbfleet:postgres:PostgresNode$pulumi-python:dynamic:Resource::iad-0-server,localhost:iad-0-server): executing (#oldInputs=10)
+I1122 01:08:22.400000   100 log.go:81] Provider[pulumi-python, 0x466cf232f50].Diff(urn:pulumi:replicas-us::dbfleet::dbfleet:postgres:PostgresNode$pulumi-python:dynamic:Resource::iad-0-server,localhost:iad-0-server) success: changes=1
+I1122 01:08:23.900000   100 log.go:81] langhost[python].Run(pwd=/p,program=.,...,dryrun=true) success: progerr=, bail=false
+I1122 01:08:24.000000   100 log.go:81] *** Update(preview=true) complete ***
+"""
+
+
+def test_timeline_splits_an_engine_log_into_phases():
+    tl = timeline.phases(LOG)
+    assert tl.total == pytest.approx(8.1)
+    assert tl.before_update == pytest.approx(0.6)
+    assert tl.plugins == pytest.approx(2.0)
+    assert tl.program_start == pytest.approx(1.8)
+    assert tl.program_run == pytest.approx(5.2)
+    assert tl.after_run == pytest.approx(0.1)
+    assert [(s.name, round(s.seconds, 3)) for s in tl.stack_refs] == [("accounts-us", 0.6)]
+    assert [(s.name, round(s.seconds, 3)) for s in tl.launches] == [("pulumi-python", 0.75)]
+    assert [(s.name, round(s.seconds, 3)) for s in tl.diffs] == [("iad-0-server", 0.3)]
+    doc = tl.to_json()
+    assert doc["stack_ref_seconds"] == pytest.approx(0.6) and doc["diffs"] == 1
+
+
+def test_timeline_of_nothing_is_empty():
+    assert timeline.phases("no glog lines here").total == 0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def S(median, lo=None, hi=None, n=5):
+    return {
+        "median": median,
+        "min": median if lo is None else lo,
+        "max": median if hi is None else hi,
+        "n": n,
+    }
+
+
+RESULTS = {
+    "meta": {
+        "machine": {
+            "nproc": 2,
+            "cpu": "Test CPU",
+            "mem_gib": 23.5,
+            "kernel": "6.1",
+            "python": "3.11.7",
+            "pulumi": "v3.79.0",
+            "postgres": "postgres (PostgreSQL) 15.8",
+            "haproxy": "HAProxy version 2.6",
+        },
+        "plan": {
+            "name": "full",
+            "runs": 5,
+            "converge_runs": 5,
+            "scale_points": [3, 6, 9, 12],
+            "scale_up_runs": 1,
+            "scale_preview_runs": 5,
+        },
+        "snapshot": {"commit": "0123456789abcdef", "source": "HEAD", "dirty": []},
+        "started": 1_700_000_000,
+        "finished": 1_700_003_000,
+        "command": "python -m bench",
+        "load": [
+            {"what": "start", "time": 1_700_000_000, "load": [5.1, 4.0, 3.0]},
+            {"what": "end", "time": 1_700_003_000, "load": [2.0, 3.0, 3.5]},
+        ],
+    },
+    "engine": {
+        "goal_ratio": 1.5,
+        "empty": S(3.0),
+        "stacks": {
+            "accounts-us": {"summary": S(4.0), "ratio": S(1.33, 1.2, 1.4)},
+            "replicas-us": {"summary": S(6.0), "ratio": S(2.0, 1.8, 2.2)},
+        },
+    },
+    "converge": {
+        "goal_up_s": 60,
+        "goal_preview_s": 20,
+        "up": S(72.0, 70, 90),
+        "preview": S(18.0),
+        "floor_up": S(30.0),
+        "floor_preview": S(12.0),
+        "ratio_up": S(2.4),
+        "ratio_preview": S(1.5),
+        "runs": [
+            {
+                "up_scripts": {
+                    "count": 20,
+                    "sum_s": 40.0,
+                    "busy_s": 30.0,
+                    "slowest": [{"script": "create iad-0", "seconds": 6.0}],
+                }
+            }
+        ],
+    },
+    "scale": {
+        "goal_preview_slope_s": 1.0,
+        "points": {
+            str(n): {
+                "up": S(30 + 5 * n, n=1),
+                "preview": S(10 + 0.5 * n),
+                "floor_preview": S(9.0),
+                "ratio_preview": S(1.2),
+                "up_s": [30 + 5 * n],
+                "preview_s": [10 + 0.5 * n] * 5,
+                "up_memory": {"pulumi_total_mb": 300 + n},
+                "preview_memory": {"pulumi_total_mb": 250},
+            }
+            for n in (3, 6, 9, 12)
+        },
+        "fit_preview": {
+            "slope": 0.5,
+            "intercept": 10.0,
+            "r2": 1.0,
+            "max_rel_residual": 0.0,
+            "n": 4,
+        },
+        "steps_preview": [0.5, 0.5, 0.5],
+        "exponent_preview": 0.3,
+        "fit_up": {"slope": 5.0, "intercept": 30.0, "r2": 1.0, "max_rel_residual": 0.0, "n": 4},
+    },
+    "proxy": {
+        "group": "eu",
+        "primary": "fra",
+        "goal_read_p50_ratio": 1.3,
+        "runs": 5,
+        "queries_per_run": 2000,
+        "reads": {
+            "lhr": {
+                "role": "replica",
+                "proxy_p50_ms": S(0.30),
+                "direct_p50_ms": S(0.20),
+                "ratio_p50": S(1.5),
+                "proxy_p99_ms": S(0.9),
+                "direct_p99_ms": S(0.6),
+                "ratio_p99": S(1.5),
+            }
+        },
+        "writes": {
+            "lhr": {
+                "proxy_p50_ms": S(1.1),
+                "direct_p50_ms": S(1.0),
+                "ratio_p50": S(1.1),
+                "proxy_p99_ms": S(2.0),
+                "direct_p99_ms": S(1.8),
+                "ratio_p99": S(1.1),
+            }
+        },
+    },
+    "lag": {
+        "group": "eu",
+        "primary": "fra",
+        "goal_p99_s": 1.0,
+        "clients": 4,
+        "load": {
+            "rate": 200,
+            "seconds": 30,
+            "writes_per_s": S(199.5),
+            "latency_ms": S(1.2),
+            "wal_kib_per_s": S(60.0),
+            "failed": 0,
+        },
+        "baseline_load": {"rate": 10, "seconds": 15},
+        "slots": {
+            "dbfleet_lhr_0": {
+                "replay_lag_p50": S(0.001),
+                "replay_lag_p99": S(0.004),
+                "replay_lag_max": S(0.01),
+                "lsn_p99": S(2048),
+                "baseline_replay_lag_p50": S(0.001),
+                "baseline_replay_lag_p99": S(0.002),
+                "ratio_p99": S(2.0),
+            }
+        },
+        "replicas": {"lhr": {"age_p99": S(0.006)}},
+        "runs": [{}] * 5,
+    },
+    "unit": {
+        "goal_s": 10,
+        "summary": S(12.5),
+        "baseline": S(0.9),
+        "ratio": S(13.9),
+        "tests": 629,
+        "failed_runs": [{"exit": 3, "seconds": 9.0, "tail": "INTERNALERROR"}],
+    },
+}
+
+
+def test_report_renders_every_figure_with_goals_ratios_and_verdicts():
+    text = report.render(RESULTS, plot="bench/scale.png")
+    assert text.startswith("# dbfleet benchmarks")
+    for heading in (
+        "## Summary",
+        "## 1. Engine floor",
+        "## 2. Converge time",
+        "## 3. Scale",
+        "## 4. Proxy cost",
+        "## 5. Replication lag",
+        "## 6. Unit suite",
+        "## Load during the run",
+    ):
+        assert heading in text
+    assert "2 CPUs (Test CPU)" in text and "5.10 / 4.00 / 3.00" in text
+    assert "`0123456789ab`" in text
+    assert "1.33× (1.20–1.40)" in text and "2.00× (1.80–2.20)" in text
+    assert "72.0 s (70.0–90.0)" in text
+    assert "+0.50 s/region" in text
+    assert "![time and memory against regions](bench/scale.png)" in text
+    assert "US zone" in text and "only 8 EU regions" in text
+    assert "writes/s" in text and "4.0 ms" in text
+    assert "not counted" in text
+    # Misses say so; a met goal does not.
+    assert text.count("**missed**") >= 4  # replicas-us, up, proxy, unit
+    assert "What would fix it" in text or "what would fix it" in text.lower()
+
+
+def test_verdicts():
+    assert report.engine_ok(RESULTS["engine"]) is False
+    assert report.converge_ok(RESULTS["converge"]) == (False, True)
+    assert report.scale_ok(RESULTS["scale"]) is True
+    assert report.proxy_ok(RESULTS["proxy"]) is False
+    assert report.lag_ok(RESULTS["lag"]) is True
+    assert report.unit_ok(RESULTS["unit"]) is False
+    assert report.engine_ok({}) is None
+
+
+def test_linear_rejects_accelerating_growth():
+    sc = {
+        "fit_preview": {"slope": 2.0, "r2": 0.95, "max_rel_residual": 0.2},
+        "steps_preview": [0.5, 1.5, 3.0],
+    }
+    assert report.linear(sc, "preview") is False
+    sc["steps_preview"] = [0.5, 0.6, 0.55]
+    assert report.linear(sc, "preview") is True
+
+
+def test_format_helpers():
+    assert report.fmt(S(1.234, 1.0, 2.0), "s", 2) == "1.23 s (1.00–2.00)"
+    assert report.fmt(S(1.5, n=1)) == "1.5 s (1 run)"
+    assert report.fmt(None) == "–"
+    assert report.fmt_ratio(S(1.25, 1.2, 1.3)) == "1.25× (1.20–1.30)"
+    assert report.table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_report_of_a_failed_figure_says_so():
+    text = report.render({"meta": {}, "scale": {"error": "RuntimeError: boom"}})
+    assert "Failed: RuntimeError: boom" in text
+    assert "`scale`: RuntimeError: boom" in text
+
+
+# --------------------------------------------------------------------------- figure helpers
+
+
+def test_scale_fits_correct_for_load_drift_between_points():
+    from bench import fig_scale
+
+    points = {}
+    for n, load in ((3, 1.0), (6, 2.0), (9, 1.0), (12, 1.5)):
+        floor = [10.0 * load] * 3
+        preview = [(20.0 + 0.5 * n) * load] * 3  # true cost 20 + 0.5/region, scaled by the load
+        points[str(n)] = {
+            "up": S(60 + 4 * n),
+            "preview": S(preview[0]),
+            "floor_preview": S(floor[0]),
+            "floor_preview_s": floor,
+            "floor_up_s": [30.0],
+            "ratio_preview": stats.paired_ratios(preview, floor),
+            "ratio_up": S((60 + 4 * n) / 30.0),
+        }
+    out = fig_scale.fits(points)
+    # Each point's ratio to its own baseline, times the median baseline of all runs, is exactly
+    # linear again whatever the load was at each point.
+    assert out["fit_preview_normalized"].r2 == pytest.approx(1.0)
+    ref = sorted([10, 10, 10, 20, 20, 20, 10, 10, 10, 15, 15, 15])[6]
+    assert out["fit_preview_normalized"].slope == pytest.approx(0.5 * ref / 10.0)
+    assert out["fit_preview"].r2 < 0.9  # as measured, the load drift hides the line
+    assert out["series_preview_normalized"][0] == pytest.approx((20 + 1.5) / 10.0 * ref)
+
+
+def test_cli_calls_are_grouped_by_command():
+    from bench import fig_converge
+
+    log = "10.0 12.0 1 preview --stack accounts-us --non-interactive --color never\n10.5 11.0 2 version\n12.0 12.5 3 stack output --json --show-secrets --stack accounts-us\n12.5 13.5 4 stack output --json --stack accounts-us\ngarbage"
+    calls = fig_converge.cli_calls(log)
+    assert [c["command"] for c in calls] == ["preview", "version", "stack output", "stack output"]
+    assert calls[0]["stack"] == "accounts-us" and calls[1]["stack"] == ""
+    s = fig_converge.summarize_cli(calls, wall=4.0)
+    assert s["calls"] == 4 and s["stacks"] == 1
+    assert s["by_command"]["stack output"] == {"count": 2, "seconds": 1.5}
+    assert s["sum_s"] == 4.0 and s["busy_s"] == 3.5
+    assert next(iter(s["by_command"])) == "preview"  # heaviest first
+
+
+def test_lag_summary_takes_percentiles_per_replica_and_pairs_the_baseline():
+    from bench import fig_lag
+
+    def run(rate, lag):
+        return {
+            "rate": rate,
+            "seconds": 30,
+            "wall": 30.5,
+            "writes_per_s": rate * 0.99,
+            "wal_bytes_per_s": 60_000.0,
+            "sampler_error": "",
+            "pgbench": {"tps": rate, "latency_ms": 1.0, "transactions": rate * 30, "failed": 0},
+            "slots": {
+                "dbfleet_lhr_0": {
+                    "replay_lag_p50": lag / 2,
+                    "replay_lag_p99": lag,
+                    "replay_lag_max": lag * 2,
+                    "lsn_p50": 0.0,
+                    "lsn_p99": 1024.0,
+                    "samples": 290,
+                    "null_samples": 3,
+                }
+            },
+            "replicas": {
+                "lhr": {"age_p50": 0.003, "age_p99": 0.01, "age_max": 0.02, "samples": 290}
+            },
+        }
+
+    out = fig_lag.summarize(
+        "eu",
+        "fra",
+        {"lhr": {}},
+        [run(200, 0.004), run(200, 0.006)],
+        [run(10, 0.002), run(10, 0.002)],
+    )
+    slot = out["slots"]["dbfleet_lhr_0"]
+    assert slot["replay_lag_p99"].median == pytest.approx(0.005)
+    assert slot["ratio_p99"].median == pytest.approx(2.5)
+    assert slot["null_samples"] == 6 and slot["samples"] == 580
+    assert out["load"]["writes_per_s"].median == pytest.approx(198)
+    assert out["replicas"]["lhr"]["age_p99"].median == pytest.approx(0.01)
