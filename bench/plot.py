@@ -28,50 +28,48 @@ def scale_plot(scale: dict, path: Path, title_note: str = "") -> Path | None:
     import matplotlib.pyplot as plt
 
     xs = sorted(int(k) for k in points)
-    fig, (ax, axm) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, axm) = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [3, 2]})
+
+    def fit_line(fit, style: str, color: str) -> str:
+        if fit is None:
+            return ""
+        slope, icpt = _fit(fit, "slope"), _fit(fit, "intercept")
+        ax.plot(
+            [xs[0], xs[-1]],
+            [icpt + slope * xs[0], icpt + slope * xs[-1]],
+            style,
+            color=color,
+            linewidth=1,
+        )
+        return f", fit {slope:+.2f} s/region"
+
+    top = 0.0
     for key, label, color, fit_key in (
-        ("up", "dbfleet up (from nothing)", "tab:blue", "fit_up"),
-        ("preview", "dbfleet preview (no change)", "tab:orange", "fit_preview"),
+        ("up", "dbfleet up, from nothing", "tab:blue", "fit_up"),
+        ("preview", "dbfleet preview, no change", "tab:orange", "fit_preview"),
         ("floor_preview", "empty program, 4 previews (baseline)", "tab:gray", "fit_floor_preview"),
     ):
         med = [_get(points[str(x)][key], "median") for x in xs]
         lo = [m - _get(points[str(x)][key], "min") for m, x in zip(med, xs, strict=True)]
         hi = [_get(points[str(x)][key], "max") - m for m, x in zip(med, xs, strict=True)]
-        ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=color, capsize=3, label=label)
-        fit = scale.get(fit_key)
-        if fit is not None:
-            slope, icpt = _fit(fit, "slope"), _fit(fit, "intercept")
-            ax.plot(
-                [xs[0], xs[-1]],
-                [icpt + slope * xs[0], icpt + slope * xs[-1]],
-                "--",
-                color=color,
-                linewidth=1,
-                label=f"fit: {slope:+.2f} s/region",
-            )
+        top = max(top, *(m + h for m, h in zip(med, hi, strict=True)))
+        note = fit_line(scale.get(fit_key), "--", color)
+        ax.errorbar(xs, med, yerr=[lo, hi], fmt="o", color=color, capsize=3, label=f"{label}{note}")
     for key, label, color in (
-        ("preview_normalized", "preview at a common load (ratio × median baseline)", "tab:red"),
-        ("up_normalized", "up at a common load (ratio × median baseline)", "tab:cyan"),
+        ("up_normalized", "up at a common load", "tab:cyan"),
+        ("preview_normalized", "preview at a common load", "tab:red"),
     ):
         ys = scale.get(f"series_{key}")
-        fit = scale.get(f"fit_{key}")
-        if ys and fit is not None:
-            slope, icpt = _fit(fit, "slope"), _fit(fit, "intercept")
-            ax.plot(xs, ys, "D", mfc="none", color=color, label=label)
-            ax.plot(
-                [xs[0], xs[-1]],
-                [icpt + slope * xs[0], icpt + slope * xs[-1]],
-                ":",
-                color=color,
-                linewidth=1,
-                label=f"fit: {slope:+.2f} s/region",
-            )
+        if ys:
+            top = max(top, *ys)
+            note = fit_line(scale.get(f"fit_{key}"), ":", color)
+            ax.plot(xs, ys, "D", mfc="none", color=color, label=f"{label}{note}")
     ax.set_xlabel("regions in the group (one node each)")
     ax.set_ylabel("seconds (median, bars: min–max)")
     ax.set_xticks(xs)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, top * 1.1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     ax.set_title("time against regions" + (f" — {title_note}" if title_note else ""), fontsize=10)
     for key, label, color in (
         ("up_memory", "during up", "tab:blue"),
@@ -86,7 +84,7 @@ def scale_plot(scale: dict, path: Path, title_note: str = "") -> Path | None:
     axm.set_xticks(xs)
     axm.set_ylim(bottom=0)
     axm.grid(alpha=0.3)
-    axm.legend(fontsize=8)
+    axm.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     axm.set_title("peak memory", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
