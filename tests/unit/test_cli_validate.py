@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -119,31 +118,29 @@ def test_output_survives_a_terminal_that_cannot_encode_it() -> None:
     assert stream.buffer.getvalue() == b"fleet.yaml: valid \\u2014 groups.europ\\xe4\n"
 
 
-def test_python_dash_m_dbfleet() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    good = subprocess.run(
-        [sys.executable, "-m", "dbfleet", "validate", "stacks/fleet.yaml"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def test_python_dash_m_dbfleet_exits_with_the_code_of_main(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m dbfleet` runs dbfleet/__main__.py, in-process here; the real process
+    is started in tests/integration/test_cli_process.py."""
+    monkeypatch.chdir(ROOT)
+
+    def dash_m(*argv: str) -> tuple[object, str, str]:
+        monkeypatch.setattr(sys, "argv", ["dbfleet", *argv])
+        with pytest.raises(SystemExit) as exc:
+            runpy.run_module("dbfleet", run_name="__main__")
+        out, err = capsys.readouterr()
+        return exc.value.code, out, err
+
+    assert dash_m("validate", "stacks/fleet.yaml") == (
+        0,
+        f"stacks/fleet.yaml: {DEFAULT_SUMMARY}\n",
+        "",
     )
-    assert (good.returncode, good.stderr) == (0, "")
-    assert good.stdout == f"stacks/fleet.yaml: {DEFAULT_SUMMARY}\n"
-    bad = subprocess.run(
-        [sys.executable, "-m", "dbfleet", "validate", str(BAD / "region_wrong_zone.yaml")],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 1
-    assert bad.stderr == (
-        "groups.eu.regions.sjc: region sjc is in zone US, group eu is pinned to zone EU\n"
+    assert dash_m("validate", str(BAD / "region_wrong_zone.yaml")) == (
+        1,
+        "",
+        "groups.eu.regions.sjc: region sjc is in zone US, group eu is pinned to zone EU\n",
     )
 
 
@@ -156,8 +153,24 @@ def test_corpus_is_complete() -> None:
 
 
 @pytest.mark.parametrize("name", BAD_FILES)
-def test_broken_fleet_is_rejected(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_fleet_is_rejected(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = BAD / name
+    # load_fleet must raise FleetError: seen on the CLI's own call, so each file is
+    # parsed once (yaml_nested_too_deep.yaml alone takes a quarter of a second).
+    loaded: list[Path] = []
+    raised: list[BaseException] = []
+
+    def spy(p: Path) -> object:
+        loaded.append(p)
+        try:
+            return load_fleet(p)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    monkeypatch.setattr(cli, "load_fleet", spy)
     code, out, err = run(capsys, "validate", str(path))
     lines = err.splitlines()
     assert (code, out) == (1, "")
@@ -165,5 +178,5 @@ def test_broken_fleet_is_rejected(name: str, capsys: pytest.CaptureFixture[str])
     assert any(EXPECTED[name] in line for line in lines), lines
     for line in lines:
         assert ": " in line and "Traceback" not in line and "internal error" not in line
-    with pytest.raises(FleetError):
-        load_fleet(path)
+    assert loaded == [path]
+    assert len(raised) == 1 and isinstance(raised[0], FleetError), raised
