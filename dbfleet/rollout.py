@@ -34,7 +34,7 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from dbfleet import planned
+from dbfleet import planned, workspace
 from dbfleet.changes import (
     ChangeCollector,
     PolicyViolation,
@@ -173,14 +173,19 @@ class StackResult:
 Printer = Callable[[str, str], None]  # (stack, engine output line)
 
 
-def select(stack: str) -> auto.Stack:
-    return auto.create_or_select_stack(stack_name=stack, work_dir=str(project_dir()))
+def select(stack: str, known: Mapping[str, int] | None = None) -> auto.Stack:
+    """`stack` for one operation; created, with the clone's passphrase salt, when the
+    backend does not have it (`known`: the backend's stacks, read when not given)."""
+    known = deployed_stacks() if known is None else known
+    if stack in known:
+        return workspace.existing(project_dir(), stack)
+    return workspace.create(project_dir(), stack, list(known))
 
 
 def deployed_stacks() -> dict[str, int]:
     """Every stack of the project in the backend → its resource count (0: empty or
     destroyed). One CLI call; an empty dict when the backend has no stacks."""
-    ws = auto.LocalWorkspace(work_dir=str(project_dir()))
+    ws = workspace.workspace(project_dir())
     return {s.name: int(s.resource_count or 0) for s in ws.list_stacks()}
 
 
@@ -211,6 +216,13 @@ def _clear_stale_locks(stack: str) -> list[str]:
         return locks.clear_stale_locks(stack)
     except OSError as exc:
         return [f"{stack}: could not check its state locks: {exc}"]
+
+
+def _summary(events: _Events, fallback: Mapping[str, int] | None) -> Mapping[str, int] | None:
+    """The run's resource changes from its summary event (RolloutStack reads no
+    history); `fallback` when the engine sent none."""
+    got = events.collector.summary
+    return got if got is not None else fallback
 
 
 def _changes(summary: Mapping[str, int] | None) -> dict[str, int]:
@@ -379,9 +391,11 @@ class _GroupRun:
             if self.action == "up":
                 result = self._up(stack, events, out)
             elif self.action == "destroy":
-                res = select(stack).destroy(on_output=out, on_event=events, color="never")
+                res = self._stack(stack).destroy(on_output=out, on_event=events, color="never")
                 result = StackResult(
-                    stack, "destroyed", changes=_changes(res.summary.resource_changes)
+                    stack,
+                    "destroyed",
+                    changes=_changes(_summary(events, res.summary.resource_changes)),
                 )
             elif self.action == "preview":
                 result = self._preview(layer, events, out)
@@ -411,15 +425,25 @@ class _GroupRun:
         return lambda line: printer(stack, line.rstrip("\n"))
 
     def _up(self, stack: str, events: _Events, out: Callable[[str], None] | None) -> StackResult:
-        res = select(stack).up(on_output=out, on_event=events, color="never")
-        changes = _changes(res.summary.resource_changes)
+        res = self._stack(stack).up(on_output=out, on_event=events, color="never")
+        changes = _changes(_summary(events, res.summary.resource_changes))
         self.known[stack] = max(self.known.get(stack, 0), 1)
+        exported = events.collector.planned_outputs
         return StackResult(
             stack,
             "applied" if changes else "unchanged",
             changes=changes,
-            outputs={k: ("[secret]" if v.secret else v.value) for k, v in res.outputs.items()},
+            outputs=(
+                {k: mask(v) for k, v in exported.items()}
+                if exported is not None
+                else {k: ("[secret]" if v.secret else v.value) for k, v in res.outputs.items()}
+            ),
         )
+
+    def _stack(self, stack: str) -> auto.Stack:
+        st = select(stack, self.known)
+        self.known.setdefault(stack, 0)
+        return st
 
     def _preview(
         self, layer: str, events: _Events, out: Callable[[str], None] | None
@@ -466,7 +490,7 @@ class _GroupRun:
                 parts.append(f"previewed against the planned outputs of {', '.join(changed_ups)}")
             note = "; ".join(parts)
         else:
-            target = select(stack)
+            target = self._stack(stack)
         try:
             res = target.preview(
                 on_output=out,
@@ -580,8 +604,10 @@ def describe(result: StackResult) -> str:
 def outputs(stack: str) -> dict:
     """A deployed stack's outputs, secrets included (for the CLI's own use). Raises
     when the stack does not exist (and never creates it)."""
-    st = auto.select_stack(stack_name=stack, work_dir=str(project_dir()))
-    return {k: v.value for k, v in st.outputs().items()}
+    got = stack_outputs(stack, show_secrets=True)
+    if got is None:
+        raise RuntimeError(f"stack {stack} does not exist")
+    return got
 
 
 def stack_outputs(stack: str, *, show_secrets: bool = False) -> dict | None:

@@ -20,10 +20,14 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import hvac
-import hvac.exceptions
-import requests.exceptions
+if TYPE_CHECKING:
+    import hvac
+
+# hvac and requests are imported where they are used: a stack that never talks to
+# Vault (networks) and the policy pack import this module for its names only, and
+# hvac with requests costs ≈ 0.15 s of start-up in every such process.
 
 __all__ = [
     "DEFAULT_MOUNT",
@@ -121,8 +125,10 @@ def _connection_reason(exc: BaseException) -> str:
     text = " ".join(texts).lower()
     if "connection refused" in text or "errno 111" in text:
         return "connection refused"
-    if "name or service not known" in text or "nodename nor servname" in text or (
-        "name resolution" in text
+    if (
+        "name or service not known" in text
+        or "nodename nor servname" in text
+        or ("name resolution" in text)
     ):
         return "cannot resolve the host name"
     if "no route to host" in text:
@@ -150,9 +156,18 @@ def _vault_errors(exc: hvac.exceptions.VaultError) -> str:
     return text or "no detail given"
 
 
-def _translate(exc: BaseException, addr: str, what: str, mount: str | None = None,
-               path: str | None = None, capabilities: str = "read") -> VaultError:
+def _translate(
+    exc: BaseException,
+    addr: str,
+    what: str,
+    mount: str | None = None,
+    path: str | None = None,
+    capabilities: str = "read",
+) -> VaultError:
     """Maps an hvac/requests exception to a VaultError. `what` says what we were doing."""
+    import hvac.exceptions
+    import requests.exceptions
+
     where = f"VAULT_ADDR={addr}"
     secret = f" for secret {mount}/{path}" if mount and path else ""
     api_path = f"{mount}/data/{path}" if mount and path else None
@@ -178,8 +193,10 @@ def _translate(exc: BaseException, addr: str, what: str, mount: str | None = Non
             )
         return VaultError(f"Vault at {where} is unavailable while {what}{secret}: {detail}")
     if isinstance(exc, hvac.exceptions.VaultNotInitialized):
-        return VaultError(f"Vault at {where} is not initialised (scripts/vault.sh start does it "
-                          f"for the local server)")
+        return VaultError(
+            f"Vault at {where} is not initialised (scripts/vault.sh start does it "
+            f"for the local server)"
+        )
     if isinstance(exc, hvac.exceptions.Forbidden):
         if api_path:
             return VaultError(
@@ -205,11 +222,17 @@ def _translate(exc: BaseException, addr: str, what: str, mount: str | None = Non
         )
     if isinstance(exc, hvac.exceptions.VaultError):
         return VaultError(f"Vault at {where} failed while {what}{secret}: {_vault_errors(exc)}")
-    return VaultError(f"unexpected error from Vault at {where} while {what}{secret}: "
-                      f"{type(exc).__name__}")
+    return VaultError(
+        f"unexpected error from Vault at {where} while {what}{secret}: {type(exc).__name__}"
+    )
 
 
-_TRANSLATED = (hvac.exceptions.VaultError, requests.exceptions.RequestException)
+def _translated() -> tuple[type[BaseException], ...]:
+    """What `_translate` maps (evaluated by `except` only when something is raised)."""
+    import hvac.exceptions
+    import requests.exceptions
+
+    return (hvac.exceptions.VaultError, requests.exceptions.RequestException)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +259,8 @@ def _timeout(env: Mapping[str, str]) -> float:
 def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
     """An authenticated hvac client for VAULT_ADDR/VAULT_TOKEN, after checking that the server
     answers, is initialised and unsealed, and accepts the token. Raises VaultError."""
+    import hvac.exceptions
+
     addr = (env.get("VAULT_ADDR") or "").strip().rstrip("/")
     if not addr:
         raise VaultError(f"VAULT_ADDR is not set: point it at your Vault ({_LOCAL_HINT})")
@@ -266,7 +291,7 @@ def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
     # 1. reachable, initialised, unsealed (GET /v1/sys/health needs no token)
     try:
         health = client.sys.read_health_status(method="GET", standby_ok=True)
-    except _TRANSLATED as exc:
+    except _translated() as exc:
         raise _translate(exc, addr, "checking /v1/sys/health") from None
     if not isinstance(health, Mapping):
         status = getattr(health, "status_code", None)
@@ -283,11 +308,15 @@ def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
                 f"(GET /v1/sys/health answered HTTP {status})"
             )
     if health.get("initialized") is False:
-        raise VaultError(f"Vault at VAULT_ADDR={addr} is not initialised (scripts/vault.sh "
-                         f"start does it for the local server)")
+        raise VaultError(
+            f"Vault at VAULT_ADDR={addr} is not initialised (scripts/vault.sh "
+            f"start does it for the local server)"
+        )
     if health.get("sealed"):
-        raise VaultError(f"Vault at VAULT_ADDR={addr} is sealed; unseal it "
-                         f"(scripts/vault.sh start unseals the local server)")
+        raise VaultError(
+            f"Vault at VAULT_ADDR={addr} is sealed; unseal it "
+            f"(scripts/vault.sh start unseals the local server)"
+        )
 
     # 2. the token is known to the server (lookup-self is in Vault's default policy)
     try:
@@ -297,7 +326,7 @@ def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
             f"VAULT_TOKEN is not valid for VAULT_ADDR={addr}: the server refused it (unknown, "
             f"expired or revoked token, or one without the default policy); {_LOCAL_HINT}"
         ) from None
-    except _TRANSLATED as exc:
+    except _translated() as exc:
         raise _translate(exc, addr, "checking VAULT_TOKEN") from None
     return client
 
@@ -309,6 +338,8 @@ def client_from_env(env: Mapping[str, str] = os.environ) -> hvac.Client:
 def _read(client, mount: str, path: str, capabilities: str) -> tuple[dict | None, int]:
     """(data, version) of the latest version; (None, current version or 0) when it does not
     exist or its latest version is deleted/destroyed."""
+    import hvac.exceptions
+
     addr = _addr_of(client)
     try:
         resp = client.secrets.kv.v2.read_secret_version(
@@ -321,7 +352,7 @@ def _read(client, mount: str, path: str, capabilities: str) -> tuple[dict | None
         doc = exc.json if isinstance(getattr(exc, "json", None), Mapping) else {}
         meta = (doc.get("data") or {}).get("metadata") or {}
         return None, int(meta.get("version") or 0)
-    except _TRANSLATED as exc:
+    except _translated() as exc:
         raise _translate(exc, addr, "reading", mount, path, capabilities) from None
     try:
         body = resp["data"]
@@ -351,12 +382,14 @@ def _check_kv2(client, mount: str, path: str) -> None:
     """Refuses to write to a mount that is not KV v2 (a KV v1 mount would store our request
     body as a secret named data/<path>). Needs no more rights than the secret itself; when the
     server will not say (403/404), the write itself reports the problem."""
+    import hvac.exceptions
+
     addr = _addr_of(client)
     try:
         resp = client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
     except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
         return
-    except _TRANSLATED as exc:
+    except _translated() as exc:
         raise _translate(exc, addr, "checking the KV mount", mount, path) from None
     info = resp.get("data") if isinstance(resp, Mapping) else None
     if not isinstance(info, Mapping) or "type" not in info:
@@ -379,6 +412,8 @@ def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
     strong random value; existing values are kept. The write uses check-and-set on the version
     read, so concurrent runs cannot overwrite each other: the loser re-reads and adopts what the
     winner wrote. Returns every key of the secret."""
+    import hvac.exceptions
+
     mount, path = _norm_mount(mount), _norm_path(path)
     addr = _addr_of(client)
     caps = "read, create and update"
@@ -403,7 +438,7 @@ def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
                 log.info("secret %s/%s changed under us (check-and-set); re-reading", mount, path)
                 continue
             raise _translate(exc, addr, "writing", mount, path, caps) from None
-        except _TRANSLATED as exc:
+        except _translated() as exc:
             raise _translate(exc, addr, "writing", mount, path, caps) from None
         log.info("created %s in Vault secret %s/%s", ", ".join(missing), mount, path)
         return {str(k): v for k, v in new.items()}
@@ -435,11 +470,13 @@ def read_group_secrets(client, mount: str, path: str) -> dict[str, str]:
 
 def delete_group_secrets(client, mount: str, path: str) -> None:
     """Deletes the secret's metadata and every version (no error if it does not exist)."""
+    import hvac.exceptions
+
     mount, path = _norm_mount(mount), _norm_path(path)
     addr = _addr_of(client)
     try:
         client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
-    except _TRANSLATED as exc:
+    except _translated() as exc:
         # the policy path for this call is <mount>/metadata/<path>
         err = _translate(exc, addr, "deleting", mount, path, "delete")
         if isinstance(exc, hvac.exceptions.Forbidden):

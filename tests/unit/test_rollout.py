@@ -103,7 +103,7 @@ class FakePlan:
 def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
     eng = Engine()
     monkeypatch.setattr(rollout, "deployed_stacks", lambda: dict(eng.known))
-    monkeypatch.setattr(rollout, "select", lambda name: eng.stack(name))
+    monkeypatch.setattr(rollout, "select", lambda name, known=None: eng.stack(name))
     monkeypatch.setattr(planned, "available", lambda: True)
     monkeypatch.setattr(rollout, "_clear_stale_locks", lambda stack: eng.stale.pop(stack, []))
     FakePlan.instances = []

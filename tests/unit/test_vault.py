@@ -166,7 +166,7 @@ def fake_hvac(monkeypatch):
         made.append(c)
         return c
 
-    monkeypatch.setattr(v.hvac, "Client", factory)
+    monkeypatch.setattr(hvac, "Client", factory)
     return made
 
 
