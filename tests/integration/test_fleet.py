@@ -57,6 +57,22 @@ def test_up_applies_every_stack_in_order(deployed):
         assert positions == sorted(positions)
 
 
+def test_a_groups_stacks_share_one_passphrase_salt(fleet_env, deployed):
+    # One salt per group: a StackReference to an upstream stack then reuses the key
+    # the engine derived already instead of running PBKDF2 again (BENCHMARKS.md).
+    for g in GROUPS:
+        salts = {}
+        for layer in LAYERS:
+            text = (fleet_env.project / "stacks" / f"Pulumi.{layer}-{g}.yaml").read_text()
+            found = [
+                ln.split(":", 1)[1].strip()
+                for ln in text.splitlines()
+                if ln.startswith("encryptionsalt:")
+            ]
+            salts[layer] = found[0] if found else None
+        assert None not in salts.values() and len(set(salts.values())) == 1, salts
+
+
 def test_outputs_follow_the_contract(fleet_env, deployed):
     nets = fleet_env.outputs("networks-eu")
     assert set(nets["regions"]) == {"fra", "lhr", "arn"}
