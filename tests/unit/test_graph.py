@@ -15,8 +15,9 @@ from dbfleet.topology import nearest_first
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fleet():
+    # Parsed once for the module: the models are frozen.
     return load_fleet(ROOT / "stacks" / "fleet.yaml")
 
 

@@ -17,7 +17,7 @@ import pulumi_policy
 import pytest
 
 from dbfleet import program, vault
-from dbfleet.spec import load_fleet
+from dbfleet.spec import FleetSpec, load_fleet
 from dbfleet.topology import nearest_first, plan_network
 from policies.rules import (
     authentication,
@@ -62,9 +62,15 @@ def unit_fleet(monkeypatch):
 # --------------------------------------------------------------------------- baseline
 
 
+@functools.cache
+def _unit_fleet_spec() -> FleetSpec:
+    """The unit fleet file, parsed once for the whole session (the models are frozen)."""
+    return load_fleet(FLEET_FILE)
+
+
 def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
     """What accounts, networks and replicas of `group` export, for StackReference mocks."""
-    fleet = load_fleet(FLEET_FILE)
+    fleet = _unit_fleet_spec()
     nets = plan_network(fleet, group)
     spec = fleet.groups[group]
     path = vault.secret_path(fleet.name, group)
