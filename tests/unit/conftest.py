@@ -3,11 +3,26 @@ a component or a whole layer and assert on the inputs of what it registered."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
 import pytest
+
+# Cyclic GC: about 0.7 s of a unit run went to the collector walking objects that live
+# for the whole run (pulumi, grpc, pydantic, the collected test modules). Freeze those
+# as they are imported, and collect the older generations less often: what the tests
+# make is still collected, just with less re-scanning of the permanent objects.
+gc.set_threshold(10_000, 50, 100)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    gc.freeze()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    gc.freeze()
 
 
 @dataclass
