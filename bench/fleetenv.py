@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench import procs
+from tests.fleets import default_fleet_text
 
 REPO = Path(__file__).resolve().parent.parent
 HOOK_DIR = Path(__file__).resolve().parent / "hook"
@@ -38,30 +39,6 @@ SCALE_REGIONS = ("iad", "ord", "sjc", "dfw", "sea", "atl", "den", "lax", "bos", 
 SCALE_PRIMARY = "iad"
 
 EMPTY_PROGRAM = "import pulumi\n"
-
-
-def default_fleet_text(name: str, octet: int) -> str:
-    """The default fleet (README / DESIGN), with its own name and loopback range."""
-    return f"""name: {name}
-target: local
-network:
-  cidr: 127.{octet}.0.0/16
-groups:
-  us:
-    zone: US
-    primary: iad
-    regions:
-      iad: {{nodes: 1}}
-      ord: {{nodes: 1}}
-      sjc: {{nodes: 1}}
-  eu:
-    zone: EU
-    primary: fra
-    regions:
-      fra: {{nodes: 1}}
-      lhr: {{nodes: 1}}
-      arn: {{nodes: 1}}
-"""
 
 
 def scale_fleet_text(name: str, octet: int, regions: int, group: str = "scale") -> str:

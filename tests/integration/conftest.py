@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fleets import default_fleet_text
 from tests.integration.vault_fixture import local_vault  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,30 +87,6 @@ class FleetEnv:
 
     def write_fleet(self, text: str) -> None:
         self.spec.write_text(text)
-
-
-def default_fleet_text(name: str, octet: int) -> str:
-    return f"""
-name: {name}
-target: local
-network:
-  cidr: 127.{octet}.0.0/16
-groups:
-  us:
-    zone: US
-    primary: iad
-    regions:
-      iad: {{nodes: 1}}
-      ord: {{nodes: 1}}
-      sjc: {{nodes: 1}}
-  eu:
-    zone: EU
-    primary: fra
-    regions:
-      fra: {{nodes: 1}}
-      lhr: {{nodes: 1}}
-      arn: {{nodes: 1}}
-"""
 
 
 def make_fleet_env(local_vault, tag: str) -> FleetEnv:  # noqa: F811
