@@ -249,8 +249,8 @@ def salt_experiment(ctx: Ctx, fe: FleetEnv, refs: int = 3) -> dict:
     """Does a StackReference cost one passphrase key derivation per referenced stack?
 
     A program reading `refs` StackReferences is previewed (a) when every stack has its
-    own encryption salt (what `pulumi stack init` does, and what dbfleet's stacks
-    have) and (b) when every stack shares one salt (the engine caches a passphrase
+    own encryption salt (what a plain `pulumi stack init` does) and (b) when every
+    stack shares one salt (what dbfleet's stacks do; the engine caches a passphrase
     secrets manager per salt), and (c) reading nothing, as the zero point.
     """
     ctx.say("engine floor: StackReference / salt experiment")

@@ -444,7 +444,9 @@ def profile_section(eng: Mapping, prof: Mapping) -> str:
             + "; ".join(f"{k}: {fmt(v, 's', 2)}" for k, v in pv.items())
             + f". Each reference costs ≈ {salt.get('per_ref_own_salt_s', math.nan):.2f} s when every stack "
             f"has its own salt and ≈ {salt.get('per_ref_shared_salt_s', math.nan):.2f} s when they share one "
-            "(the engine caches one secrets manager per salt, `pkg/secrets/passphrase/manager.go`)."
+            "(the engine caches one secrets manager per salt, `pkg/secrets/passphrase/manager.go`). "
+            "This is why the stacks `dbfleet` creates take their group's salt (`dbfleet/workspace.py`); "
+            "stacks created by hand with `pulumi stack init` pay the first figure."
         )
     pol = prof.get("policy_pack") or {}
     if pol:
@@ -508,10 +510,10 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
         lines += [
             f"- **StackReference reads:** {min(refs)}–{max(refs)} per stack, "
             + (f"{min(ref_s):.1f}–{max(ref_s):.1f} s in all. " if ref_s else "")
-            + "A reference to another stack loads that stack's checkpoint and builds its passphrase "
-            "decrypter, and every dbfleet stack has its own salt, so each reference pays a fresh "
-            "PBKDF2 (see the experiment above). `replicas` and `networks` also read their *own* stack "
-            "(previous primary, previous ports), which is cheap because that key is already derived.",
+            + "A reference loads the other stack's checkpoint and needs its passphrase decrypter; the "
+            "stacks of a group share one salt, so the key is derived once per preview, not once per "
+            "reference (see the experiment above). `replicas` and `networks` also read their *own* "
+            "stack (previous primary, previous ports).",
             "- **The dynamic provider:** "
             + (
                 f"{min(launch):.1f}–{max(launch):.1f} s to start the `pulumi-python` provider host "
@@ -528,8 +530,10 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
             ),
             (
                 f"- **Program imports:** the program starts {min(start_extra):+.1f} to {max(start_extra):+.1f} s "
-                "later than the empty one: `dbfleet.program` imports hvac (with requests/urllib3), pydantic "
-                "and every layer before it registers anything."
+                "later than the empty one: `dbfleet.program` imports pydantic and PyYAML (the fleet file), "
+                "every layer and the components before it registers anything, reads and validates the "
+                "fleet file and, in the layers that need passwords, connects to Vault (hvac with requests "
+                "is imported only there)."
             ),
         ]
     if missed:
@@ -564,27 +568,26 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
         lines += ["", why]
         lines += [
             "",
-            "**What would fix it**, cheapest first:",
             (
-                "1. One encryption salt for all stacks of a clone (write the clone's `encryptionsalt` into "
-                "each `stacks/Pulumi.<stack>.yaml` before `stack init`, as the experiment does): every "
-                "reference after the first costs a file read instead of a PBKDF2. The key still comes from "
-                "the clone's one passphrase, which already protects every stack."
+                "**What would fix it**, cheapest first (what is done already: one salt per group, hvac "
+                "imported only where used, no `stack select`/read-back around the engine — see figure 2):"
             ),
             (
-                "2. Or a KMS-style secrets provider (e.g. Vault transit via `--secrets-provider "
-                "hashivault://…`): a data key unwrapped by one HTTP call instead of PBKDF2 (not measured here)."
+                "1. A native provider instead of the Python dynamic provider would save the provider-host "
+                "start, a second Python with the SDK and dill, in every stack with a HostScript "
+                "(pulumi-command is not buildable here, see README)."
             ),
             (
-                "3. Import lazily what only some layers use (hvac, the Vault module; see the import times "
-                "above). A native provider instead of the Python dynamic provider would save the "
-                "provider-host start (not buildable here, see README)."
+                "2. A smaller program start: the fleet-file models (pydantic) and the layers are imported "
+                "and the fleet file validated in every stack; caching the validated fleet per file digest, "
+                "or a leaner parser for the program's read-only use, would cut part of it."
             ),
             (
-                "4. Outside dbfleet: the `pip list` in GetRequiredPlugins (≈ 1 s) is paid by every program "
+                "3. Outside dbfleet: the `pip list` in GetRequiredPlugins (≈ 1 s) is paid by every program "
                 "and is mostly pip's own start-up — the 10 packages this benchmark added for its plot "
                 "(matplotlib and its dependencies) cost ≈ 0.06 s of it (5 runs each with and without, by "
-                "hand) — so only the language host can remove it, by caching what it found."
+                "hand) — so only the language host can remove it, by caching what it found. It is in the "
+                "baseline too, but it is why the baseline is short and every addition weighs a lot."
             ),
         ]
     elif stacks:
@@ -777,6 +780,22 @@ def converge_analysis(conv: Mapping) -> str:
         up_kind = next((k for k in cli if k.startswith("up")), None)
         pv = cli.get("preview") or {}
         pn = cli.get("preview --no-policies") or {}
+
+        def around(kind: str, main: str) -> str:
+            other = {
+                c: v
+                for c, v in ((cli.get(kind) or {}).get("by_command") or {}).items()
+                if c != main
+            }
+            if not other:
+                return "no other CLI call"
+            return (
+                f"{sum(v['count'] for v in other.values())} other CLI call(s) "
+                f"({sum(v['seconds'] for v in other.values()):.1f} s: "
+                + ", ".join(f"`{c}` {v['count']}×" for c, v in other.items())
+                + ")"
+            )
+
         if pv and pn:
             per_stack = (
                 _cmd(cli, "preview", "preview")["seconds"]
@@ -789,23 +808,20 @@ def converge_analysis(conv: Mapping) -> str:
                     f"previews took {_cmd(cli, 'preview', 'preview')['seconds']:.0f} s of CLI time, without it "
                     f"{_cmd(cli, 'preview --no-policies', 'preview')['seconds']:.0f} s: the pack costs ≈ "
                     f"{per_stack:.1f} s per stack in this run (see also figure 1's profile). Around the "
-                    f"previews dbfleet's Automation API runs `pulumi version` {_cmd(cli, 'preview', 'version')['count']}× "
-                    f"and `pulumi stack select` {_cmd(cli, 'preview', 'stack select')['count']}× "
-                    f"({_cmd(cli, 'preview', 'version')['seconds'] + _cmd(cli, 'preview', 'stack select')['seconds']:.1f} s)."
+                    f"previews dbfleet makes {around('preview', 'preview')}: one workspace serves the whole "
+                    "command and a stack that exists is not selected first (`dbfleet/workspace.py`)."
                 ),
             ]
         if up_kind:
-            so, sh = _cmd(cli, up_kind, "stack output"), _cmd(cli, up_kind, "stack history")
             u = _cmd(cli, up_kind, "up")
             lines += [
                 "",
                 (
-                    f"**No-change up.** Besides the 8 `pulumi up` calls ({u['seconds']:.0f} s of CLI time), the "
-                    f"Automation API's `Stack.up()` reads the result back with `pulumi stack output` "
-                    f"{so['count']}× ({so['seconds']:.0f} s) and `pulumi stack history` {sh['count']}× "
-                    f"({sh['seconds']:.0f} s): {(so['seconds'] + sh['seconds']) / max(1e-9, (cli[up_kind].get('sum_s') or 1)) * 100:.0f} % "
-                    f"of all CLI time, ≈ {(so['seconds'] + sh['seconds']) / max(1, so['count'] + sh['count']):.2f} s "
-                    "per call: each is a new CLI process that loads the stack and decrypts what it prints."
+                    f"**No-change up.** The 8 `pulumi up` calls took {u['seconds']:.0f} s of CLI time; around "
+                    f"them dbfleet makes {around(up_kind, 'up')}. Changes and outputs come from the engine "
+                    "events of the same run, not from `stack output`/`stack history` read-backs (which "
+                    "the Automation API's `Stack.up()` otherwise adds: 3 more CLI processes per stack, 27 % of "
+                    "all CLI time in the first benchmark run)."
                 ),
             ]
     if pv_ok is False:
@@ -840,19 +856,14 @@ def converge_analysis(conv: Mapping) -> str:
             "**What would fix it**, largest share first:",
             "1. The engine previews themselves"
             + share(engine)
-            + ": the per-stack floor of figure 1 — one "
-            "encryption salt per clone and lazy imports — paid 8 times per command.",
+            + ": the per-stack floor of figure 1, paid 8 times per command (see there for what is "
+            "left of it).",
             "2. The policy pack"
             + share(max(0.0, policy))
-            + ": run it where it matters (CI review, the "
-            "preview before an `up`), not in drift checks — `dbfleet preview --no-policies` is the fast "
-            "path today; a lighter pack start (lazy imports in `policies/`) helps every stack.",
-            "3. The Automation API's bookkeeping"
-            + share(max(0.0, books))
-            + " and, for `up`, `Stack.up()`'s "
-            "read-back: one `LocalWorkspace` per group instead of one per stack saves the repeated `pulumi "
-            "version`/`stack select`; the outputs dbfleet needs are already in the engine events it collects, "
-            "so a thin `pulumi up` wrapper could skip `stack output`/`stack history`.",
+            + ": a second Python per stack that imports pulumi_policy and dbfleet's fleet-file "
+            "parser. `dbfleet preview --no-policies` is the fast path for drift checks; CI review and "
+            "the preview before an `up` should keep it.",
+            "3. The remaining CLI calls around the previews" + share(max(0.0, books)) + ".",
             (
                 "4. Not previewing what cannot have changed (a design change, not measured): a stack whose "
                 "fleet-file section, code digest and upstream outputs are unchanged since its last `up` could be "
