@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from bench import procs, timeline
@@ -86,12 +87,12 @@ def profile(ctx: Ctx, fe: FleetEnv, stacks: list[str]) -> dict:
     pdir = ctx.out / "profile"
     pdir.mkdir(parents=True, exist_ok=True)
     verbose = ("--logtostderr", "-v=9", "--logflow")
-    out: dict = {"timelines": {}, "scripts": {}, "program_top": {}}
+    out: dict = {"timelines": {}, "scripts": {}, "program_top": {}, "program_split": {}}
     for name in ["empty", *stacks]:
         script_log = pdir / f"scripts-{name}.jsonl"
         prof_dir = pdir / f"cprofile-{name}"
-        for p in (script_log,):
-            p.unlink(missing_ok=True)
+        script_log.unlink(missing_ok=True)
+        shutil.rmtree(prof_dir, ignore_errors=True)  # only this run's profiles count
         env = _hook_env(fe, script_log, prof_dir)
         if name == "empty":
             t = fe.pulumi("preview", "-s", "floor", *verbose, cwd=fe.empty_project(), env=env)
@@ -105,6 +106,7 @@ def profile(ctx: Ctx, fe: FleetEnv, stacks: list[str]) -> dict:
         out["timelines"][name] = tl
         out["scripts"][name] = script_summary(script_log)
         out["program_top"][name] = cprofile_top(prof_dir)
+        out["program_split"][name] = cprofile_split(prof_dir)
     pack = ctx.code / "policies"
     if (pack / "PulumiPolicy.yaml").is_file():
         # What `dbfleet preview` adds by default: the CrossGuard pack. (Not with -v=9: the
@@ -154,6 +156,26 @@ def cprofile_top(prof_dir: Path, n: int = 8) -> list[dict]:
             rows.append({"function": f"{_short(fname)}:{line}({func})", "cumulative_s": ct})
     rows.sort(key=lambda r: -r["cumulative_s"])
     return rows[:n]
+
+
+def cprofile_split(prof_dir: Path) -> dict:
+    """Where the program's time goes under cProfile: importing modules, waiting for
+    the engine (the event loop's epoll, i.e. registrations, provider start, Diff
+    calls) and the rest (Python work)."""
+    import pstats
+
+    files = sorted(prof_dir.glob("program-*.prof")) if prof_dir.exists() else []
+    if not files:
+        return {}
+    st = pstats.Stats(str(files[0]))
+    total = wait = imports = 0.0
+    for (fname, _line, func), (_cc, _nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        total += tt
+        if func == "<method 'poll' of 'select.epoll' objects>":
+            wait += tt
+        if "importlib._bootstrap" in fname and func == "_find_and_load":
+            imports = max(imports, ct)
+    return {"total_s": total, "engine_wait_s": wait, "imports_s": imports}
 
 
 def _short(path: str) -> str:
