@@ -11,12 +11,16 @@ back in alternating order; p50/p99 per block, then median (min–max) over block
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 
 from bench.context import Ctx
-from bench.fleetenv import FleetEnv
+from bench.fleetenv import FleetEnv, free_ports
 from bench.stats import Summary, percentile
 
 GOAL_READ_P50_RATIO = 1.3
@@ -148,10 +152,105 @@ def run(ctx: Ctx, fe: FleetEnv, group: str = "eu") -> dict:
         )
     heavy["region"] = region
     out["range_read"] = heavy
+    ctx.say(f"proxy cost: HAProxy settings against {group}/{region}")
+    out["settings"] = hop_experiment(ctx, node, db, user, pw, rnd)
+    out["settings"]["region"] = region
     with _connect(primary, db, user, pw) as c:
         c.execute("DROP TABLE IF EXISTS bench_kv")
         c.execute("DROP TABLE IF EXISTS bench_w")
     return out
+
+
+# HAProxy settings that could shorten the hop, each in a standalone HAProxy with
+# dbfleet's TCP defaults in front of the same node ("dbfleet": no extra setting).
+SETTINGS = {
+    "dbfleet": "",
+    "nbthread 1": "    nbthread 1\n",
+    "tune.sched.low-latency on": "    tune.sched.low-latency on\n",
+}
+
+
+def _haproxy_cfg(extra: str, port: int, node: str) -> str:
+    return (
+        "global\n    maxconn 1024\n"
+        + extra
+        + "defaults\n    mode tcp\n    timeout connect 3s\n    timeout client 1h\n"
+        "    timeout server 1h\n"
+        f"listen read\n    bind 127.0.0.1:{port}\n    server n {node}\n"
+    )
+
+
+def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dict:
+    """The point read straight to `node` and through one standalone HAProxy per entry
+    of SETTINGS, blocks in a shuffled order per round: does any setting shorten the hop?
+    The HAProxies are this function's own processes, stopped by pid."""
+    tmp = Path(tempfile.mkdtemp(prefix="dbfleet-bench-haproxy-"))
+    procs: dict[str, tuple[subprocess.Popen, int]] = {}
+    conns: dict[str, psycopg.Connection] = {}
+    sql = "SELECT v FROM bench_kv WHERE k = %s"
+    try:
+        for (name, extra), port in zip(SETTINGS.items(), free_ports(len(SETTINGS)), strict=True):
+            cfg = tmp / f"{len(procs)}.cfg"
+            cfg.write_text(_haproxy_cfg(extra, port, node))
+            log = (tmp / f"{len(procs)}.log").open("w")
+            procs[name] = (
+                subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log),
+                port,
+            )
+        conns["direct"] = _connect(node, db, user, pw)
+        for name, (proc, port) in procs.items():
+            conns[name] = _connect_when_up(f"127.0.0.1:{port}", db, user, pw, proc)
+        for c in conns.values():
+            _block(c, sql, lambda: (rnd.randint(1, ROWS),), WARMUP)
+        p50: dict[str, list[float]] = {name: [] for name in conns}
+        for _ in range(2 * ctx.plan.runs):
+            order = list(conns)
+            rnd.shuffle(order)
+            for name in order:
+                lat = _block(
+                    conns[name], sql, lambda: (rnd.randint(1, ROWS),), ctx.plan.proxy_queries // 2
+                )
+                p50[name].append(percentile(lat, 50))
+        direct = p50.pop("direct")
+        return {
+            "queries_per_block": ctx.plan.proxy_queries // 2,
+            "blocks": 2 * ctx.plan.runs,
+            "direct_p50_ms": Summary.of(direct),
+            "variants": {
+                name: {
+                    "p50_ms": Summary.of(v),
+                    "ratio_p50": Summary.of([a / b for a, b in zip(v, direct, strict=True)]),
+                    "hop_us": Summary.of([(a - b) * 1000 for a, b in zip(v, direct, strict=True)]),
+                }
+                for name, v in p50.items()
+            },
+        }
+    finally:
+        for c in conns.values():
+            c.close()
+        for proc, _port in procs.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _connect_when_up(
+    hostport: str, db: str, user: str, pw: str, proc: subprocess.Popen, timeout: float = 10
+) -> psycopg.Connection:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"haproxy for {hostport} exited with {proc.returncode}")
+        try:
+            return _connect(hostport, db, user, pw)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _wait_replicated(nodes: dict, db: str, user: str, pw: str, timeout: float = 30) -> None:

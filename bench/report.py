@@ -1267,6 +1267,31 @@ def proxy_section(px: Mapping) -> str:
             r: (_med(v["proxy_p50_ms"]) - _med(v["direct_p50_ms"])) * 1000
             for r, v in (px.get("reads") or {}).items()
         }
+        st = px.get("settings") or {}
+        if st.get("variants"):
+            rows = [["straight to the node", fmt(st.get("direct_p50_ms"), "ms", 3), "1×", "–"]]
+            for n, v in st["variants"].items():
+                rows.append(
+                    [
+                        f"HAProxy, dbfleet's defaults + `{n}`"
+                        if n != "dbfleet"
+                        else "HAProxy as dbfleet runs it",
+                        fmt(v["p50_ms"], "ms", 3),
+                        fmt_ratio(v["ratio_p50"]),
+                        fmt(v["hop_us"], "µs", 0),
+                    ]
+                )
+            parts += [
+                "",
+                (
+                    f"HAProxy settings that could shorten the hop, each in a standalone HAProxy in front of "
+                    f"{st.get('region')}'s node, the same point read, {st.get('blocks')} blocks of "
+                    f"{st.get('queries_per_block')} queries per path in a shuffled order (bench/fig_proxy.py "
+                    "`hop_experiment`):"
+                ),
+                "",
+                table(["path", "p50", "÷ direct", "hop (p50 difference)"], rows),
+            ]
         parts += ["", "### Reading it", ""]
         text = (
             f"Through the proxy a point read costs {min(add.values()):.0f}–{max(add.values()):.0f} µs more at p50 "
@@ -1280,18 +1305,29 @@ def proxy_section(px: Mapping) -> str:
                 f"{add.get(rr.get('region'), math.nan):.0f} µs for one row: the hop is a roughly fixed cost "
                 "per round trip, so the ratio depends on how cheap the query is. "
             )
+        st = px.get("settings") or {}
+        variants = st.get("variants") or {}
+        if variants:
+            hops = {n: _med(v["hop_us"]) for n, v in variants.items()}
+            text += (
+                f"HAProxy's settings do not change that: in front of the same node ({st.get('region')}), "
+                "standalone HAProxies with dbfleet's TCP defaults plus one setting each cost "
+                + ", ".join(f"{h:.0f} µs (`{n}`)" for n, h in hops.items())
+                + " per point read (table above). "
+            )
         if ok:
             text += "Even for the sub-millisecond point read used here it stays within the goal."
         else:
             text += (
-                "**Missed:** the point read takes ≈ "
+                "\n\n**Missed:** the point read takes ≈ "
                 f"{min(_med(v['direct_p50_ms']) for v in (px.get('reads') or {}).values()) * 1000:.0f} µs "
                 "straight to the node on loopback — about the cheapest query PostgreSQL answers — so a fixed "
                 "hop of tens of µs is a large fraction of it; on 2 shared cores HAProxy's wake-ups also "
                 "compete with the client and PostgreSQL for a CPU. Across a real network, where a round "
                 "trip costs 0.5 ms or more, the same hop would be ≈ 10 % or less (an estimate, not measured "
                 "here). What would fix it on this target: "
-                "nothing in HAProxy's configuration removes the hop; clients that need the last tens of "
+                "nothing in HAProxy's configuration removes the hop (the settings above were measured, "
+                "not guessed); clients that need the last tens of "
                 "µs can connect straight to the node listed in `replicas-<g>`'s `nodes` output (losing "
                 "the failover the proxy gives)."
             )
