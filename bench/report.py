@@ -155,6 +155,17 @@ def header(results: Mapping) -> str:
             f"{m.get('postgres', '?')}, {m.get('haproxy', '?').split(' - ')[0]}."
         ),
     ]
+    commits: dict[str, list[str]] = {}
+    for name, fig in results.items():
+        c = (fig.get("_meta") or {}).get("commit") if isinstance(fig, Mapping) else None
+        if name != "meta" and c:
+            commits.setdefault(str(c)[:12], []).append(name)
+    if len(commits) > 1:
+        lines.append(
+            "- **Figures from more than one run** (`--only` re-measured some): "
+            + "; ".join(f"{', '.join(names)} at `{c}`" for c, names in commits.items())
+            + ". Each figure's own date is under its heading; the load marks below are the last run's."
+        )
     if marks:
         lines.append(
             f"- **Load average (1/5/15 min):** {_load(marks[0]['load'])} at the start, "
