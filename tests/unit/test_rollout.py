@@ -8,9 +8,10 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from pulumi.automation import events
 
 from dbfleet import planned, rollout
-from dbfleet.changes import UNKNOWN_SENTINEL
+from dbfleet.changes import SECRET_SIG, SIG_KEY, UNKNOWN_SENTINEL
 from dbfleet.progress import Progress
 from tests.unit.test_report import env, pre, stack_outputs, urn
 
@@ -30,6 +31,7 @@ class Engine:
     known: dict[str, int] = field(default_factory=dict)
     fail: dict[str, str] = field(default_factory=dict)  # stack -> error text
     plans: dict[str, list] = field(default_factory=dict)  # stack -> events its preview emits
+    up_events: dict[str, list] = field(default_factory=dict)  # stack -> events its up emits
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (where, action, stack)
     barrier: threading.Barrier | None = None
     stale: dict[str, list[str]] = field(
@@ -59,6 +61,8 @@ class FakeStack:
 
     def up(self, on_output=None, on_event=None, color=None):
         self._run("up", on_event)
+        for ev in self.engine.up_events.get(self.name, []):
+            on_event(ev)
         return SimpleNamespace(
             summary=SimpleNamespace(resource_changes={"create": 2, "same": 1}), outputs={}
         )
@@ -154,6 +158,34 @@ def test_up_runs_layers_in_order_and_groups_in_parallel(engine: Engine) -> None:
         starts = [r.started for r in results[g]]
         assert starts == sorted(starts)
     assert results["us"][0].changes == {"create": 2}
+
+
+def test_up_takes_changes_and_outputs_from_the_engine_events(engine: Engine) -> None:
+    # RolloutStack reads nothing back after `up` (no `stack output`/`stack history`):
+    # the summary event and the stack's outputs event of the same run are the result.
+    engine.known = deployed("us")
+    engine.up_events["networks-us"] = [
+        events.EngineEvent.from_json(
+            {
+                "summaryEvent": {
+                    "resourceChanges": {"update": 1, "same": 3},
+                    "maybeCorrupt": False,
+                    "durationSeconds": 1,
+                    "policyPacks": {},
+                }
+            }
+        ),
+        stack_outputs(
+            "networks-us", {"port": 1}, {"port": 2, "token": {SIG_KEY: SECRET_SIG, "value": "x"}}
+        ),
+    ]
+    results = rollout.run(["us"], "up")
+    net = next(r for r in results["us"] if r.stack == "networks-us")
+    assert net.status == "applied" and net.changes == {"update": 1}
+    assert net.outputs == {"port": 2, "token": "[secret]"}
+    # Without events the fake's own summary is the fallback.
+    acc = next(r for r in results["us"] if r.stack == "accounts-us")
+    assert acc.changes == {"create": 2}
 
 
 def test_a_failure_stops_its_group_only(engine: Engine) -> None:
