@@ -2,25 +2,18 @@
 DESIGN) with a fleet name and loopback range of its own, so it never meets a fleet
 brought up with `make up`. Kept here, not read from stacks/fleet.yaml, which users edit."""
 
+# group -> (residency zone, primary region, regions), as in the default fleet
+DEFAULT_GROUPS = {
+    "us": ("US", "iad", ("iad", "ord", "sjc")),
+    "eu": ("EU", "fra", ("fra", "lhr", "arn")),
+}
 
-def default_fleet_text(name: str, octet: int) -> str:
-    return f"""name: {name}
-target: local
-network:
-  cidr: 127.{octet}.0.0/16
-groups:
-  us:
-    zone: US
-    primary: iad
-    regions:
-      iad: {{nodes: 1}}
-      ord: {{nodes: 1}}
-      sjc: {{nodes: 1}}
-  eu:
-    zone: EU
-    primary: fra
-    regions:
-      fra: {{nodes: 1}}
-      lhr: {{nodes: 1}}
-      arn: {{nodes: 1}}
-"""
+
+def default_fleet_text(name: str, octet: int, groups: tuple[str, ...] = ("us", "eu")) -> str:
+    """The default fleet (or some of its groups), one node per region."""
+    lines = [f"name: {name}", "target: local", "network:", f"  cidr: 127.{octet}.0.0/16", "groups:"]
+    for group in groups:
+        zone, primary, regions = DEFAULT_GROUPS[group]
+        lines += [f"  {group}:", f"    zone: {zone}", f"    primary: {primary}", "    regions:"]
+        lines += [f"      {region}: {{nodes: 1}}" for region in regions]
+    return "\n".join(lines) + "\n"

@@ -11,21 +11,8 @@ import psycopg
 import pytest
 
 from dbfleet import vault
+from tests.fleets import default_fleet_text
 from tests.integration.conftest import make_fleet_env
-
-EU_ONLY = """
-name: {name}
-network:
-  cidr: 127.{octet}.0.0/16
-groups:
-  eu:
-    zone: EU
-    primary: fra
-    regions:
-      fra: {{nodes: 1}}
-      lhr: {{nodes: 1}}
-      arn: {{nodes: 1}}
-"""
 
 
 @pytest.fixture
@@ -33,7 +20,7 @@ def small_disk_fleet(local_vault):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs as the data root needs root")
     fe = make_fleet_env(local_vault, "disk")
-    fe.write_fleet(EU_ONLY.format(name=fe.name, octet=fe.cidr_octet))
+    fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet, groups=("eu",)))
     data = fe.home / "data"
     data.mkdir()
     subprocess.run(
