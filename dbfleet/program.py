@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -38,11 +39,16 @@ def run(stack_name: str) -> None:
     last successful one, secrets still secret, before it reports the failure.
     """
     forget_references()
+    # What is alive now (the SDK, pydantic, the fleet models) lives until the program
+    # exits: kept out of the cyclic GC, it is neither scanned again during the run nor
+    # at exit (interpreter shutdown took ~0.1 s of every stack's preview).
+    gc.freeze()
     try:
         _run(stack_name)
     except Exception:
         keep_previous_outputs(stack_name)
         raise
+    gc.freeze()
 
 
 def keep_previous_outputs(stack_name: str) -> None:

@@ -35,6 +35,13 @@ def stack_reference(
     return _REFS[key]
 
 
+def prefetch(*stacks: str) -> None:
+    """Starts reading every stack a layer needs at once: the engine serves the reads in
+    parallel, and `read_outputs` then waits for each one (instead of one after the other)."""
+    for stack in stacks:
+        stack_reference(stack)
+
+
 def read_outputs(
     stack: str, required: tuple[str, ...], *, opts: pulumi.ResourceOptions | None = None
 ) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from dbfleet.topology import (
     plan_network,
     port_is_free,
 )
-from dbfleet.upstream import UpstreamError, read_outputs
+from dbfleet.upstream import UpstreamError, prefetch, read_outputs
 
 
 def build(ctx: LayerContext) -> None:
+    prefetch(ctx.stack.upstream("accounts"), str(ctx.stack))
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
     nets = plan_network(ctx.fleet, ctx.group_name)
 
@@ -64,6 +65,6 @@ def _region_output(net) -> dict:
 
 def _own_previous_regions(stack: str) -> dict:
     try:
-        return read_outputs(stack, (), opts=pulumi.ResourceOptions()).get("regions") or {}
+        return read_outputs(stack, ()).get("regions") or {}
     except UpstreamError:
         return {}

@@ -9,7 +9,7 @@ import pulumi
 from components.proxy import RegionProxy, RegionProxyArgs
 from dbfleet import vault
 from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import read_outputs, require_regions
+from dbfleet.upstream import prefetch, read_outputs, require_regions
 
 
 def _members(node: dict) -> tuple[str, ...]:
@@ -17,6 +17,7 @@ def _members(node: dict) -> tuple[str, ...]:
 
 
 def build(ctx: LayerContext) -> None:
+    prefetch(*(ctx.stack.upstream(layer) for layer in ("networks", "replicas", "accounts")))
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions", "nearest"))
     replicas = read_outputs(
         ctx.stack.upstream("replicas"),

@@ -8,7 +8,7 @@ from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
 from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import UpstreamError, read_outputs, require_regions
+from dbfleet.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
 APP_DB = "app"
 APP_USER = "app"
@@ -20,6 +20,7 @@ def slot_name(region: str, index: int) -> str:
 
 
 def build(ctx: LayerContext) -> None:
+    prefetch(ctx.stack.upstream("accounts"), ctx.stack.upstream("networks"), str(ctx.stack))
     accounts = read_outputs(
         ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path")
     )
