@@ -100,7 +100,7 @@ def profile(ctx: Ctx, fe: FleetEnv, stacks: list[str]) -> dict:
             t = fe.pulumi(
                 "preview", "-s", name, "--expect-no-changes", *verbose, env=env, timeout=600
             )
-        (pdir / f"engine-{name}.log").write_text(t.stderr)
+        (pdir / f"engine-{name}.log").write_text(timeline.keep(t.stderr))
         tl = timeline.phases(t.stderr).to_json()
         tl["wall"] = t.seconds
         out["timelines"][name] = tl

@@ -156,8 +156,18 @@ class Timed:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def safe_stderr(self) -> str:
+        """stderr as it may be shown or kept: an engine log at -v=9 (`--logtostderr`)
+        prints every resource input, secrets included, so only its timing lines stay."""
+        if "--logtostderr" in self.argv:
+            from bench.timeline import keep
+
+            return keep(self.stderr or "")
+        return self.stderr or ""
+
     def tail(self, lines: int = 15) -> str:
-        text = (self.stderr or "") + "\n" + (self.stdout or "")
+        text = self.safe_stderr + "\n" + (self.stdout or "")
         return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -223,7 +233,10 @@ def run(
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as fh:
-            fh.write(f"$ {' '.join(argv)}  # {seconds:.2f} s, exit {proc.returncode}\n{out}{err}\n")
+            fh.write(
+                f"$ {' '.join(argv)}  # {seconds:.2f} s, exit {proc.returncode}\n"
+                f"{out}{timed.safe_stderr}\n"
+            )
     if ok_codes is not None and proc.returncode not in ok_codes:
         raise CommandFailed(timed)
     return timed

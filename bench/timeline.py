@@ -61,6 +61,18 @@ class Timeline:
     def diff_seconds(self) -> float:
         return sum(s.seconds for s in self.diffs)
 
+    def launch_seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.launches:
+            out[s.name] = out.get(s.name, 0.0) + s.seconds
+        return out
+
+    def launch_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.launches:
+            out[s.name] = out.get(s.name, 0) + 1
+        return out
+
     @property
     def diff_span(self) -> float:
         """Wall time from the first Diff to the last (Diffs may overlap)."""
@@ -77,12 +89,54 @@ class Timeline:
             "program_run": self.program_run,
             "stack_refs": {s.name: s.seconds for s in self.stack_refs},
             "stack_ref_seconds": self.stack_ref_seconds,
-            "launches": {s.name: s.seconds for s in self.launches},
+            # A plugin may be launched more than once (Pulumi v3.79.0 starts the dynamic
+            # provider twice in a preview: once to check its config, once to serve).
+            "launches": self.launch_seconds(),
+            "launch_counts": self.launch_counts(),
             "diffs": len(self.diffs),
             "diff_seconds": self.diff_seconds,
             "diff_span": self.diff_span,
             "after_run": self.after_run,
         }
+
+
+# What `keep()` writes of a line: the part before any dump of property values.
+_VALUES = re.compile(r"(: inputs=|\(inputs=|, props=|props=fields|: value=|\]: |with args: )")
+
+
+def keep(text: str) -> str:
+    """The engine log as kept on disk: only the lines `phases()` reads, each cut before
+    any property values. At -v=9 the engine prints every resource input, secrets
+    included, in plaintext; none of that may stay in a file."""
+    out = []
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        # The first line is the clock's zero and names the engine's pid.
+        if not m or (out and not _wanted(m.group(4))):
+            continue
+        cut = _VALUES.search(line, m.start(4))
+        out.append(line[: cut.start()] if cut else line)
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _wanted(msg: str) -> bool:
+    if "Marshaling property" in msg or "Unmarshaling property" in msg or "eventSink::" in msg:
+        return False
+    return bool(
+        "*** Starting Update" in msg
+        or "*** Update(" in msg
+        or "GetRequiredPlugins(" in msg
+        or ".Run(" in msg
+        or "ResourceMonitor.RegisterResource received" in msg
+        or msg.startswith("reading resource:")
+        or _READ_START.search(msg)
+        or _READ_END.search(msg)
+        or _LAUNCH.search(msg)
+        or _PLUGIN_READY.search(msg)
+        or _ANALYZER_READY.search(msg)
+        or _DIFF_START.search(msg)
+        or _DIFF_END.search(msg)
+    )
 
 
 def _seconds(day: str, clock: str) -> float:

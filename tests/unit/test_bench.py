@@ -214,6 +214,49 @@ def test_timeline_splits_an_engine_log_into_phases():
     assert doc["stack_ref_seconds"] == pytest.approx(0.6) and doc["diffs"] == 1
 
 
+SECRET = "Zk3-not-a-real-password-9QwE"
+# Pulumi v3.79.0 starts the dynamic provider twice in a preview, and at -v=9 the engine
+# prints every input, secrets included.
+TWICE = LOG.replace(
+    "I1122 01:08:22.100000",
+    "I1122 01:08:22.060000   100 log.go:81] Launching plugin 'pulumi-python (resource)' from '/x/p' with args: 127.0.0.1:1\n"
+    "I1122 01:08:22.080000   100 log.go:81] Provider[pulumi-python, 0x5].GetPluginInfo() success (#version=0.1.0) success\n"
+    "I1122 01:08:22.090000   100 log.go:81] Marshaling property for RPC[ResourceMonitor.RegisterResource(pulumi-python:dynamic:Resource,iad-0-server)]: "
+    f"PG_APP_PASSWORD={{{SECRET}}}\n"
+    "I1122 01:08:22.095000   100 log.go:81] Planner decided not to update 'urn:x' after diff (same) "
+    f"(inputs=map[PG_APP_PASSWORD:{{{SECRET}}}])\n"
+    "I1122 01:08:22.100000",
+    1,
+)
+
+
+def test_every_launch_of_a_plugin_counts():
+    doc = timeline.phases(TWICE).to_json()
+    assert doc["launch_counts"] == {"pulumi-python": 2}
+    assert doc["launches"]["pulumi-python"] == pytest.approx(0.75 + 0.02)
+    row = report._python_launches(doc)
+    assert row == 2
+    # results written before the count was kept: one launch per plugin name
+    assert report._python_launches({"launches": {"pulumi-python": 0.4}}) == 1
+
+
+def test_a_kept_engine_log_has_no_property_values_and_the_same_timeline():
+    kept = timeline.keep(TWICE)
+    assert SECRET not in kept and SECRET in TWICE
+    assert "Marshaling property" not in kept
+    assert timeline.phases(kept).to_json() == timeline.phases(TWICE).to_json()
+
+
+def test_a_verbose_engine_run_is_logged_without_its_secrets(tmp_path):
+    log, engine_log = tmp_path / "commands.log", tmp_path / "engine.log"
+    engine_log.write_text(TWICE)
+    script = f"import sys; sys.stderr.write(open({str(engine_log)!r}).read()); print('done')"
+    t = procs.run(["python3", "-c", script, "--logtostderr"], log=log)
+    assert SECRET in t.stderr  # the run itself keeps everything for parsing
+    assert SECRET not in log.read_text() and "done" in log.read_text()
+    assert SECRET not in t.tail(100)
+
+
 def test_timeline_of_nothing_is_empty():
     assert timeline.phases("no glog lines here").total == 0
 
