@@ -73,7 +73,13 @@ def _backport_log_watcher_fix() -> None:
     fails before the engine starts (a bad passphrase, a locked stack), that event
     never comes and the thread keeps the process from ever exiting. As upstream
     does, `_cleanup` (run once the CLI has exited, so the log is complete) now tells
-    the watcher to stop as soon as it has read everything."""
+    the watcher to stop as soon as it has read everything.
+
+    It also never parses half an event: the engine writes a long event line in more
+    than one write, and the upstream watcher, reading a line the engine had not
+    finished, died on the JSON error — every later event (the summary included) was
+    lost and the stack reported "summary event never found". A line is read on until
+    its newline has been written."""
     from pulumi.automation import _stack
 
     if getattr(_stack, "_dbfleet_patched", False) or not hasattr(_stack, "_watch_logs"):
@@ -81,18 +87,34 @@ def _backport_log_watcher_fix() -> None:
 
     def _watch_logs(filename: str, callback: Callable) -> None:
         me = threading.current_thread()
+        pending = ""
         with open(filename, encoding="utf-8") as f:
             while True:
-                line = f.readline()
-                if not line:
+                pending += f.readline()
+                if not pending.endswith("\n"):
+                    # Nothing new, or the engine is still writing this line. Once the
+                    # CLI has exited (stop), whatever is left is all there will be.
                     if getattr(me, "dbfleet_stop", False):
+                        for rest in (pending + f.read()).splitlines():
+                            try:
+                                event = _parse(rest) if rest.strip() else None
+                            except ValueError:  # the torn last line of a killed CLI
+                                continue
+                            if event is not None:
+                                callback(event)
                         return
-                    time.sleep(0.1)
+                    time.sleep(0.05)
                     continue
-                event = auto.events.EngineEvent.from_json(json.loads(line))
+                line, pending = pending, ""
+                if not line.strip():
+                    continue
+                event = _parse(line)
                 callback(event)
                 if event.cancel_event:
                     return
+
+    def _parse(line: str):
+        return auto.events.EngineEvent.from_json(json.loads(line))
 
     def _cleanup(temp_dir, thread, on_exit_fn=None) -> None:  # pulumi's own signature
         if on_exit_fn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -405,3 +406,71 @@ def test_the_event_log_watcher_stops_when_the_engine_never_started(tmp_path) -> 
     _stack._cleanup(None, watcher)
     assert not watcher.is_alive()
     assert [e.diagnostic_event.message for e in seen] == ["boom"]
+
+
+def test_the_event_log_watcher_waits_for_the_rest_of_a_half_written_event(tmp_path) -> None:
+    """The engine writes a long event in several writes; a watcher that parsed the
+    first part died on the JSON error and lost every later event, the summary too
+    ("summary event never found")."""
+    import json as _json
+
+    from pulumi.automation import _stack
+
+    log = tmp_path / "events.jsonl"
+    first = _json.dumps({"diagnosticEvent": {"message": "x" * 5000, "severity": "info"}}) + "\n"
+    summary = _json.dumps({"summaryEvent": {"resourceChanges": {"same": 3}}}) + "\n"
+    cancel = _json.dumps({"cancelEvent": {}}) + "\n"
+    log.write_text(first[:1743])  # the engine is in the middle of this line
+    seen = []
+    watcher = threading.Thread(target=_stack._watch_logs, args=(str(log), seen.append))
+    watcher.start()
+    # Once the watcher has read the half line (its file offset, from /proc), the
+    # engine finishes the line and goes on.
+    deadline = time.monotonic() + 10
+    while _read_offset(log) != 1743:
+        assert watcher.is_alive() and time.monotonic() < deadline, "the watcher never read the log"
+        time.sleep(0.01)
+    with log.open("a") as fh:
+        fh.write(first[1743:] + summary + cancel)
+    watcher.join(10)
+    assert not watcher.is_alive()
+    assert [e.diagnostic_event.message for e in seen if e.diagnostic_event] == ["x" * 5000]
+    assert [e.summary_event.resource_changes for e in seen if e.summary_event] == [{"same": 3}]
+
+
+def test_the_event_log_watcher_drops_the_torn_last_line_of_a_killed_engine(
+    tmp_path, monkeypatch
+) -> None:
+    import json as _json
+
+    from pulumi.automation import _stack
+
+    died = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+
+    log = tmp_path / "events.jsonl"
+    done = _json.dumps({"diagnosticEvent": {"message": "ok", "severity": "info"}}) + "\n"
+    log.write_text(done + done[:20])
+    seen = []
+    watcher = threading.Thread(target=_stack._watch_logs, args=(str(log), seen.append))
+    watcher.start()
+    _stack._cleanup(None, watcher)
+    assert not watcher.is_alive()
+    assert [e.diagnostic_event.message for e in seen] == ["ok"]
+    assert died == []
+
+
+def _read_offset(path) -> int | None:
+    """Where this process's open reader of `path` is (its offset in /proc/self/fdinfo)."""
+    import os
+
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                with open(f"/proc/self/fdinfo/{fd}") as info:
+                    for row in info:
+                        if row.startswith("pos:"):
+                            return int(row.split()[1])
+        except OSError:
+            continue
+    return None
