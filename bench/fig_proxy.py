@@ -10,8 +10,10 @@ back in alternating order; p50/p99 per block, then median (min–max) over block
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -163,10 +165,13 @@ def run(ctx: Ctx, fe: FleetEnv, group: str = "eu") -> dict:
 
 # HAProxy settings that could shorten the hop, each in a standalone HAProxy with
 # dbfleet's TCP defaults in front of the same node ("dbfleet": no extra setting).
+# `busy-polling` never lets the poller sleep (one core spun per thread), so while any
+# block is measured every HAProxy but the one measured is paused (SIGSTOP).
 SETTINGS = {
     "dbfleet": "",
     "nbthread 1": "    nbthread 1\n",
     "tune.sched.low-latency on": "    tune.sched.low-latency on\n",
+    "nbthread 1 + busy-polling": "    nbthread 1\n    busy-polling\n",
 }
 
 
@@ -200,13 +205,15 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
         conns["direct"] = _connect(node, db, user, pw)
         for name, (proc, port) in procs.items():
             conns[name] = _connect_when_up(f"127.0.0.1:{port}", db, user, pw, proc)
-        for c in conns.values():
+        for name, c in conns.items():
+            _run_only(procs, name)
             _block(c, sql, lambda: (rnd.randint(1, ROWS),), WARMUP)
         p50: dict[str, list[float]] = {name: [] for name in conns}
         for _ in range(2 * ctx.plan.runs):
             order = list(conns)
             rnd.shuffle(order)
             for name in order:
+                _run_only(procs, name)
                 lat = _block(
                     conns[name], sql, lambda: (rnd.randint(1, ROWS),), ctx.plan.proxy_queries // 2
                 )
@@ -228,6 +235,7 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
     finally:
         for c in conns.values():
             c.close()
+        _run_only(procs, None, all_=True)
         for proc, _port in procs.values():
             proc.terminate()
             try:
@@ -236,6 +244,13 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
                 proc.kill()
                 proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_only(procs: dict, name: str | None, all_: bool = False) -> None:
+    """Lets only the HAProxy `name` run (none for the direct path; every one with all_)."""
+    for other, (proc, _port) in procs.items():
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT if all_ or other == name else signal.SIGSTOP)
 
 
 def _connect_when_up(

@@ -170,9 +170,10 @@ def header(results: Mapping) -> str:
         lines.append(
             f"- **Load average (1/5/15 min):** {_load(marks[0]['load'])} at the start, "
             f"{_load(marks[-1]['load'])} at the end; the 1-minute load ranged "
-            f"{min(loads):.1f}–{max(loads):.1f} over the run (per figure below). The machine was "
-            "shared with other engineers' test runs, so absolute times are inflated and noisy; "
-            "the ratios to the same-run baselines are the figures to compare."
+            f"{min(loads):.1f}–{max(loads):.1f} over the run (per figure below). The load counts the benchmark's own processes "
+            "(engine, Pythons, PostgreSQL, HAProxy, pgbench) as well as anything else running; "
+            "absolute times move with it, so the ratios to the same-run baselines are the figures "
+            "to compare."
         )
     busy = meta.get("busy_at_start") or []
     if busy:
@@ -622,10 +623,17 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
                     "starts the dynamic provider and runs its Check and Diff calls — and "
                     f"{max(0.0, py):.2f} s of Python work (building the resources, the Vault calls)."
                 )
-            why += (
-                " No single item dominates, so no single fix reaches 1.5×; the fixes below would "
-                "remove most of the provider start and part of the imports."
-            )
+            label, biggest = max(parts, key=lambda p: p[1])
+            if biggest >= 0.35 * gap:
+                why += (
+                    f" The largest item is the {label} ({biggest / gap * 100:.0f} % of what the stack "
+                    "adds): fix 1 below removes it, fix 2 part of the imports."
+                )
+            else:
+                why += (
+                    " No single item dominates, so no single fix reaches the goal; the fixes below "
+                    "would remove most of the provider start and part of the imports."
+                )
         lines += ["", why]
         lines += [
             "",
@@ -642,8 +650,11 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
                 + "it would save both provider-host starts (a compiled plugin starts in milliseconds) and "
                 "the unpickling of the provider in each Check and Diff call (pulumi-command is not "
                 "buildable here, see README; a provider of dbfleet's own in Go would be, from the same "
-                "tagged `sdk/v3` module as the CLI, but moving every deployed HostScript to a new "
-                "resource type needs a state migration that never replaces a database)."
+                "tagged `sdk/v3` module as the CLI). Deployed stacks could move to it without "
+                "replacing anything: the engine diffs a resource whose *default* provider changed "
+                "with the new provider's DiffConfig and Diff instead of replacing it "
+                "(`stepGenerator.providerChanged`, `pkg/resource/deploy/step_generator.go`), so "
+                "each HostScript needs only an alias of its old type."
             ),
             (
                 "2. A smaller program start: hvac with requests (≈ 0.2 s, imported by the three layers "
@@ -1339,12 +1350,41 @@ def proxy_section(px: Mapping) -> str:
         variants = st.get("variants") or {}
         if variants:
             hops = {n: _med(v["hop_us"]) for n, v in variants.items()}
+            base = hops.get("dbfleet", math.nan)
             text += (
-                f"HAProxy's settings do not change that: in front of the same node ({st.get('region')}), "
-                "standalone HAProxies with dbfleet's TCP defaults plus one setting each cost "
+                f"In front of the same node ({st.get('region')}), standalone HAProxies with dbfleet's "
+                "TCP defaults plus one setting each cost "
                 + ", ".join(f"{h:.0f} µs (`{n}`)" for n, h in hops.items())
                 + " per point read (table above). "
             )
+            busy = hops.get("nbthread 1 + busy-polling")
+            if busy is not None and busy < 0.7 * base:
+                text += (
+                    f"Only `busy-polling` shortens the hop ({base:.0f} → {busy:.0f} µs"
+                    + (
+                        ": through a HAProxy that never sleeps the read is even faster than straight "
+                        "to the node, so most of the hop is the time it takes to wake HAProxy's sleeping "
+                        "poller (and the core it runs on), not the extra copy"
+                        if busy <= 0
+                        else ""
+                    )
+                    + "). But HAProxy then never sleeps in its poller: it spins one core per thread "
+                    "for as long as it runs — one core per region's proxy, all the time, is not a "
+                    "default dbfleet can take on shared hosts, and on this 2-core machine (6 proxies) "
+                    "it would starve PostgreSQL. "
+                )
+                settings_note = (
+                    "only `busy-polling` removes part of the hop, at the price of a core per proxy "
+                    "(measured above, not guessed)"
+                )
+            else:
+                text += "No setting removes the hop. "
+                settings_note = (
+                    "nothing in HAProxy's configuration removes the hop (the settings above were "
+                    "measured, not guessed)"
+                )
+        else:
+            settings_note = "nothing measured here removes the hop"
         if ok:
             text += "Even for the sub-millisecond point read used here it stays within the goal."
         else:
@@ -1356,8 +1396,8 @@ def proxy_section(px: Mapping) -> str:
                 "compete with the client and PostgreSQL for a CPU. Across a real network, where a round "
                 "trip costs 0.5 ms or more, the same hop would be ≈ 10 % or less (an estimate, not measured "
                 "here). What would fix it on this target: "
-                "nothing in HAProxy's configuration removes the hop (the settings above were measured, "
-                "not guessed); clients that need the last tens of "
+                + settings_note
+                + "; clients that need the last tens of "
                 "µs can connect straight to the node listed in `replicas-<g>`'s `nodes` output (losing "
                 "the failover the proxy gives)."
             )
@@ -1449,7 +1489,7 @@ def lag_section(lag: Mapping) -> str:
             parts.append(
                 f"**Missed:** the worst replica's p99 `replay_lag` is {w99 * 1000:.0f} ms. On this shared "
                 "2-core machine the replicas' startup (WAL apply) processes compete with pgbench, the "
-                "primary and other engineers' tests; see the LSN distance column for whether WAL piles "
+                "primary and anything else on the machine; see the LSN distance column for whether WAL piles "
                 "up (a queue) or only the reports are late. What would fix it: fewer co-tenants on the "
                 "cores, or batching writes into fewer, larger transactions."
             )
@@ -1551,8 +1591,8 @@ def load_section(results: Mapping) -> str:
             "",
             (
                 "Load average (1/5/15 min) when each figure started and ended. Anything above 2 means runnable "
-                "processes were waiting for one of the 2 CPUs: other engineers' test suites were running on the "
-                "same machine, which is why every figure is paired with a baseline measured next to it."
+                "processes were waiting for one of the 2 CPUs — the benchmark's own, or other work on a shared "
+                "machine — which is why every figure is paired with a baseline measured next to it."
             ),
             "",
             table(["minute", "moment", "load average"], rows),
