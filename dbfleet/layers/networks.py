@@ -20,7 +20,9 @@ from dbfleet.upstream import UpstreamError, prefetch, read_outputs
 
 
 def build(ctx: LayerContext) -> None:
-    prefetch(ctx.stack.upstream("accounts"), str(ctx.stack))
+    # This stack's own outputs first, alone (see the replicas layer for why).
+    previous_regions = _own_previous_regions(str(ctx.stack))
+    prefetch(ctx.stack.upstream("accounts"))
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
     nets = plan_network(ctx.fleet, ctx.group_name)
 
@@ -28,7 +30,7 @@ def build(ctx: LayerContext) -> None:
     # starts. Ports this stack already handed out are in use by the group itself.
     handed_out = {
         (r["host"], port)
-        for r in _own_previous_regions(str(ctx.stack)).values()
+        for r in previous_regions.values()
         for port in (
             *r.get("node_ports", []),
             r.get("read_port"),

@@ -20,7 +20,12 @@ def slot_name(region: str, index: int) -> str:
 
 
 def build(ctx: LayerContext) -> None:
-    prefetch(ctx.stack.upstream("accounts"), ctx.stack.upstream("networks"), str(ctx.stack))
+    # This stack's own outputs first, alone: the engine rewrites this stack's state file
+    # after every read, and reading a state file while it is rewritten can fail (the
+    # file backend's metadata sidecar is not written atomically). The upstream stacks'
+    # files are not written during this run, so those reads go out together.
+    previous = _previous_primary(str(ctx.stack))
+    prefetch(ctx.stack.upstream("accounts"), ctx.stack.upstream("networks"))
     accounts = read_outputs(
         ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path")
     )
@@ -82,7 +87,6 @@ def build(ctx: LayerContext) -> None:
         )
 
     node_dir = {m: args(*m).node_dir for m in members}
-    previous = _previous_primary(str(ctx.stack))
     if previous and previous != primary_region:
         # Made visible in every preview: a switchover is the one change here that
         # moves writes. Order: fence (clean stop of the old primary), promote the
