@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "busy_at_start": machine.busy_processes(),
         "load": ctx.load.marks,
     }
+    if previous.get("meta"):
+        # The run whose figures were kept stays the one the report describes first;
+        # this `--only` run is named as a re-measurement.
+        ctx.results["meta"]["base"] = previous["meta"].get("base") or previous["meta"]
     ctx.say(
         f"measuring {snap.source} at {snap.commit[:12]} ({snap.path}); figures: {', '.join(figures)}; "
         f"plan {plan.name}"

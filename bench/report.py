@@ -122,8 +122,16 @@ def unit_ok(unit: Mapping) -> bool | None:
 # --------------------------------------------------------------------------- sections
 
 
-def header(results: Mapping) -> str:
+def _run_meta(results: Mapping) -> Mapping:
+    """The run the report describes: the last full run, when `--only` runs re-measured
+    some figures since (they are named in the header as re-measurements)."""
     meta = results.get("meta") or {}
+    return meta.get("base") or meta
+
+
+def header(results: Mapping) -> str:
+    latest = results.get("meta") or {}
+    meta = _run_meta(results)
     m = meta.get("machine") or {}
     snap = meta.get("snapshot") or {}
     plan = meta.get("plan") or {}
@@ -160,11 +168,17 @@ def header(results: Mapping) -> str:
         c = (fig.get("_meta") or {}).get("commit") if isinstance(fig, Mapping) else None
         if name != "meta" and c:
             commits.setdefault(str(c)[:12], []).append(name)
+    if latest is not meta:
+        lines.append(
+            f"- **Re-measured since:** {', '.join(latest.get('figures') or [])} with "
+            f"`{latest.get('command', '')}` at commit `{str((latest.get('snapshot') or {}).get('commit', '?'))[:12]}`, "
+            f"{_when(latest.get('started'))} – {_when(latest.get('finished'))}."
+        )
     if len(commits) > 1:
         lines.append(
             "- **Figures from more than one run** (`--only` re-measured some): "
             + "; ".join(f"{', '.join(names)} at `{c}`" for c, names in commits.items())
-            + ". Each figure's own date is under its heading; the load marks below are the last run's."
+            + ". Each figure's own date is under its heading; the load marks below are the first run's."
         )
     if marks:
         lines.append(
@@ -1580,7 +1594,7 @@ def unit_section(unit: Mapping) -> str:
 
 
 def load_section(results: Mapping) -> str:
-    marks = (results.get("meta") or {}).get("load") or []
+    marks = _run_meta(results).get("load") or []
     if not marks:
         return ""
     t0 = marks[0]["time"]
@@ -1601,7 +1615,7 @@ def load_section(results: Mapping) -> str:
 
 
 def method_section(results: Mapping) -> str:
-    plan = (results.get("meta") or {}).get("plan") or {}
+    plan = _run_meta(results).get("plan") or {}
     return "\n".join(
         [
             "## How to run, and how it measures",

@@ -569,3 +569,31 @@ def test_lag_summary_takes_percentiles_per_replica_and_pairs_the_baseline():
     assert slot["null_samples"] == 6 and slot["samples"] == 580
     assert out["load"]["writes_per_s"].median == pytest.approx(198)
     assert out["replicas"]["lhr"]["age_p99"].median == pytest.approx(0.01)
+
+
+def test_the_header_describes_the_full_run_and_names_a_later_only_run():
+    full = {
+        "started": 1796151000.0,
+        "finished": 1796152320.0,
+        "command": "python -m bench ",
+        "snapshot": {"source": "HEAD", "commit": "aaaaaaaaaaaa1111"},
+        "plan": {"name": "full", "runs": 5},
+        "figures": ["unit", "converge"],
+        "load": [{"time": 1796151000.0, "what": "start", "load": [0.5, 0.5, 0.5]}],
+    }
+    later = {
+        "started": 1796153000.0,
+        "finished": 1796153480.0,
+        "command": "python -m bench --only maketest",
+        "snapshot": {"source": "HEAD", "commit": "bbbbbbbbbbbb2222"},
+        "plan": {"name": "full", "runs": 5},
+        "figures": ["maketest"],
+        "load": [{"time": 1796153000.0, "what": "start", "load": [1.5, 1.5, 1.5]}],
+        "base": full,
+    }
+    text = report.header({"meta": later})
+    assert "22 minutes this time" in text
+    assert "commit `aaaaaaaaaaaa`" in text
+    assert "Re-measured since:** maketest with `python -m bench --only maketest` at commit `bbbbbbbbbbbb`" in text
+    assert "0.50 / 0.50 / 0.50 at the start" in text
+    assert "Re-measured since" not in report.header({"meta": full})
