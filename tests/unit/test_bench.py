@@ -594,6 +594,9 @@ def test_the_header_describes_the_full_run_and_names_a_later_only_run():
     text = report.header({"meta": later})
     assert "22 minutes this time" in text
     assert "commit `aaaaaaaaaaaa`" in text
-    assert "Re-measured since:** maketest with `python -m bench --only maketest` at commit `bbbbbbbbbbbb`" in text
+    assert (
+        "Re-measured since:** maketest with `python -m bench --only maketest` at commit `bbbbbbbbbbbb`"
+        in text
+    )
     assert "0.50 / 0.50 / 0.50 at the start" in text
     assert "Re-measured since" not in report.header({"meta": full})
