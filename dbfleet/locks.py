@@ -7,6 +7,14 @@ that process is killed, its lock stays and every later run of the stack stops at
 host cannot protect anything, so a rollout removes it — and says so. A lock held
 by a live process (another operator's run) is left alone: the engine refuses the
 second run with its own clear message.
+
+A killed engine can also leave a stack's checkpoint unreadable: the file backend
+replaces `<stack>.json` atomically, but rewrites its metadata sidecar
+`<stack>.json.attrs` in place, so a kill in the middle leaves it empty and every
+later load of the stack fails with "failed to load checkpoint: EOF". The sidecar
+holds only the blob's content type and checksum, and the backend reads a missing
+one as the default, so a torn one is removed — only once no live engine holds the
+stack.
 """
 
 from __future__ import annotations
@@ -81,3 +89,27 @@ def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
                 f"{stack}: removed a stale lock of pid {lock.pid} (started {lock.timestamp}, no longer running)"
             )
     return removed
+
+
+def repair_torn_metadata(stack: str, backend_url: str | None = None) -> list[str]:
+    """Removes `stack`'s checkpoint metadata sidecars that a killed engine left torn
+    (empty or not JSON), when no live engine holds the stack; returns what it did."""
+    state = state_dir(backend_url)
+    if state is None:
+        return []
+    if any(not is_stale(lock) for lock in locks_of(stack, state)):
+        return []  # an engine is working on the stack: its sidecar may be mid-write
+    repaired = []
+    stacks = state / ".pulumi" / "stacks"
+    for name in (f"{stack}.json.attrs", f"{stack}.json.gz.attrs"):
+        for path in sorted(stacks.glob(f"**/{name}")):
+            try:
+                whole = isinstance(json.loads(path.read_text()), dict)
+            except ValueError:  # empty, cut short, or not text
+                whole = False
+            if not whole:
+                path.unlink(missing_ok=True)
+                repaired.append(
+                    f"{stack}: removed the torn checkpoint metadata {path.name} left by a killed engine"
+                )
+    return repaired

@@ -228,14 +228,15 @@ def _error_text(exc: Exception) -> str:
 
 
 def _clear_stale_locks(stack: str) -> list[str]:
-    """Removes locks left by engine processes that are gone (see dbfleet.locks), so a
-    killed run does not block every later one; says what it removed."""
+    """Removes locks and torn checkpoint metadata left by engine processes that are
+    gone (see dbfleet.locks), so a killed run does not block every later one; says
+    what it removed."""
     try:
         from dbfleet import locks
     except ImportError:
         return []
     try:
-        return locks.clear_stale_locks(stack)
+        return locks.clear_stale_locks(stack) + locks.repair_torn_metadata(stack)
     except OSError as exc:
         return [f"{stack}: could not check its state locks: {exc}"]
 

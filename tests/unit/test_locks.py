@@ -65,3 +65,35 @@ def test_other_stacks_and_other_backends_are_untouched(tmp_path):
     assert locks.clear_stale_locks("replicas-eu", f"file://{tmp_path}") == []
     assert other.exists()
     assert locks.clear_stale_locks("replicas-us", "https://api.example") == []
+
+
+def checkpoint(state, stack, attrs: str):
+    d = state / ".pulumi" / "stacks" / "dbfleet"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{stack}.json").write_text("{}")
+    sidecar = d / f"{stack}.json.attrs"
+    sidecar.write_text(attrs)
+    return sidecar
+
+
+def test_a_torn_checkpoint_sidecar_left_by_a_killed_engine_is_removed(tmp_path):
+    # A SIGKILL while the file backend rewrote it in place left it empty, and every
+    # later load of the stack failed with "failed to load checkpoint: EOF".
+    torn = checkpoint(tmp_path, "replicas-eu", "")
+    cut = checkpoint(tmp_path, "proxies-eu", '{"user.cache_control":"","user.con')
+    whole = checkpoint(tmp_path, "networks-eu", '{"user.content_type":"application/json"}\n')
+    write_lock(tmp_path, "replicas-eu", dead_pid())
+    msgs = locks.repair_torn_metadata("replicas-eu", f"file://{tmp_path}")
+    assert not torn.exists() and len(msgs) == 1 and "replicas-eu" in msgs[0]
+    assert locks.repair_torn_metadata("proxies-eu", f"file://{tmp_path}") and not cut.exists()
+    assert locks.repair_torn_metadata("networks-eu", f"file://{tmp_path}") == []
+    assert whole.exists()
+
+
+def test_a_sidecar_of_a_stack_a_live_engine_holds_is_left_alone(tmp_path, monkeypatch):
+    sidecar = checkpoint(tmp_path, "replicas-eu", "")
+    lock = write_lock(tmp_path, "replicas-eu", 4242)
+    # the engine holding the lock is alive: its sidecar may be half-written right now
+    monkeypatch.setattr(locks, "_alive_engine", lambda pid: pid == 4242)
+    assert locks.repair_torn_metadata("replicas-eu", f"file://{tmp_path}") == []
+    assert sidecar.exists() and lock.exists()
