@@ -49,6 +49,41 @@ def fleet(local_vault):
     fe.run("destroy", "--yes", check=False)
 
 
+def _descendants(root: int) -> dict[int, bytes]:
+    """pid -> command line of every live process below `root` (read from /proc)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found: dict[int, bytes] = {}
+    todo = [root]
+    while todo:
+        here = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == here and child not in found:
+                try:
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                todo.append(child)
+    return found
+
+
+def _stop_orphans(orphans: dict[int, bytes]) -> None:
+    """Stops, by pid, the engine's plugin processes that outlived its SIGKILL (the
+    language host and provider hosts serve forever once their engine is gone)."""
+    for pid, cmdline in orphans.items():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
@@ -560,8 +595,29 @@ def test_an_engine_killed_mid_run_converges_on_the_next_up(fleet):
     except AssertionError:
         engine.kill()
         raise AssertionError("".join(seen[-30:])) from None
+    # What the engine runs is left running, as after a real kill; its plugin hosts
+    # (which never exit on their own) are stopped once the test is done.
+    orphans = {
+        pid: cmd
+        for pid, cmd in _descendants(engine.pid).items()
+        if any(
+            name in cmd
+            for name in (
+                b"pulumi.dynamic",
+                b"pulumi-resource-pulumi-python",
+                b"pulumi-language-python",
+            )
+        )
+    }
     engine.send_signal(signal.SIGKILL)
     engine.wait()
+    try:
+        _converges_after_the_kill(fleet, eu)
+    finally:
+        _stop_orphans(orphans)
+
+
+def _converges_after_the_kill(fleet, eu) -> None:
     proc = fleet.run("up", "eu")
     assert "stale lock" in proc.stdout + proc.stderr
     again = fleet.run("up", "eu")
