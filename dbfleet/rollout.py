@@ -90,28 +90,30 @@ def _backport_log_watcher_fix() -> None:
         pending = ""
         with open(filename, encoding="utf-8") as f:
             while True:
-                pending += f.readline()
-                if not pending.endswith("\n"):
-                    # Nothing new, or the engine is still writing this line. Once the
-                    # CLI has exited (stop), whatever is left is all there will be.
-                    if getattr(me, "dbfleet_stop", False):
-                        for rest in (pending + f.read()).splitlines():
-                            try:
-                                event = _parse(rest) if rest.strip() else None
-                            except ValueError:  # the torn last line of a killed CLI
-                                continue
-                            if event is not None:
-                                callback(event)
-                        return
-                    time.sleep(0.05)
+                chunk = f.readline()
+                pending += chunk
+                if pending.endswith("\n"):
+                    line, pending = pending, ""
+                    if line.strip():
+                        event = _parse(line)
+                        callback(event)
+                        if event.cancel_event:
+                            return
                     continue
-                line, pending = pending, ""
-                if not line.strip():
-                    continue
-                event = _parse(line)
-                callback(event)
-                if event.cancel_event:
+                if chunk:
+                    continue  # the end of what is written so far: read on
+                # Nothing new, or the engine is still writing this line. Once the CLI
+                # has exited (stop), the log is complete: an unterminated rest is its
+                # last line, or the torn last line of a killed CLI.
+                if getattr(me, "dbfleet_stop", False):
+                    try:
+                        event = _parse(pending) if pending.strip() else None
+                    except ValueError:
+                        event = None
+                    if event is not None:
+                        callback(event)
                     return
+                time.sleep(0.05)
 
     def _parse(line: str):
         return auto.events.EngineEvent.from_json(json.loads(line))

@@ -25,13 +25,11 @@ def forget_references() -> None:
     _REFS.clear()
 
 
-def stack_reference(
-    stack: str, opts: pulumi.ResourceOptions | None = None
-) -> pulumi.StackReference:
+def stack_reference(stack: str) -> pulumi.StackReference:
     """One StackReference per stack and program run (a second one would clash on its URN)."""
     key = (pulumi.get_stack(), stack)
     if key not in _REFS:
-        _REFS[key] = pulumi.StackReference(stack, opts=opts)
+        _REFS[key] = pulumi.StackReference(stack)
     return _REFS[key]
 
 
@@ -42,11 +40,9 @@ def prefetch(*stacks: str) -> None:
         stack_reference(stack)
 
 
-def read_outputs(
-    stack: str, required: tuple[str, ...], *, opts: pulumi.ResourceOptions | None = None
-) -> dict[str, Any]:
+def read_outputs(stack: str, required: tuple[str, ...]) -> dict[str, Any]:
     """All outputs of `stack`, checking that every name in `required` is present."""
-    ref = stack_reference(stack, opts)
+    ref = stack_reference(stack)
     try:
         outputs = _sync_await(ref.outputs.future()) or {}
     except Exception as exc:  # noqa: BLE001 — the engine reports a missing stack as a failed read

@@ -16,13 +16,12 @@ from dbfleet.topology import (
     plan_network,
     port_is_free,
 )
-from dbfleet.upstream import UpstreamError, prefetch, read_outputs
+from dbfleet.upstream import UpstreamError, read_outputs
 
 
 def build(ctx: LayerContext) -> None:
     # This stack's own outputs first, alone (see the replicas layer for why).
     previous_regions = _own_previous_regions(str(ctx.stack))
-    prefetch(ctx.stack.upstream("accounts"))
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
     nets = plan_network(ctx.fleet, ctx.group_name)
 
