@@ -206,14 +206,14 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
         for name, (proc, port) in procs.items():
             conns[name] = _connect_when_up(f"127.0.0.1:{port}", db, user, pw, proc)
         for name, c in conns.items():
-            _run_only(procs, name)
+            _run_only(procs, {name})
             _block(c, sql, lambda: (rnd.randint(1, ROWS),), WARMUP)
         p50: dict[str, list[float]] = {name: [] for name in conns}
         for _ in range(2 * ctx.plan.runs):
             order = list(conns)
             rnd.shuffle(order)
             for name in order:
-                _run_only(procs, name)
+                _run_only(procs, {name})
                 lat = _block(
                     conns[name], sql, lambda: (rnd.randint(1, ROWS),), ctx.plan.proxy_queries // 2
                 )
@@ -235,7 +235,7 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
     finally:
         for c in conns.values():
             c.close()
-        _run_only(procs, None, all_=True)
+        _run_only(procs, set(procs))
         for proc, _port in procs.values():
             proc.terminate()
             try:
@@ -246,11 +246,11 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run_only(procs: dict, name: str | None, all_: bool = False) -> None:
-    """Lets only the HAProxy `name` run (none for the direct path; every one with all_)."""
-    for other, (proc, _port) in procs.items():
+def _run_only(procs: dict, names: set[str]) -> None:
+    """Lets only the HAProxies in `names` run; the others are paused (SIGSTOP)."""
+    for name, (proc, _port) in procs.items():
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT if all_ or other == name else signal.SIGSTOP)
+            os.kill(proc.pid, signal.SIGCONT if name in names else signal.SIGSTOP)
 
 
 def _connect_when_up(

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.timeline import keep
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # What counts as "the engine plus the language host" (and what they start for the
@@ -161,8 +163,6 @@ class Timed:
         """stderr as it may be shown or kept: an engine log at -v=9 (`--logtostderr`)
         prints every resource input, secrets included, so only its timing lines stay."""
         if "--logtostderr" in self.argv:
-            from bench.timeline import keep
-
             return keep(self.stderr or "")
         return self.stderr or ""
 

@@ -394,9 +394,7 @@ def _phase_rows(tls: Mapping, scripts: Mapping, names: list[str]) -> list[list[s
         (
             "dynamic provider start (pulumi-python plugin; launches: seconds)",
             lambda t, s: (
-                f"{_python_launches(t)}: {sum(v for k, v in t['launches'].items() if 'python' in k):.2f}"
-                if t["launches"]
-                else "0"
+                f"{_python_launches(t)}: {_python_launch_seconds(t):.2f}" if t["launches"] else "0"
             ),
         ),
         (
@@ -530,6 +528,11 @@ def _python_launches(tl: Mapping) -> int:
     return sum(v for k, v in counts.items() if "python" in k)
 
 
+def _python_launch_seconds(tl: Mapping) -> float:
+    """Seconds spent starting the dynamic provider host, all its launches together."""
+    return sum(v for k, v in tl.get("launches", {}).items() if "python" in k)
+
+
 def engine_analysis(eng: Mapping, prof: Mapping) -> str:
     """Why the floor is what it is, from the measured split, and what would fix it."""
     tls = prof.get("timelines") or {}
@@ -558,11 +561,7 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
         lines += ["", "What a dbfleet stack adds on top of the empty program, per the table above:"]
         refs = [len(tl["stack_refs"]) for _, _, tl in extra]
         ref_s = [tl["stack_ref_seconds"] for _, _, tl in extra if tl["stack_refs"]]
-        launch = [
-            sum(v for k, v in tl["launches"].items() if "python" in k)
-            for _, _, tl in extra
-            if tl["launches"]
-        ]
+        launch = [_python_launch_seconds(tl) for _, _, tl in extra if tl["launches"]]
         n_launch = [_python_launches(tl) for _, _, tl in extra if tl["launches"]]
         chk = [s for n, s in (prof.get("scripts") or {}).items() if n != "empty" and s.get("count")]
         start_extra = [tl["program_start"] - empty.get("program_start", 0) for _, _, tl in extra]
@@ -609,7 +608,7 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
         worst = max(extra, key=lambda e: e[1]) if extra else None
         if worst is not None and worst[1] > 0:
             name, gap, tl = worst
-            launch_w = sum(v for k, v in tl["launches"].items() if "python" in k)
+            launch_w = _python_launch_seconds(tl)
             parts = [
                 (
                     "program imports and start-up",

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import yaml
 
+from bench import procs
 from dbfleet import vault
 from tests.integration.conftest import REPO, default_fleet_text, make_fleet_env
 
@@ -50,26 +51,14 @@ def fleet(local_vault):
 
 
 def _descendants(root: int) -> dict[int, bytes]:
-    """pid -> command line of every live process below `root` (read from /proc)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
+    """pid -> command line of every live process below `root`."""
+    found = {}
+    for p in procs.descendants(procs.read_procs(), root):
+        if p.pid != root:
             try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found: dict[int, bytes] = {}
-    todo = [root]
-    while todo:
-        here = todo.pop()
-        for child, ppid in parent.items():
-            if ppid == here and child not in found:
-                try:
-                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                todo.append(child)
+                found[p.pid] = Path(f"/proc/{p.pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # gone meanwhile
     return found
 
 
