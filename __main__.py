@@ -2,6 +2,6 @@
 
 import pulumi
 
-from dbfleet.program import run
+from dbfleet.program.main import run
 
 run(pulumi.get_stack())

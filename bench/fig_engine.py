@@ -208,7 +208,7 @@ def import_costs(fe: FleetEnv, runs: int = 3) -> dict:
     code = {
         "python": "pass",
         "import pulumi": "import pulumi",
-        "import dbfleet.program": "import pulumi, dbfleet.program",
+        "import dbfleet.program.main": "import pulumi, dbfleet.program.main",
         "import pulumi.dynamic": "import pulumi, pulumi.dynamic",
         "pip list (GetRequiredPlugins)": None,
     }
@@ -221,7 +221,9 @@ def import_costs(fe: FleetEnv, runs: int = 3) -> dict:
             procs.run(argv, env=fe.env, cwd=fe.project).seconds for _ in range(runs)
         )
     t = procs.run(
-        [py, "-X", "importtime", "-c", "import pulumi, dbfleet.program"], env=fe.env, cwd=fe.project
+        [py, "-X", "importtime", "-c", "import pulumi, dbfleet.program.main"],
+        env=fe.env,
+        cwd=fe.project,
     )
     out["importtime"] = top_imports(t.stderr)
     return out
@@ -231,14 +233,14 @@ IMPORT_PACKAGES = (
     "pulumi",
     "grpc",
     "google.protobuf",
-    "dbfleet.program",
+    "dbfleet.program.main",
     "hvac",
     "requests",
     "pydantic",
     "yaml",
-    "dbfleet.spec",
+    "dbfleet.model.spec",
     "dbfleet.vault",
-    "dbfleet.layers.replicas",
+    "dbfleet.program.layers.replicas",
 )
 
 

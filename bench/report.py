@@ -451,7 +451,7 @@ def profile_section(eng: Mapping, prof: Mapping) -> str:
             + ", ".join(f"{k} {fmt(v, 's', 2)}" for k, v in imp.items() if k != "importtime")
             + "."
             + (
-                " First import of each (`python -X importtime` of `import pulumi, dbfleet.program`; each "
+                " First import of each (`python -X importtime` of `import pulumi, dbfleet.program.main`; each "
                 "includes what it pulls in that was not loaded yet, so the figures nest): "
                 + ", ".join(f"{r['package']} {r['seconds']:.2f} s" for r in imp["importtime"])
                 + "."
@@ -475,7 +475,7 @@ def profile_section(eng: Mapping, prof: Mapping) -> str:
             + f". Each reference costs ≈ {salt.get('per_ref_own_salt_s', math.nan):.2f} s when every stack "
             f"has its own salt and ≈ {max(0.0, salt.get('per_ref_shared_salt_s', math.nan)):.2f} s when they share one "
             "(the engine caches one secrets manager per salt, `pkg/secrets/passphrase/manager.go`). "
-            "This is why the stacks `dbfleet` creates take their group's salt (`dbfleet/workspace.py`); "
+            "This is why the stacks `dbfleet` creates take their group's salt (`dbfleet/ops/workspace.py`); "
             "stacks created by hand with `pulumi stack init` pay the first figure."
         )
     pol = prof.get("policy_pack") or {}
@@ -592,7 +592,7 @@ def engine_analysis(eng: Mapping, prof: Mapping) -> str:
             ),
             (
                 f"- **Program imports:** the program starts {min(start_extra):+.1f} to {max(start_extra):+.1f} s "
-                "later than the empty one: `dbfleet.program` imports pydantic and PyYAML (the fleet file), "
+                "later than the empty one: `dbfleet.program.main` imports pydantic and PyYAML (the fleet file), "
                 "every layer and the components before it registers anything, reads and validates the "
                 "fleet file and, in the layers that need passwords, connects to Vault (hvac with requests "
                 "is imported only there)."
@@ -902,7 +902,7 @@ def converge_analysis(conv: Mapping) -> str:
                     f"{_cmd(cli, 'preview --no-policies', 'preview')['seconds']:.0f} s: the pack costs ≈ "
                     f"{per_stack:.1f} s per stack in this run (see also figure 1's profile). Around the "
                     f"previews dbfleet makes {around('preview', 'preview')}: one workspace serves the whole "
-                    "command and a stack that exists is not selected first (`dbfleet/workspace.py`)."
+                    "command and a stack that exists is not selected first (`dbfleet/ops/workspace.py`)."
                 ),
             ]
         if up_kind:

@@ -1,6 +1,6 @@
 """`python -m dbfleet ...` runs the `dbfleet` command."""
 
-from dbfleet.cli import main
+from dbfleet.ops.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

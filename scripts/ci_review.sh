@@ -36,7 +36,7 @@ case "$mode" in
     base="${DBFLEET_BASE_REF:-origin/${GITHUB_BASE_REF:-main}}"
     # Through a file, not a process substitution: if the scope cannot be computed
     # (say the base ref was not fetched), the job must fail, not report "no stack".
-    python -m dbfleet.review scope --base "$base" >"$out/scope.txt"
+    python -m dbfleet.ops.review scope --base "$base" >"$out/scope.txt"
     mapfile -t args <"$out/scope.txt"
     code=0
     if [ "${#args[@]}" -eq 0 ]; then
@@ -52,9 +52,9 @@ case "$mode" in
         "**The preview could not run.** See the workflow log." >"$md"
     fi
     if [ -n "${DBFLEET_REVIEW_DRY_RUN:-}" ]; then
-      python -m dbfleet.review comment --body "$md" --dry-run "$out/comment.md"
+      python -m dbfleet.ops.review comment --body "$md" --dry-run "$out/comment.md"
     else
-      python -m dbfleet.review comment --body "$md"
+      python -m dbfleet.ops.review comment --body "$md"
     fi
     case "$code" in
       0 | 2) exit 0 ;;

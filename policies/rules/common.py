@@ -3,7 +3,7 @@ plain data, and secrets that stay recognisable as secrets.
 
 Policies judge a resource against the fleet file (zones, group membership, the network
 plan), so they use the same catalogue, parser and topology as the program
-(`dbfleet.catalogue`, `dbfleet.spec`, `dbfleet.topology`) instead of a copy of them.
+(`dbfleet.model.catalogue`, `dbfleet.model.spec`, `dbfleet.model.topology`) instead of a copy of them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pulumi_policy import EnforcementLevel, ReportViolation
 from pulumi_policy import deserialize as _policy_deserialize
 from pulumi_policy import proxy as _policy_proxy
 
-from dbfleet.catalogue import REGIONS
-from dbfleet.spec import FleetError, FleetSpec, GroupSpec, default_spec_path, load_fleet
-from dbfleet.stackname import StackNameError, parse_stack_name
-from dbfleet.topology import RegionNet, plan_network
+from dbfleet.model.catalogue import REGIONS
+from dbfleet.model.spec import FleetError, FleetSpec, GroupSpec, default_spec_path, load_fleet
+from dbfleet.model.stackname import StackNameError, parse_stack_name
+from dbfleet.model.topology import RegionNet, plan_network
 
 HOST_SCRIPT = "pulumi-python:dynamic:Resource"
 STACK = "pulumi:pulumi:Stack"
@@ -109,7 +109,7 @@ class _Unknown:
 
 UNKNOWN = _Unknown()
 # How `dbfleet preview` writes a value only known after apply into the planned outputs
-# it previews a downstream stack against (dbfleet.changes.UNKNOWN), e.g. the port of a
+# it previews a downstream stack against (dbfleet.ops.changes.UNKNOWN), e.g. the port of a
 # node that does not exist yet: `127.77.1.1:(known after apply)`.
 PLANNED_UNKNOWN = "(known after apply)"
 _UNKNOWN_SENTINELS = frozenset(

@@ -2,7 +2,7 @@
 
 A PostgreSQL node listens on PG_HOST:PG_PORT and a proxy on PROXY_HOST with its read,
 write and stats ports. Each must be its own region's address and ports from the network
-plan of the fleet file (`dbfleet.topology.plan_network`, the function the networks layer
+plan of the fleet file (`dbfleet.model.topology.plan_network`, the function the networks layer
 exports). A bind to every interface (0.0.0.0, ::) or to an address outside loopback is
 a public bind: refused unless the pack config names that exact resource and address,
 with a reason, in `publicBindExceptions`.

@@ -20,7 +20,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from dbfleet.catalogue import REGIONS
+from dbfleet.model.catalogue import REGIONS
 from dbfleet.vault import secret_path
 
 from .common import (

@@ -1,5 +1,5 @@
 """scripts/ci_review.sh end to end, with a stand-in `dbfleet`: the real script, its
-`source scripts/env.sh` and its `python -m dbfleet.review` processes in a throw-away
+`source scripts/env.sh` and its `python -m dbfleet.ops.review` processes in a throw-away
 git repository. The pure parts of the review are unit tests
 (tests/unit/test_workflow_review.py)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dbfleet.review import COMMENT_MARKER
+from dbfleet.ops.review import COMMENT_MARKER
 from tests.review_support import FLEET, FakeGitHub, commit, make_repo
 
 pytestmark = pytest.mark.integration

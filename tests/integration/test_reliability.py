@@ -632,7 +632,7 @@ def _converges_after_the_kill(fleet, eu) -> None:
 # 11 --------------------------------------------------------------------------
 def test_an_occupied_port_stops_the_rollout_with_a_clear_error(fleet):
     primary = fleet.outputs("replicas-eu")["primary_region"]
-    from dbfleet.catalogue import REGIONS
+    from dbfleet.model.catalogue import REGIONS
 
     host = f"127.{fleet.cidr_octet}.{REGIONS['cdg'].index}.1"
     squatter = socket.socket()

@@ -9,8 +9,8 @@ import pytest
 
 from bench import procs, report, stats, timeline
 from bench.fleetenv import SCALE_REGIONS, default_fleet_text, scale_fleet_text, script_stats
-from dbfleet.catalogue import REGIONS
-from dbfleet.spec import parse_fleet
+from dbfleet.model.catalogue import REGIONS
+from dbfleet.model.spec import parse_fleet
 
 # --------------------------------------------------------------------------- statistics
 

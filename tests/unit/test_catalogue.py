@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dbfleet.catalogue import EU_COUNTRIES, REGIONS, ZONES, Region, distance_km
+from dbfleet.model.catalogue import EU_COUNTRIES, REGIONS, ZONES, Region, distance_km
 
 FLY_CODES = [
     "ams", "arn", "atl", "bog", "bom", "bos", "cdg", "den", "dfw", "ewr", "eze", "fra",

@@ -1,4 +1,4 @@
-"""The operator commands through `dbfleet.cli.main`, with the engine replaced by canned results."""
+"""The operator commands through `dbfleet.ops.cli.main`, with the engine replaced by canned results."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from dbfleet import ops, rollout, status
-from dbfleet.changes import ResourceChange
-from dbfleet.cli import main
-from dbfleet.rollout import StackResult
+from dbfleet.ops import commands as ops
+from dbfleet.ops import rollout, status
+from dbfleet.ops.changes import ResourceChange
+from dbfleet.ops.cli import main
+from dbfleet.ops.rollout import StackResult
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("accounts", "networks", "replicas", "proxies")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dbfleet import cli
-from dbfleet.cli import main
-from dbfleet.spec import FleetError, load_fleet
+from dbfleet.model.spec import FleetError, load_fleet
+from dbfleet.ops import cli
+from dbfleet.ops.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLEET = ROOT / "stacks" / "fleet.yaml"

@@ -1,4 +1,4 @@
-"""dbfleet.graph: the DOT text of a fleet, and its rendering with Graphviz."""
+"""dbfleet.ops.graph: the DOT text of a fleet, and its rendering with Graphviz."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dbfleet import graph
-from dbfleet.spec import load_fleet
-from dbfleet.topology import nearest_first
+from dbfleet.model.spec import load_fleet
+from dbfleet.model.topology import nearest_first
+from dbfleet.ops import graph
 
 ROOT = Path(__file__).resolve().parents[2]
 

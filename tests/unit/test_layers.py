@@ -5,7 +5,8 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from dbfleet import program, vault
+from dbfleet import vault
+from dbfleet.program import main as program
 from tests.unit.conftest import RecordingMocks
 
 DYN = "pulumi-python:dynamic:Resource"
@@ -181,7 +182,7 @@ def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
 
 
 def test_networks_stops_on_a_port_in_use(env, monkeypatch):
-    from dbfleet.layers import networks
+    from dbfleet.program.layers import networks
 
     monkeypatch.setattr(networks, "port_is_free", lambda host, port: port != 6433)
     with pytest.raises(Exception, match=r"6433.*already in use"):
@@ -193,7 +194,7 @@ def test_networks_stops_on_a_port_in_use(env, monkeypatch):
 def test_ports_the_stack_already_handed_out_are_not_clashes_but_new_ones_are(
     env, monkeypatch, tmp_path
 ):
-    from dbfleet.layers import networks
+    from dbfleet.program.layers import networks
 
     # Every port is busy (the group's own processes hold them)...
     monkeypatch.setattr(networks, "port_is_free", lambda host, port: False)
@@ -275,7 +276,7 @@ def test_a_layer_reads_its_own_stack_alone_then_every_upstream_stack_at_once(
     # The engine serves reads in parallel only if they are all asked for before the
     # first wait; the stack's own state file is rewritten while the run reads, so that
     # read goes first, on its own.
-    from dbfleet import upstream
+    from dbfleet.program import upstream
 
     started_at_each_wait = []
     real_sync_await = upstream._sync_await
@@ -287,7 +288,7 @@ def test_a_layer_reads_its_own_stack_alone_then_every_upstream_stack_at_once(
         return real_sync_await(awaitable)
 
     monkeypatch.setattr(upstream, "_sync_await", recording_sync_await)
-    monkeypatch.setattr("dbfleet.layers.networks.port_is_free", lambda host, port: True)
+    monkeypatch.setattr("dbfleet.program.layers.networks.port_is_free", lambda host, port: True)
     run_stack(stack)
     assert started_at_each_wait == waves
 

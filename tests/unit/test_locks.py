@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 
-from dbfleet import locks
+from dbfleet.ops import locks
 
 
 def write_lock(state, stack, pid, hostname=None):

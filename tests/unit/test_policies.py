@@ -16,9 +16,10 @@ import pulumi
 import pulumi_policy
 import pytest
 
-from dbfleet import program, vault
-from dbfleet.spec import FleetSpec, load_fleet
-from dbfleet.topology import nearest_first, plan_network
+from dbfleet import vault
+from dbfleet.model.spec import FleetSpec, load_fleet
+from dbfleet.model.topology import nearest_first, plan_network
+from dbfleet.program import main as program
 from policies.rules import (
     authentication,
     common,
@@ -125,7 +126,7 @@ def _recorded(stack: str) -> tuple:
         mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
         mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
         # The networks layer checks its ports on this machine; the plan is what matters here.
-        mp.setattr("dbfleet.layers.networks.find_port_clashes", lambda *a, **k: [])
+        mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
         mocks = RecordingMocks(stack_outputs=upstream_outputs(group))
         pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
 
@@ -328,7 +329,7 @@ def test_context_reports_an_invalid_fleet_file(tmp_path, monkeypatch):
 def test_values_known_only_after_apply_are_not_judged():
     """`dbfleet preview` previews a stack against planned upstream outputs, where what is
     not known yet reads `(known after apply)` (e.g. the port of a node not created yet)."""
-    from dbfleet.changes import UNKNOWN as PLANNED
+    from dbfleet.ops.changes import UNKNOWN as PLANNED
 
     assert common.PLANNED_UNKNOWN == PLANNED
     proxy = host_scripts("proxies-eu")["fra-haproxy"]

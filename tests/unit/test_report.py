@@ -1,4 +1,4 @@
-"""Engine events → changes (dbfleet.changes), and what the reports make of them (dbfleet.report)."""
+"""Engine events → changes (dbfleet.ops.changes), and what the reports make of them (dbfleet.ops.report)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from typing import Any
 import pytest
 from pulumi.automation import events
 
-from dbfleet import changes, report
-from dbfleet.changes import SECRET, SECRET_SIG, SIG_KEY, UNKNOWN, UNKNOWN_SENTINEL, ChangeCollector
-from dbfleet.rollout import StackResult
+from dbfleet.ops import changes, report
+from dbfleet.ops.changes import (
+    SECRET,
+    SECRET_SIG,
+    SIG_KEY,
+    UNKNOWN,
+    UNKNOWN_SENTINEL,
+    ChangeCollector,
+)
+from dbfleet.ops.rollout import StackResult
 
 PASSWORD = "s3cr3t-Pa55w0rd-value-that-must-never-show"
 SECRET_VALUE = {SIG_KEY: SECRET_SIG, "ciphertext": "[secret]"}

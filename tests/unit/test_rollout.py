@@ -1,4 +1,4 @@
-"""dbfleet.rollout without the engine: order, parallel groups, stops, blocks, chained previews."""
+"""dbfleet.ops.rollout without the engine: order, parallel groups, stops, blocks, chained previews."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import pytest
 from pulumi.automation import events
 
-from dbfleet import planned, rollout
-from dbfleet.changes import SECRET_SIG, SIG_KEY, UNKNOWN_SENTINEL
-from dbfleet.progress import Progress
+from dbfleet.ops import planned, rollout
+from dbfleet.ops.changes import SECRET_SIG, SIG_KEY, UNKNOWN_SENTINEL
+from dbfleet.ops.progress import Progress
 from tests.unit.test_report import env, pre, stack_outputs, urn
 
 LAYERS = ["accounts", "networks", "replicas", "proxies"]

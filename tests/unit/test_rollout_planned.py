@@ -1,4 +1,4 @@
-"""dbfleet.planned: the scratch project and state a chained preview runs in."""
+"""dbfleet.ops.planned: the scratch project and state a chained preview runs in."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dbfleet import planned
+from dbfleet.ops import planned
 
 
 @pytest.fixture

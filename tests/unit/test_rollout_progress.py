@@ -1,12 +1,12 @@
-"""dbfleet.progress: what an operator sees while stacks run."""
+"""dbfleet.ops.progress: what an operator sees while stacks run."""
 
 from __future__ import annotations
 
 import io
 import re
 
-from dbfleet import progress
-from dbfleet.rollout import StackResult
+from dbfleet.ops import progress
+from dbfleet.ops.rollout import StackResult
 
 
 class Tty(io.StringIO):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from dbfleet.spec import (
+from dbfleet.model.spec import (
     FleetError,
     FleetSpec,
     GroupSpec,

@@ -1,4 +1,4 @@
-"""dbfleet.status without a fleet: HAProxy CSV, lag arithmetic, health, rendering."""
+"""dbfleet.ops.status without a fleet: HAProxy CSV, lag arithmetic, health, rendering."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dbfleet import status
-from dbfleet.status import NodeStatus
+from dbfleet.ops import status
+from dbfleet.ops.status import NodeStatus
 
 # Real `/;csv` output of a region's HAProxy (columns trimmed after `addr`, which is empty
 # in this HAProxy version: the address comes from the server name).

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dbfleet import topology
-from dbfleet.spec import FleetSpec
-from dbfleet.topology import (
+from dbfleet.model import topology
+from dbfleet.model.spec import FleetSpec
+from dbfleet.model.topology import (
     RegionNet,
     find_port_clashes,
     nearest_first,

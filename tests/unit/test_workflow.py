@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dbfleet.cli import build_parser
+from dbfleet.ops.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dbfleet import review
-from dbfleet.review import COMMENT_MARKER
+from dbfleet.ops import review
+from dbfleet.ops.review import COMMENT_MARKER
 from tests.review_support import FLEET, FakeGitHub, commit, make_repo
 
 
@@ -42,7 +42,9 @@ def test_a_removed_group_is_named_but_not_previewed() -> None:
 
 
 def test_a_layer_module_affects_that_layer_and_the_layers_that_read_it() -> None:
-    scope = review.affected(["dbfleet/layers/replicas.py"], base_fleet=FLEET, head_fleet=FLEET)
+    scope = review.affected(
+        ["dbfleet/program/layers/replicas.py"], base_fleet=FLEET, head_fleet=FLEET
+    )
     assert scope.groups is None and scope.layers == {"replicas"}
     assert scope.preview_args(["us", "eu"]) == ["--layer", "replicas", "--layer", "proxies"]
 
@@ -69,7 +71,7 @@ def test_a_stack_config_file_affects_that_stack() -> None:
         "Pulumi.yaml",
         "requirements.lock",
         "policies/rules/secrets.py",
-        "dbfleet/layers/context.py",
+        "dbfleet/program/layers/context.py",
     ],
 )
 def test_program_code_affects_every_stack(path: str) -> None:
@@ -83,8 +85,8 @@ def test_program_code_affects_every_stack(path: str) -> None:
         "README.md",
         "tests/unit/test_x.py",
         ".github/workflows/dbfleet.yml",
-        "dbfleet/ops.py",
-        "dbfleet/report.py",
+        "dbfleet/ops/commands.py",
+        "dbfleet/ops/report.py",
         "scripts/setup.sh",
         "Makefile",
     ],

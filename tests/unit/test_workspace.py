@@ -1,4 +1,4 @@
-"""dbfleet.workspace: one workspace per process, stacks without select/read-back,
+"""dbfleet.ops.workspace: one workspace per process, stacks without select/read-back,
 and new stacks that share the clone's passphrase salt."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from dbfleet import workspace
+from dbfleet.ops import workspace
 
 
 class RecordingWorkspace:

@@ -17,9 +17,9 @@ from components.account import TYPE as ACCOUNT
 from components.hostcmd import LOCAL, HostScript
 from components.postgres import TYPE as NODE
 from components.proxy import TYPE as PROXY
-from dbfleet.spec import default_spec_path, load_fleet
-from dbfleet.stackname import parse_stack_name
-from dbfleet.topology import plan_network
+from dbfleet.model.spec import default_spec_path, load_fleet
+from dbfleet.model.stackname import parse_stack_name
+from dbfleet.model.topology import plan_network
 
 # Distinct, so that only a case that means to share a password shares one.
 PASSWORDS = {

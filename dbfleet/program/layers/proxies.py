@@ -8,8 +8,8 @@ import pulumi
 
 from components.proxy import RegionProxy, RegionProxyArgs
 from dbfleet import vault
-from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import prefetch, read_outputs, require_regions
+from dbfleet.program.layers.context import LayerContext
+from dbfleet.program.upstream import prefetch, read_outputs, require_regions
 
 
 def _members(node: dict) -> tuple[str, ...]:

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pulumi
 
-from dbfleet.layers.context import LayerContext
-from dbfleet.topology import (
+from dbfleet.model.topology import (
     find_port_clashes,
     listener_commands,
     nearest_first,
     plan_network,
     port_is_free,
 )
-from dbfleet.upstream import UpstreamError, read_outputs
+from dbfleet.program.layers.context import LayerContext
+from dbfleet.program.upstream import UpstreamError, read_outputs
 
 
 def build(ctx: LayerContext) -> None:

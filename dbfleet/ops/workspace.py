@@ -7,7 +7,7 @@ five extra CLI processes per stack, each loading the stack (measured in
 BENCHMARKS.md, figure 2). Here one workspace serves a whole process, a stack known
 to exist is used without selecting it (every command names its stack with
 `--stack`), and `up`/`destroy` leave their results to the engine events of the
-same run, which `dbfleet.changes.ChangeCollector` already records.
+same run, which `dbfleet.ops.changes.ChangeCollector` already records.
 
 New stacks share the clone's passphrase salt: a StackReference to a stack with
 another salt makes the engine derive that stack's key again (PBKDF2, 1,000,000

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from dbfleet.rollout import StackResult
+    from dbfleet.ops.rollout import StackResult
 
 SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
 ACTIVE = {"create": "creating", "update": "updating", "replace": "replacing", "delete": "deleting"}
@@ -44,7 +44,7 @@ class Progress:
 
 
 def _outcome(result: StackResult) -> str:
-    from dbfleet.changes import count_text
+    from dbfleet.ops.changes import count_text
 
     text = result.status
     counts = count_text(result.changes)

@@ -12,11 +12,11 @@ own thread. Three actions:
   under running databases.
 - ``preview``: plan each stack. When an upstream stack of the same run plans to
   change its outputs, the downstream stack is previewed against those planned
-  outputs in a scratch copy of the state (`dbfleet.planned`), which is what `up`
+  outputs in a scratch copy of the state (`dbfleet.ops.planned`), which is what `up`
   would give it.
 
 Every stack ends as one `StackResult`; nothing here prints (progress goes to a
-`Progress`, see `dbfleet.progress`).
+`Progress`, see `dbfleet.ops.progress`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from dbfleet import planned, workspace
-from dbfleet.changes import (
+from dbfleet import PROJECT_ROOT
+from dbfleet.model.stackname import LAYERS, parse_stack_name
+from dbfleet.ops import planned, workspace
+from dbfleet.ops.changes import (
     ChangeCollector,
     PolicyViolation,
     PropertyChange,
@@ -44,8 +46,7 @@ from dbfleet.changes import (
     mask,
     outputs_differ,
 )
-from dbfleet.progress import Progress
-from dbfleet.stackname import LAYERS, parse_stack_name
+from dbfleet.ops.progress import Progress
 
 PROJECT_DIR_ENV = "DBFLEET_PROJECT_DIR"
 POLICY_DIR = "policies"
@@ -137,12 +138,12 @@ _backport_log_watcher_fix()
 
 def project_dir() -> Path:
     """The directory holding Pulumi.yaml (tests run a copy of the project)."""
-    return Path(os.environ.get(PROJECT_DIR_ENV) or Path(__file__).resolve().parent.parent)
+    return Path(os.environ.get(PROJECT_DIR_ENV) or PROJECT_ROOT)
 
 
 def policy_pack_dir() -> Path | None:
     """The CrossGuard pack of the project, when there is one (`policies/PulumiPolicy.yaml`)."""
-    for base in (project_dir(), Path(__file__).resolve().parent.parent):
+    for base in (project_dir(), PROJECT_ROOT):
         pack = base / POLICY_DIR
         if (pack / "PulumiPolicy.yaml").is_file():
             return pack
@@ -231,10 +232,10 @@ def _error_text(exc: Exception) -> str:
 
 def _clear_stale_locks(stack: str) -> list[str]:
     """Removes locks and torn checkpoint metadata left by engine processes that are
-    gone (see dbfleet.locks), so a killed run does not block every later one; says
+    gone (see dbfleet.ops.locks), so a killed run does not block every later one; says
     what it removed."""
     try:
-        from dbfleet import locks
+        from dbfleet.ops import locks
     except ImportError:
         return []
     try:
@@ -284,7 +285,7 @@ class _Events:
             pass
 
     def _progress(self, event: auto.events.EngineEvent) -> None:
-        from dbfleet.changes import NO_CHANGE_OPS, REPLACE_OPS, STACK_TYPE, urn_name
+        from dbfleet.ops.changes import NO_CHANGE_OPS, REPLACE_OPS, STACK_TYPE, urn_name
 
         if event.resource_pre_event is not None:
             meta = event.resource_pre_event.metadata

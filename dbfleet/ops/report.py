@@ -16,9 +16,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dbfleet.changes import SECRET, PropertyChange, ResourceChange, count_text
-from dbfleet.review import COMMENT_MARKER
-from dbfleet.rollout import ERROR_STATUSES, StackResult
+from dbfleet.ops.changes import SECRET, PropertyChange, ResourceChange, count_text
+from dbfleet.ops.review import COMMENT_MARKER
+from dbfleet.ops.rollout import ERROR_STATUSES, StackResult
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}

@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 import yaml
 from pulumi import automation as auto
 
-from dbfleet.changes import STACK_TYPE, merge_planned
+from dbfleet.ops.changes import STACK_TYPE, merge_planned
 
 BACKEND_ENV = "PULUMI_BACKEND_URL"
 # Parts of a file backend that a preview never needs (and that can be large).

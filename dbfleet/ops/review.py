@@ -2,10 +2,10 @@
 
 Used by `scripts/ci_review.sh` (and `.github/workflows/dbfleet.yml`):
 
-    python -m dbfleet.review scope --base origin/main
+    python -m dbfleet.ops.review scope --base origin/main
         prints the `dbfleet preview` arguments for the stacks the change affects,
         one per line (nothing when no stack is affected), and why on stderr
-    python -m dbfleet.review comment --body report.md
+    python -m dbfleet.ops.review comment --body report.md
         creates dbfleet's comment on the pull request, or updates it in place when
         there is one already (found by its hidden marker), so a PR has one comment
 
@@ -14,10 +14,10 @@ Which stacks a change affects, from the paths it touches:
 - the fleet file: the groups whose definition changed (all groups when a
   fleet-wide key — name, target, network — changed);
 - `stacks/Pulumi.<layer>-<group>.yaml`: that stack;
-- `dbfleet/layers/<layer>.py`: that layer and the layers above it, in every group
+- `dbfleet/program/layers/<layer>.py`: that layer and the layers above it, in every group
   (they read its outputs);
-- any other program code (`components/`, `dbfleet/` except the operator's own
-  modules, `Pulumi.yaml`, `__main__.py`, dependencies) and the policy pack: every stack;
+- any other program code (`components/`, `dbfleet/` except the operator's
+  `dbfleet/ops/`, `Pulumi.yaml`, `__main__.py`, dependencies) and the policy pack: every stack;
 - anything else (docs, tests, CI, scripts): no stack.
 """
 
@@ -37,28 +37,15 @@ from typing import Any
 
 import yaml
 
-from dbfleet.stackname import LAYERS, StackNameError, parse_stack_name
+from dbfleet.model.stackname import LAYERS, StackNameError, parse_stack_name
 
 FLEET_FILE = "stacks/fleet.yaml"
 # The hidden first line of dbfleet's report: how the comment is found again.
 COMMENT_MARKER = "<!-- dbfleet-preview -->"
-# dbfleet modules that only the operator runs: changing them changes no stack.
-OPERATOR_MODULES = frozenset(
-    {
-        "dbfleet/__main__.py",
-        "dbfleet/changes.py",
-        "dbfleet/cli.py",
-        "dbfleet/failover.py",
-        "dbfleet/graph.py",
-        "dbfleet/ops.py",
-        "dbfleet/planned.py",
-        "dbfleet/progress.py",
-        "dbfleet/report.py",
-        "dbfleet/review.py",
-        "dbfleet/rollout.py",
-        "dbfleet/status.py",
-    }
-)
+# Code only the operator tool runs (`dbfleet/ops/`, and `python -m dbfleet`, which
+# starts it): changing it changes no stack. Decided by path, so a new operator
+# module needs no list kept by hand.
+OPERATOR_PATHS = ("dbfleet/ops/", "dbfleet/__main__.py")
 PROGRAM_FILES = frozenset({"Pulumi.yaml", "__main__.py", "requirements.lock", "pyproject.toml"})
 PROGRAM_DIRS = ("components/", "dbfleet/", "policies/")
 # GitHub refuses comments longer than this many characters.
@@ -157,16 +144,14 @@ def path_scope(path: str, scope: Scope) -> None:
             return
         scope.add({parsed.group}, {parsed.layer}, f"{path}: config of {stack}")
         return
-    if path.startswith("dbfleet/layers/"):
+    if path.startswith("dbfleet/program/layers/"):
         layer = Path(path).stem
         if layer in LAYERS:
             scope.add(None, {layer}, f"{path}: the {layer} layer")
         else:
             scope.add(None, None, f"{path}: code every layer uses")
         return
-    if path in OPERATOR_MODULES or path.startswith(
-        ("tests/", "docs/", ".github/", "scripts/", "bench/")
-    ):
+    if path.startswith(OPERATOR_PATHS + ("tests/", "docs/", ".github/", "scripts/", "bench/")):
         return
     if path in PROGRAM_FILES or path.startswith(PROGRAM_DIRS):
         scope.add(None, None, f"{path}: program code")
@@ -283,7 +268,7 @@ def pr_number(event_path: str | None) -> int | None:
 
 # -- command line ---------------------------------------------------------------------
 def _scope_cmd(args: argparse.Namespace) -> int:
-    from dbfleet.spec import default_spec_path
+    from dbfleet.model.spec import default_spec_path
 
     repo = Path(args.repo_dir).resolve()
     spec = default_spec_path()
@@ -329,7 +314,7 @@ def _comment_cmd(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dbfleet.review", description=__doc__.split("\n")[0]
+        prog="python -m dbfleet.ops.review", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("scope", help="print the preview arguments for the stacks a change affects")

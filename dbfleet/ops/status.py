@@ -277,7 +277,7 @@ def probe_proxy(
 
 # -- one group ---------------------------------------------------------------------------
 def _default_outputs(stack: str) -> dict | None:
-    from dbfleet import rollout
+    from dbfleet.ops import rollout
 
     return rollout.stack_outputs(stack)
 
@@ -369,7 +369,7 @@ def collect(
 ) -> list[GroupStatus]:
     """Every group's status; the stack outputs are read first, all in parallel."""
     if outputs is None:
-        from dbfleet import rollout
+        from dbfleet.ops import rollout
 
         fetched = rollout.many_outputs(
             [f"{layer}-{g}" for g in groups for layer in ("networks", "replicas")]

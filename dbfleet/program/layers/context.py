@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.hostcmd import LOCAL, Connection
-from dbfleet.spec import FleetSpec, GroupSpec
-from dbfleet.stackname import StackName
+from dbfleet.model.spec import FleetSpec, GroupSpec
+from dbfleet.model.stackname import StackName
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from dbfleet.catalogue import REGIONS
-from dbfleet.spec import FleetSpec
-from dbfleet.topology import nearest_first
+from dbfleet.model.catalogue import REGIONS
+from dbfleet.model.spec import FleetSpec
+from dbfleet.model.topology import nearest_first
 
 FORMATS = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".pdf": "pdf"}
 PRIMARY_FILL = "#ffe8cc"

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbfleet.catalogue import REGIONS, distance_km
-from dbfleet.spec import FleetSpec
+from dbfleet.model.catalogue import REGIONS, distance_km
+from dbfleet.model.spec import FleetSpec
 
 
 def nearest_first(regions: list[str]) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ import pulumi
 
 from components.account import GroupAccount, GroupAccountArgs
 from dbfleet import vault
-from dbfleet.layers.context import LayerContext
+from dbfleet.program.layers.context import LayerContext
 
 
 def build(ctx: LayerContext) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbfleet import vault
-from dbfleet.spec import FleetError, default_spec_path, load_fleet
+from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def set_primary(spec: Path, group: str, region: str) -> None:
 
 
 def cmd_failover(args) -> int:
-    from dbfleet import rollout
+    from dbfleet.ops import rollout
 
     spec = default_spec_path()
     try:

@@ -37,7 +37,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from dbfleet.catalogue import REGIONS, ZONES
+from dbfleet import PROJECT_ROOT
+from dbfleet.model.catalogue import REGIONS, ZONES
 
 SPEC_ENV_VAR = "DBFLEET_SPEC"
 FILE = "<file>"  # path of problems that concern the file as a whole
@@ -619,4 +620,4 @@ def default_spec_path() -> Path:
     override = os.environ.get(SPEC_ENV_VAR)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "stacks" / "fleet.yaml"
+    return PROJECT_ROOT / "stacks" / "fleet.yaml"

@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from dbfleet.spec import FleetError, FleetSpec, default_spec_path, load_fleet
-from dbfleet.stackname import LAYERS, StackNameError, parse_stack_name
+from dbfleet.model.spec import FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.model.stackname import LAYERS, StackNameError, parse_stack_name
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_DEGRADED = 0, 1, 2, 3
 
@@ -85,8 +85,8 @@ def _write(path: str, text: str, stdout: TextIO | None = None) -> None:
 def _apply(
     args: argparse.Namespace, action: str, groups: list[str], fleet: FleetSpec | None = None
 ) -> int:
-    from dbfleet import progress as progress_mod
-    from dbfleet import report, rollout
+    from dbfleet.ops import progress as progress_mod
+    from dbfleet.ops import report, rollout
 
     # Progress goes to stderr, so --json on stdout stays clean; only --quiet silences it.
     progress = progress_mod.choose(quiet=args.quiet)
@@ -117,7 +117,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _stack_groups() -> dict[str, list[str]]:
     """Groups that have stacks in the backend → their stacks."""
-    from dbfleet import rollout
+    from dbfleet.ops import rollout
 
     out: dict[str, list[str]] = {}
     for name, count in rollout.deployed_stacks().items():
@@ -193,8 +193,8 @@ def _shown(path: Path) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from dbfleet import progress as progress_mod
-    from dbfleet import report, rollout
+    from dbfleet.ops import progress as progress_mod
+    from dbfleet.ops import report, rollout
 
     fleet = _load_fleet()
     groups = _fleet_groups(args.groups, fleet=fleet)
@@ -250,7 +250,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 # -- status ----------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
-    from dbfleet import status
+    from dbfleet.ops import status
 
     groups = _fleet_groups(args.groups)
     states = status.collect(groups)
@@ -265,7 +265,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- endpoints / prove -----------------------------------------------------------------
 def endpoints(groups: list[str]) -> dict:
-    from dbfleet import rollout
+    from dbfleet.ops import rollout
 
     found = rollout.many_outputs([f"proxies-{g}" for g in groups])
     out = {}
@@ -298,7 +298,7 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
     none of another group's. Returns the failures (empty when the fleet is sound)."""
     import psycopg
 
-    from dbfleet import rollout
+    from dbfleet.ops import rollout
 
     uris = {g: rollout.outputs(f"proxies-{g}")["connection_uris"] for g in groups}
     failures: list[str] = []
@@ -373,7 +373,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 
 # -- graph -----------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
-    from dbfleet import graph
+    from dbfleet.ops import graph
 
     fleet = _load_fleet()
     groups = _fleet_groups(args.groups, fleet=fleet)

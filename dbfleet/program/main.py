@@ -9,11 +9,11 @@ from pathlib import Path
 import pulumi
 
 from dbfleet import vault
-from dbfleet.layers import accounts, networks, proxies, replicas
-from dbfleet.layers.context import LayerContext
-from dbfleet.spec import FleetError, default_spec_path, load_fleet
-from dbfleet.stackname import StackNameError, parse_stack_name
-from dbfleet.upstream import forget_references, stack_reference
+from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
+from dbfleet.model.stackname import StackNameError, parse_stack_name
+from dbfleet.program.layers import accounts, networks, proxies, replicas
+from dbfleet.program.layers.context import LayerContext
+from dbfleet.program.upstream import forget_references, stack_reference
 
 BUILDERS = {
     "accounts": accounts.build,

@@ -7,8 +7,8 @@ import pulumi
 from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
-from dbfleet.layers.context import LayerContext
-from dbfleet.upstream import UpstreamError, prefetch, read_outputs, require_regions
+from dbfleet.program.layers.context import LayerContext
+from dbfleet.program.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
 APP_DB = "app"
 APP_USER = "app"

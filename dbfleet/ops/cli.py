@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from dbfleet.spec import FILE, FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.model.spec import FILE, FleetError, FleetSpec, default_spec_path, load_fleet
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fleet file (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
     )
     validate.set_defaults(handler=cmd_validate)
-    from dbfleet import ops
+    from dbfleet.ops import commands as ops
 
     ops.register(commands)
     # Commands that live in their own module register themselves when present.
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands whose exit code 2 means "changes pending": their usage errors exit 1,
 # so a typo in a CI job can never pass for a pending change.
 EXIT_2_MEANS_CHANGES = ("preview",)
-OPTIONAL_COMMANDS = ("dbfleet.failover",)
+OPTIONAL_COMMANDS = ("dbfleet.ops.failover",)
 
 
 def _command(argv: list[str]) -> str | None:
