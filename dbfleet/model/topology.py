@@ -147,3 +147,8 @@ def listener_commands(host: str, port: int) -> list[str]:
 def _hex_addr(host: str) -> str:
     # /proc/net/tcp shows IPv4 addresses as little-endian hex.
     return "".join(f"{int(octet):02X}" for octet in reversed(host.split(".")))
+
+
+def slot_name(region: str, index: int) -> str:
+    """The replication slot the primary keeps for node `index` of `region`."""
+    return f"dbfleet_{region}_{index}"

@@ -39,6 +39,8 @@ NO_CHANGE_OPS = frozenset(
 REPLACE_OPS = frozenset(
     {"replace", "create-replacement", "delete-replaced", "read-replacement", "import-replacement"}
 )
+# How tables, reports and progress lines mark an operation.
+SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
 # Engine-internal inputs that say nothing to a reviewer.
 HIDDEN_INPUTS = frozenset({"__provider", "__defaults"})
 

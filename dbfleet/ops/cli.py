@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from dbfleet.model.spec import FILE, FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.ops import commands as ops
+from dbfleet.ops import failover
+from dbfleet.ops.results import ExitCode
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+# argparse exits with 2 on a usage error.
+ARGPARSE_USAGE = 2
 
 
 def _emit(stream: TextIO, line: str) -> None:
@@ -51,13 +52,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except FleetError as exc:
         for problem in exc.problems:
             _emit(sys.stderr, str(problem))
-        return EXIT_INVALID
+        return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - the contract is "never a traceback"
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         _emit(sys.stderr, f"{FILE}: internal error: {detail}")
-        return EXIT_INVALID
+        return ExitCode.ERROR
     _emit(sys.stdout, f"{args.file or path}: valid — {summarize(fleet)}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,26 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fleet file (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
     )
     validate.set_defaults(handler=cmd_validate)
-    from dbfleet.ops import commands as ops
-
     ops.register(commands)
-    # Commands that live in their own module register themselves when present.
-    for module in OPTIONAL_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        except Exception as exc:  # noqa: BLE001 - a broken extra command must not break the others
-            _emit(sys.stderr, f"dbfleet: {module} not loaded: {type(exc).__name__}: {exc}")
-            continue
-        mod.register(commands)
+    failover.register(commands)
     return parser
 
 
 # Commands whose exit code 2 means "changes pending": their usage errors exit 1,
 # so a typo in a CI job can never pass for a pending change.
 EXIT_2_MEANS_CHANGES = ("preview",)
-OPTIONAL_COMMANDS = ("dbfleet.ops.failover",)
 
 
 def _command(argv: list[str]) -> str | None:
@@ -111,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and usage errors
         if exc.code is None or exc.code == 0:
-            return EXIT_OK
-        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
-        if code == EXIT_USAGE and _command(argv) in EXIT_2_MEANS_CHANGES:
-            return EXIT_INVALID
+            return ExitCode.OK
+        code = exc.code if isinstance(exc.code, int) else ARGPARSE_USAGE
+        if code == ARGPARSE_USAGE and _command(argv) in EXIT_2_MEANS_CHANGES:
+            return ExitCode.ERROR
         return code
     return args.handler(args)

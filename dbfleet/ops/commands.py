@@ -22,8 +22,7 @@ from typing import TextIO
 
 from dbfleet.model.spec import FleetError, FleetSpec, default_spec_path, load_fleet
 from dbfleet.model.stackname import LAYERS, StackNameError, parse_stack_name
-
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_DEGRADED = 0, 1, 2, 3
+from dbfleet.ops.results import ExitCode
 
 
 class Abort(Exception):
@@ -35,7 +34,7 @@ def _err(*lines: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _load_fleet() -> FleetSpec:
+def load_fleet_file() -> FleetSpec:
     spec = default_spec_path()
     try:
         return load_fleet(spec)
@@ -43,12 +42,12 @@ def _load_fleet() -> FleetSpec:
         raise Abort("\n".join(str(p) for p in exc.problems)) from None
 
 
-def _fleet_groups(
+def fleet_groups(
     requested: list[str], *, fleet: FleetSpec | None = None, extra: set[str] | None = None
 ) -> list[str]:
     """The requested groups (default: every group of the fleet file), checked.
     `extra` are groups that exist only as stacks (destroy may still remove them)."""
-    fleet = fleet or _load_fleet()
+    fleet = fleet or load_fleet_file()
     known = list(fleet.groups) + sorted((extra or set()) - set(fleet.groups))
     unknown = [g for g in requested if g not in known]
     if unknown:
@@ -111,8 +110,8 @@ def _apply(
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    fleet = _load_fleet()
-    return _apply(args, "up", _fleet_groups(args.groups, fleet=fleet), fleet)
+    fleet = load_fleet_file()
+    return _apply(args, "up", fleet_groups(args.groups, fleet=fleet), fleet)
 
 
 def _stack_groups() -> dict[str, list[str]]:
@@ -136,12 +135,12 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     # Destroying needs the state, not the fleet file: a broken file must not stop it.
     fleet: FleetSpec | None
     try:
-        fleet = _load_fleet()
+        fleet = load_fleet_file()
     except Abort as exc:
         _err(f"note: the fleet file is invalid, so only deployed stacks are known:\n{exc}")
         fleet = None
     if fleet is not None:
-        groups = _fleet_groups(args.groups, fleet=fleet, extra=set(live))
+        groups = fleet_groups(args.groups, fleet=fleet, extra=set(live))
     else:
         unknown = [g for g in args.groups if g not in live]
         if unknown:
@@ -154,12 +153,12 @@ def cmd_destroy(args: argparse.Namespace) -> int:
             raise Abort("destroy asks for confirmation on a terminal; without one, pass --yes")
         if not doomed:
             print("nothing to destroy: none of these stacks is deployed")
-            return EXIT_OK
+            return ExitCode.OK
         print(f"This destroys {', '.join(doomed)}: databases and their data go.", file=sys.stderr)
         answer = input("Destroy? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing destroyed", file=sys.stderr)
-            return EXIT_ERROR
+            return ExitCode.ERROR
     return _apply(args, "destroy", groups, fleet)
 
 
@@ -196,8 +195,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from dbfleet.ops import progress as progress_mod
     from dbfleet.ops import report, rollout
 
-    fleet = _load_fleet()
-    groups = _fleet_groups(args.groups, fleet=fleet)
+    fleet = load_fleet_file()
+    groups = fleet_groups(args.groups, fleet=fleet)
     packs: list[str] = []
     pack = None if args.no_policies else rollout.policy_pack_dir()
     if pack is not None:
@@ -241,7 +240,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
             text += "\n\n" + diff
         print(report.scrub(text, secrets))
         print(
-            {0: "no changes", 2: "changes pending", 1: "preview failed"}[code]
+            {
+                ExitCode.OK: "no changes",
+                ExitCode.CHANGES: "changes pending",
+                ExitCode.ERROR: "preview failed",
+            }[code]
             + f" (exit {code}); {policy_note}",
             file=sys.stderr,
         )
@@ -252,15 +255,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from dbfleet.ops import status
 
-    groups = _fleet_groups(args.groups)
+    groups = fleet_groups(args.groups)
     states = status.collect(groups)
     if args.json:
         print(json.dumps({"groups": [g.to_json() for g in states]}, indent=2))
     else:
         print(status.render(states))
     if any(g.error and not g.nodes for g in states):
-        return EXIT_ERROR
-    return EXIT_OK if all(g.healthy for g in states) else EXIT_DEGRADED
+        return ExitCode.ERROR
+    return ExitCode.OK if all(g.healthy for g in states) else ExitCode.DEGRADED
 
 
 # -- endpoints / prove -----------------------------------------------------------------
@@ -281,15 +284,15 @@ def endpoints(groups: list[str]) -> dict:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
-    eps = endpoints(_fleet_groups(args.groups))
+    eps = endpoints(fleet_groups(args.groups))
     if args.json:
         print(json.dumps(eps, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     print(f"{'group':<6} {'region':<7} {'read':<22} write")
     for g, regions in eps.items():
         for region, ep in regions.items():
             print(f"{g:<6} {region:<7} {ep['read']:<22} {ep['write']}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
@@ -359,7 +362,7 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    groups = _fleet_groups(args.groups)
+    groups = fleet_groups(args.groups)
     failures = prove(groups, args.deadline)
     for f in failures:
         _err(f"prove: FAILED {f}")
@@ -368,45 +371,45 @@ def cmd_prove(args: argparse.Namespace) -> int:
             f"prove: every write was read back in every region of its group within {args.deadline:.0f} s, "
             "and in no other group"
         )
-    return EXIT_ERROR if failures else EXIT_OK
+    return ExitCode.ERROR if failures else ExitCode.OK
 
 
 # -- graph -----------------------------------------------------------------------------
 def cmd_graph(args: argparse.Namespace) -> int:
     from dbfleet.ops import graph
 
-    fleet = _load_fleet()
-    groups = _fleet_groups(args.groups, fleet=fleet)
+    fleet = load_fleet_file()
+    groups = fleet_groups(args.groups, fleet=fleet)
     text = graph.to_dot(fleet, groups)
     if not args.out:
         if args.format not in (None, "dot"):
             raise Abort("graph: --format svg/png/pdf needs --out FILE")
         sys.stdout.write(text)
-        return EXIT_OK
+        return ExitCode.OK
     out = Path(args.out)
     try:
         graph.render(text, out, graph.output_format(out, args.format))
     except (ValueError, RuntimeError) as exc:
         raise Abort(f"graph: {exc}") from None
     print(f"graph: wrote {out}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- the parser ------------------------------------------------------------------------
-def _guard(handler):
+def guard(handler):
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
         except Abort as exc:
             _err(str(exc))
-            return EXIT_ERROR
+            return ExitCode.ERROR
         except KeyboardInterrupt:
             _err("interrupted")
-            return 130
+            return ExitCode.INTERRUPTED
         except Exception as exc:  # noqa: BLE001 — an operator gets a message, not a traceback
             detail = " ".join(str(getattr(exc, "stderr", "") or exc).split())
             _err(f"dbfleet {args.command}: {type(exc).__name__}: {detail}")
-            return EXIT_ERROR
+            return ExitCode.ERROR
 
     return run
 
@@ -442,7 +445,7 @@ def register(commands) -> None:
         "stops at its first failed stack. Exit 0 when every stack applied, 1 otherwise.",
     )
     _rollout_flags(p)
-    p.set_defaults(handler=_guard(cmd_up))
+    p.set_defaults(handler=guard(cmd_up))
 
     p = commands.add_parser(
         "destroy",
@@ -452,7 +455,7 @@ def register(commands) -> None:
     )
     _rollout_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=_guard(cmd_destroy))
+    p.set_defaults(handler=guard(cmd_destroy))
 
     p = commands.add_parser(
         "preview",
@@ -474,7 +477,7 @@ def register(commands) -> None:
         action="store_true",
         help="preview each stack against what is deployed upstream, not against the upstream's plan",
     )
-    p.set_defaults(handler=_guard(cmd_preview))
+    p.set_defaults(handler=guard(cmd_preview))
 
     p = commands.add_parser(
         "status",
@@ -484,19 +487,19 @@ def register(commands) -> None:
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_guard(cmd_status))
+    p.set_defaults(handler=guard(cmd_status))
 
     p = commands.add_parser("endpoints", help="print each region's read and write endpoints")
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_guard(cmd_endpoints))
+    p.set_defaults(handler=guard(cmd_endpoints))
 
     p = commands.add_parser(
         "prove", help="write in every region, read back in every region of the group"
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--deadline", type=float, default=5.0, help="seconds a write may take to appear")
-    p.set_defaults(handler=_guard(cmd_prove))
+    p.set_defaults(handler=guard(cmd_prove))
 
     p = commands.add_parser(
         "graph",
@@ -506,4 +509,4 @@ def register(commands) -> None:
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--out", metavar="FILE", help="write SVG, PNG, PDF or DOT (by extension)")
     p.add_argument("--format", choices=["svg", "png", "pdf", "dot"], help="override the format")
-    p.set_defaults(handler=_guard(cmd_graph))
+    p.set_defaults(handler=guard(cmd_graph))

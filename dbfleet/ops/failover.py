@@ -18,6 +18,8 @@ from pathlib import Path
 
 from dbfleet import vault
 from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
+from dbfleet.ops.commands import fleet_groups, guard, load_fleet_file
+from dbfleet.ops.results import ExitCode, Status
 
 
 @dataclass(frozen=True)
@@ -98,19 +100,12 @@ def set_primary(spec: Path, group: str, region: str) -> None:
 
 
 def cmd_failover(args) -> int:
+    # Imported here: `failover` registers with every start of the CLI, which must
+    # not load the Automation API (see commands.py).
     from dbfleet.ops import rollout
 
     spec = default_spec_path()
-    try:
-        fleet = load_fleet(spec)
-    except FleetError as exc:
-        for p in exc.problems:
-            print(str(p), file=sys.stderr)
-        return 1
-    group = args.group
-    if group not in fleet.groups:
-        print(f"unknown group {group}; {spec} has: {', '.join(fleet.groups)}", file=sys.stderr)
-        return 1
+    [group] = fleet_groups([args.group], fleet=load_fleet_file())
     t0 = time.monotonic()
     reps = rollout.outputs(f"replicas-{group}")
     secrets = vault.read_group_secrets(
@@ -136,7 +131,7 @@ def cmd_failover(args) -> int:
             f"groups.{group}.primary in {spec} and run `dbfleet up {group}` (or pass --force)",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.ERROR
     try:
         target = next(s for s in states if s.region == args.to) if args.to else choose(states, old)
     except (RuntimeError, StopIteration):
@@ -144,7 +139,7 @@ def cmd_failover(args) -> int:
             f"failover: no reachable replica{' in ' + args.to if args.to else ''} to promote",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.ERROR
     best = max((s.received_lsn or 0) for s in states if s.reachable)
     print(
         f"failover: promoting {target.region} (WAL position {target.received_lsn}; "
@@ -153,13 +148,13 @@ def cmd_failover(args) -> int:
     set_primary(spec, group, target.region)
     print(f"failover: {spec}: groups.{group}.primary: {old} -> {target.region}")
     results = rollout.run([group], "up", layers=["replicas", "proxies"])
-    failed = [r for rs in results.values() for r in rs if r.status == "failed"]
+    failed = [r for rs in results.values() for r in rs if r.status == Status.FAILED]
     for r in (r for rs in results.values() for r in rs):
         print(f"failover: {r.stack}: {r.status} {r.error}".rstrip())
     if failed:
-        return 1
+        return ExitCode.ERROR
     print(f"failover: writes go to {target.region} ({time.monotonic() - t0:.1f} s)")
-    return 0
+    return ExitCode.OK
 
 
 def register(commands) -> None:
@@ -171,4 +166,4 @@ def register(commands) -> None:
         "--to", metavar="REGION", help="promote this region instead of the most up-to-date one"
     )
     p.add_argument("--force", action="store_true", help="even when the primary still answers")
-    p.set_defaults(handler=cmd_failover)
+    p.set_defaults(handler=guard(cmd_failover))

@@ -20,11 +20,11 @@ stack.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+
+from dbfleet.ops.backend import file_backend_dir
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,6 @@ class Lock:
     hostname: str
     username: str
     timestamp: str
-
-
-def state_dir(backend_url: str | None = None) -> Path | None:
-    url = backend_url if backend_url is not None else os.environ.get("PULUMI_BACKEND_URL", "")
-    parsed = urlparse(url)
-    if parsed.scheme != "file":
-        return None
-    return Path(parsed.path)
 
 
 def locks_of(stack: str, state: Path) -> list[Lock]:
@@ -78,7 +70,7 @@ def is_stale(lock: Lock, hostname: str | None = None) -> bool:
 
 def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
     """Removes this host's locks of `stack` whose engine process is gone; returns what it did."""
-    state = state_dir(backend_url)
+    state = file_backend_dir(backend_url)
     if state is None:
         return []
     removed = []
@@ -94,7 +86,7 @@ def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
 def repair_torn_metadata(stack: str, backend_url: str | None = None) -> list[str]:
     """Removes `stack`'s checkpoint metadata sidecars that a killed engine left torn
     (empty or not JSON), when no live engine holds the stack; returns what it did."""
-    state = state_dir(backend_url)
+    state = file_backend_dir(backend_url)
     if state is None:
         return []
     if any(not is_stale(lock) for lock in locks_of(stack, state)):

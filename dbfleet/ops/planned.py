@@ -18,52 +18,25 @@ false and the CLI says which stacks wait for their upstream to be applied.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlparse
 
-import yaml
 from pulumi import automation as auto
 
+from dbfleet.ops.backend import BACKEND_ENV, file_backend_dir, stack_config_dir
 from dbfleet.ops.changes import STACK_TYPE, merge_planned
 
-BACKEND_ENV = "PULUMI_BACKEND_URL"
 # Parts of a file backend that a preview never needs (and that can be large).
 SKIPPED_STATE = {"history", "backups", "locks"}
-
-
-def file_backend_dir(url: str | None = None) -> Path | None:
-    """The directory of a `file://` backend URL (default: $PULUMI_BACKEND_URL)."""
-    url = os.environ.get(BACKEND_ENV, "") if url is None else url
-    if not url.startswith("file://"):
-        return None
-    path = url[len("file://") :]
-    if path.startswith("~"):
-        path = os.path.expanduser(path)
-    parsed = urlparse(url)
-    if parsed.query:  # file://dir?no_checksum=... — keep only the path
-        path = path.split("?", 1)[0]
-    return Path(path)
 
 
 def available() -> bool:
     backend = file_backend_dir()
     return backend is not None and (backend / ".pulumi").is_dir()
-
-
-def stack_config_dir(project: Path) -> str:
-    """`stackConfigDir` of the project's Pulumi.yaml ('' when stack files sit beside it)."""
-    try:
-        settings = yaml.safe_load((project / "Pulumi.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        settings = {}
-    value = str(settings.get("stackConfigDir") or "").strip("/")
-    return "" if value in ("", ".") else value
 
 
 class PlannedWorkspace:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from dbfleet.ops.rollout import StackResult
+from dbfleet.ops.changes import SYMBOL, count_text
+from dbfleet.ops.results import ERROR_STATUSES, StackResult, Status
 
-SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
 ACTIVE = {"create": "creating", "update": "updating", "replace": "replacing", "delete": "deleting"}
 DONE = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted"}
 
@@ -44,8 +43,6 @@ class Progress:
 
 
 def _outcome(result: StackResult) -> str:
-    from dbfleet.ops.changes import count_text
-
     text = result.status
     counts = count_text(result.changes)
     if counts:
@@ -91,7 +88,7 @@ class LineProgress(Progress):
             self._line(stack, f"{sym} {name} {word} ({took:.1f}s)")
 
     def stack_finished(self, result: StackResult) -> None:
-        if result.status == "not started":
+        if result.status == Status.NOT_STARTED:
             self._line(result.stack, "not started")
             return
         self._line(result.stack, f"{_outcome(result)} ({result.seconds:.1f}s)")
@@ -148,7 +145,7 @@ class LiveProgress(Progress):
     def _render(self, stack: str) -> str:
         now = time.monotonic()
         if stack in self.done:
-            mark = "x" if self.done[stack].startswith(("failed", "blocked")) else "*"
+            mark = "x" if self.done[stack].startswith(tuple(ERROR_STATUSES)) else "*"
             return f"{mark} {stack:<{self.width}} {self.done[stack]}"
         if stack not in self.began:
             return f"  {stack:<{self.width}} waiting"

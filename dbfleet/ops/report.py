@@ -7,7 +7,7 @@
 - `document`: the JSON document of `--json`.
 - `exit_code`: the exit code CI can trust, aggregated over every stack.
 
-Nothing here talks to the engine; it renders `rollout.StackResult`s.
+Nothing here talks to the engine; it renders `results.StackResult`s.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dbfleet.ops.changes import SECRET, PropertyChange, ResourceChange, count_text
+from dbfleet.ops.changes import SECRET, SYMBOL, PropertyChange, ResourceChange, count_text
+from dbfleet.ops.results import ERROR_STATUSES, ExitCode, StackResult
 from dbfleet.ops.review import COMMENT_MARKER
-from dbfleet.ops.rollout import ERROR_STATUSES, StackResult
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
-SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-", "import": "="}
 DANGER = ("replace", "delete")
 MAX_VALUE = 200  # characters of one value in a diff line
 
@@ -32,10 +30,10 @@ def exit_code(results: Iterable[StackResult], *, preview: bool) -> int:
     failing stack can never hide behind another stack's changes (or the reverse)."""
     results = list(results)
     if any(r.status in ERROR_STATUSES for r in results):
-        return EXIT_ERROR
+        return ExitCode.ERROR
     if preview and any(r.has_changes for r in results):
-        return EXIT_CHANGES
-    return EXIT_OK
+        return ExitCode.CHANGES
+    return ExitCode.OK
 
 
 # -- plain text -------------------------------------------------------------------------
@@ -131,7 +129,7 @@ def _headline(results: Sequence[StackResult]) -> str:
     for r in results:
         for op, n in r.changes.items():
             totals[op] = totals.get(op, 0) + n
-    if code == EXIT_ERROR:
+    if code == ExitCode.ERROR:
         failed = [r.stack for r in results if r.status in ERROR_STATUSES]
         return f"**Preview failed** for {', '.join(failed)}" + (
             f"; {len(changing)} stack(s) change" if changing else ""

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from dbfleet.model.spec import default_spec_path
 from dbfleet.model.stackname import LAYERS, StackNameError, parse_stack_name
 
 FLEET_FILE = "stacks/fleet.yaml"
@@ -268,7 +269,6 @@ def pr_number(event_path: str | None) -> int | None:
 
 # -- command line ---------------------------------------------------------------------
 def _scope_cmd(args: argparse.Namespace) -> int:
-    from dbfleet.model.spec import default_spec_path
 
     repo = Path(args.repo_dir).resolve()
     spec = default_spec_path()

@@ -30,41 +30,27 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pulumi import automation as auto
 
 from dbfleet import PROJECT_ROOT
-from dbfleet.model.stackname import LAYERS, parse_stack_name
-from dbfleet.ops import planned, workspace
+from dbfleet.model.stackname import LAYERS, UPSTREAM, downstream, parse_stack_name
+from dbfleet.ops import locks, planned, workspace
 from dbfleet.ops.changes import (
+    NO_CHANGE_OPS,
+    REPLACE_OPS,
+    STACK_TYPE,
     ChangeCollector,
-    PolicyViolation,
-    PropertyChange,
-    ResourceChange,
     count_text,
     mask,
     outputs_differ,
+    urn_name,
 )
 from dbfleet.ops.progress import Progress
+from dbfleet.ops.results import ERROR_STATUSES, StackResult, Status
 
 PROJECT_DIR_ENV = "DBFLEET_PROJECT_DIR"
 POLICY_DIR = "policies"
-
-# Which layers each layer reads (through StackReferences), as the layers do.
-UPSTREAM: dict[str, tuple[str, ...]] = {
-    "accounts": (),
-    "networks": ("accounts",),
-    "replicas": ("accounts", "networks"),
-    "proxies": ("accounts", "networks", "replicas"),
-}
-
-# Statuses. Applying: applied, unchanged, destroyed, absent. Previewing: changes,
-# no changes, pending (waits for an upstream stack that is not deployed yet).
-# Any action: failed, blocked (not attempted: an upstream is missing or a
-# downstream still deployed), not started (an earlier stack of the group failed).
-FAILED, BLOCKED, NOT_STARTED = "failed", "blocked", "not started"
-ERROR_STATUSES = frozenset({FAILED, BLOCKED})
 
 
 def _backport_log_watcher_fix() -> None:
@@ -150,51 +136,6 @@ def policy_pack_dir() -> Path | None:
     return None
 
 
-@dataclass
-class StackResult:
-    stack: str
-    status: str
-    seconds: float = 0.0
-    changes: dict[str, int] = field(default_factory=dict)
-    error: str = ""
-    outputs: dict = field(default_factory=dict)
-    resources: list[ResourceChange] = field(default_factory=list)
-    output_changes: list[PropertyChange] = field(default_factory=list)
-    policy: list[PolicyViolation] = field(default_factory=list)
-    note: str = ""
-    started: float = 0.0  # wall clock (time.time()), 0 when it never started
-    finished: float = 0.0
-
-    @property
-    def group(self) -> str:
-        return parse_stack_name(self.stack).group
-
-    @property
-    def layer(self) -> str:
-        return parse_stack_name(self.stack).layer
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self.changes) or bool(self.output_changes) or self.status == "pending"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stack": self.stack,
-            "group": self.group,
-            "layer": self.layer,
-            "status": self.status,
-            "seconds": round(self.seconds, 2),
-            "started": self.started or None,
-            "finished": self.finished or None,
-            "changes": dict(self.changes),
-            "resources": [r.to_json() for r in self.resources],
-            "output_changes": [vars(c) for c in self.output_changes],
-            "policy": [p.to_json() for p in self.policy],
-            "note": self.note,
-            "error": self.error,
-        }
-
-
 Printer = Callable[[str, str], None]  # (stack, engine output line)
 
 
@@ -235,10 +176,6 @@ def _clear_stale_locks(stack: str) -> list[str]:
     gone (see dbfleet.ops.locks), so a killed run does not block every later one; says
     what it removed."""
     try:
-        from dbfleet.ops import locks
-    except ImportError:
-        return []
-    try:
         return locks.clear_stale_locks(stack) + locks.repair_torn_metadata(stack)
     except OSError as exc:
         return [f"{stack}: could not check its state locks: {exc}"]
@@ -264,10 +201,6 @@ def _ordered_layers(layers: list[str] | None, action: str) -> list[str]:
     return list(reversed(chosen)) if action == "destroy" else chosen
 
 
-def _downstream(layer: str) -> list[str]:
-    return [other for other, ups in UPSTREAM.items() if layer in ups]
-
-
 class _Events:
     """Engine events of one stack → its ChangeCollector and the Progress display."""
 
@@ -285,8 +218,6 @@ class _Events:
             pass
 
     def _progress(self, event: auto.events.EngineEvent) -> None:
-        from dbfleet.ops.changes import NO_CHANGE_OPS, REPLACE_OPS, STACK_TYPE, urn_name
-
         if event.resource_pre_event is not None:
             meta = event.resource_pre_event.metadata
             op = meta.op.value
@@ -351,7 +282,7 @@ class _GroupRun:
                 stack = self.name(layer)
                 if stop:
                     result = StackResult(
-                        stack, NOT_STARTED, note="an earlier stack of the group failed"
+                        stack, Status.NOT_STARTED, note="an earlier stack of the group failed"
                     )
                 else:
                     result = self._one(layer)
@@ -370,13 +301,13 @@ class _GroupRun:
         if self.action == "destroy":
             below = [
                 self.name(d)
-                for d in _downstream(layer)
+                for d in downstream(layer)
                 if d not in in_run and self.deployed(self.name(d))
             ]
             if below:
                 return StackResult(
                     stack,
-                    BLOCKED,
+                    Status.BLOCKED,
                     error=f"{', '.join(below)} still deployed and read{'s' if len(below) == 1 else ''} "
                     f"{stack}; destroy {'it' if len(below) == 1 else 'them'} first "
                     f"(dbfleet destroy {self.group}, without --layer, destroys the whole group in order)",
@@ -391,7 +322,7 @@ class _GroupRun:
             verb = "preview" if self.action == "preview" else "deploy"
             return StackResult(
                 stack,
-                BLOCKED,
+                Status.BLOCKED,
                 error=f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not deployed yet, and "
                 f"{stack} reads {'its' if len(missing) == 1 else 'their'} outputs: cannot {verb} {stack}. "
                 f"Deploy {'it' if len(missing) == 1 else 'them'} first: dbfleet up {self.group}"
@@ -407,7 +338,7 @@ class _GroupRun:
             return blocked
         if self.action == "destroy" and not self.deployed(stack):
             # Never created, or destroyed already: nothing to do, and nothing to create.
-            return StackResult(stack, "absent", note="nothing deployed")
+            return StackResult(stack, Status.ABSENT, note="nothing deployed")
         cleared = _clear_stale_locks(stack)
         self.progress.stack_started(stack)
         started, t0 = time.time(), time.monotonic()
@@ -420,7 +351,7 @@ class _GroupRun:
                 res = self._stack(stack).destroy(on_output=out, on_event=events, color="never")
                 result = StackResult(
                     stack,
-                    "destroyed",
+                    Status.DESTROYED,
                     changes=_changes(_summary(events, res.summary.resource_changes)),
                 )
             elif self.action == "preview":
@@ -457,7 +388,7 @@ class _GroupRun:
         exported = events.collector.planned_outputs
         return StackResult(
             stack,
-            "applied" if changes else "unchanged",
+            Status.APPLIED if changes else Status.UNCHANGED,
             changes=changes,
             outputs=(
                 {k: mask(v) for k, v in exported.items()}
@@ -479,11 +410,11 @@ class _GroupRun:
         # preview as planned; an upstream that is not deployed at all makes this
         # preview depend on something that does not exist yet.
         ups = [self.name(u) for u in UPSTREAM[layer]]
-        waiting = [u for u in ups if u in self.results and self.results[u].status == "pending"]
+        waiting = [u for u in ups if u in self.results and self.results[u].status == Status.PENDING]
         if waiting:
             return StackResult(
                 stack,
-                "pending",
+                Status.PENDING,
                 note=f"can be previewed once {', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} applied",
             )
         changed_ups = [u for u in ups if u in self.planned_outputs]
@@ -499,7 +430,7 @@ class _GroupRun:
                 )
                 return StackResult(
                     stack,
-                    "pending",
+                    Status.PENDING,
                     note=f"{'new stack; ' if not exists else ''}{why} (the backend is not a local "
                     "file backend, so it cannot be previewed against planned outputs)",
                 )
@@ -531,7 +462,7 @@ class _GroupRun:
                 # it needs from it (secrets, directories) appears only once applied.
                 return StackResult(
                     stack,
-                    "pending",
+                    Status.PENDING,
                     error=_error_text(exc),
                     note=f"{note}; can be previewed once {', '.join(new_ups)} "
                     f"{'is' if len(new_ups) == 1 else 'are'} applied",
@@ -549,7 +480,7 @@ class _GroupRun:
             self.planned_outputs[stack] = plan_out
         return StackResult(
             stack,
-            "changes" if (changes or output_changes) else "no changes",
+            Status.CHANGES if (changes or output_changes) else Status.NO_CHANGES,
             changes=changes,
             output_changes=output_changes,
             outputs={k: mask(v) for k, v in (plan_out or {}).items()},
@@ -563,7 +494,7 @@ class _GroupRun:
         diag = [e for e in events.collector.errors if e not in text][-3:]
         if diag and ("update failed" in text or "preview failed" in text or not text):
             text = "\n".join([*diag, text]).strip()
-        return StackResult(stack, FAILED, error=text)
+        return StackResult(stack, Status.FAILED, error=text)
 
 
 def run(

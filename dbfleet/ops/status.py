@@ -30,6 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dbfleet import vault
+from dbfleet.model.topology import slot_name
+from dbfleet.ops import rollout
+
 CONNECT_TIMEOUT_S = 2
 HTTP_TIMEOUT_S = 2.0
 
@@ -58,7 +62,7 @@ class NodeStatus:
 
     @property
     def slot(self) -> str:
-        return f"dbfleet_{self.region}_{self.index}"
+        return slot_name(self.region, self.index)
 
     @property
     def healthy(self) -> bool:
@@ -277,13 +281,11 @@ def probe_proxy(
 
 # -- one group ---------------------------------------------------------------------------
 def _default_outputs(stack: str) -> dict | None:
-    from dbfleet.ops import rollout
 
     return rollout.stack_outputs(stack)
 
 
 def _default_secrets(mount: str, path: str) -> Mapping[str, str]:
-    from dbfleet import vault
 
     return vault.read_group_secrets(vault.client_from_env(), mount, path)
 
@@ -369,8 +371,6 @@ def collect(
 ) -> list[GroupStatus]:
     """Every group's status; the stack outputs are read first, all in parallel."""
     if outputs is None:
-        from dbfleet.ops import rollout
-
         fetched = rollout.many_outputs(
             [f"{layer}-{g}" for g in groups for layer in ("networks", "replicas")]
         )

@@ -22,9 +22,11 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import yaml
 from pulumi import automation as auto
 from pulumi.automation._stack import StackInitMode
+
+from dbfleet.model.stackname import StackNameError, parse_stack_name
+from dbfleet.ops.backend import stack_config_file
 
 SALT_KEY = "encryptionsalt"
 
@@ -72,16 +74,6 @@ class RolloutStack(auto.Stack):
         )
 
 
-def stack_config_file(project: Path, stack: str) -> Path:
-    """Where `stack`'s config file is (Pulumi.yaml's stackConfigDir, or the project)."""
-    try:
-        data = yaml.safe_load((project / "Pulumi.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        data = {}
-    config_dir = data.get("stackConfigDir") if isinstance(data, dict) else None
-    return project / (config_dir or ".") / f"Pulumi.{stack}.yaml"
-
-
 def _salt_of(path: Path) -> str | None:
     try:
         text = path.read_text()
@@ -94,13 +86,20 @@ def _salt_of(path: Path) -> str | None:
     return None
 
 
+def _group_of(stack: str) -> str | None:
+    try:
+        return parse_stack_name(stack).group
+    except StackNameError:
+        return None  # a stack of another shape (made by hand) belongs to no group
+
+
 def clone_salt(project: Path, stack: str, existing: list[str]) -> str | None:
     """The passphrase salt the stacks of this clone already use (None for the first
     stack): the one most used by `stack`'s own group (the stacks it can read),
     else by any stack. Only config files of stacks that exist in the backend count,
     so a salt is one this backend's passphrase has opened before."""
-    group = stack.partition("-")[2]
-    mine = [s for s in existing if s != stack and s.partition("-")[2] == group]
+    group = _group_of(stack)
+    mine = [s for s in existing if s != stack and group and _group_of(s) == group]
     others = [s for s in existing if s != stack and s not in mine]
     for stacks in (mine, others):
         salts = Counter(

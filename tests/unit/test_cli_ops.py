@@ -14,7 +14,7 @@ from dbfleet.ops import commands as ops
 from dbfleet.ops import rollout, status
 from dbfleet.ops.changes import ResourceChange
 from dbfleet.ops.cli import main
-from dbfleet.ops.rollout import StackResult
+from dbfleet.ops.results import StackResult
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("accounts", "networks", "replicas", "proxies")

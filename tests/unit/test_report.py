@@ -17,7 +17,7 @@ from dbfleet.ops.changes import (
     UNKNOWN_SENTINEL,
     ChangeCollector,
 )
-from dbfleet.ops.rollout import StackResult
+from dbfleet.ops.results import StackResult
 
 PASSWORD = "s3cr3t-Pa55w0rd-value-that-must-never-show"
 SECRET_VALUE = {SIG_KEY: SECRET_SIG, "ciphertext": "[secret]"}

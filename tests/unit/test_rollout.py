@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from pulumi.automation import events
 
-from dbfleet.ops import planned, rollout
+from dbfleet.ops import planned, results, rollout
 from dbfleet.ops.changes import SECRET_SIG, SIG_KEY, UNKNOWN_SENTINEL
 from dbfleet.ops.progress import Progress
 from tests.unit.test_report import env, pre, stack_outputs, urn
@@ -120,7 +120,7 @@ def deployed(*groups: str, count: int = 3) -> dict[str, int]:
     return {f"{layer}-{g}": count for g in groups for layer in LAYERS}
 
 
-def statuses(results: dict[str, list[rollout.StackResult]]) -> dict[str, str]:
+def statuses(results: dict[str, list[results.StackResult]]) -> dict[str, str]:
     return {r.stack: r.status for rs in results.values() for r in rs}
 
 
@@ -137,7 +137,7 @@ class Recorder(Progress):
     def resource(self, stack: str, op: str, name: str, phase: str) -> None:
         self.events.append(("resource", stack, op, name, phase))
 
-    def stack_finished(self, result: rollout.StackResult) -> None:
+    def stack_finished(self, result: results.StackResult) -> None:
         self.events.append(("finished", result.stack, result.status))
 
     def close(self) -> None:
@@ -384,7 +384,7 @@ def test_error_text_keeps_the_specific_engine_errors() -> None:
 
 
 def test_stack_result_json_names_group_and_layer() -> None:
-    r = rollout.StackResult("replicas-eu", "applied", 2.0, {"create": 1})
+    r = results.StackResult("replicas-eu", "applied", 2.0, {"create": 1})
     doc: dict[str, Any] = r.to_json()
     assert (doc["group"], doc["layer"], doc["changes"]) == ("eu", "replicas", {"create": 1})
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dbfleet.ops import planned
+from dbfleet.ops.backend import file_backend_dir
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_stack_files_beside_pulumi_yaml_are_copied(project: Path, backend: Path)
     ],
 )
 def test_file_backend_dir(url: str, expected: Path | None) -> None:
-    assert planned.file_backend_dir(url) == expected
+    assert file_backend_dir(url) == expected
 
 
 def test_available_needs_a_file_backend_with_state(

@@ -6,7 +6,7 @@ import io
 import re
 
 from dbfleet.ops import progress
-from dbfleet.ops.rollout import StackResult
+from dbfleet.ops.results import StackResult
 
 
 class Tty(io.StringIO):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from dbfleet.ops import workspace
+from dbfleet.ops import backend, workspace
 
 
 class RecordingWorkspace:
@@ -20,7 +20,7 @@ class RecordingWorkspace:
         self.created: list[tuple[str, str | None]] = []
 
     def create_stack(self, stack: str) -> None:
-        path = workspace.stack_config_file(self.project, stack)
+        path = backend.stack_config_file(self.project, stack)
         salt = workspace._salt_of(path)
         if self.refuse and salt is not None:
             raise auto.CommandError(
@@ -55,11 +55,11 @@ def ws(project: Path, monkeypatch: pytest.MonkeyPatch) -> RecordingWorkspace:
 
 
 def test_config_file_follows_stack_config_dir(project: Path, tmp_path: Path) -> None:
-    assert workspace.stack_config_file(project, "accounts-us") == (
+    assert backend.stack_config_file(project, "accounts-us") == (
         project / "stacks" / "Pulumi.accounts-us.yaml"
     )
     (tmp_path / "Pulumi.yaml").write_text("name: x\nruntime: python\n")
-    assert workspace.stack_config_file(tmp_path, "a-b") == tmp_path / "./Pulumi.a-b.yaml"
+    assert backend.stack_config_file(tmp_path, "a-b") == tmp_path / "./Pulumi.a-b.yaml"
 
 
 def test_first_stack_gets_a_salt_of_its_own(project: Path, ws: RecordingWorkspace) -> None:

@@ -17,7 +17,7 @@ def _members(node: dict) -> tuple[str, ...]:
 
 
 def build(ctx: LayerContext) -> None:
-    prefetch(*(ctx.stack.upstream(layer) for layer in ("networks", "replicas", "accounts")))
+    prefetch(*ctx.stack.upstream_stacks())
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions", "nearest"))
     replicas = read_outputs(
         ctx.stack.upstream("replicas"),

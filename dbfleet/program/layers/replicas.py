@@ -7,6 +7,7 @@ import pulumi
 from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
+from dbfleet.model.topology import slot_name
 from dbfleet.program.layers.context import LayerContext
 from dbfleet.program.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
@@ -15,17 +16,13 @@ APP_USER = "app"
 LOCAL_SOURCE = "127.0.0.1"
 
 
-def slot_name(region: str, index: int) -> str:
-    return f"dbfleet_{region}_{index}"
-
-
 def build(ctx: LayerContext) -> None:
     # This stack's own outputs first, alone: the engine rewrites this stack's state file
     # after every read, and reading a state file while it is rewritten can fail (the
     # file backend's metadata sidecar is not written atomically). The upstream stacks'
     # files are not written during this run, so those reads go out together.
     previous = _previous_primary(str(ctx.stack))
-    prefetch(ctx.stack.upstream("accounts"), ctx.stack.upstream("networks"))
+    prefetch(*ctx.stack.upstream_stacks())
     accounts = read_outputs(
         ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path")
     )
