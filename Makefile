@@ -5,7 +5,8 @@ SHELL := /bin/bash
 
 help:
 	@echo "make up     - set up what is missing, start the local Vault, bring up the default fleet and prove it"
-	@echo "make test   - unit, policy and integration tests (real engine, Vault, PostgreSQL, HAProxy)"
+	@echo "make test   - lint, then unit, policy and integration tests (real engine, Vault, PostgreSQL, HAProxy)"
+	@echo "make lint   - ruff, shellcheck on every shell script, actionlint on the CI workflow"
 	@echo "make down   - destroy every stack in reverse order and stop what make up started"
 	@echo "make setup  - only install/build the toolchain (cached in ~/.cache/dbfleet)"
 
@@ -19,6 +20,7 @@ down:
 	@bash scripts/down.sh
 
 test: setup
+	@bash scripts/lint.sh
 	@bash scripts/test.sh
 
 unit: setup
@@ -28,7 +30,7 @@ integration: setup
 	@bash scripts/test.sh integration
 
 lint: setup
-	@source scripts/env.sh && ruff check . && ruff format --check .
+	@bash scripts/lint.sh
 
 bench: setup
 	@source scripts/env.sh && python -m bench

@@ -95,8 +95,10 @@ ensure_debs() {
   command -v curl >/dev/null || missing+=(curl)
   # Graphviz draws `dbfleet graph` pictures (SVG/PNG).
   command -v dot >/dev/null || missing+=(graphviz)
+  # `make lint` (part of `make test`) runs shellcheck on every shell script.
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, haproxy, graphviz: installed"
+    say "postgresql $PG_MAJOR, haproxy, graphviz, shellcheck: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \
@@ -109,6 +111,25 @@ ensure_debs() {
     "check that Debian's package mirror is reachable, or install them yourself and rerun" "$log"
   # Debian's postinst starts a default cluster and haproxy service; dbfleet runs
   # its own processes, so leave those alone but make sure nothing of ours clashes.
+}
+
+# --- actionlint (lints .github/workflows in make lint) ----------------------------
+ensure_actionlint() {
+  if [ -x "$ACTIONLINT_BIN" ]; then
+    say "actionlint v$ACTIONLINT_VERSION: cached"
+    return
+  fi
+  command -v go >/dev/null || fail "Go is not installed, and actionlint v$ACTIONLINT_VERSION must be built from source" \
+    "install Go (>= 1.21), or put actionlint v$ACTIONLINT_VERSION at $ACTIONLINT_BIN yourself and rerun"
+  local log="$LOG_DIR/actionlint-build.log" t0=$SECONDS dir
+  dir="$(dirname "$ACTIONLINT_BIN")"
+  say "building actionlint v$ACTIONLINT_VERSION from its Go module"
+  mkdir -p "$dir"
+  GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$dir" \
+    go install "github.com/rhysd/actionlint/cmd/actionlint@v$ACTIONLINT_VERSION" >"$log" 2>&1 \
+    || fail "building actionlint v$ACTIONLINT_VERSION failed (full log: $log)" \
+      "check that the Go module proxy is reachable and rerun" "$log"
+  say "built actionlint in $((SECONDS - t0)) s"
 }
 
 # --- Python environment --------------------------------------------------------
@@ -159,6 +180,7 @@ t0=$SECONDS
 ensure_debs
 ensure_python
 ensure_pulumi
+ensure_actionlint
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 pulumi version >/dev/null || fail "pulumi does not run" "see the messages above"

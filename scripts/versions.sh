@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# These variables are for the scripts that source this file.
+# shellcheck disable=SC2034
 # The one place that pins dbfleet's toolchain. Sourced by setup.sh and env.sh.
 #
 # Why Pulumi v3.79.0: the Python language host (pulumi-language-python) must be
@@ -13,3 +15,6 @@ DBFLEET_CACHE="${DBFLEET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbfleet}"
 PULUMI_TOOL_DIR="$DBFLEET_CACHE/pulumi-v$PULUMI_VERSION"
 PULUMI_BIN_DIR="$PULUMI_TOOL_DIR/bin"
 PG_MAJOR=15
+# actionlint checks the CI workflow (make lint); built from its Go module.
+ACTIONLINT_VERSION="1.7.12"
+ACTIONLINT_BIN="$DBFLEET_CACHE/actionlint-v$ACTIONLINT_VERSION/actionlint"
