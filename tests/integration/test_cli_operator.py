@@ -2,8 +2,9 @@
 
 One fleet of its own (state, Vault paths, fleet name and loopback range apart from
 every other test module), driven through `python -m dbfleet` like an operator.
-Tests run in file order and build on each other, so the whole file needs only
-one full rollout:
+In file order the tests share one fleet and need only one full rollout; each also
+sets up what it needs itself (`nothing_deployed`, `deployed`, a stopped replica),
+so any one of them runs alone with `pytest -k`:
 
 1. nothing deployed: a preview of an upper layer is blocked with a clear message;
 2. accounts + networks of both groups; then a port held by something else makes
@@ -33,10 +34,11 @@ import hvac
 import pytest
 
 from dbfleet import vault
+from dbfleet.model.stackname import LAYERS
 from tests.integration.conftest import FleetEnv, make_fleet_env
 
 GROUPS = ("us", "eu")
-LAYERS = ("accounts", "networks", "replicas", "proxies")
+STACKS = {f"{layer}-{g}" for g in GROUPS for layer in LAYERS}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,29 @@ def fleet(local_vault) -> Iterator[FleetEnv]:
     yield fe
     fe.run("destroy", "--yes", "-q", check=False)
     shutil.rmtree(fe.root, ignore_errors=True)
+
+
+def _deployed_stacks(fleet: FleetEnv) -> set[str]:
+    """The stacks of this fleet that hold resources."""
+    rows = json.loads(fleet.pulumi("stack", "ls", "--json").stdout or "[]")
+    return {r["name"] for r in rows if r.get("resourceCount")}
+
+
+@pytest.fixture
+def nothing_deployed(fleet: FleetEnv) -> FleetEnv:
+    """The fleet with no stack deployed (a no-op in file order, where it is first)."""
+    if _deployed_stacks(fleet):
+        fleet.run("destroy", "--yes", "-q")
+    return fleet
+
+
+@pytest.fixture
+def deployed(fleet: FleetEnv) -> FleetEnv:
+    """Every stack of the fleet deployed (a no-op in file order, where an earlier
+    test brought them up)."""
+    if _deployed_stacks(fleet) != STACKS:
+        fleet.run("up", "-q")
+    return fleet
 
 
 def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.2) -> Any:
@@ -82,7 +107,10 @@ def group_secrets(fleet: FleetEnv) -> list[str]:
 
 
 # 1 ------------------------------------------------------------------------------------------
-def test_a_preview_of_a_layer_whose_upstream_is_not_deployed_says_so(fleet: FleetEnv) -> None:
+def test_a_preview_of_a_layer_whose_upstream_is_not_deployed_says_so(
+    nothing_deployed: FleetEnv,
+) -> None:
+    fleet = nothing_deployed
     proc = fleet.run("preview", "us", "--layer", "replicas", "--json", "-", check=False)
     assert proc.returncode == 1
     (r,) = as_json(proc)["stacks"]
@@ -96,8 +124,9 @@ def test_a_preview_of_a_layer_whose_upstream_is_not_deployed_says_so(fleet: Flee
 
 # 2 ------------------------------------------------------------------------------------------
 def test_a_failure_stops_its_group_at_that_stack_while_the_other_group_finishes(
-    fleet: FleetEnv,
+    nothing_deployed: FleetEnv,
 ) -> None:
+    fleet = nothing_deployed
     first = as_json(fleet.run("up", "--layer", "accounts", "--layer", "networks", "--json"))
     rows = by_stack(first)
     assert {s: r["status"] for s, r in rows.items()} == {
@@ -148,7 +177,8 @@ def test_a_failure_stops_its_group_at_that_stack_while_the_other_group_finishes(
 
 
 # 3 ------------------------------------------------------------------------------------------
-def test_a_preview_with_nothing_to_do_exits_0(fleet: FleetEnv) -> None:
+def test_a_preview_with_nothing_to_do_exits_0(deployed: FleetEnv) -> None:
+    fleet = deployed
     # Policies are exercised by the review preview below; here only the exit code matters.
     proc = fleet.run("preview", "--no-policies", "--json", "-", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -157,8 +187,9 @@ def test_a_preview_with_nothing_to_do_exits_0(fleet: FleetEnv) -> None:
 
 
 def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
-    fleet: FleetEnv, tmp_path: Path
+    deployed: FleetEnv, tmp_path: Path
 ) -> None:
+    fleet = deployed
     original = fleet.spec.read_text()
     fleet.write_fleet(
         original.replace(
@@ -222,7 +253,19 @@ def _status(fleet: FleetEnv) -> tuple[int, dict]:
     return proc.returncode, as_json(proc)["groups"][0]
 
 
-def test_status_reports_a_stopped_replica_down_within_10_s(fleet: FleetEnv) -> None:
+def _kill_node(fleet: FleetEnv, node: str) -> None:
+    """SIGKILLs a node's postmaster (if it runs) and waits until it is gone."""
+    pidfile = Path(fleet.outputs("accounts-eu")["data_root"]) / node / "pgdata" / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        return  # not running
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, f"{node}'s postmaster to exit")
+
+
+def test_status_reports_a_stopped_replica_down_within_10_s(deployed: FleetEnv) -> None:
+    fleet = deployed
     code, eu = _status(fleet)
     assert code == 0 and eu["healthy"], eu
     nodes = {n["name"]: n for n in eu["nodes"]}
@@ -234,11 +277,7 @@ def test_status_reports_a_stopped_replica_down_within_10_s(fleet: FleetEnv) -> N
     )
     assert all(b["up"] for p in eu["proxies"] for b in p["backends"])
 
-    pidfile = (
-        Path(fleet.outputs("accounts-eu")["data_root"]) / "lhr-0" / "pgdata" / "postmaster.pid"
-    )
-    pid = int(pidfile.read_text().splitlines()[0])
-    os.kill(pid, signal.SIGKILL)
+    _kill_node(fleet, "lhr-0")
     t0 = time.monotonic()
 
     def lhr_down() -> dict | None:
@@ -258,9 +297,12 @@ def test_status_reports_a_stopped_replica_down_within_10_s(fleet: FleetEnv) -> N
 
 
 # 5 ------------------------------------------------------------------------------------------
-def test_an_error_in_one_stack_wins_over_changes_in_another(fleet: FleetEnv) -> None:
-    # lhr-0 is still down from the previous test: replicas-eu has drift to repair. A
-    # salt that does not match the passphrase makes replicas-us fail to open its state.
+def test_an_error_in_one_stack_wins_over_changes_in_another(deployed: FleetEnv) -> None:
+    fleet = deployed
+    # A stopped lhr-0 (in file order, the previous test stopped it already) gives
+    # replicas-eu drift to repair. A salt that does not match the passphrase makes
+    # replicas-us fail to open its state.
+    _kill_node(fleet, "lhr-0")
     config = fleet.project / "stacks" / "Pulumi.replicas-us.yaml"
     saved = config.read_text()
     head, rest = saved.split("encryptionsalt: v1:", 1)
@@ -301,7 +343,8 @@ def test_an_error_in_one_stack_wins_over_changes_in_another(fleet: FleetEnv) -> 
 
 
 # 6 ------------------------------------------------------------------------------------------
-def test_destroy_asks_for_yes_then_removes_everything_in_reverse(fleet: FleetEnv) -> None:
+def test_destroy_asks_for_yes_then_removes_everything_in_reverse(deployed: FleetEnv) -> None:
+    fleet = deployed
     refused = fleet.run("destroy", check=False, input="")
     assert refused.returncode == 1 and "pass --yes" in refused.stderr
     data_root = fleet.home / "data"

@@ -13,8 +13,8 @@ import hvac
 import pytest
 
 from dbfleet import vault
+from dbfleet.model.stackname import LAYERS
 
-LAYERS = ("accounts", "networks", "replicas", "proxies")
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
 
