@@ -261,7 +261,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"groups": [g.to_json() for g in states]}, indent=2))
     else:
         print(status.render(states))
-    if any(g.error and not g.nodes for g in states):
+    # A group dbfleet could not ask (not deployed, or Vault unreadable) is an
+    # error, not a degraded fleet: nothing is known to be down.
+    if not all(g.readable for g in states):
         return ExitCode.ERROR
     return ExitCode.OK if all(g.healthy for g in states) else ExitCode.DEGRADED
 

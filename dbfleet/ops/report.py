@@ -13,6 +13,7 @@ Nothing here talks to the engine; it renders `results.StackResult`s.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,62 @@ def exit_code(results: Iterable[StackResult], *, preview: bool) -> int:
     return ExitCode.OK
 
 
+@dataclass(frozen=True)
+class Switchover:
+    """A planned change of a group's primary: `primary_region` of replicas-<g> changes."""
+
+    group: str
+    old: str
+    new: str
+
+    def text(self) -> str:
+        return (
+            f"SWITCHOVER {self.group}: primary {self.old} -> {self.new} (the old primary is "
+            "stopped, the new one promoted, every node follows it; writes pause meanwhile)"
+        )
+
+
+def switchovers(results: Iterable[StackResult]) -> list[Switchover]:
+    """The switchovers a preview (or up) plans, from the replicas stacks' outputs."""
+    found = []
+    for r in results:
+        if r.layer != "replicas":
+            continue
+        for c in r.output_changes:
+            if c.path == "primary_region" and c.kind == "update" and c.old and c.new:
+                found.append(Switchover(r.group, str(c.old), str(c.new)))
+    return found
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One policy violation as a reader needs it: which policy, where, what is wrong,
+    and how to fix it (the engine sends the policy's description first; that line is
+    the same on every stack, so it is left out)."""
+
+    level: str
+    policy: str
+    resource: str
+    what: str
+    fix: str
+
+
+def findings(r: StackResult) -> list[Finding]:
+    """The stack's policy violations, each once."""
+    out: dict[tuple[str, str, str], Finding] = {}
+    for p in r.policy:
+        lines = [ln.strip() for ln in (p.message or "").splitlines() if ln.strip()]
+        fix = next(
+            (ln[len("Remediation:") :].strip() for ln in lines if ln.startswith("Remediation:")), ""
+        )
+        said = [ln for ln in lines if not ln.startswith("Remediation:")]
+        # description first, then the violation's own message (when there is one)
+        what = " ".join(said[1:]) if len(said) > 1 else (said[0] if said else "")
+        key = (p.policy, p.resource, what)
+        out.setdefault(key, Finding(p.level, p.policy, p.resource or r.stack, what, fix))
+    return list(out.values())
+
+
 # -- plain text -------------------------------------------------------------------------
 def _changes_cell(r: StackResult) -> str:
     text = count_text(r.changes)
@@ -48,16 +105,19 @@ def _changes_cell(r: StackResult) -> str:
 def table(results: Sequence[StackResult]) -> str:
     """`stack  status  time  changes`, one line per stack, then the reasons."""
     width = max([20, *(len(r.stack) for r in results)])
-    lines = [f"{'stack':<{width}} {'status':<12} {'time':>7}  changes"]
+    lines = [s.text() for s in switchovers(results)]
+    if lines:
+        lines.append("")
+    lines.append(f"{'stack':<{width}} {'status':<12} {'time':>7}  changes")
     for r in results:
         lines.append(f"{r.stack:<{width}} {r.status:<12} {r.seconds:>6.1f}s  {_changes_cell(r)}")
         for text in (r.note, r.error):
             for line in (text or "").splitlines():
                 lines.append(f"    {line}")
-        for p in r.policy:
-            lines.append(
-                f"    policy {p.level}: {p.policy}: {p.message.splitlines()[0] if p.message else ''}"
-            )
+        for f in findings(r):
+            lines.append(f"    policy {f.level}: {f.policy} ({f.resource}): {f.what}")
+            if f.fix:
+                lines.append(f"      fix: {f.fix}")
     return "\n".join(lines)
 
 
@@ -150,6 +210,14 @@ def markdown(
     out = [COMMENT_MARKER, f"## {title}", "", _headline(results)]
     if context:
         out += ["", context]
+    moves = switchovers(results)
+    if moves:
+        out += ["", "> [!IMPORTANT]", "> **Switchover** — the primary of a group moves:"]
+        out += [
+            f"> - **{s.group}**: `{s.old}` → `{s.new}` (the old primary is stopped, the new one "
+            "promoted, every node follows it; writes pause meanwhile)"
+            for s in moves
+        ]
     danger = [(r, rc) for r in results for rc in r.resources if rc.op in DANGER]
     if danger:
         out += [
@@ -178,7 +246,11 @@ def markdown(
         cells[3] = f"**{cells[3]}**" if cells[3] else ""
         outs = ", ".join(sorted({x.path.split(".")[0].split("[")[0] for x in r.output_changes}))
         out.append(f"| `{r.stack}` | {r.status} | " + " | ".join(cells) + f" | {outs} |")
-    unchanged = [r.stack for r in results if not r.has_changes and r.status not in ERROR_STATUSES]
+    unchanged = [
+        r.stack
+        for r in results
+        if not r.has_changes and r.status not in ERROR_STATUSES and not r.policy
+    ]
     for r in results:
         if r.stack in unchanged:
             continue
@@ -220,8 +292,9 @@ def markdown(
         if r.policy:
             out += ["", "Policies:"]
             out += [
-                f"- **{p.level}** `{p.policy}` on `{p.resource or r.stack}`: {_md_escape(p.message)}"
-                for p in r.policy
+                f"- **{f.level}** `{f.policy}` on `{f.resource}`: {_md_escape(f.what)}"
+                + (f" — fix: {_md_escape(f.fix)}" if f.fix else "")
+                for f in findings(r)
             ]
     if unchanged:
         out += ["", f"No changes: {', '.join(f'`{s}`' for s in unchanged)}."]
@@ -247,6 +320,7 @@ def document(
         "changed_stacks": [r.stack for r in results if r.has_changes],
         "failed_stacks": [r.stack for r in results if r.status in ERROR_STATUSES],
         "totals": totals,
+        "switchovers": [vars(s) for s in switchovers(results)],
         "stacks": [r.to_json() for r in results],
         **dict(extra or {}),
     }

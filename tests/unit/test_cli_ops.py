@@ -227,7 +227,20 @@ def test_status_exit_codes(
     missing = status.GroupStatus(
         "eu", error="networks-eu, replicas-eu not deployed: run dbfleet up eu"
     )
-    for groups, code in (([healthy], 0), ([healthy, down], 3), ([missing], 1)):
+    unknown = status.GroupStatus(
+        "eu",
+        "fra",
+        nodes=[status.NodeStatus("eu", "fra", 0, "127.0.0.1", 5432, "primary", probed=False)],
+        error="cannot read the group's superuser password from Vault: connection refused",
+    )
+    # Vault down: nothing is known to be down, the fleet cannot be read (1, not 3).
+    for groups, code in (
+        ([healthy], 0),
+        ([healthy, down], 3),
+        ([missing], 1),
+        ([unknown], 1),
+        ([down, unknown], 1),
+    ):
         monkeypatch.setattr(status, "collect", lambda names, g=groups: g)
         got, out, _ = run(capsys, "status", "--json")
         assert got == code

@@ -373,3 +373,67 @@ def test_json_document(mixed: list[StackResult]) -> None:
     assert (reps["group"], reps["layer"]) == ("eu", "replicas")
     assert {r["name"]: r["op"] for r in reps["resources"]}["lhr-0-server"] == "replace"
     assert reps["output_changes"][0]["path"] == "nodes.ams"
+
+
+# -- switchovers and policy findings (what an operator must not miss) --------------------------
+def _switching(stack: str = "replicas-eu", old: str = "fra", new: str = "lhr") -> StackResult:
+    return StackResult(
+        stack,
+        "changes",
+        changes={"update": 3},
+        output_changes=[changes.PropertyChange("primary_region", "update", old, new)],
+    )
+
+
+def test_a_switchover_is_named_first_in_the_table_the_report_and_the_json() -> None:
+    results = [StackResult("networks-eu", "no changes"), _switching()]
+    table = report.table(results)
+    assert table.splitlines()[0].startswith("SWITCHOVER eu: primary fra -> lhr")
+    md = report.markdown(results)
+    assert "**Switchover**" in md and "`fra` → `lhr`" in md
+    assert md.index("Switchover") < md.index("| stack | result |")
+    doc = report.document(results, command="preview", code=2)
+    assert doc["switchovers"] == [{"group": "eu", "old": "fra", "new": "lhr"}]
+
+
+def test_no_switchover_is_claimed_for_a_new_group_or_other_outputs() -> None:
+    new_group = StackResult(
+        "replicas-us",
+        "changes",
+        output_changes=[changes.PropertyChange("primary_region", "add", None, "iad")],
+    )
+    other = StackResult(
+        "networks-eu",
+        "changes",
+        output_changes=[changes.PropertyChange("primary_region", "update", "a", "b")],
+    )
+    assert report.switchovers([new_group, other]) == []
+    assert "SWITCHOVER" not in report.table([new_group, other])
+
+
+def _violation(message: str, resource: str = "") -> changes.PolicyViolation:
+    return changes.PolicyViolation("durability", "dbfleet", "advisory", message, resource)
+
+
+def test_policy_findings_show_their_own_message_and_fix_once_per_stack() -> None:
+    message = (
+        "A group spans enough regions to survive the loss of one.\n"
+        "group jp has 1 region(s) (nrt); at least 3 are required\n"
+        "Remediation: add regions to groups.jp in the fleet file"
+    )
+    r = StackResult("replicas-jp", "no changes", policy=[_violation(message), _violation(message)])
+    table = report.table([r])
+    assert table.count("group jp has 1 region(s) (nrt); at least 3 are required") == 1
+    assert "fix: add regions to groups.jp in the fleet file" in table
+    assert "A group spans enough regions" not in table
+    md = report.markdown([r])
+    # a stack without changes still shows its findings
+    assert "### `replicas-jp`" in md
+    assert md.count("at least 3 are required") == 1 and "fix: add regions" in md
+
+
+def test_a_finding_without_a_message_of_its_own_keeps_the_description() -> None:
+    (f,) = report.findings(
+        StackResult("accounts-eu", "no changes", policy=[_violation("Only this")])
+    )
+    assert f.what == "Only this" and f.fix == "" and f.resource == "accounts-eu"
