@@ -13,8 +13,8 @@ Nothing here talks to the engine; it renders `results.StackResult`s.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dbfleet.ops.changes import SECRET, SYMBOL, PropertyChange, ResourceChange, count_text
