@@ -42,6 +42,18 @@ def load_fleet_file() -> FleetSpec:
         raise Abort("\n".join(str(p) for p in exc.problems)) from None
 
 
+def vault_ready() -> None:
+    """Vault reachable, unsealed, and VAULT_TOKEN valid for it: checked once, before
+    any stack runs. Otherwise every stack's program finds out on its own, one after
+    the other (seconds each), and says so once per stack."""
+    from dbfleet import vault
+
+    try:
+        vault.client_from_env()
+    except vault.VaultError as exc:
+        raise Abort(f"dbfleet: {exc}") from None
+
+
 def fleet_groups(
     requested: list[str], *, fleet: FleetSpec | None = None, extra: set[str] | None = None
 ) -> list[str]:
@@ -111,7 +123,9 @@ def _apply(
 
 def cmd_up(args: argparse.Namespace) -> int:
     fleet = load_fleet_file()
-    return _apply(args, "up", fleet_groups(args.groups, fleet=fleet), fleet)
+    groups = fleet_groups(args.groups, fleet=fleet)
+    vault_ready()
+    return _apply(args, "up", groups, fleet)
 
 
 def _stack_groups() -> dict[str, list[str]]:
@@ -197,6 +211,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     fleet = load_fleet_file()
     groups = fleet_groups(args.groups, fleet=fleet)
+    vault_ready()
     packs: list[str] = []
     pack = None if args.no_policies else rollout.policy_pack_dir()
     if pack is not None:

@@ -17,13 +17,15 @@ from dbfleet.ops.cli import main
 from dbfleet.ops.results import StackResult
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("accounts", "networks", "replicas", "proxies")
+from dbfleet.model.stackname import LAYERS
 
 
 @pytest.fixture(autouse=True)
 def default_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
     monkeypatch.setattr(ops, "_known_secrets", lambda fleet, groups: ["hunter2-password-value"])
+    # The engine is faked here, and so is the Vault the real one would need.
+    monkeypatch.setattr(ops, "vault_ready", lambda: None)
 
 
 class FakeRun:
@@ -303,3 +305,20 @@ def test_destroy_works_from_the_state_when_the_fleet_file_is_broken(
     assert "the fleet file is invalid" in err
     code, _, err = run(capsys, "destroy", "mars", "--yes", "-q")
     assert code == 1 and "no stacks deployed for group(s) mars" in err
+
+
+@pytest.mark.parametrize("command", ["preview", "up"])
+def test_without_a_vault_token_nothing_runs_and_one_line_says_why(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.undo()
+    monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    code, out, err = run(capsys, command, "-q")
+    assert code == 1 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("dbfleet: VAULT_TOKEN is not set (VAULT_ADDR=http://127.0.0.1:1)")
+    assert fake.calls == []
