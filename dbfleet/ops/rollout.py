@@ -460,12 +460,14 @@ class _GroupRun:
             if new_ups:
                 # The stack reads a stack that does not exist yet (a new group): what
                 # it needs from it (secrets, directories) appears only once applied.
+                # The engine's error is that absence, not a fault: it is not shown
+                # as one (and its advice, a plain `pulumi up -s`, is not the way).
                 return StackResult(
                     stack,
                     Status.PENDING,
-                    error=_error_text(exc),
                     note=f"{note}; can be previewed once {', '.join(new_ups)} "
-                    f"{'is' if len(new_ups) == 1 else 'are'} applied",
+                    f"{'is' if len(new_ups) == 1 else 'are'} applied (dbfleet up "
+                    f"{self.group})",
                 )
             raise
         collector = events.collector
