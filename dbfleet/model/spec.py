@@ -597,22 +597,29 @@ def _line_of(loc: Loc, lines: Mapping[tuple[str, ...], int]) -> int:
 
 
 def load_fleet(path: str | Path) -> FleetSpec:
-    """Load and validate a fleet file; raise `FleetError` with every problem found."""
+    """Load and validate a fleet file; raise `FleetError` with every problem found.
+    A problem of the file as a whole names the file (as given), not `<file>`."""
+    shown = str(path)
     path = Path(path)
     try:
         # utf-8-sig: tolerate the byte-order mark some editors write.
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise FleetError([Problem(FILE, f"file not found: {path}")]) from None
+        raise FleetError([Problem(shown, "file not found")]) from None
     except IsADirectoryError:
-        raise FleetError([Problem(FILE, f"{path} is a directory, not a fleet file")]) from None
+        raise FleetError([Problem(shown, "is a directory, not a fleet file")]) from None
     except UnicodeDecodeError as exc:
         raise FleetError(
-            [Problem(FILE, f"not UTF-8 text (invalid byte at offset {exc.start})")]
+            [Problem(shown, f"not UTF-8 text (invalid byte at offset {exc.start})")]
         ) from None
     except OSError as exc:
-        raise FleetError([Problem(FILE, f"cannot read {path}: {exc.strerror or exc}")]) from None
-    return parse_fleet(text)
+        raise FleetError([Problem(shown, f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        return parse_fleet(text)
+    except FleetError as exc:
+        raise FleetError(
+            [Problem(shown, p.message) if p.path == FILE else p for p in exc.problems]
+        ) from None
 
 
 def default_spec_path() -> Path:

@@ -456,7 +456,7 @@ class _GroupRun:
                 diff=False,
                 policy_packs=self.options.policy_packs or None,
             )
-        except Exception as exc:
+        except Exception:
             if new_ups:
                 # The stack reads a stack that does not exist yet (a new group): what
                 # it needs from it (secrets, directories) appears only once applied.

@@ -522,17 +522,13 @@ def test_models_can_be_built_in_code() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FleetError) as info:
         load_fleet(tmp_path / "nope.yaml")
-    assert [str(p) for p in info.value.problems] == [
-        f"<file>: file not found: {tmp_path / 'nope.yaml'}"
-    ]
+    assert [str(p) for p in info.value.problems] == [f"{tmp_path / 'nope.yaml'}: file not found"]
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(FleetError) as info:
         load_fleet(tmp_path)
-    assert info.value.problems == [
-        Problem("<file>", f"{tmp_path} is a directory, not a fleet file")
-    ]
+    assert info.value.problems == [Problem(str(tmp_path), "is a directory, not a fleet file")]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
@@ -542,7 +538,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(FleetError) as info:
         load_fleet(path)
-    assert str(info.value.problems[0]).startswith(f"<file>: cannot read {path}")
+    assert str(info.value.problems[0]).startswith(f"{path}: cannot read")
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
@@ -559,6 +555,16 @@ def test_malformed_yaml_names_line_and_column() -> None:
 @pytest.mark.parametrize(("text", "kind"), [("- a\n", "a list"), ("42\n", "integer 42")])
 def test_top_level_must_be_a_mapping(text: str, kind: str) -> None:
     assert problems(text) == [f"<file>: top level must be a mapping with a groups key, got {kind}"]
+
+
+def test_problems_of_the_whole_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("- a\n")
+    with pytest.raises(FleetError) as info:
+        load_fleet(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}: top level must be a mapping with a groups key, got a list"
+    ]
 
 
 def test_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
