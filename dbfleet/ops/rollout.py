@@ -492,6 +492,8 @@ class _GroupRun:
     def _failure(self, layer: str, exc: Exception, events: _Events) -> StackResult:
         stack = self.name(layer)
         text = _error_text(exc)
+        if "currently locked" in text:
+            return StackResult(stack, Status.FAILED, error=locks.locked_message(stack))
         # Engine diagnostics name the resource that failed; keep the last few.
         diag = [e for e in events.collector.errors if e not in text][-3:]
         if diag and ("update failed" in text or "preview failed" in text or not text):
