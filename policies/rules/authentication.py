@@ -22,8 +22,9 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
+from dbfleet.model.topology import LOCAL_SOURCE
+
 from .common import (
-    LOCAL_SOURCE,
     MANDATORY,
     HostScriptView,
     StackContext,

@@ -36,10 +36,6 @@ PRIMARY_SCRIPT = "pg_primary.sh"
 PROXY_SCRIPT = "haproxy.sh"
 FENCE_SCRIPT = "pg_fence.sh"
 
-# On the local target every loopback client's source address is 127.0.0.1 (see README
-# "Secrets"), so pg_hba admits it besides the group's region addresses.
-LOCAL_SOURCE = "127.0.0.1"
-
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
 
