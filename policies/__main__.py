@@ -1,4 +1,4 @@
-"""dbfleet's policy pack: `pulumi preview --policy-pack policies` (README "Policies").
+"""dbfleet's policy pack: `pulumi preview --policy-pack policies` (docs/policies.md).
 
 A thin list: every rule lives in `rules/<topic>.py`, where its unit tests reach it
 (`PolicyPack()` serves the engine and never returns).

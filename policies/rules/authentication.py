@@ -4,8 +4,9 @@ The node scripts render pg_hba.conf from ALLOWED_HOSTS alone, one scram-sha-256 
 address (components/scripts/lib.sh), and replicate as the script-defined role
 `replicator`. So a node is sound when ALLOWED_HOSTS lists only its group's region
 addresses (plus 127.0.0.1 on the local target, the source address of every loopback
-client there — README "Secrets"), nothing asks for another method or extra pg_hba
-lines, replication runs as `replicator`, and that role has a password of its own.
+client there: `dbfleet.model.topology.LOCAL_SOURCE`), nothing asks for another method
+or extra pg_hba lines, replication runs as `replicator`, and that role has a password
+of its own.
 """
 
 from __future__ import annotations
