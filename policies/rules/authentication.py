@@ -16,12 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pulumi_policy import (
-    PolicyConfigSchema,
-    ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-)
+from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 
 from dbfleet.model.topology import LOCAL_SOURCE
 
@@ -30,9 +25,8 @@ from .common import (
     HostScriptView,
     StackContext,
     config_bool,
-    reporter,
+    host_script_validator,
     reveal,
-    try_context,
 )
 
 DESCRIPTION = (
@@ -131,22 +125,10 @@ def _shared_passwords(view: HostScriptView) -> list[str]:
     ]
 
 
-def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None or not view.is_node:
-        return
-    ctx = try_context(args.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION, args.urn)
-    for problem in problems(ctx, view, args.get_config()):
-        report(problem)
-
-
 authentication = ResourceValidationPolicy(
     name="authentication",
     description=DESCRIPTION,
-    validate=validate,
+    validate=host_script_validator(problems, REMEDIATION),
     enforcement_level=MANDATORY,
     config_schema=PolicyConfigSchema(
         properties={

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi_policy.policy
-from pulumi_policy import EnforcementLevel, ReportViolation
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidation,
+    ResourceValidationArgs,
+    StackValidation,
+    StackValidationArgs,
+)
 from pulumi_policy import deserialize as _policy_deserialize
 from pulumi_policy import proxy as _policy_proxy
 
@@ -417,6 +425,9 @@ class HostScriptView:
         return value.split() if isinstance(value, str) else []
 
 
+# --------------------------------------------------------------------------- reporting
+
+
 def with_remediation(message: str, remediation: str) -> str:
     return f"{message}\nRemediation: {remediation}"
 
@@ -428,6 +439,58 @@ def reporter(report_violation: ReportViolation, remediation: str, urn: str | Non
         report_violation(with_remediation(message, remediation), at)
 
     return report
+
+
+# What a rule module writes: its problems, as plain messages. The validators below do
+# the rest the same way for every policy that judges a stack placed in the fleet.
+HostScriptProblems = Callable[[StackContext, HostScriptView, Mapping[str, Any]], Iterable[str]]
+# (urn of the resource, problem); urn None for the stack as a whole.
+StackProblems = Callable[
+    [StackContext, list[PolicyResource], Mapping[str, Any]], Iterable[tuple[str | None, str]]
+]
+
+
+def stack_resource(resources: Iterable[PolicyResource]) -> PolicyResource | None:
+    """The stack itself (`pulumi:pulumi:Stack`, which holds the outputs)."""
+    return next((r for r in resources if r.resource_type == STACK), None)
+
+
+def host_script_validator(problems: HostScriptProblems, remediation: str) -> ResourceValidation:
+    """The validator of a resource policy that judges HostScripts: every other resource,
+    and every stack that cannot be placed in the fleet (stack-shape reports those), is
+    passed over; each problem is reported on the HostScript with `remediation`."""
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
+        if view is None:
+            return
+        ctx = try_context(args.urn)
+        if ctx is None:
+            return
+        report = reporter(report_violation, remediation, args.urn)
+        for problem in problems(ctx, view, args.get_config()):
+            report(problem)
+
+    return validate
+
+
+def stack_validator(problems: StackProblems, remediation: str) -> StackValidation:
+    """The validator of a stack policy that judges a stack placed in the fleet (one that
+    cannot be placed is stack-shape's to report); each problem is reported where
+    `problems` says, with `remediation`."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        stack = stack_resource(args.resources)
+        if stack is None:
+            return
+        ctx = try_context(stack.urn)
+        if ctx is None:
+            return
+        report = reporter(report_violation, remediation)
+        for urn, problem in problems(ctx, args.resources, args.get_config()):
+            report(problem, urn)
+
+    return validate
 
 
 def config_int(config: Mapping[str, Any], key: str, default: int) -> int:

@@ -9,30 +9,25 @@ secret path other layers and the CLI build on), which exists only once the progr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pulumi_policy import (
-    ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
+from pulumi_policy import PolicyResource, ResourceValidationPolicy, StackValidationPolicy
 
 from dbfleet.model.catalogue import REGIONS
 from dbfleet.vault import secret_path
 
 from .common import (
     MANDATORY,
-    STACK,
     UNKNOWN,
     HostScriptView,
     StackContext,
+    host_script_validator,
     plain,
-    reporter,
     reveal,
-    try_context,
+    stack_resource,
+    stack_validator,
 )
 
 DESCRIPTION = (
@@ -153,18 +148,6 @@ def _group_of_root(ctx: StackContext, name: str) -> str | None:
     return group if group in ctx.fleet.groups else None
 
 
-def validate_resource(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None:
-        return
-    ctx = try_context(args.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION, args.urn)
-    for problem in resource_problems(ctx, view):
-        report(problem)
-
-
 # --------------------------------------------------------------------------- outputs
 
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -246,30 +229,34 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def validate_outputs(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    for resource in args.resources:
-        if resource.resource_type != STACK:
-            continue
-        ctx = try_context(resource.urn)
-        if ctx is None:
-            return
-        outputs = plain(resource.props)
-        report = reporter(report_violation, OUTPUTS_REMEDIATION, resource.urn)
-        for problem in output_problems(ctx, outputs if isinstance(outputs, dict) else {}):
-            report(problem)
+def stack_output_problems(
+    ctx: StackContext, resources: list[PolicyResource], config: Mapping[str, Any]
+) -> list[tuple[str | None, str]]:
+    """`output_problems` of the stack's outputs, each reported on the stack."""
+    stack = stack_resource(resources)
+    if stack is None:
+        return []
+    outputs = plain(stack.props)
+    return [
+        (stack.urn, problem)
+        for problem in output_problems(ctx, outputs if isinstance(outputs, dict) else {})
+    ]
 
 
 residency = ResourceValidationPolicy(
     name="residency",
     description=DESCRIPTION,
-    validate=validate_resource,
+    # Residency has no settings: where a region belongs is the fleet file's to say.
+    validate=host_script_validator(
+        lambda ctx, view, _config: resource_problems(ctx, view), REMEDIATION
+    ),
     enforcement_level=MANDATORY,
 )
 
 residency_outputs = StackValidationPolicy(
     name="residency-outputs",
     description=OUTPUTS_DESCRIPTION,
-    validate=validate_outputs,
+    validate=stack_validator(stack_output_problems, OUTPUTS_REMEDIATION),
     enforcement_level=MANDATORY,
 )
 
