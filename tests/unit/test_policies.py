@@ -8,6 +8,8 @@ is the baseline: every policy must pass it, and the per-policy tests
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 import runpy
 from pathlib import Path
 from typing import Any
@@ -20,15 +22,8 @@ from dbfleet import vault
 from dbfleet.model.spec import FleetSpec, load_fleet
 from dbfleet.model.topology import nearest_first, plan_network
 from dbfleet.program import main as program
-from policies.rules import (
-    authentication,
-    common,
-    durability,
-    exposure,
-    residency,
-    secrets,
-    stack_shape,
-)
+from policies import rules
+from policies.rules import common, exposure, residency
 from policies.testing import (
     UNKNOWN_STRING,
     Resource,
@@ -48,8 +43,24 @@ PASSWORDS = {
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
 }
-MODULES = (residency, secrets, exposure, durability, authentication, stack_shape)
+# Every rule module of the package, found on disk (not from the pack's own list).
+MODULES = tuple(
+    importlib.import_module(f"{rules.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(rules.__path__)
+    if info.name != "common"
+)
 ALL_POLICIES = [p for m in MODULES for p in m.POLICIES]
+# The order the pack runs its policies in, and pulumi reports them in.
+PACK_ORDER = [
+    "residency",
+    "residency-outputs",
+    "no-plaintext-secrets",
+    "no-plaintext-secret-outputs",
+    "exposure",
+    "durability",
+    "authentication",
+    "stack-shape",
+]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 
 
@@ -193,7 +204,7 @@ def test_main_lists_every_policy_of_every_rule_module_once(monkeypatch):
     assert len(packs) == 1 and packs[0]["name"] == "dbfleet"
     names = [p.name for p in packs[0]["policies"]]
     assert sorted(names) == sorted(p.name for p in ALL_POLICIES)
-    assert len(set(names)) == len(names)
+    assert names == PACK_ORDER
     assert packs[0]["enforcement_level"] == pulumi_policy.EnforcementLevel.MANDATORY
 
 
