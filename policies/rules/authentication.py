@@ -63,7 +63,7 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
     found: list[str] = []
     env = view.environment
     allowed = allowed_sources(ctx, view, config)
-    for entry in env.get("ALLOWED_HOSTS", "").split():
+    for entry in view.listed("ALLOWED_HOSTS"):
         try:
             network = ipaddress.ip_network(entry, strict=False)
         except ValueError:

@@ -204,21 +204,25 @@ def port_of(endpoint: str) -> int | None:
     return int(tail) if tail and tail.isdigit() else None
 
 
+def ip_of(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address written in `address`; None when it is not one (a name, `*`)."""
+    try:
+        return ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+
+
 def is_wildcard(address: str) -> bool:
     """0.0.0.0, ::, * or empty: every interface of the host."""
     if address.strip() in ("", "*"):
         return True
-    try:
-        return ipaddress.ip_address(address.strip()).is_unspecified
-    except ValueError:
-        return False
+    ip = ip_of(address)
+    return ip is not None and ip.is_unspecified
 
 
 def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.strip()).is_loopback
-    except ValueError:
-        return address.strip() == "localhost"
+    ip = ip_of(address)
+    return ip.is_loopback if ip is not None else address.strip() == "localhost"
 
 
 # --------------------------------------------------------------------------- stack context
@@ -305,11 +309,8 @@ class StackContext:
 
     def region_of_address(self, address: str) -> str | None:
         """The catalogue region whose local address this is, in this fleet's range."""
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return None
-        if ip.version != 4 or ip not in self.fleet.network.network:
+        ip = ip_of(address)
+        if ip is None or ip.version != 4 or ip not in self.fleet.network.network:
             return None
         octets = str(ip).split(".")
         if octets[3] != "1":
@@ -413,16 +414,14 @@ class HostScriptView:
     def region_in_name(self) -> str | None:
         return region_in_name(self.name)
 
-    def addresses(self, key: str) -> list[str]:
-        """The addresses an environment variable lists (`host`, `host:port`, space-separated)."""
-        value = self.environment.get(key)
-        if not isinstance(value, str):
-            return []
-        return [host_of(item) for item in value.split()]
-
-    def endpoints(self, key: str) -> list[str]:
+    def listed(self, key: str) -> list[str]:
+        """The items an environment variable lists, space-separated (none when unset)."""
         value = self.environment.get(key)
         return value.split() if isinstance(value, str) else []
+
+    def addresses(self, key: str) -> list[str]:
+        """The addresses an environment variable lists (`host`, `host:port`, space-separated)."""
+        return [host_of(item) for item in self.listed(key)]
 
 
 # --------------------------------------------------------------------------- reporting
