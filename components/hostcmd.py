@@ -39,12 +39,41 @@ from pulumi.dynamic import (
 )
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
+COMPONENTS_DIR = Path(__file__).parent
 LIB_SCRIPT = "lib.sh"
 DEFAULT_TIMEOUT_S = 300
+
+# What a script writes to reach a file next to it. Run from a checkout, bash
+# reads the file; shipped to a host, the line is replaced by the file's text,
+# so a script and everything it uses travel as one program on standard input
+# (the same for a local run and, later, over SSH).
+_HERE = r'"\$\(dirname -- "\$\{BASH_SOURCE\[0\]\}"\)/'
+# `. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"`: a shell library, inlined.
+_SOURCE_LINE = re.compile(r"^[ \t]*\.[ \t]+" + _HERE + r'(?P<path>[A-Za-z0-9_.-]+\.sh)"[ \t]*$')
+# `SCRAM_PY=$(<"$(dirname -- "${BASH_SOURCE[0]}")/../scram.py")`: a file's text
+# in a variable, inlined as a single-quoted string.
+_EMBED_LINE = re.compile(
+    r"^(?P<var>[A-Z_][A-Z0-9_]*)=\$\(<" + _HERE + r'(?P<path>[A-Za-z0-9_./-]+)"\)[ \t]*$'
+)
+
+
+def _drift_exit_code() -> int:
+    """The exit code by which a script's `check` says "drifted", as lib.sh defines it.
+
+    The scripts produce it and this provider interprets it; lib.sh holds the one
+    definition because the scripts must also run by themselves, from a checkout.
+    """
+    found = re.search(
+        r"^DRIFT_EXIT_CODE=(\d+)$", (SCRIPTS_DIR / LIB_SCRIPT).read_text(), re.MULTILINE
+    )
+    if not found:
+        raise RuntimeError(f"{SCRIPTS_DIR / LIB_SCRIPT} does not define DRIFT_EXIT_CODE")
+    return int(found.group(1))
+
+
 # Exit code by which a script's `check` action says "this host has drifted from
 # what was declared" (a stopped database, a missing proxy): `up` then re-runs it.
-DRIFT_EXIT_CODE = 3
-_SOURCE_LIB = re.compile(r"^[ \t]*(?:source|\.)[ \t]+.*/lib\.sh\"?[ \t]*$", re.MULTILINE)
+DRIFT_EXIT_CODE = _drift_exit_code()
 
 
 @dataclass(frozen=True)
@@ -63,17 +92,46 @@ class Connection:
 LOCAL = Connection()
 
 
+def _sibling(script_dir: Path, relative: str) -> Path:
+    """A file a script names relative to its own directory; only inside components/."""
+    path = (script_dir / relative).resolve()
+    if not path.is_relative_to(COMPONENTS_DIR.resolve()) or not path.is_file():
+        raise ValueError(f"{relative!r} (from {script_dir}) is not a file under {COMPONENTS_DIR}")
+    return path
+
+
+def _inline(path: Path, name: str, seen: set[Path]) -> str:
+    """`path`'s text with its source and embed lines replaced by the files they name."""
+    out = []
+    for line in path.read_text().splitlines(keepends=True):
+        source = _SOURCE_LINE.match(line)
+        embed = _EMBED_LINE.match(line)
+        if source:
+            lib = _sibling(path.parent, source["path"])
+            if lib not in seen:
+                seen.add(lib)
+                out.append(_inline(lib, name, seen))
+                if lib.name == LIB_SCRIPT:
+                    # Run from stdin, $0 is "bash": name the script in its messages instead.
+                    out.append(f"SCRIPT_NAME={shlex.quote(name)}\n")
+        elif embed:
+            text = _sibling(path.parent, embed["path"]).read_text()
+            out.append(f"{embed['var']}={shlex.quote(text)}\n")
+        elif "BASH_SOURCE" in line and not line.lstrip().startswith("#"):
+            # Any other way of reaching a file next to the script would find
+            # nothing on a remote host: refuse it here rather than there.
+            raise ValueError(f"{path.name}: cannot ship this line to a host: {line.strip()}")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
 def script_text(name: str) -> str:
-    """The program a host runs for `name`: the shared library followed by the script."""
+    """The program a host runs for `name`: the script with every file it uses inlined."""
     path = SCRIPTS_DIR / name
     if not path.is_file():
         raise ValueError(f"unknown host script {name!r} (looked in {SCRIPTS_DIR})")
-    lib = (SCRIPTS_DIR / LIB_SCRIPT).read_text()
-    # The host receives one program on stdin, so the script's own line that
-    # sources lib.sh is replaced by the library itself.
-    body = _SOURCE_LIB.sub("", path.read_text())
-    # Run from stdin, $0 is "bash": name the script in its messages instead.
-    return lib + f"\nSCRIPT_NAME={shlex.quote(name)}\n" + body
+    return _inline(path, name, set())
 
 
 def script_digest(name: str) -> str:

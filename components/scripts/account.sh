@@ -177,13 +177,13 @@ do_delete() {
 }
 
 # do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
-# when the host matches what was declared, 3 (DRIFT) when it does not - the
-# engine then plans an update, and `create|update` repairs it. Changes nothing.
-DRIFT=3
+# when the host matches what was declared, DRIFT_EXIT_CODE (lib.sh) when it
+# does not - the engine then plans an update, and `create|update` repairs it.
+# Changes nothing.
 do_check() {
     require_env ACCOUNT_USER DATA_ROOT
-    getent passwd -- "$ACCOUNT_USER" >/dev/null || exit "$DRIFT"
-    [[ -d "$DATA_ROOT" ]] || exit "$DRIFT"
+    getent passwd -- "$ACCOUNT_USER" >/dev/null || exit "$DRIFT_EXIT_CODE"
+    [[ -d "$DATA_ROOT" ]] || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
 

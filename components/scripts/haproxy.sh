@@ -254,14 +254,14 @@ do_delete() {
 }
 
 # do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
-# when the host matches what was declared, 3 (DRIFT) when it does not - the
-# engine then plans an update, and `create|update` repairs it. Changes nothing.
-DRIFT=3
+# when the host matches what was declared, DRIFT_EXIT_CODE (lib.sh) when it
+# does not - the engine then plans an update, and `create|update` repairs it.
+# Changes nothing.
 do_check() {
     require_env PROXY_DIR
     init_vars
-    [[ -f "$CFG" ]] || exit "$DRIFT"
-    [[ -n "$(haproxy_pid)" ]] || exit "$DRIFT"
+    [[ -f "$CFG" ]] || exit "$DRIFT_EXIT_CODE"
+    [[ -n "$(haproxy_pid)" ]] || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
 
