@@ -204,6 +204,12 @@ def run_script(
         )
 
 
+# Inputs whose change re-runs the script (an update) ...
+_UPDATE_ON = ("connection", "script", "script_sha", "environment", "secret_environment")
+# ... and those whose change replaces the resource (delete, then create).
+_REPLACE_ON = ("connection", "name")
+
+
 class HostScriptProvider(ResourceProvider):
     """Create/update/delete a HostScript by running its script with that action."""
 
@@ -252,27 +258,24 @@ class HostScriptProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = (
-            "connection",
-            "script",
-            "script_sha",
-            "environment",
-            "secret_environment",
-            "triggers",
-        )
-        changed = [k for k in keys if olds.get(k) != news.get(k)]
-        replaces = [
-            k
-            for k in ("connection", "name", *news.get("replace_on", []))
-            if olds.get(k) != news.get(k)
-        ]
+        """Whether to run the script again, and whether that must be a replacement.
+
+        A replacement deletes first (the script's `delete` removes what the old
+        inputs made, e.g. a data directory), so it is planned only for what is
+        the resource's identity: its host (`connection`), its `name`, and the
+        environment variables listed in `replace_on_env` (a node's NODE_DIR).
+        Every other change is an update (the idempotent `create` again). With
+        nothing changed, a `check_drift` resource asks its host (`check`): a
+        drifted host is an update too. Only the keys named here are compared,
+        so a key that an older HostScript stored in state (and that no longer
+        exists) never causes a change.
+        """
+        changed = [k for k in _UPDATE_ON if olds.get(k) != news.get(k)]
+        replaces = [k for k in _REPLACE_ON if olds.get(k) != news.get(k)]
         if not replaces:
-            replaces = [
-                k
-                for k in news.get("replace_on_env", [])
-                if (olds.get("environment") or {}).get(k) != (news.get("environment") or {}).get(k)
-            ]
-            if replaces:
+            old_env = olds.get("environment") or {}
+            new_env = news.get("environment") or {}
+            if any(old_env.get(k) != new_env.get(k) for k in news.get("replace_on_env", [])):
                 replaces = ["environment"]
         if not changed and news.get("check_drift") and self._drifted(olds):
             changed = ["drift"]

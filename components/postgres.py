@@ -11,7 +11,7 @@ way round (rewind and follow), so no data directory is ever replaced for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
@@ -41,7 +41,6 @@ class PostgresNodeArgs:
     slot: str | None = None
     app_db: str = "app"
     app_user: str = "app"
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.role not in SCRIPTS:
@@ -62,7 +61,6 @@ class PostgresNodeArgs:
             "ALLOWED_HOSTS": " ".join(self.allowed_hosts),
             "APP_DB": self.app_db,
             "APP_USER": self.app_user,
-            **self.extra_env,
         }
         if self.role == "primary":
             env["REPLICA_SLOTS"] = " ".join(self.replica_slots)

@@ -7,17 +7,181 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components import hostcmd, scram
 from components.hostcmd import (
     DRIFT_EXIT_CODE,
+    HostScriptProvider,
     script_text,
 )
 
 SCRIPTS = sorted(p.name for p in hostcmd.SCRIPTS_DIR.glob("*.sh") if not p.name.endswith("lib.sh"))
 PG_SCRIPTS = ("pg_primary.sh", "pg_replica.sh", "pg_fence.sh")
+
+OLDS: dict[str, Any] = {
+    "name": "fra-0-server",
+    "connection": {"kind": "local", "host": "localhost", "user": "", "port": 22},
+    "script": "pg_primary.sh",
+    "script_sha": "a" * 64,
+    "environment": {"NODE_DIR": "/srv/d/fra-0", "RUN_AS": "dbfleet-eu", "PG_PORT": "5432"},
+    "secret_environment": {"PG_APP_PASSWORD": "old-Secret"},
+    "replace_on_env": ["NODE_DIR", "RUN_AS"],
+    "check_drift": False,
+    "timeout_s": 600,
+    "summary": "pg_primary.sh: primary ready",
+}
+
+
+def news(**over: Any) -> dict[str, Any]:
+    props = {k: v for k, v in OLDS.items() if k != "summary"}
+    props.update(over)
+    return props
+
+
+def env(**over: str) -> dict[str, str]:
+    return {**OLDS["environment"], **over}
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """run_script replaced: records each call, answers `check` with a chosen exit code."""
+    calls: list[tuple[Any, ...]] = []
+    answer = {"code": 0}
+
+    def fake_run_script(connection, script, action, environment, secrets, timeout_s=300):
+        calls.append((script, action, environment, secrets, timeout_s))
+        if isinstance(answer["code"], BaseException):
+            raise answer["code"]
+        return subprocess.CompletedProcess([], answer["code"], "", "")
+
+    monkeypatch.setattr(hostcmd, "run_script", fake_run_script)
+    return calls, answer
+
+
+@pytest.mark.parametrize(
+    ("new", "changes", "replaces"),
+    [
+        pytest.param(news(), False, [], id="no change"),
+        pytest.param(news(script_sha="b" * 64), True, [], id="script edited: update"),
+        pytest.param(news(script="pg_replica.sh"), True, [], id="role moved: update, no replace"),
+        pytest.param(news(environment=env(PG_PORT="5433")), True, [], id="plain env: update"),
+        pytest.param(
+            news(secret_environment={"PG_APP_PASSWORD": "new-Secret"}),
+            True,
+            [],
+            id="rotated secret: update",
+        ),
+        pytest.param(
+            news(environment=env(NODE_DIR="/srv/d/fra-1")),
+            True,
+            ["environment"],
+            id="replace_on_env var: replace",
+        ),
+        pytest.param(
+            news(environment=env(RUN_AS="other")),
+            True,
+            ["environment"],
+            id="second replace_on_env var: replace",
+        ),
+        pytest.param(
+            news(environment={k: v for k, v in env().items() if k != "NODE_DIR"}),
+            True,
+            ["environment"],
+            id="replace_on_env var removed: replace",
+        ),
+        pytest.param(
+            news(connection={**OLDS["connection"], "host": "db2"}),
+            True,
+            ["connection"],
+            id="other host: replace",
+        ),
+        pytest.param(news(name="fra-9-server"), True, ["name"], id="renamed: replace"),
+        pytest.param(
+            news(environment=env(NODE_DIR="/x"), connection={**OLDS["connection"], "port": 2}),
+            True,
+            ["connection"],
+            id="identity inputs named, not the env",
+        ),
+        pytest.param(
+            news(timeout_s=30, replace_on_env=["NODE_DIR"]),
+            False,
+            [],
+            id="how the provider runs, not what the host holds: no change",
+        ),
+    ],
+)
+def test_diff(probe, new, changes, replaces):
+    calls, _ = probe
+    result = HostScriptProvider().diff("id", OLDS, new)
+    assert (result.changes, result.replaces) == (changes, replaces)
+    # A replacement always removes the old first: two nodes must never share a port.
+    assert result.delete_before_replace is True
+    assert calls == [], "check_drift is off: the host is not asked"
+
+
+def test_keys_an_older_hostscript_stored_cause_no_change(probe):
+    # State written by an older HostScript may hold keys it no longer registers
+    # (`triggers`, `replace_on`): deployed stacks must not update or replace for them.
+    olds = {**OLDS, "triggers": {"x": "1"}, "replace_on": ["environment", "script"]}
+    result = HostScriptProvider().diff("id", olds, news())
+    assert (result.changes, result.replaces) == (False, [])
+
+
+def test_replace_on_env_of_the_new_inputs_decides(probe):
+    # A variable becomes an identity when the component starts to list it.
+    result = HostScriptProvider().diff(
+        "id", {**OLDS, "replace_on_env": []}, news(environment=env(NODE_DIR="/srv/d/x"))
+    )
+    assert result.replaces == ["environment"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "changes"),
+    [
+        pytest.param(0, False, id="check passes: no change"),
+        pytest.param(DRIFT_EXIT_CODE, True, id="check says drift: update"),
+        pytest.param(1, False, id="check fails otherwise: not drift"),
+        pytest.param(subprocess.TimeoutExpired("bash", 30), True, id="check hangs: drift"),
+        pytest.param(OSError("no bash"), True, id="check cannot run: drift"),
+    ],
+)
+def test_drift_from_check(probe, answer, changes):
+    calls, reply = probe
+    reply["code"] = answer
+    olds = {**OLDS, "check_drift": True}
+    result = HostScriptProvider().diff("id", olds, news(check_drift=True))
+    assert (result.changes, result.replaces) == (changes, [])
+    # The probe runs the deployed script (old inputs, secrets included) with a short deadline.
+    assert calls == [
+        ("pg_primary.sh", "check", OLDS["environment"], OLDS["secret_environment"], 30)
+    ]
+
+
+def test_no_probe_when_the_inputs_already_changed(probe):
+    calls, reply = probe
+    reply["code"] = DRIFT_EXIT_CODE
+    result = HostScriptProvider().diff(
+        "id", {**OLDS, "check_drift": True}, news(check_drift=True, script_sha="c" * 64)
+    )
+    assert result.changes and calls == []
+
+
+def test_check_accepts_a_known_script_unchanged():
+    props = news()
+    result = HostScriptProvider().check({}, props)
+    assert result.inputs is props
+    assert result.failures == []
+
+
+def test_check_refuses_an_unknown_script():
+    result = HostScriptProvider().check({}, news(script="nope.sh"))
+    assert [(f.property, f.reason) for f in result.failures] == [
+        ("script", "unknown host script nope.sh")
+    ]
+
 
 # --- shipping a script -----------------------------------------------------
 
