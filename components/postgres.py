@@ -41,6 +41,10 @@ class PostgresNodeArgs:
     slot: str | None = None
     app_db: str = "app"
     app_user: str = "app"
+    # The fleet the node belongs to: its directory's marker names it, and only
+    # that fleet's scripts reuse or delete the directory. "" marks no fleet (as
+    # before fleets were named; the accounts layer's data root still does).
+    fleet: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in SCRIPTS:
@@ -62,6 +66,8 @@ class PostgresNodeArgs:
             "APP_DB": self.app_db,
             "APP_USER": self.app_user,
         }
+        if self.fleet:
+            env["FLEET_NAME"] = self.fleet
         if self.role == "primary":
             env["REPLICA_SLOTS"] = " ".join(self.replica_slots)
         else:

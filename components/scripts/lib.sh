@@ -42,6 +42,11 @@ HAPROXY_BIN=${HAPROXY_BIN:-/usr/sbin/haproxy}
 DBFLEET_MARKER=.dbfleet
 # Marker placed in DATA_ROOT itself by account.sh create.
 DBFLEET_ROOT_MARKER=.dbfleet-root
+# Every marker (those files, and the GECOS of the OS users account.sh
+# creates) names the fleet that made the thing when FLEET_NAME is given (the
+# `name:` of the fleet file): "fleet=<name>".  Fleets on one host may use the
+# same group names; a fleet takes over or removes only what its own name
+# marks (see may_claim).
 # Exit code of a script's `check` action when the host has drifted from what
 # was declared (a stopped database, a missing proxy): the engine then plans
 # an update, and create|update repairs it.  The one definition: HostScript
@@ -238,22 +243,78 @@ make_dirs() {
         die "cannot create $* as user $RUN_AS (does its parent exist and belong to $RUN_AS?)"
 }
 
-# mark_dir DIR KIND : write the dbfleet marker into DIR (idempotent).
-mark_dir() {
-    printf 'dbfleet managed %s\n' "$2" | put_file "$1/$DBFLEET_MARKER" || true
+# check_fleet : FLEET_NAME, when given, is a fleet name (a DNS label).
+check_fleet() {
+    [[ -z "${FLEET_NAME:-}" || "$FLEET_NAME" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] ||
+        die "FLEET_NAME '$FLEET_NAME' is not a fleet name"
 }
 
-# safe_remove_dir DIR : rm -rf DIR, but only if it carries the dbfleet
-# marker or is empty; refuse loudly otherwise.
-safe_remove_dir() {
-    local dir=$1
-    [[ -e "$dir" ]] || return 0
-    [[ -d "$dir" && ! -L "$dir" ]] || die "$dir is not a directory; refusing to remove it"
-    if [[ -f "$dir/$DBFLEET_MARKER" ]] || [[ -z "$(ls -A -- "$dir")" ]]; then
-        rm -rf -- "$dir" || die "cannot remove $dir"
+# fleet_mark : the "fleet=<name>" part of a marker ("" without FLEET_NAME).
+fleet_mark() { if [[ -n "${FLEET_NAME:-}" ]]; then printf 'fleet=%s' "$FLEET_NAME"; fi; }
+
+# marker_fleet FILE : the fleet a marker file names; "" for a marker
+# written before markers named their fleet.
+marker_fleet() { sed -n 's/^fleet=//p' -- "$1" | head -n 1; }
+
+# may_claim OWNER NAME : this fleet may take over or remove a thing marked
+# by fleet OWNER and named NAME (a user name; the last component of a data
+# root, or of the data root holding a node or proxy directory).  Only its
+# own marks, with one exception for markers made before they named a fleet
+# (OWNER ""): those stay usable by the fleet that made them, recognised by
+# the names a fleet gives what it makes ("<fleet>-<group>", see
+# dbfleet/program/layers/context.py), or by the absence of FLEET_NAME (a
+# resource deployed before FLEET_NAME was an input; its next update passes
+# it and rewrites the marker).
+may_claim() {
+    local owner=$1 name=$2
+    if [[ -n "$owner" ]]; then
+        [[ "$owner" == "${FLEET_NAME:-}" ]]
     else
-        die "$dir has no $DBFLEET_MARKER marker and is not empty; refusing to remove it"
+        [[ -z "${FLEET_NAME:-}" || "$name" == "$FLEET_NAME"-* ]]
     fi
+}
+
+# not_ours OWNER : why may_claim refused, for a message.
+not_ours() {
+    if [[ -z "$1" ]]; then
+        printf 'has a marker naming no fleet and is not named like what fleet %s makes' "$FLEET_NAME"
+    elif [[ -z "${FLEET_NAME:-}" ]]; then
+        printf 'belongs to fleet %s (and this resource names no fleet)' "$1"
+    else
+        printf 'belongs to fleet %s, not to fleet %s' "$1" "$FLEET_NAME"
+    fi
+}
+
+# mark_dir DIR KIND : write the dbfleet marker into DIR (idempotent; an
+# older marker is rewritten to name this fleet).
+mark_dir() {
+    {
+        printf 'dbfleet managed %s\n' "$2"
+        [[ -z "${FLEET_NAME:-}" ]] || printf '%s\n' "$(fleet_mark)"
+    } | put_file "$1/$DBFLEET_MARKER" || true
+}
+
+# claim_dir DIR VERB : DIR (a node or proxy directory in a data root) is
+# absent, empty, or carries a dbfleet marker of this fleet (may_claim);
+# otherwise die, naming its owner ("refusing to VERB it").
+claim_dir() {
+    local dir=$1 verb=$2 owner
+    [[ -e "$dir" ]] || return 0
+    [[ -d "$dir" && ! -L "$dir" ]] || die "$dir is not a directory; refusing to $verb it"
+    if [[ -f "$dir/$DBFLEET_MARKER" ]]; then
+        owner=$(marker_fleet "$dir/$DBFLEET_MARKER")
+        may_claim "$owner" "$(basename -- "$(dirname -- "$dir")")" ||
+            die "$dir $(not_ours "$owner"); refusing to $verb it"
+    elif [[ -n "$(ls -A -- "$dir")" ]]; then
+        die "$dir exists, is not empty and was not created by dbfleet; refusing to $verb it"
+    fi
+}
+
+# safe_remove_dir DIR : rm -rf DIR, but only if claim_dir allows it.
+safe_remove_dir() {
+    claim_dir "$1" remove
+    [[ -e "$1" ]] || return 0
+    rm -rf -- "$1" || die "cannot remove $1"
 }
 
 # lock_dir DIR : take an exclusive lock for the rest of the script so that

@@ -35,6 +35,7 @@ pg_init_vars() {
 # pg_check_common : validation shared by primary and replica.
 pg_check_common() {
     check_run_as
+    check_fleet
     [[ "$RUN_AS" != root ]] || die "RUN_AS must not be root: PostgreSQL refuses to run as root"
     require_env NODE_DIR PG_HOST PG_PORT
     check_abs_path NODE_DIR
@@ -263,9 +264,7 @@ pg_write_node_files() {
 # pg_prepare_node_dir KIND : NODE_DIR and its run/log directories exist
 # (0700, owned by RUN_AS) and carry the marker; take the node lock.
 pg_prepare_node_dir() {
-    if [[ -e "$NODE_DIR" && ! -f "$NODE_DIR/$DBFLEET_MARKER" && -n "$(ls -A -- "$NODE_DIR")" ]]; then
-        die "$NODE_DIR exists, is not empty and was not created by dbfleet; refusing to use it"
-    fi
+    claim_dir "$NODE_DIR" use
     make_dirs "$NODE_DIR" "$RUN_DIR" "$LOG_DIR"
     mark_dir "$NODE_DIR" "postgresql node"
     lock_dir "$NODE_DIR"
@@ -273,10 +272,10 @@ pg_prepare_node_dir() {
 
 # pg_delete_node : stop the node if running, remove NODE_DIR.
 pg_delete_node() {
+    check_fleet
     pg_init_vars
     if [[ -d "$NODE_DIR" ]]; then
-        [[ -f "$NODE_DIR/$DBFLEET_MARKER" || -z "$(ls -A -- "$NODE_DIR")" ]] ||
-            die "$NODE_DIR was not created by dbfleet; refusing to delete it"
+        claim_dir "$NODE_DIR" delete
         lock_dir "$NODE_DIR"
         if [[ -f "$PGDATA_DIR/PG_VERSION" ]]; then pg_stop; fi
         wait_for 30 "postgres processes in $PGDATA_DIR to exit" pg_no_procs ||
