@@ -1,7 +1,7 @@
 """Authentication: scram-sha-256 only, pg_hba open only to the group, a replication role.
 
 The node scripts render pg_hba.conf from ALLOWED_HOSTS alone, one scram-sha-256 line per
-address (components/scripts/lib.sh), and replicate as the script-defined role
+address (components/scripts/pg_lib.sh), and replicate as the script-defined role
 `replicator`. So a node is sound when ALLOWED_HOSTS lists only its group's region
 addresses (plus 127.0.0.1 on the local target, the source address of every loopback
 client there: `dbfleet.model.topology.LOCAL_SOURCE`), nothing asks for another method

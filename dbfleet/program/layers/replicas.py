@@ -71,6 +71,7 @@ def build(ctx: LayerContext) -> None:
             "passwords": passwords,
             "app_db": APP_DB,
             "app_user": APP_USER,
+            "fleet": ctx.fleet.name,
         }
         if (region, k) == members[0]:
             return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)
