@@ -137,9 +137,36 @@ def _dotted(loc: Iterable[object]) -> str:
     return ".".join(parts) if parts else FILE
 
 
+def _edits(a: str, b: str) -> int:
+    """Edit distance where swapping two neighbouring letters counts as one edit (the
+    optimal-string-alignment form of Damerau-Levenshtein): `cgd` is one edit from
+    `cdg`, the typo people make, and two from `gdl`."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
 def _suggest(value: str, choices: Iterable[str], *, transform: Callable[[str], str] = str) -> str:
-    matches = difflib.get_close_matches(transform(value), sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {matches[0]}?" if matches else ""
+    """`; did you mean X?` for the closest choice: fewest edits first (a swap of two
+    letters is one), then the most letters in common; nothing when none is close."""
+    typed = transform(value)
+    close = set(difflib.get_close_matches(typed, choices, n=5, cutoff=0.6))
+    close |= {c for c in choices if _edits(typed, c) <= max(1, len(typed) // 3)}
+    if not close:
+        return ""
+    best = min(
+        sorted(close),
+        key=lambda c: (_edits(typed, c), -difflib.SequenceMatcher(None, typed, c).ratio()),
+    )
+    return f"; did you mean {best}?"
 
 
 # --------------------------------------------------------------------------- field rules

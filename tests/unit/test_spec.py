@@ -578,3 +578,17 @@ def test_problem_str_and_error_message() -> None:
     assert str(problem) == "groups.eu.zone: unknown zone XX"
     error = FleetError([problem, Problem("<file>", "x")])
     assert str(error) == "groups.eu.zone: unknown zone XX\n<file>: x"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("cgd", "cdg"), ("far", "fra"), ("lrh", "lhr"), ("xyz", "yyz"), ("IAD", "iad")],
+)
+def test_a_region_typo_suggests_the_code_meant_swapped_letters_first(
+    typed: str, meant: str
+) -> None:
+    text = DEFAULT_FLEET.read_text().replace(
+        "      arn: {nodes: 1}", f"      {typed}: {{nodes: 1}}"
+    )
+    found = [p for p in problems(text) if p.startswith(f"groups.eu.regions.{typed}:")]
+    assert found and found[0].endswith(f"did you mean {meant}?"), found
