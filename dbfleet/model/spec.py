@@ -159,7 +159,7 @@ def _suggest(value: str, choices: Iterable[str], *, transform: Callable[[str], s
     letters is one), then the most letters in common; nothing when none is close."""
     typed = transform(value)
     close = set(difflib.get_close_matches(typed, choices, n=5, cutoff=0.6))
-    close |= {c for c in choices if _edits(typed, c) <= max(1, len(typed) // 3)}
+    close |= {c for c in choices if _edits(typed, c) <= len(typed) // 3}
     if not close:
         return ""
     best = min(

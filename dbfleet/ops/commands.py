@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -413,9 +416,31 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 # -- the parser ------------------------------------------------------------------------
-def guard(handler):
+ENV_HINT = "run `source scripts/env.sh` in the dbfleet checkout first (`make setup` installs what it needs)"
+
+
+def engine_ready(env: Mapping[str, str] | None = None) -> None:
+    """The shell can drive the engine: `pulumi` is on PATH and a backend is chosen.
+    Without them the Automation API dies with a traceback ('pulumi' not found) or
+    asks for a Pulumi Cloud token, neither of which says what to do."""
+    env = os.environ if env is None else env
+    if not shutil.which("pulumi", path=env.get("PATH")):
+        raise Abort(f"dbfleet: the pulumi CLI is not on PATH: {ENV_HINT}")
+    if not env.get("PULUMI_BACKEND_URL"):
+        raise Abort(
+            "dbfleet: PULUMI_BACKEND_URL is not set (dbfleet keeps its state in a file "
+            f"backend, not Pulumi Cloud): {ENV_HINT}"
+        )
+
+
+def guard(handler, *, engine: bool = False):
+    """Wraps a command: a message instead of a traceback; `engine` commands first
+    check that the shell can drive the engine."""
+
     def run(args: argparse.Namespace) -> int:
         try:
+            if engine:
+                engine_ready()
             return handler(args)
         except Abort as exc:
             _err(str(exc))
@@ -462,7 +487,7 @@ def register(commands) -> None:
         "stops at its first failed stack. Exit 0 when every stack applied, 1 otherwise.",
     )
     _rollout_flags(p)
-    p.set_defaults(handler=guard(cmd_up))
+    p.set_defaults(handler=guard(cmd_up, engine=True))
 
     p = commands.add_parser(
         "destroy",
@@ -472,7 +497,7 @@ def register(commands) -> None:
     )
     _rollout_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=guard(cmd_destroy))
+    p.set_defaults(handler=guard(cmd_destroy, engine=True))
 
     p = commands.add_parser(
         "preview",
@@ -494,7 +519,7 @@ def register(commands) -> None:
         action="store_true",
         help="preview each stack against what is deployed upstream, not against the upstream's plan",
     )
-    p.set_defaults(handler=guard(cmd_preview))
+    p.set_defaults(handler=guard(cmd_preview, engine=True))
 
     p = commands.add_parser(
         "status",
@@ -504,19 +529,19 @@ def register(commands) -> None:
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=guard(cmd_status))
+    p.set_defaults(handler=guard(cmd_status, engine=True))
 
     p = commands.add_parser("endpoints", help="print each region's read and write endpoints")
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=guard(cmd_endpoints))
+    p.set_defaults(handler=guard(cmd_endpoints, engine=True))
 
     p = commands.add_parser(
         "prove", help="write in every region, read back in every region of the group"
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--deadline", type=float, default=5.0, help="seconds a write may take to appear")
-    p.set_defaults(handler=guard(cmd_prove))
+    p.set_defaults(handler=guard(cmd_prove, engine=True))
 
     p = commands.add_parser(
         "graph",
