@@ -323,6 +323,14 @@ class FleetSpec(_Model):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FleetSpec:
         problems = _group_rules(self.groups)
+        # The ssh target is part of the file's shape, but nothing can deploy it yet:
+        # say so here, not after every stack of the group has failed.
+        ssh = [n for n, g in self.groups.items() if (g.target or self.target) == "ssh"]
+        locs = {("groups", n, "target") if self.groups[n].target else ("target",) for n in ssh}
+        problems += [
+            (loc, "target ssh is not available yet: dbfleet deploys to the local target only")
+            for loc in sorted(locs)
+        ]
         if problems:
             raise _rules_error(problems)
         return self

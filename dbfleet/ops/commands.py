@@ -244,7 +244,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
     )
     if args.markdown:
-        context = f"Fleet file `{Path(default_spec_path()).name}`; {policy_note}. Exit code {code}."
+        context = f"Fleet file `{_shown(default_spec_path())}`; {policy_note}. Exit code {code}."
         _write(args.markdown, report.scrub(report.markdown(flat, context=context), secrets))
     if args.json:
         doc = report.document(

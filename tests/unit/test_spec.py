@@ -330,16 +330,21 @@ def test_weird_keys_are_quoted_and_stay_on_one_line() -> None:
 # --------------------------------------------------------------------------- targets
 
 
-def test_ssh_target_is_accepted_by_the_model() -> None:
-    spec = accepts(fleet(target="ssh"))
-    assert spec.target == "ssh"
-    assert spec.group_target("eu") == "ssh"
+def test_the_ssh_target_is_refused_until_it_exists() -> None:
+    assert problems(fleet(target="ssh")) == [
+        "target: target ssh is not available yet: dbfleet deploys to the local target only"
+    ]
 
 
 def test_group_target_overrides_fleet_target() -> None:
-    spec = accepts(fleet(**{"groups.eu.target": "ssh"}))
-    assert spec.group_target("eu") == "ssh"
-    assert spec.group_target("us") == "local"
+    spec = accepts(
+        fleet(target="ssh", **{"groups.eu.target": "local", "groups.us.target": "local"})
+    )
+    assert spec.target == "ssh"
+    assert spec.group_target("eu") == "local"
+    assert problems(fleet(**{"groups.eu.target": "ssh"})) == [
+        "groups.eu.target: target ssh is not available yet: dbfleet deploys to the local target only"
+    ]
 
 
 def test_group_target_of_unknown_group() -> None:
