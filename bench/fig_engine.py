@@ -22,9 +22,10 @@ from pathlib import Path
 from bench import procs, timeline
 from bench.context import Ctx
 from bench.fleetenv import FleetEnv
-from bench.floor import LAYERS, ensure_floor_stack, preview_floor
+from bench.floor import ensure_floor_stack, preview_floor
 from bench.markdown import figure_meta, fmt, fmt_ratio, med, table, verdict
 from bench.stats import Summary, median
+from dbfleet.model.stackname import LAYERS
 
 GOAL_RATIO = 1.5
 
