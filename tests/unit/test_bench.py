@@ -5,6 +5,7 @@ hand-written analysis kept byte for byte). No engine, no I/O."""
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -670,3 +671,25 @@ def test_the_header_describes_the_full_run_and_names_a_later_only_run():
     )
     assert "0.50 / 0.50 / 0.50 at the start" in text
     assert "Re-measured since" not in report.header({"meta": full})
+
+
+def test_a_sandbox_is_private_and_its_environment_points_only_at_it(tmp_path, monkeypatch):
+    from bench.sandbox import PROJECT_FILES, make_sandbox
+
+    for f in PROJECT_FILES:
+        (tmp_path / f).write_text(f"# {f}\n")
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///the/users/state")
+    monkeypatch.setenv("VAULT_TOKEN", "the-users-token")
+    monkeypatch.setenv("DBFLEET_SPEC", "/the/users/fleet.yaml")
+    sb = make_sandbox("dbfleet-unit-", tmp_path)
+    try:
+        env = sb.env(VAULT_ADDR="http://127.0.0.1:1")
+        assert env["PULUMI_BACKEND_URL"] == f"file://{sb.home / 'state'}"
+        assert env["DBFLEET_SPEC"] == str(sb.spec) and "VAULT_TOKEN" not in env
+        assert env["VAULT_ADDR"] == "http://127.0.0.1:1"
+        assert (sb.project / "__main__.py").read_text() == "# __main__.py\n"
+        assert (sb.project / "stacks").is_dir() and (sb.home / "state").is_dir()
+        assert sb.passphrase.stat().st_mode & 0o077 == 0  # the passphrase is the owner's alone
+        assert sb.root.stat().st_mode & 0o005 == 0o005  # the group's OS user reaches its data
+    finally:
+        shutil.rmtree(sb.root)
