@@ -119,7 +119,9 @@ def render(results: dict, doc: Path, plot_path: Path) -> None:
     print(f"bench: wrote {doc}" + (f" and {made}" if made else ""), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+# The driver runs every figure in its order and shares one fleet among some of
+# them: one branch per figure, kept in one place so the order reads top to bottom.
+def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     args = parse(argv)
     out, doc, plot_path = outputs(args.quick)
     results_file = out / "results.json"

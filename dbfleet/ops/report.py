@@ -202,14 +202,10 @@ def _headline(results: Sequence[StackResult]) -> str:
     )
 
 
-def markdown(
-    results: Sequence[StackResult], *, title: str = "dbfleet preview", context: str = ""
-) -> str:
-    """The review report: a summary table, the dangerous changes first, then one
-    section per stack (stacks without changes are listed, not detailed)."""
-    out = [COMMENT_MARKER, f"## {title}", "", _headline(results)]
-    if context:
-        out += ["", context]
+def _md_callouts(results: Sequence[StackResult]) -> list[str]:
+    """What a reviewer must not miss, first: switchovers, replaces and deletes, and
+    stacks that could not be previewed."""
+    out: list[str] = []
     moves = switchovers(results)
     if moves:
         out += ["", "> [!IMPORTANT]", "> **Switchover** — the primary of a group moves:"]
@@ -234,7 +230,11 @@ def markdown(
         for r in failed:
             first = (r.error or r.note or r.status).splitlines()[0]
             out.append(f"> - `{r.stack}` ({r.status}): {_md_escape(first)}")
-    out += [
+    return out
+
+
+def _md_summary(results: Sequence[StackResult]) -> list[str]:
+    out = [
         "",
         "| stack | result | create | update | replace | delete | outputs |",
         "|---|---|--:|--:|--:|--:|---|",
@@ -246,58 +246,84 @@ def markdown(
         cells[3] = f"**{cells[3]}**" if cells[3] else ""
         outs = ", ".join(sorted({x.path.split(".")[0].split("[")[0] for x in r.output_changes}))
         out.append(f"| `{r.stack}` | {r.status} | " + " | ".join(cells) + f" | {outs} |")
-    unchanged = [
+    return out
+
+
+def _md_what(rc: ResourceChange) -> str:
+    if rc.drift:
+        what = "drift: the host no longer matches the state"
+    elif rc.op == "create":
+        what = "new"
+    elif rc.op == "delete":
+        what = "removed"
+    else:
+        what = ", ".join(f"`{c.path}`" for c in rc.diffs[:8]) + (" …" if len(rc.diffs) > 8 else "")
+    if rc.replace_keys:
+        what += f" (replace: {', '.join(rc.replace_keys)})"
+    return what
+
+
+def _md_resources(r: StackResult) -> list[str]:
+    out = ["", "| change | resource | kind | what changes |", "|---|---|---|---|"]
+    for rc in r.resources:
+        op = f"**{rc.op.upper()}**" if rc.op in DANGER else rc.op
+        out.append(
+            f"| {SYMBOL.get(rc.op, rc.op)} {op} | `{rc.name}` | "
+            f"{_md_escape(rc.detail or rc.type)} | {_md_what(rc)} |"
+        )
+    detail = [line for rc in r.resources for line in _resource_lines(rc)]
+    return [
+        *out,
+        "",
+        "<details><summary>property diff</summary>",
+        "",
+        _fence(detail),
+        "",
+        "</details>",
+    ]
+
+
+def _md_stack(r: StackResult) -> list[str]:
+    """One stack's section: note, error, resources, outputs, policy findings."""
+    out = ["", f"### `{r.stack}` — {r.status}"]
+    if r.note:
+        out.append(f"_{_md_escape(r.note)}_")
+    if r.error:
+        out += ["", _fence([f"! {line}" for line in r.error.splitlines()])]
+    if r.resources:
+        out += _md_resources(r)
+    if r.output_changes:
+        out += ["", "Stack outputs:", "", _fence([_diff_line(c) for c in r.output_changes])]
+    if r.policy:
+        out += ["", "Policies:"]
+        out += [
+            f"- **{f.level}** `{f.policy}` on `{f.resource}`: {_md_escape(f.what)}"
+            + (f" — fix: {_md_escape(f.fix)}" if f.fix else "")
+            for f in findings(r)
+        ]
+    return out
+
+
+def markdown(
+    results: Sequence[StackResult], *, title: str = "dbfleet preview", context: str = ""
+) -> str:
+    """The review report: a summary table, the dangerous changes first, then one
+    section per stack (stacks without changes or findings are listed, not detailed)."""
+    out = [COMMENT_MARKER, f"## {title}", "", _headline(results)]
+    if context:
+        out += ["", context]
+    out += _md_callouts(results)
+    out += _md_summary(results)
+    quiet = [
         r.stack
         for r in results
         if not r.has_changes and r.status not in ERROR_STATUSES and not r.policy
     ]
     for r in results:
-        if r.stack in unchanged:
-            continue
-        out += ["", f"### `{r.stack}` — {r.status}"]
-        if r.note:
-            out.append(f"_{_md_escape(r.note)}_")
-        if r.error:
-            out += ["", _fence([f"! {line}" for line in r.error.splitlines()])]
-        if r.resources:
-            out += ["", "| change | resource | kind | what changes |", "|---|---|---|---|"]
-            for rc in r.resources:
-                op = f"**{rc.op.upper()}**" if rc.op in DANGER else rc.op
-                if rc.drift:
-                    what = "drift: the host no longer matches the state"
-                elif rc.op == "create":
-                    what = "new"
-                elif rc.op == "delete":
-                    what = "removed"
-                else:
-                    what = ", ".join(f"`{c.path}`" for c in rc.diffs[:8]) + (
-                        " …" if len(rc.diffs) > 8 else ""
-                    )
-                if rc.replace_keys:
-                    what += f" (replace: {', '.join(rc.replace_keys)})"
-                out.append(
-                    f"| {SYMBOL.get(rc.op, rc.op)} {op} | `{rc.name}` | {_md_escape(rc.detail or rc.type)} | {what} |"
-                )
-            detail = [line for rc in r.resources for line in _resource_lines(rc)]
-            out += [
-                "",
-                "<details><summary>property diff</summary>",
-                "",
-                _fence(detail),
-                "",
-                "</details>",
-            ]
-        if r.output_changes:
-            out += ["", "Stack outputs:", "", _fence([_diff_line(c) for c in r.output_changes])]
-        if r.policy:
-            out += ["", "Policies:"]
-            out += [
-                f"- **{f.level}** `{f.policy}` on `{f.resource}`: {_md_escape(f.what)}"
-                + (f" — fix: {_md_escape(f.fix)}" if f.fix else "")
-                for f in findings(r)
-            ]
-    if unchanged:
-        out += ["", f"No changes: {', '.join(f'`{s}`' for s in unchanged)}."]
+        if r.stack not in quiet:
+            out += _md_stack(r)
+    if quiet:
+        out += ["", f"No changes: {', '.join(f'`{s}`' for s in quiet)}."]
     return "\n".join(out) + "\n"
 
 
