@@ -6,8 +6,7 @@ import pulumi
 import pytest
 
 from dbfleet import vault
-from dbfleet.program import main as program
-from tests.unit.conftest import RecordingMocks
+from tests.unit.conftest import RecordingMocks, run_program
 
 DYN = "pulumi-python:dynamic:Resource"
 SECRETS = {
@@ -98,17 +97,7 @@ def env(monkeypatch, tmp_path):
 def run_stack(stack: str, upstream: dict | None = None) -> RecordingMocks:
     outputs = dict(UPSTREAM if upstream is None else upstream)
     outputs.setdefault(stack, {})  # the stack itself always exists while it runs
-    mocks = RecordingMocks(stack_outputs=outputs)
-    pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
-
-    @pulumi.runtime.test
-    def body():
-        program.run(stack)
-        # Let every registration reach the mocks.
-        return pulumi.Output.from_input(1)
-
-    body()
-    return mocks
+    return run_program(stack, RecordingMocks(stack_outputs=outputs))
 
 
 def scripts(mocks: RecordingMocks) -> dict[str, dict]:

@@ -14,7 +14,7 @@ from pulumi.automation import events
 from dbfleet.ops import planned, results, rollout
 from dbfleet.ops.changes import SECRET_SIG, SIG_KEY, UNKNOWN_SENTINEL
 from dbfleet.ops.progress import Progress
-from tests.unit.test_report import env, pre, stack_outputs, urn
+from tests.unit.engine_events import env, pre, stack_outputs, urn
 
 LAYERS = ["accounts", "networks", "replicas", "proxies"]
 
