@@ -224,6 +224,39 @@ def _check_cidr(value: str) -> str:
     return value
 
 
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _check_address(value: str) -> str:
+    """An IP address or a DNS name (what ssh and PostgreSQL can both be given)."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if _HOSTNAME.fullmatch(value) and not value.replace(".", "").isdigit():
+        return value
+    raise ValueError(f"{_name(value)} is not an IP address or a DNS name")
+
+
+def _check_cidr_any(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(f"{_name(value)} is not a network in CIDR notation") from None
+    return value
+
+
+def _check_kv_path(value: str) -> str:
+    parts = value.strip("/").split("/")
+    if not value.strip("/") or any(not p or p in (".", "..") for p in parts):
+        raise ValueError(f"{_name(value)} is not a Vault KV path (like ssh/fleet)")
+    return value.strip("/")
+
+
 GroupName = Annotated[StrictStr, AfterValidator(_check_group_name)]
 RegionCode = Annotated[StrictStr, AfterValidator(_check_region_code)]
 Port = Annotated[StrictInt, Field(ge=1024, le=65535)]
@@ -243,10 +276,35 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HostSpec(_Model):
+    """A server of the ssh target: where one node (and, for the first, the region's
+    proxy) runs."""
+
+    address: Annotated[StrictStr, AfterValidator(_check_address)]
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] = 22
+
+
 class RegionSpec(_Model):
     """One region of a group."""
 
     nodes: Annotated[StrictInt, Field(ge=1, le=MAX_NODES)] = 1
+    # ssh target only: one host per node, node k on hosts[k]; the region's proxy
+    # runs on hosts[0].
+    hosts: list[HostSpec] | None = None
+
+
+class SshSpec(_Model):
+    """How dbfleet logs in to the hosts of the ssh target (pulumi-command's
+    remote.Command connection model). The private key and the hosts' pinned host
+    keys come from Vault: KV v2 at `key` under the fleet's mount, with the fields
+    `private_key` and `known_hosts`; never from this file."""
+
+    user: StrictStr = "root"
+    key: Annotated[StrictStr, AfterValidator(_check_kv_path)]
+    # A bastion: user@host[:port], as for `ssh -J`.
+    proxy: StrictStr | None = None
+    dial_error_limit: Annotated[StrictInt, Field(ge=1, le=100)] = 10
+    per_dial_timeout_s: Annotated[StrictInt, Field(ge=1, le=300)] = 15
 
 
 class GroupSpec(_Model):
@@ -312,25 +370,35 @@ class NetworkSpec(_Model):
         return self
 
 
+class FirewallSpec(_Model):
+    """Who besides the group's own hosts may reach its ports (ssh target; the
+    networks layer enforces it with nftables on every host)."""
+
+    # may reach the proxies' read and write ports (the applications)
+    clients: list[Annotated[StrictStr, AfterValidator(_check_cidr_any)]] = Field(
+        default_factory=list
+    )
+    # may reach every port, node and stats ports included (dbfleet status, failover)
+    operators: list[Annotated[StrictStr, AfterValidator(_check_cidr_any)]] = Field(
+        default_factory=list
+    )
+
+
 class FleetSpec(_Model):
     """The whole fleet file."""
 
     name: Annotated[StrictStr, AfterValidator(_check_fleet_name)] = "dbfleet"
     target: Target = "local"
     network: NetworkSpec = Field(default_factory=NetworkSpec)
+    ssh: SshSpec | None = None
+    firewall: FirewallSpec = Field(default_factory=FirewallSpec)
     groups: Annotated[dict[GroupName, GroupSpec], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FleetSpec:
-        problems = _group_rules(self.groups)
-        # The ssh target is part of the file's shape, but nothing can deploy it yet:
-        # say so here, not after every stack of the group has failed.
-        ssh = [n for n, g in self.groups.items() if (g.target or self.target) == "ssh"]
-        locs = {("groups", n, "target") if self.groups[n].target else ("target",) for n in ssh}
-        problems += [
-            (loc, "target ssh is not available yet: dbfleet deploys to the local target only")
-            for loc in sorted(locs)
-        ]
+        problems = _group_rules(self.groups) + _host_rules(
+            self.groups, self.target, self.ssh is not None
+        )
         if problems:
             raise _rules_error(problems)
         return self
@@ -343,6 +411,61 @@ class FleetSpec(_Model):
             known = ", ".join(self.groups)
             raise KeyError(f"no group {name!r} in the fleet (groups: {known})") from None
         return group.target or self.target
+
+
+def _host_rules(groups: Mapping[str, GroupSpec], fleet_target: str, has_ssh: bool) -> RuleProblems:
+    """The ssh target's rules: hosts where (and only where) they belong, one per
+    node, each listed once in the whole fleet."""
+    problems: RuleProblems = []
+    seen: dict[tuple[str, int], str] = {}
+    ssh_groups = []
+    for name, group in groups.items():
+        target = group.target or fleet_target
+        if target == "ssh":
+            ssh_groups.append(name)
+        for code, region in group.regions.items():
+            loc = ("groups", name, "regions", code, "hosts")
+            if target != "ssh":
+                if region.hosts is not None:
+                    problems.append(
+                        (
+                            loc,
+                            f"hosts belong to the ssh target; group {name} runs on target {target}",
+                        )
+                    )
+                continue
+            if not region.hosts:
+                problems.append(
+                    (loc, f"missing: the ssh target needs one host per node ({region.nodes})")
+                )
+                continue
+            if len(region.hosts) != region.nodes:
+                problems.append(
+                    (
+                        loc,
+                        f"{len(region.hosts)} host(s) for {region.nodes} node(s): list one host per node",
+                    )
+                )
+            for k, host in enumerate(region.hosts):
+                key = (host.address.lower(), host.port)
+                where = f"groups.{name}.regions.{code}.hosts.{k}"
+                if key in seen:
+                    problems.append(
+                        (
+                            (*loc, str(k), "address"),
+                            f"{host.address}:{host.port} is listed twice (also {seen[key]})",
+                        )
+                    )
+                else:
+                    seen[key] = where
+    if ssh_groups and not has_ssh:
+        problems.append(
+            (
+                ("ssh",),
+                f"missing: group(s) {', '.join(ssh_groups)} run on target ssh, which needs an ssh section (user, key)",
+            )
+        )
+    return problems
 
 
 def _group_rules(groups: Mapping[str, GroupSpec]) -> RuleProblems:
@@ -471,7 +594,9 @@ def _rules_on_sound_groups(data: Mapping[str, Any]) -> list[tuple[Loc, Problem]]
             sound[name] = GroupSpec.model_validate(raw)
         except ValueError:  # includes ValidationError
             continue
-    return [(loc, Problem(_dotted(loc), msg)) for loc, msg in _group_rules(sound)]
+    target = data.get("target") if data.get("target") in get_args(Target) else "local"
+    found = _group_rules(sound) + _host_rules(sound, target, isinstance(data.get("ssh"), Mapping))
+    return [(loc, Problem(_dotted(loc), msg)) for loc, msg in found]
 
 
 # --------------------------------------------------------------------------- YAML

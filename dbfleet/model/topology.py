@@ -37,7 +37,8 @@ def nearest_first(regions: list[str]) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class RegionNet:
-    """Where one region of a group listens. Node k (0-based) listens on postgres_port + k."""
+    """Where one region of a group listens. Node k (0-based) listens on
+    node_hosts[k]:postgres_port + k; the region's proxy on `host` (node 0's host)."""
 
     region: str
     host: str
@@ -46,6 +47,9 @@ class RegionNet:
     write_port: int
     stats_port: int
     node_ports: tuple[int, ...]
+    # One address per node: on the local target all of them are the region's
+    # loopback address, on the ssh target the region's hosts in the file's order.
+    node_hosts: tuple[str, ...] = ()
 
 
 def region_host(fleet: FleetSpec, region: str) -> str:
@@ -62,18 +66,31 @@ def plan_network(fleet: FleetSpec, group: str) -> dict[str, RegionNet]:
     """Address and ports of every region of `group`, in the file's region order."""
     net = fleet.network
     spec = fleet.groups[group]
-    return {
-        code: RegionNet(
+    ssh = fleet.group_target(group) == "ssh"
+    plans = {}
+    for code, region in spec.regions.items():
+        if ssh:
+            hosts = tuple(h.address for h in region.hosts or ())
+        else:
+            hosts = (region_host(fleet, code),) * region.nodes
+        plans[code] = RegionNet(
             region=code,
-            host=region_host(fleet, code),
+            host=hosts[0],
             postgres_port=net.postgres_port,
             read_port=net.read_port,
             write_port=net.write_port,
             stats_port=net.stats_port,
             node_ports=tuple(net.postgres_port + k for k in range(region.nodes)),
+            node_hosts=hosts,
         )
-        for code, region in spec.regions.items()
-    }
+    return plans
+
+
+def group_addresses(fleet: FleetSpec, group: str) -> list[str]:
+    """Every address the group's nodes and proxies use, each once, in plan order."""
+    return list(
+        dict.fromkeys(h for net in plan_network(fleet, group).values() for h in net.node_hosts)
+    )
 
 
 def _listeners(net: RegionNet) -> list[tuple[int, str]]:

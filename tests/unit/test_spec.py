@@ -51,7 +51,7 @@ def fleet(**changes: Any) -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         if value is None:
-            del node[last]
+            node.pop(last, None)
         else:
             node[last] = value
     return data
@@ -260,14 +260,14 @@ def test_nodes_default_to_one() -> None:
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("colour", "colour: unknown key (allowed: name, target, network, groups)"),
+        ("colour", "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)"),
         (
             "groups.eu.colour",
             "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)",
         ),
         (
             "groups.eu.regions.fra.colour",
-            "groups.eu.regions.fra.colour: unknown key (allowed: nodes)",
+            "groups.eu.regions.fra.colour: unknown key (allowed: nodes, hosts)",
         ),
         (
             "network.colour",
@@ -330,9 +330,59 @@ def test_weird_keys_are_quoted_and_stay_on_one_line() -> None:
 # --------------------------------------------------------------------------- targets
 
 
-def test_the_ssh_target_is_refused_until_it_exists() -> None:
-    assert problems(fleet(target="ssh")) == [
-        "target: target ssh is not available yet: dbfleet deploys to the local target only"
+SSH_HOSTS = {
+    "groups.eu.regions.fra.hosts": [{"address": "198.18.1.10"}],
+    "groups.eu.regions.lhr.hosts": [{"address": "198.18.1.20", "port": 2222}],
+    "groups.eu.regions.arn.hosts": [{"address": "198.18.1.30"}],
+    "groups.us.regions.iad.hosts": [{"address": "db-iad.example.com"}],
+    "groups.us.regions.ord.hosts": [{"address": "2001:db8::10"}],
+    "groups.us.regions.sjc.hosts": [{"address": "198.18.2.30"}],
+}
+
+
+def ssh_fleet(**changes: Any) -> dict[str, Any]:
+    return fleet(**{"target": "ssh", "ssh": {"key": "ssh/fleet"}, **SSH_HOSTS, **changes})
+
+
+def test_an_ssh_fleet_with_hosts_and_a_login_is_accepted() -> None:
+    spec = accepts(ssh_fleet())
+    assert spec.ssh is not None and spec.ssh.user == "root" and spec.ssh.key == "ssh/fleet"
+    assert spec.groups["eu"].regions["lhr"].hosts[0].port == 2222
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"ssh": None},
+            "ssh: missing: group(s) us, eu run on target ssh, which needs an ssh section (user, key)",
+        ),
+        (
+            {"groups.eu.regions.lhr.hosts": [{"address": "198.18.1.10"}]},
+            "groups.eu.regions.lhr.hosts.0.address: 198.18.1.10:22 is listed twice (also groups.eu.regions.fra.hosts.0)",
+        ),
+        (
+            {"groups.eu.regions.lhr.nodes": 2},
+            "groups.eu.regions.lhr.hosts: 1 host(s) for 2 node(s): list one host per node",
+        ),
+        (
+            {"groups.eu.regions.fra.hosts": [{"address": "not an address"}]},
+            'groups.eu.regions.fra.hosts.0.address: "not an address" is not an IP address or a DNS name',
+        ),
+        (
+            {"groups.us.regions.iad.hosts": None},
+            "groups.us.regions.iad.hosts: missing: the ssh target needs one host per node (1)",
+        ),
+        ({"ssh": {"key": "../x"}}, "ssh.key: ../x is not a Vault KV path (like ssh/fleet)"),
+    ],
+)
+def test_ssh_fleet_rules(changes: dict, expected: str) -> None:
+    assert expected in problems(ssh_fleet(**changes))
+
+
+def test_hosts_under_a_local_group_are_refused() -> None:
+    assert problems(fleet(**{"groups.eu.regions.fra.hosts": [{"address": "198.18.1.10"}]})) == [
+        "groups.eu.regions.fra.hosts: hosts belong to the ssh target; group eu runs on target local"
     ]
 
 
@@ -342,9 +392,6 @@ def test_group_target_overrides_fleet_target() -> None:
     )
     assert spec.target == "ssh"
     assert spec.group_target("eu") == "local"
-    assert problems(fleet(**{"groups.eu.target": "ssh"})) == [
-        "groups.eu.target: target ssh is not available yet: dbfleet deploys to the local target only"
-    ]
 
 
 def test_group_target_of_unknown_group() -> None:
@@ -493,7 +540,7 @@ def test_several_rule_problems_in_one_group_are_all_reported_in_file_order() -> 
 def test_problems_follow_the_file_not_the_schema() -> None:
     text = "colour: blue\ngroups:\n  eu: {zone: EU, primary: fra, regions: {fra: {nodes: 0}}}\n"
     assert problems(text) == [
-        "colour: unknown key (allowed: name, target, network, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

@@ -14,6 +14,7 @@ from dbfleet.model.spec import FleetSpec
 from dbfleet.model.topology import (
     RegionNet,
     find_port_clashes,
+    group_addresses,
     nearest_first,
     plan_network,
     port_is_free,
@@ -93,7 +94,32 @@ def test_plan_network_for_eu() -> None:
         write_port=6433,
         stats_port=6434,
         node_ports=(5432,),
+        node_hosts=("127.77.20.1",),
     )
+
+
+def test_on_the_ssh_target_each_node_listens_on_its_own_host() -> None:
+    data = copy.deepcopy(BASE)
+    data["target"] = "ssh"
+    data["ssh"] = {"key": "ssh/fleet"}
+    for group, base in (("eu", "198.18.1"), ("us", "198.18.2")):
+        for k, region in enumerate(data["groups"][group]["regions"].values()):
+            n = region.get("nodes", 1)
+            region["hosts"] = [{"address": f"{base}.{10 * k + j}"} for j in range(n)]
+    data["groups"]["eu"]["regions"]["lhr"] = {
+        "nodes": 2,
+        "hosts": [{"address": "198.18.1.30"}, {"address": "lhr-2.example.com", "port": 2222}],
+    }
+    fleet = FleetSpec.model_validate(data)
+    nets = plan_network(fleet, "eu")
+    assert nets["lhr"].node_hosts == ("198.18.1.30", "lhr-2.example.com")
+    assert nets["lhr"].host == "198.18.1.30" and nets["lhr"].node_ports == (5432, 5433)
+    assert group_addresses(fleet, "eu") == [
+        "198.18.1.0",
+        "198.18.1.30",
+        "lhr-2.example.com",
+        "198.18.1.20",
+    ]
 
 
 def test_plan_network_for_us() -> None:
