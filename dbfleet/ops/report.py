@@ -346,8 +346,11 @@ def document(
         "changed_stacks": [r.stack for r in results if r.has_changes],
         "failed_stacks": [r.stack for r in results if r.status in ERROR_STATUSES],
         "totals": totals,
-        "switchovers": [vars(s) for s in switchovers(results)],
         "stacks": [r.to_json() for r in results],
+        # Only a preview knows which outputs change (up records no output diff).
+        **(
+            {"switchovers": [vars(s) for s in switchovers(results)]} if command == "preview" else {}
+        ),
         **dict(extra or {}),
     }
 
