@@ -31,6 +31,8 @@ class GroupAccountArgs:
     fleet: str
     user: str
     data_root: str
+    # Debian packages the host must have (the ssh target's hosts); none locally.
+    packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not FLEET_NAME.match(self.fleet):
@@ -61,6 +63,7 @@ class GroupAccount(pulumi.ComponentResource):
                 "ACCOUNT_USER": args.user,
                 "DATA_ROOT": args.data_root,
                 "FLEET_NAME": args.fleet,
+                **({"INSTALL_PACKAGES": " ".join(args.packages)} if args.packages else {}),
             },
             replace_on_env=["ACCOUNT_USER", "DATA_ROOT"],
             check_drift=True,

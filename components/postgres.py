@@ -68,6 +68,8 @@ class PostgresNodeArgs:
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet
+        if self.connection.kind == "ssh":
+            env["TARGET"] = "ssh"  # listen on the host's own address, not loopback
         if self.role == "primary":
             env["REPLICA_SLOTS"] = " ".join(self.replica_slots)
         else:

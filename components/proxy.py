@@ -56,6 +56,8 @@ class RegionProxyArgs:
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet
+        if self.connection.kind == "ssh":
+            env["TARGET"] = "ssh"  # listen on the host's own address, not loopback
         return env
 
 

@@ -486,3 +486,29 @@ def delete_group_secrets(client, mount: str, path: str) -> None:
                 f"policies must allow delete on {mount}/metadata/{path}"
             )
         raise err from None
+
+
+SSH_LOGIN_KEYS = ("private_key", "known_hosts")
+
+
+def read_ssh_login(client, mount: str, path: str) -> dict[str, str]:
+    """The ssh target's login: `private_key` (OpenSSH format) and `known_hosts` (the
+    hosts' pinned public host keys). VaultError naming the path when either is
+    missing: there is no trust-on-first-use."""
+    mount, path = _norm_mount(mount), _norm_path(path)
+    addr = _addr_of(client)
+    data, _ = _read(client, mount, path, "read")
+    if data is None:
+        raise VaultError(
+            f"secret {mount}/{path} does not exist at VAULT_ADDR={addr}: store the ssh login "
+            f"there (private_key, known_hosts), e.g. bao kv put -mount={mount} {path} "
+            "private_key=@id_ed25519 known_hosts=@known_hosts"
+        )
+    _check_values(data, addr, mount, path)
+    missing = [k for k in SSH_LOGIN_KEYS if not data.get(k)]
+    if missing:
+        raise VaultError(
+            f"secret {mount}/{path} at VAULT_ADDR={addr} lacks {', '.join(missing)}: the ssh "
+            "target needs the login's private key and every host's pinned host key"
+        )
+    return {k: str(data[k]) for k in SSH_LOGIN_KEYS}

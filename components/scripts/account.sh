@@ -10,6 +10,9 @@
 #                  they name may take them over or remove them (lib.sh,
 #                  may_claim).  Without it (a resource deployed before it was
 #                  an input) the markers name no fleet, as they used to.
+#   INSTALL_PACKAGES  (ssh target) Debian packages the group's hosts need,
+#                  space-separated: the missing ones are installed with apt-get
+#                  (as root); installed ones are left alone.
 #
 # create (idempotent):
 #   * as root: if ACCOUNT_USER does not exist, create it as a system user
@@ -103,8 +106,26 @@ check_inputs() {
     fi
 }
 
+# install_packages : the missing INSTALL_PACKAGES, from the host's package manager.
+install_packages() {
+    local pkg missing=()
+    for pkg in ${INSTALL_PACKAGES:-}; do
+        [[ "$pkg" =~ ^[a-z0-9][a-z0-9.+-]*$ ]] || die "INSTALL_PACKAGES: '$pkg' is not a package name"
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    ((EUID == 0)) || die "packages ${missing[*]} are missing and only root can install them"
+    command -v apt-get >/dev/null || die "packages ${missing[*]} are missing and this host has no apt-get (dbfleet needs Debian 12)"
+    info "installing ${missing[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >&2 ||
+        die "apt-get could not install ${missing[*]} (is the host's package mirror reachable?)"
+    echo "installed ${missing[*]}" >&2
+}
+
 do_create() {
     check_inputs
+    install_packages
     local done_=() new_root=0
     # Nothing of another fleet is touched: check both before changing either.
     claim_user "take over"

@@ -153,7 +153,7 @@ do_create() {
     check_fleet
     require_env PROXY_DIR PROXY_HOST READ_PORT WRITE_PORT STATS_PORT WRITE_BACKEND
     check_abs_path PROXY_DIR
-    check_loopback PROXY_HOST "$PROXY_HOST"
+    check_bind PROXY_HOST "$PROXY_HOST"
     check_port READ_PORT "$READ_PORT"
     check_port WRITE_PORT "$WRITE_PORT"
     check_port STATS_PORT "$STATS_PORT"

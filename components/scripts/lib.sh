@@ -133,6 +133,17 @@ check_loopback() {
     [[ "$2" == 127.* ]] || die "$1: '$2' is not a loopback (127.0.0.0/8) address"
 }
 
+# check_bind NAME VALUE : an address this host may listen on: a loopback
+# address on the local target; any IPv4 address of the host on the ssh target
+# (TARGET=ssh), whose firewall (firewall.sh) decides who may connect.
+check_bind() {
+    if [[ "${TARGET:-local}" == ssh ]]; then
+        check_ipv4 "$1" "$2"
+    else
+        check_loopback "$1" "$2"
+    fi
+}
+
 # check_port NAME VALUE : VALUE is a TCP port number 1..65535.
 check_port() {
     if ! [[ "$2" =~ ^[0-9]{1,5}$ ]] || ((10#$2 < 1 || 10#$2 > 65535)); then

@@ -39,10 +39,10 @@ pg_check_common() {
     [[ "$RUN_AS" != root ]] || die "RUN_AS must not be root: PostgreSQL refuses to run as root"
     require_env NODE_DIR PG_HOST PG_PORT
     check_abs_path NODE_DIR
-    check_loopback PG_HOST "$PG_HOST"
+    check_bind PG_HOST "$PG_HOST"
     check_port PG_PORT "$PG_PORT"
     local a
-    for a in ${ALLOWED_HOSTS:-}; do check_ipv4 ALLOWED_HOSTS "$a"; done
+    for a in ${ALLOWED_HOSTS:-}; do check_ipv4 ALLOWED_HOSTS "${a%/[0-9]*}"; done
     [[ -x "$PG_BIN/postgres" ]] || die "PostgreSQL binaries not found in $PG_BIN"
 }
 
@@ -231,7 +231,8 @@ EOF
 }
 
 # pg_render_hba : pg_hba.conf - the superuser over the local socket, and
-# from each ALLOWED_HOSTS address (/32) any role to any database plus the
+# from each ALLOWED_HOSTS address (/32, or the operators' networks the ssh
+# target's fleet file names, as given) any role to any database plus the
 # replicator role for replication.  SCRAM everywhere; nothing else.
 pg_render_hba() {
     local a
@@ -241,8 +242,9 @@ pg_render_hba() {
 local   all          postgres                         scram-sha-256
 EOF
     for a in ${ALLOWED_HOSTS:-}; do
-        printf 'host    all          all         %-20s scram-sha-256\n' "$a/32"
-        printf 'host    replication  replicator  %-20s scram-sha-256\n' "$a/32"
+        [[ "$a" == */* ]] || a="$a/32"
+        printf 'host    all          all         %-20s scram-sha-256\n' "$a"
+        printf 'host    replication  replicator  %-20s scram-sha-256\n' "$a"
     done
 }
 

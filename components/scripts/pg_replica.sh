@@ -160,7 +160,7 @@ streaming_sql() {
 do_create() {
     require_env PG_REPLICATION_PASSWORD PG_SUPERUSER_PASSWORD PRIMARY_HOST PRIMARY_PORT SLOT
     pg_check_common
-    check_loopback PRIMARY_HOST "$PRIMARY_HOST"
+    check_bind PRIMARY_HOST "$PRIMARY_HOST"
     check_port PRIMARY_PORT "$PRIMARY_PORT"
     check_ident SLOT "$SLOT"
     [[ "$PRIMARY_HOST:$PRIMARY_PORT" != "$PG_HOST:$PG_PORT" ]] ||

@@ -64,6 +64,14 @@ def keep_previous_outputs(stack_name: str) -> None:
         pulumi.export(name, pulumi.Output.secret(value) if name in secret_names else value)
 
 
+def _ssh_login(fleet, stack) -> pulumi.Output | None:
+    """The ssh target's login from Vault, as a secret; None on the local target."""
+    if fleet.group_target(stack.group) != "ssh" or fleet.ssh is None:
+        return None
+    login = vault.read_ssh_login(vault.client_from_env(), vault.DEFAULT_MOUNT, fleet.ssh.key)
+    return pulumi.Output.secret(login)
+
+
 def _run(stack_name: str) -> None:
     try:
         stack = parse_stack_name(stack_name)
@@ -80,13 +88,10 @@ def _run(stack_name: str) -> None:
         raise pulumi.RunError(
             f"stack {stack_name}: group {stack.group!r} is not in {spec} (groups: {', '.join(fleet.groups)})"
         )
-    target = fleet.group_target(stack.group)
-    if target != "local":
-        raise pulumi.RunError(
-            f"groups.{stack.group}.target: target {target!r} is not implemented yet"
-        )
-    ctx = LayerContext(stack=stack, fleet=fleet, home=dbfleet_home())
     try:
+        ctx = LayerContext(
+            stack=stack, fleet=fleet, home=dbfleet_home(), ssh_login=_ssh_login(fleet, stack)
+        )
         BUILDERS[stack.layer](ctx)
     except vault.VaultError as exc:
         raise pulumi.RunError(str(exc)) from None

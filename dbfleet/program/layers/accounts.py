@@ -1,4 +1,9 @@
-"""accounts-<group>: the group's OS user, its data root, and its secrets in Vault."""
+"""accounts-<group>: the group's OS user, its data root, and its secrets in Vault.
+
+On the local target that is one account on this machine; on the ssh target one on
+every host of the group, which also gets the Debian packages the later layers run
+(PostgreSQL 15, HAProxy, nftables), installed where missing.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ import pulumi
 from components.account import GroupAccount, GroupAccountArgs
 from dbfleet import vault
 from dbfleet.program.layers.context import LayerContext
+
+# What a host of the ssh target needs from its package manager.
+HOST_PACKAGES = ("postgresql-15", "postgresql-client-15", "haproxy", "nftables")
 
 
 def build(ctx: LayerContext) -> None:
@@ -24,18 +32,35 @@ def build(ctx: LayerContext) -> None:
     else:
         vault.ensure_group_secrets(client, vault.DEFAULT_MOUNT, path)
 
-    account = GroupAccount(
-        "account",
-        GroupAccountArgs(
-            connection=ctx.connection,
-            fleet=ctx.fleet.name,
-            user=ctx.account_user(),
-            data_root=ctx.data_root(),
-        ),
-    )
+    if ctx.target == "ssh":
+        accounts = [
+            GroupAccount(
+                f"account-{region}-{k}",
+                GroupAccountArgs(
+                    connection=ctx.node_connection(region, k),
+                    fleet=ctx.fleet.name,
+                    user=ctx.account_user(),
+                    data_root=ctx.data_root(),
+                    packages=HOST_PACKAGES,
+                ),
+            )
+            for region, k in ctx.hosts()
+        ]
+    else:
+        accounts = [
+            GroupAccount(
+                "account",
+                GroupAccountArgs(
+                    connection=ctx.connection,
+                    fleet=ctx.fleet.name,
+                    user=ctx.account_user(),
+                    data_root=ctx.data_root(),
+                ),
+            )
+        ]
     pulumi.export("group", ctx.group_name)
     pulumi.export("zone", ctx.group.zone)
-    pulumi.export("user", account.user)
-    pulumi.export("data_root", account.data_root)
+    pulumi.export("user", accounts[0].user)
+    pulumi.export("data_root", accounts[0].data_root)
     pulumi.export("secret_mount", vault.DEFAULT_MOUNT)
     pulumi.export("secret_path", path)

@@ -2,13 +2,22 @@
 
 On the local target each region is its own loopback address; every address of
 127.0.0.0/8 reaches every other one, so reachability needs no resource here.
+On the ssh target the addresses are the fleet file's hosts (DNS names resolved
+once, here), and every host gets the group's firewall (`HostFirewall`), whose
+create also proves that the host reaches every other host of the group.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import socket
+
 import pulumi
 
+from components.firewall import HostFirewall, HostFirewallArgs, table_name
 from dbfleet.model.topology import (
+    RegionNet,
     find_port_clashes,
     listener_commands,
     nearest_first,
@@ -24,6 +33,11 @@ def build(ctx: LayerContext) -> None:
     previous_regions = _own_previous_regions(str(ctx.stack))
     accounts = read_outputs(ctx.stack.upstream("accounts"), ("group", "data_root"))
     nets = plan_network(ctx.fleet, ctx.group_name)
+    if ctx.target == "ssh":
+        nets = {r: _resolved(net) for r, net in nets.items()}
+        _firewalls(ctx, nets)
+        _export(ctx, nets)
+        return
 
     # A port held by something else must stop the rollout before any database
     # starts. Ports this stack already handed out are in use by the group itself.
@@ -49,19 +63,79 @@ def build(ctx: LayerContext) -> None:
     if clashes:
         raise UpstreamError("ports already in use: " + "; ".join(clashes))
 
+    _export(ctx, nets)
+
+
+def _export(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
     pulumi.export("regions", {r: _region_output(n) for r, n in nets.items()})
     pulumi.export("nearest", nearest_first(list(ctx.group.regions)))
 
 
-def _region_output(net) -> dict:
+def _region_output(net: RegionNet) -> dict:
     return {
         "host": net.host,
+        "node_hosts": list(net.node_hosts),
         "postgres_port": net.postgres_port,
         "node_ports": list(net.node_ports),
         "read_port": net.read_port,
         "write_port": net.write_port,
         "stats_port": net.stats_port,
     }
+
+
+def _ipv4(name: str) -> str:
+    try:
+        ipaddress.IPv4Address(name)
+        return name
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UpstreamError(f"host {name} does not resolve to an IPv4 address: {exc}") from None
+    return str(infos[0][4][0])
+
+
+def _resolved(net: RegionNet) -> RegionNet:
+    """The plan with every host as its IPv4 address: what PostgreSQL's pg_hba, the
+    firewall and the proxies are given (a name can resolve differently later)."""
+    hosts = tuple(_ipv4(h) for h in net.node_hosts)
+    return dataclasses.replace(net, host=hosts[0], node_hosts=hosts)
+
+
+def _firewalls(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
+    table = table_name(ctx.fleet.name, ctx.group_name)
+    group = tuple(dict.fromkeys(h for n in nets.values() for h in n.node_hosts))
+    ssh_ports = {
+        (region, k): host.port
+        for region, spec in ctx.group.regions.items()
+        for k, host in enumerate(spec.hosts or [])
+    }
+    addresses = {(r, k): nets[r].node_hosts[k] for r, k in ctx.hosts()}
+    for region, k in ctx.hosts():
+        net, me = nets[region], addresses[(region, k)]
+        proxy_here = k == 0
+        HostFirewall(
+            f"{region}-{k}",
+            HostFirewallArgs(
+                connection=ctx.node_connection(region, k),
+                table=table,
+                host=me,
+                node_ports=tuple(
+                    p for j, p in enumerate(net.node_ports) if net.node_hosts[j] == me
+                ),
+                stats_port=net.stats_port if proxy_here else None,
+                client_ports=(net.read_port, net.write_port) if proxy_here else (),
+                group_sources=group,
+                client_sources=tuple(ctx.fleet.firewall.clients),
+                operator_sources=tuple(ctx.fleet.firewall.operators),
+                peers=tuple(
+                    f"{addresses[other]}:{ssh_ports[other]}"
+                    for other in ctx.hosts()
+                    if other != (region, k)
+                ),
+            ),
+        )
 
 
 def _own_previous_regions(stack: str) -> dict:

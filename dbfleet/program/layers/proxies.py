@@ -37,7 +37,8 @@ def build(ctx: LayerContext) -> None:
         proxy = RegionProxy(
             region,
             RegionProxyArgs(
-                connection=ctx.connection,
+                # node 0's host runs the region's proxy (the local target: this machine)
+                connection=ctx.node_connection(region, 0),
                 fleet=ctx.fleet.name,
                 run_as=accounts["user"],
                 proxy_dir=f"{accounts['data_root']}/proxy-{region}",

@@ -15,6 +15,12 @@ APP_DB = "app"
 APP_USER = "app"
 
 
+def _node_hosts(net: dict) -> list[str]:
+    """Node k's address: `node_hosts[k]` (a networks stack of an older dbfleet has
+    only the region's `host`, which every node of the local target shares)."""
+    return list(net.get("node_hosts") or [net["host"]] * len(net["node_ports"]))
+
+
 def build(ctx: LayerContext) -> None:
     # This stack's own outputs first, alone: the engine rewrites this stack's state file
     # after every read, and reading a state file while it is rewritten can fail (the
@@ -42,8 +48,12 @@ def build(ctx: LayerContext) -> None:
         )
     )
     primary_region = ctx.group.primary
-    allowed = tuple(sorted(r["host"] for r in regions.values()))
-    if ctx.connection.kind == "local":
+    allowed = tuple(sorted({h for r in regions.values() for h in _node_hosts(r)}))
+    if ctx.target == "ssh":
+        # The operators' networks (dbfleet status, failover) the fleet file names;
+        # the firewall admits them too.
+        allowed = (*allowed, *ctx.fleet.firewall.operators)
+    else:
         # On one machine the kernel gives every loopback client the source address
         # 127.0.0.1, whatever address it connects to (libpq cannot bind another),
         # so replication and proxy connections arrive from there. The group's
@@ -62,10 +72,10 @@ def build(ctx: LayerContext) -> None:
     def args(region: str, k: int) -> PostgresNodeArgs:
         net = regions[region]
         common = {
-            "connection": ctx.connection,
+            "connection": ctx.node_connection(region, k),
             "run_as": accounts["user"],
             "node_dir": f"{accounts['data_root']}/{region}-{k}",
-            "host": net["host"],
+            "host": _node_hosts(net)[k],
             "port": net["node_ports"][k],
             "allowed_hosts": allowed,
             "passwords": passwords,
@@ -77,7 +87,7 @@ def build(ctx: LayerContext) -> None:
             return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)
         return PostgresNodeArgs(
             role="replica",
-            primary_host=primary_net["host"],
+            primary_host=_node_hosts(primary_net)[0],
             primary_port=primary_net["node_ports"][0],
             slot=slot_name(region, k),
             **common,
@@ -93,17 +103,35 @@ def build(ctx: LayerContext) -> None:
             f"{previous}-0 is stopped cleanly, {primary_region}-0 is promoted, "
             f"{', '.join(f'{r}-{k}' for r, k in members[1:])} follow {primary_region}-0"
         )
-    fence = PrimaryFence(
-        "primary",
-        PrimaryFenceArgs(
-            connection=ctx.connection,
-            run_as=accounts["user"],
-            primary_node_dir=node_dir[members[0]],
-            replica_node_dirs=tuple(node_dir[m] for m in members[1:]),
-        ),
-    )
+    if ctx.target == "ssh":
+        # Each host fences the declared replica it runs (a node's processes are
+        # visible only on its own host).
+        fences = [
+            PrimaryFence(
+                f"primary-{m[0]}-{m[1]}",
+                PrimaryFenceArgs(
+                    connection=ctx.node_connection(*m),
+                    run_as=accounts["user"],
+                    primary_node_dir=node_dir[members[0]],
+                    replica_node_dirs=(node_dir[m],),
+                ),
+            )
+            for m in members[1:]
+        ]
+    else:
+        fences = [
+            PrimaryFence(
+                "primary",
+                PrimaryFenceArgs(
+                    connection=ctx.connection,
+                    run_as=accounts["user"],
+                    primary_node_dir=node_dir[members[0]],
+                    replica_node_dirs=tuple(node_dir[m] for m in members[1:]),
+                ),
+            )
+        ]
     primary = PostgresNode(
-        f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=[fence])
+        f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=fences)
     )
     nodes = {members[0]: primary}
     for region, k in members[1:]:
@@ -112,15 +140,14 @@ def build(ctx: LayerContext) -> None:
         )
 
     def node_out(region: str) -> dict:
-        mine = [(k, n) for (r, k), n in nodes.items() if r == region]
+        mine = sorted(((k, n) for (r, k), n in nodes.items() if r == region), key=lambda x: x[0])
         first = mine[0][1]
+        hosts = _node_hosts(regions[region])
         return {
-            "host": regions[region]["host"],
+            "host": hosts[0],
             "port": first.port,
             "role": first.role,
-            "members": [
-                {"host": regions[region]["host"], "port": n.port, "role": n.role} for _, n in mine
-            ],
+            "members": [{"host": hosts[k], "port": n.port, "role": n.role} for k, n in mine],
         }
 
     pulumi.export("primary_region", primary_region)
