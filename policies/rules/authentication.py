@@ -69,6 +69,8 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
         except ValueError:
             found.append(f"{view.name}: ALLOWED_HOSTS entry {entry!r} is not an address")
             continue
+        if ctx.target == "ssh" and entry in ctx.fleet.firewall.operators:
+            continue  # the operators' networks the fleet file names (dbfleet status)
         if network.num_addresses != 1:
             found.append(
                 f"{view.name}: ALLOWED_HOSTS entry {entry} is a network of {network.num_addresses} "

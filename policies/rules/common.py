@@ -43,6 +43,7 @@ NODE_SCRIPTS = ("pg_primary.sh", "pg_replica.sh")
 PRIMARY_SCRIPT = "pg_primary.sh"
 PROXY_SCRIPT = "haproxy.sh"
 FENCE_SCRIPT = "pg_fence.sh"
+FIREWALL_SCRIPT = "firewall.sh"
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
@@ -299,8 +300,13 @@ class StackContext:
 
     @property
     def group_hosts(self) -> dict[str, str]:
-        """address -> region, for every region of the group."""
-        return {net.host: region for region, net in self.nets.items()}
+        """address -> region, for every host of every region of the group (the
+        region's one loopback address on the local target)."""
+        return {
+            host: region
+            for region, net in self.nets.items()
+            for host in (net.node_hosts or (net.host,))
+        }
 
     @property
     def data_root_name(self) -> str:

@@ -72,7 +72,10 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
         region = None
     seen_public: set[str] = set()
     for host_var, host, port_var, port in _listeners(view):
-        if is_wildcard(host) or not is_loopback(host):
+        # On the ssh target a host's own address is where its services listen; the
+        # networks layer's firewall decides who reaches it.
+        own_host = ctx.target == "ssh" and host in assigned
+        if is_wildcard(host) or not (is_loopback(host) or own_host):
             if host in seen_public:
                 continue
             seen_public.add(host)
@@ -84,9 +87,9 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
                 f"no publicBindExceptions entry names resource {view.name} with address {host or '(empty)'}"
             )
             continue
-        own = nets[region].host if region else None
-        if host not in assigned or (own and host != own):
-            expected = own or " or ".join(sorted(assigned))
+        own = set(nets[region].node_hosts or (nets[region].host,)) if region else set()
+        if host not in assigned or (own and host not in own):
+            expected = " or ".join(sorted(own or assigned))
             found.append(
                 f"{view.name}: {host_var} {host} is not the address the networks layer assigned "
                 f"to {'region ' + region if region else 'any region of group ' + ctx.group_name} ({expected})"

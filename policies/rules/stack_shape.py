@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from components import account, fence, postgres, proxy
+from components import account, fence, firewall, postgres, proxy
 
 from .common import (
     ACCOUNT_SCRIPT,
     FENCE_SCRIPT,
+    FIREWALL_SCRIPT,
     HOST_SCRIPT,
     MANDATORY,
     NODE_SCRIPTS,
@@ -45,7 +46,7 @@ DESCRIPTION = (
 )
 REMEDIATION = (
     "declare each resource in the stack of its layer and group (accounts: GroupAccount; "
-    "networks: nothing; replicas: PostgresNode, PrimaryFence; proxies: RegionProxy), name stacks "
+    "networks: HostFirewall (ssh target); replicas: PostgresNode, PrimaryFence; proxies: RegionProxy), name stacks "
     "<layer>-<group> after a group of the fleet file, and keep every region in the group the "
     "fleet file gives it."
 )
@@ -54,11 +55,13 @@ ACCOUNT = account.TYPE
 NODE = postgres.TYPE
 FENCE = fence.TYPE
 PROXY = proxy.TYPE
+FIREWALL = firewall.TYPE
 
 # What each layer owns: its component types, and the host scripts each component runs.
 LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "accounts": (ACCOUNT,),
-    "networks": (),
+    # the ssh target's host firewalls; nothing on the local target
+    "networks": (FIREWALL,),
     "replicas": (NODE, FENCE),
     "proxies": (PROXY,),
 }
@@ -67,8 +70,15 @@ COMPONENT_SCRIPTS = {
     NODE: NODE_SCRIPTS,
     FENCE: (FENCE_SCRIPT,),
     PROXY: (PROXY_SCRIPT,),
+    FIREWALL: (FIREWALL_SCRIPT,),
 }
-WHAT = {ACCOUNT: "a group account", NODE: "a database", FENCE: "a primary fence", PROXY: "a proxy"}
+WHAT = {
+    ACCOUNT: "a group account",
+    NODE: "a database",
+    FENCE: "a primary fence",
+    PROXY: "a proxy",
+    FIREWALL: "a host firewall",
+}
 # Engine-owned resources every stack may have.
 _ALWAYS = (STACK, STACK_REFERENCE)
 
