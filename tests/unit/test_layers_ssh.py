@@ -1,0 +1,210 @@
+"""The layers on the ssh target, under mocks: one connection per host, the login from
+Vault as a secret, a firewall per host, nodes and proxies on their hosts' addresses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbfleet import vault
+from tests.unit.conftest import RecordingMocks, run_program
+
+DYN = "pulumi-python:dynamic:Resource"
+SECRETS = {
+    "superuser_password": "S" * 43,
+    "replication_password": "R" * 43,
+    "app_password": "A" * 43,
+}
+LOGIN = {
+    "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nk\n",
+    "known_hosts": "198.18.3.11 ssh-ed25519 AAAA\n",
+}
+FLEET = """\
+name: lab
+target: ssh
+ssh: {user: root, key: dbfleet/lab/ssh}
+firewall: {clients: [198.18.3.1/32], operators: [198.18.3.1/32]}
+groups:
+  eu:
+    zone: EU
+    primary: fra
+    regions:
+      fra: {nodes: 1, hosts: [{address: 198.18.3.11}]}
+      lhr: {nodes: 2, hosts: [{address: 198.18.3.12}, {address: 198.18.3.14, port: 2222}]}
+      arn: {nodes: 1, hosts: [{address: 198.18.3.13}]}
+"""
+NETWORKS = {
+    "regions": {
+        r: {
+            "host": hosts[0],
+            "node_hosts": hosts,
+            "postgres_port": 5432,
+            "node_ports": [5432 + k for k in range(len(hosts))],
+            "read_port": 6432,
+            "write_port": 6433,
+            "stats_port": 6434,
+        }
+        for r, hosts in {
+            "fra": ["198.18.3.11"],
+            "lhr": ["198.18.3.12", "198.18.3.14"],
+            "arn": ["198.18.3.13"],
+        }.items()
+    },
+    "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
+}
+ACCOUNTS = {
+    "group": "eu",
+    "user": "lab-eu",
+    "data_root": "/var/lib/dbfleet/lab-eu",
+    "secret_mount": "secret",
+    "secret_path": "dbfleet/lab/eu/postgres",
+}
+
+
+def _member(host: str, port: int, role: str) -> dict:
+    return {"host": host, "port": port, "role": role}
+
+
+REPLICAS = {
+    "primary_region": "fra",
+    "nodes": {
+        "fra": {
+            **_member("198.18.3.11", 5432, "primary"),
+            "members": [_member("198.18.3.11", 5432, "primary")],
+        },
+        "lhr": {
+            **_member("198.18.3.12", 5432, "replica"),
+            "members": [
+                _member("198.18.3.12", 5432, "replica"),
+                _member("198.18.3.14", 5433, "replica"),
+            ],
+        },
+        "arn": {
+            **_member("198.18.3.13", 5432, "replica"),
+            "members": [_member("198.18.3.13", 5432, "replica")],
+        },
+    },
+    "secret_mount": "secret",
+    "secret_path": "dbfleet/lab/eu/postgres",
+    "app_db": "app",
+    "app_user": "app",
+}
+UPSTREAM = {"accounts-eu": ACCOUNTS, "networks-eu": NETWORKS, "replicas-eu": REPLICAS}
+
+
+@pytest.fixture(autouse=True)
+def ssh_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
+    spec = tmp_path / "lab.yaml"
+    spec.write_text(FLEET)
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    monkeypatch.setenv("DBFLEET_HOME", "/srv/dbfleet")
+    reads: list = []
+    monkeypatch.setattr(vault, "client_from_env", lambda: object())
+    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: dict(SECRETS))
+    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(SECRETS))
+    monkeypatch.setattr(
+        vault, "read_ssh_login", lambda c, m, p: reads.append((m, p)) or dict(LOGIN)
+    )
+    return reads
+
+
+def run_stack(stack: str) -> RecordingMocks:
+    outputs = {k: v for k, v in UPSTREAM.items()}
+    outputs.setdefault(stack, {})
+    return run_program(stack, RecordingMocks(stack_outputs=outputs))
+
+
+def scripts(mocks: RecordingMocks) -> dict[str, dict]:
+    return {r.name: r.inputs for r in mocks.of_type(DYN)}
+
+
+def test_every_host_gets_an_account_that_installs_the_packages(ssh_fleet: list) -> None:
+    s = scripts(run_stack("accounts-eu"))
+    assert sorted(s) == [
+        "account-arn-0-account",
+        "account-fra-0-account",
+        "account-lhr-0-account",
+        "account-lhr-1-account",
+    ]
+    lhr1 = s["account-lhr-1-account"]
+    assert lhr1["connection"]["kind"] == "ssh"
+    assert (lhr1["connection"]["host"], lhr1["connection"]["port"]) == ("198.18.3.14", 2222)
+    assert lhr1["connection"]["user"] == "root"
+    assert lhr1["environment"]["DATA_ROOT"] == "/var/lib/dbfleet/lab-eu"
+    assert lhr1["environment"]["ACCOUNT_USER"] == "lab-eu"
+    assert "postgresql-15" in lhr1["environment"]["INSTALL_PACKAGES"].split()
+    assert ssh_fleet == [
+        ("secret", "dbfleet/lab/ssh")
+    ]  # the login is read once, from the file's path
+    # the login travels as a secret to the provider, never into the host's environment
+    assert (
+        "private_key" not in str(lhr1["environment"])
+        and "secret_environment" not in lhr1
+        or ("private_key" not in str(lhr1.get("secret_environment")))
+    )
+
+
+def test_the_networks_layer_puts_a_firewall_on_every_host() -> None:
+    s = scripts(run_stack("networks-eu"))
+    fw = {
+        name: inputs["environment"]
+        for name, inputs in s.items()
+        if inputs["script"] == "firewall.sh"
+    }
+    assert sorted(fw) == ["arn-0-firewall", "fra-0-firewall", "lhr-0-firewall", "lhr-1-firewall"]
+    fra = fw["fra-0-firewall"]
+    assert fra["FW_TABLE"] == "dbfleet_lab_eu"
+    assert fra["HOST_ADDRESS"] == "198.18.3.11"
+    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433"
+    assert fra["STATS_PORT"] == "6434"
+    assert set(fra["GROUP_SOURCES"].split()) == {
+        "198.18.3.11",
+        "198.18.3.12",
+        "198.18.3.13",
+        "198.18.3.14",
+    }
+    assert fra["CLIENT_SOURCES"] == "198.18.3.1/32" and fra["OPERATOR_SOURCES"] == "198.18.3.1/32"
+    assert "198.18.3.14:2222" in fra["PEERS"].split() and "198.18.3.11:22" not in fra["PEERS"]
+    # the second host of lhr runs no proxy: only its own node port is guarded there
+    lhr1 = fw["lhr-1-firewall"]
+    assert (lhr1["NODE_PORTS"], lhr1["CLIENT_PORTS"], lhr1["STATS_PORT"]) == ("5433", "", "")
+
+
+def test_nodes_listen_on_their_hosts_and_admit_only_the_group_and_operators() -> None:
+    s = scripts(run_stack("replicas-eu"))
+    fra, lhr1 = s["fra-0-server"], s["lhr-1-server"]
+    assert (
+        fra["connection"]["host"] == "198.18.3.11" and lhr1["connection"]["host"] == "198.18.3.14"
+    )
+    assert (
+        lhr1["environment"]["PG_HOST"] == "198.18.3.14" and lhr1["environment"]["PG_PORT"] == "5433"
+    )
+    assert lhr1["environment"]["PRIMARY_HOST"] == "198.18.3.11"
+    assert fra["environment"]["TARGET"] == "ssh"
+    allowed = fra["environment"]["ALLOWED_HOSTS"].split()
+    assert "127.0.0.1" not in allowed
+    assert set(allowed) == {
+        "198.18.3.11",
+        "198.18.3.12",
+        "198.18.3.13",
+        "198.18.3.14",
+        "198.18.3.1/32",
+    }
+    fences = {n: i for n, i in s.items() if i["script"] == "pg_fence.sh"}
+    assert sorted(fences) == ["primary-arn-0-fence", "primary-lhr-0-fence", "primary-lhr-1-fence"]
+    assert fences["primary-lhr-1-fence"]["connection"]["host"] == "198.18.3.14"
+    assert (
+        fences["primary-lhr-1-fence"]["environment"]["FENCED_NODES"]
+        == "/var/lib/dbfleet/lab-eu/lhr-1"
+    )
+
+
+def test_each_region_proxy_runs_on_the_regions_first_host() -> None:
+    s = scripts(run_stack("proxies-eu"))
+    lhr = s["lhr-haproxy"]
+    assert lhr["connection"]["host"] == "198.18.3.12"
+    assert (
+        lhr["environment"]["PROXY_HOST"] == "198.18.3.12" and lhr["environment"]["TARGET"] == "ssh"
+    )
+    assert lhr["environment"]["READ_LOCAL"].split() == ["198.18.3.12:5432", "198.18.3.14:5433"]
