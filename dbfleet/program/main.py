@@ -9,11 +9,18 @@ from pathlib import Path
 import pulumi
 
 from dbfleet import vault
+from dbfleet.model import identity
 from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
-from dbfleet.model.stackname import StackNameError, parse_stack_name
+from dbfleet.model.stackname import StackName, StackNameError, parse_stack_name
 from dbfleet.program.layers import accounts, networks, proxies, replicas
 from dbfleet.program.layers.context import LayerContext
-from dbfleet.program.upstream import forget_references, stack_reference
+from dbfleet.program.upstream import (
+    UpstreamError,
+    forget_references,
+    prefetch,
+    read_outputs,
+    stack_reference,
+)
 
 BUILDERS = {
     "accounts": accounts.build,
@@ -86,9 +93,35 @@ def _run(stack_name: str) -> None:
             f"groups.{stack.group}.target: target {target!r} is not implemented yet"
         )
     ctx = LayerContext(stack=stack, fleet=fleet, home=dbfleet_home())
+    # Before any resource is declared: a stack of another fleet is never touched.
+    refused = identity.mismatch(fleet.name, spec, deployed_fleet(stack))
+    if refused:
+        raise pulumi.RunError(refused)
     try:
         BUILDERS[stack.layer](ctx)
     except vault.VaultError as exc:
         raise pulumi.RunError(str(exc)) from None
     except ValueError as exc:  # a component refused its arguments
         raise pulumi.RunError(f"stack {stack_name}: {exc}") from None
+    pulumi.export(identity.OUTPUT, identity.of_fleet(fleet.name, spec).to_output())
+
+
+def deployed_fleet(stack: StackName) -> dict[str, identity.FleetIdentity | None]:
+    """The fleet `stack`'s group was deployed by: the stack's own record when the
+    layer reads its own outputs anyway (accounts has nothing else to read; networks
+    and replicas read themselves first, alone), else — or when the stack is new or
+    was deployed by an older dbfleet — its group's accounts stack, which every other
+    layer reads. Read in the order the layers read, so no read is added to a wave."""
+    sources = [str(stack)] if stack.layer != "proxies" else []
+    if stack.layer != "accounts":
+        sources.append(stack.upstream("accounts"))
+    for source in sources:
+        if source != str(stack):
+            prefetch(*stack.upstream_stacks())
+        try:
+            found = identity.from_outputs(read_outputs(source, ()))
+        except UpstreamError:
+            found = None  # not deployed yet: the layer itself says so when it needs it
+        if found is not None:
+            return {source: found}
+    return {}
