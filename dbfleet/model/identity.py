@@ -109,7 +109,7 @@ def mismatch(
         )
         parts.append(f"stacks {_stack_list(stacks)} belong to fleet {other!r} ({where})")
     use = next((f for f in files.values() if f), "")
-    fix = f"use its file (DBFLEET_SPEC={use})" if use and len(others) == 1 else "use their file"
+    fix = f"use its file (DBFLEET_SPEC={use})" if use and len(others) == 1 else "use that file"
     return (
         f"refused: the fleet file {Path(spec).resolve()} is fleet {name!r}, but the deployed "
         f"{'; '.join(parts)}: {fix}; {RENAME_HINT}"

@@ -224,11 +224,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     flat = rollout.flat(results)
     # A preview of the whole fleet also lists the groups the file no longer has.
     orphans = (
-        identity.orphaned(fleet, identity.deployed(rollout.project_dir()))
+        identity.orphaned(fleet, identity.deployed(rollout.project_dir()), _layers(args))
         if set(groups) == set(fleet.groups)
         else {}
     )
-    flat += identity.orphan_results(orphans, default_spec_path(), _layers(args))
+    flat += identity.orphan_results(orphans, default_spec_path())
     code = report.exit_code(flat, preview=True)
     # Every report and the table pass through scrub: no known password gets out,
     # whatever an engine or script error message might have quoted.

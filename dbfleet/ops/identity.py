@@ -130,15 +130,19 @@ def refusal(
     return identity.mismatch(fleet.name, spec, {s.name: s.fleet for s in stacks.values()})
 
 
-def orphaned(fleet: FleetSpec, stacks: Mapping[str, DeployedStack]) -> dict[str, list[str]]:
-    """Groups with deployed stacks that the fleet file does not have → those stacks,
-    in layer order."""
+def orphaned(
+    fleet: FleetSpec, stacks: Mapping[str, DeployedStack], layers: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Groups with deployed stacks (of `layers`, when given) that the fleet file does
+    not have → those stacks, in layer order."""
     out: dict[str, list[str]] = {}
     for s in stacks.values():
         try:
             parsed = parse_stack_name(s.name)
         except StackNameError:
             continue  # made by hand: not a group's
+        if layers is not None and parsed.layer not in layers:
+            continue
         if s.resources > 0 and parsed.group not in fleet.groups:
             out.setdefault(parsed.group, []).append(s.name)
     for names in out.values():
@@ -150,15 +154,12 @@ def remove_command(group: str) -> str:
     return f"dbfleet destroy {group} --yes"
 
 
-def orphan_results(
-    orphans: Mapping[str, list[str]], spec: Path, layers: Sequence[str] | None = None
-) -> list[StackResult]:
-    """One `orphaned` row per deployed stack of the orphaned groups (of `layers`, when
-    given); the group's first row says why and how to remove them."""
+def orphan_results(orphans: Mapping[str, list[str]], spec: Path) -> list[StackResult]:
+    """One `orphaned` row per deployed stack of the orphaned groups; the group's first
+    row says why and how to remove them."""
     rows = []
     for group, stacks in orphans.items():
-        chosen = [s for s in stacks if layers is None or parse_stack_name(s).layer in layers]
-        for i, stack in enumerate(chosen):
+        for i, stack in enumerate(stacks):
             note = (
                 f"group {group} is not in {spec}, but its stacks and processes still run; "
                 f"remove them with: {remove_command(group)}"

@@ -118,9 +118,10 @@ def test_orphaned_groups_are_deployed_groups_the_file_does_not_have(backend: Pat
         checkpoint(backend, f"{layer}-us", owned("dbfleet", "us"))
         checkpoint(backend, f"{layer}-eu", owned("dbfleet", "eu"))
     checkpoint(backend, "accounts-ap", None)  # destroyed already: nothing runs
-    orphans = ops_identity.orphaned(fleet, ops_identity.deployed(PROJECT_ROOT))
-    assert orphans == {"eu": [f"{layer}-eu" for layer in LAYERS]}
-    rows = ops_identity.orphan_results(orphans, Path("f.yaml"), ["replicas", "proxies"])
+    stacks = ops_identity.deployed(PROJECT_ROOT)
+    assert ops_identity.orphaned(fleet, stacks) == {"eu": [f"{layer}-eu" for layer in LAYERS]}
+    orphans = ops_identity.orphaned(fleet, stacks, ["replicas", "proxies"])
+    rows = ops_identity.orphan_results(orphans, Path("f.yaml"))
     assert [(r.stack, r.status) for r in rows] == [
         ("replicas-eu", Status.ORPHANED),
         ("proxies-eu", Status.ORPHANED),
@@ -231,4 +232,5 @@ def test_a_preview_of_some_groups_only_lists_no_orphans(
     )
     checkpoint(backend, "accounts-ap", owned("dbfleet", "ap"))
     assert main(["preview", "us", "-q"]) == 0
+    assert main(["preview", "-q", "--layer", "replicas"]) == 0  # ap has no replicas stack
     assert main(["preview", "-q"]) == 2
