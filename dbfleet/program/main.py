@@ -83,7 +83,14 @@ def _run(stack_name: str) -> None:
         raise pulumi.RunError(
             f"fleet file {spec} is invalid:\n" + "\n".join(f"  {p}" for p in exc.problems)
         ) from None
-    if stack.group not in fleet.groups:
+    # Before anything is declared: a stack of another fleet is never touched, and the
+    # other fleet's file is what its operator needs to hear about. A group the file
+    # lacks has no upstream to read: only the stack's own record is asked then.
+    known = stack.group in fleet.groups
+    refused = identity.mismatch(fleet.name, spec, deployed_fleet(stack, upstream=known))
+    if refused:
+        raise pulumi.RunError(refused)
+    if not known:
         raise pulumi.RunError(
             f"stack {stack_name}: group {stack.group!r} is not in {spec} (groups: {', '.join(fleet.groups)})"
         )
@@ -93,10 +100,6 @@ def _run(stack_name: str) -> None:
             f"groups.{stack.group}.target: target {target!r} is not implemented yet"
         )
     ctx = LayerContext(stack=stack, fleet=fleet, home=dbfleet_home())
-    # Before any resource is declared: a stack of another fleet is never touched.
-    refused = identity.mismatch(fleet.name, spec, deployed_fleet(stack))
-    if refused:
-        raise pulumi.RunError(refused)
     try:
         BUILDERS[stack.layer](ctx)
     except vault.VaultError as exc:
@@ -106,14 +109,17 @@ def _run(stack_name: str) -> None:
     pulumi.export(identity.OUTPUT, identity.of_fleet(fleet.name, spec).to_output())
 
 
-def deployed_fleet(stack: StackName) -> dict[str, identity.FleetIdentity | None]:
+def deployed_fleet(
+    stack: StackName, *, upstream: bool = True
+) -> dict[str, identity.FleetIdentity | None]:
     """The fleet `stack`'s group was deployed by: the stack's own record when the
     layer reads its own outputs anyway (accounts has nothing else to read; networks
     and replicas read themselves first, alone), else — or when the stack is new or
     was deployed by an older dbfleet — its group's accounts stack, which every other
-    layer reads. Read in the order the layers read, so no read is added to a wave."""
-    sources = [str(stack)] if stack.layer != "proxies" else []
-    if stack.layer != "accounts":
+    layer reads (unless not `upstream`). Read in the order the layers read, so no
+    read is added to a wave."""
+    sources = [str(stack)] if stack.layer != "proxies" or not upstream else []
+    if stack.layer != "accounts" and upstream:
         sources.append(stack.upstream("accounts"))
     for source in sources:
         if source != str(stack):

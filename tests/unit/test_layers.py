@@ -336,6 +336,8 @@ def other_fleets(outputs: dict) -> dict:
         # a new stack of a group whose accounts stack is another fleet's
         ("networks-eu", dict(UPSTREAM, **{"accounts-eu": other_fleets(EU_ACCOUNTS)})),
         ("proxies-eu", dict(UPSTREAM, **{"accounts-eu": other_fleets(EU_ACCOUNTS)})),
+        # a group the file does not have: its own record is enough
+        ("replicas-ap", {"replicas-ap": other_fleets(EU_REPLICAS)}),
         # deployed by an older dbfleet: no record, but its Vault path names the fleet
         (
             "accounts-eu",
