@@ -7,6 +7,9 @@
                                     bench/out/results.json, the others are kept
     python -m bench --render        re-render BENCHMARKS.md and the plot from results.json
 
+BENCHMARKS.md is generated except its hand-written analysis (between `<!-- analysis
+NAME: begin ... -->` and `<!-- analysis NAME: end -->`), which every run keeps as it is.
+
 Everything runs in throw-away environments under /tmp (own state, Vault, fleet name,
 loopback range) against a snapshot of HEAD, and is destroyed at the end.
 """
@@ -90,6 +93,12 @@ def outputs(quick: bool) -> tuple[Path, Path, Path]:
     return OUT_DIR, DOC, PLOT
 
 
+def hand_written(doc: Path) -> dict[str, str]:
+    """The hand-written analysis blocks of the document about to be rewritten, to put
+    back unchanged (report.analysis_blocks raises when they cannot be read safely)."""
+    return report.analysis_blocks(doc.read_text()) if doc.exists() else {}
+
+
 def render(results: dict, doc: Path, plot_path: Path) -> None:
     from bench import plot
 
@@ -106,14 +115,23 @@ def render(results: dict, doc: Path, plot_path: Path) -> None:
             rel_plot = str(made.relative_to(doc.parent))
         except ValueError:
             rel_plot = str(made)
-    doc.write_text(report.render(results, plot=rel_plot))
+    doc.write_text(report.render(results, plot=rel_plot, analysis=hand_written(doc)))
     print(f"bench: wrote {doc}" + (f" and {made}" if made else ""), file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+# The driver runs every figure in its order and shares one fleet among some of
+# them: one branch per figure, kept in one place so the order reads top to bottom.
+def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     args = parse(argv)
     out, doc, plot_path = outputs(args.quick)
     results_file = out / "results.json"
+    try:
+        # Checked before measuring: a run that could not write its document at the end
+        # would waste half an hour.
+        hand_written(doc)
+    except report.AnalysisError as exc:
+        print(f"bench: {doc}: {exc}; fix its markers first (nothing was run)", file=sys.stderr)
+        return 2
     if args.render:
         render(json.loads(results_file.read_text()), doc, plot_path)
         return 0

@@ -13,13 +13,16 @@ for the engine-floor, proxy and replication-lag figures.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
+from collections.abc import Mapping
 
 from bench import procs
 from bench.context import BENCH_DIR, Ctx
 from bench.fleetenv import REPO, FleetEnv
 from bench.floor import EmptyFleet
+from bench.markdown import figure_meta, fmt, fmt_ratio, med, table, verdict
 from bench.stats import Summary, paired_ratios
 
 HOOK_BIN = BENCH_DIR / "hook" / "bin"
@@ -249,3 +252,185 @@ def summarize(rows: list[dict]) -> dict:
     out["per_stack"] = per_stack
     out["preview_exits"] = sorted({r.get("preview_exit") for r in rows})
     return out
+
+
+# --------------------------------------------------------------------------- rendering
+# BENCHMARKS.md's figure 2 from the results above (no I/O). What the numbers mean is
+# written by hand in BENCHMARKS.md, in the analysis block after this section.
+
+
+def ok(conv: Mapping) -> tuple[bool | None, bool | None]:
+    """(up met its goal, no-change preview met its goal); None when not measured."""
+    up = med(conv.get("up"))
+    pv = med(conv.get("preview"))
+    return (
+        None if math.isnan(up) else up < conv.get("goal_up_s", GOAL_UP_S),
+        None if math.isnan(pv) else pv < conv.get("goal_preview_s", GOAL_PREVIEW_S),
+    )
+
+
+def summary_rows(conv: Mapping) -> list[list[str]]:
+    if not conv.get("up"):
+        return []
+    up_ok, pv_ok = ok(conv)
+    return [
+        [
+            "2a. `dbfleet up` of the default fleet from nothing",
+            f"< {conv.get('goal_up_s', GOAL_UP_S):.0f} s",
+            fmt(conv.get("up")),
+            f"empty program, 8 stacks: {fmt(conv.get('floor_up'))}; ratio {fmt_ratio(conv.get('ratio_up'))}",
+            verdict(up_ok),
+        ],
+        [
+            "2b. no-change `dbfleet preview` of all 8 stacks",
+            f"< {conv.get('goal_preview_s', GOAL_PREVIEW_S):.0f} s",
+            fmt(conv.get("preview")),
+            f"empty program, 8 stacks: {fmt(conv.get('floor_preview'))}; ratio {fmt_ratio(conv.get('ratio_preview'))}",
+            verdict(pv_ok),
+        ],
+    ]
+
+
+def section(conv: Mapping) -> str:
+    if not conv:
+        return ""
+    if conv.get("error"):
+        return f"## 2. Converge time\n\nFailed: {conv['error']}"
+    up_ok, pv_ok = ok(conv)
+    n = len(conv.get("runs") or [])
+    rows = [
+        [
+            "`make up` from nothing: warm setup + Vault start + validate + up + prove + endpoints",
+            fmt(conv.get("make_up")),
+            "",
+            "",
+        ],
+        ["&nbsp;&nbsp;warm `make setup`", fmt(conv.get("setup"), "s", 2), "", ""],
+        [
+            "&nbsp;&nbsp;local Vault first start (init, unseal, KV mount)",
+            fmt(conv.get("vault")),
+            "",
+            "",
+        ],
+        ["&nbsp;&nbsp;`dbfleet validate`", fmt(conv.get("validate"), "s", 2), "", ""],
+        [
+            "&nbsp;&nbsp;**`dbfleet up`** (8 stacks, from nothing)",
+            fmt(conv.get("up")),
+            f"{fmt(conv.get('floor_up'))} → {fmt_ratio(conv.get('ratio_up'))}",
+            verdict(up_ok),
+        ],
+        ["&nbsp;&nbsp;`dbfleet prove`", fmt(conv.get("prove")), "", ""],
+        ["&nbsp;&nbsp;`dbfleet endpoints`", fmt(conv.get("endpoints")), "", ""],
+        [
+            "**no-change `dbfleet preview`** (8 stacks, policy pack when present)",
+            fmt(conv.get("preview")),
+            f"{fmt(conv.get('floor_preview'))} → {fmt_ratio(conv.get('ratio_preview'))}",
+            verdict(pv_ok),
+        ],
+        [
+            "no-change `dbfleet up` (8 stacks)",
+            fmt(conv.get("noop_up")),
+            f"{fmt(conv.get('floor_preview'))} → {fmt_ratio(conv.get('ratio_noop_up'))}",
+            "",
+        ],
+        ["`dbfleet destroy` (8 stacks)", fmt(conv.get("destroy")), "", ""],
+    ]
+    parts = [
+        "## 2. Converge time",
+        "",
+        figure_meta(conv),
+        "",
+        (
+            f"{n} run{'s' if n != 1 else ''}, each in a fresh environment: the steps of `make up` "
+            "(scripts/up.sh) one by one, then a no-change preview and a no-change up of the converged "
+            "fleet. Baseline, right after in the same environment: the empty program in dbfleet's shape — "
+            "two groups in parallel, four stacks one after the other in each — `up` from nothing (stack "
+            f"init + up) and a no-change preview. Goals: up < {conv.get('goal_up_s', GOAL_UP_S):.0f} s, "
+            f"preview < {conv.get('goal_preview_s', GOAL_PREVIEW_S):.0f} s."
+        ),
+        "",
+        table(["step", "time", "empty program, same shape → ratio", "goal"], rows),
+    ]
+    ps = conv.get("per_stack") or {}
+    if ps.get("up_stacks"):
+        srows = []
+        for stack in ps["up_stacks"]:
+            srows.append(
+                [
+                    f"`{stack}`",
+                    fmt(ps["up_stacks"].get(stack)),
+                    fmt((ps.get("preview_stacks") or {}).get(stack)),
+                    fmt((ps.get("noop_up_stacks") or {}).get(stack)),
+                ]
+            )
+        parts += [
+            "",
+            "Per stack (the two groups run in parallel, so stack times add up per group, not overall):",
+            "",
+            table(["stack", "up from nothing", "no-change preview", "no-change up"], srows),
+        ]
+    scripts = _up_scripts(conv)
+    if scripts:
+        parts += ["", scripts]
+    cli = conv.get("cli_profile") or {}
+    if cli:
+        parts += ["", cli_section(cli)]
+    return "\n".join(parts)
+
+
+def _up_scripts(conv: Mapping) -> str:
+    """How much of `dbfleet up` the host scripts account for (medians over the runs)."""
+    ups = [r["up_scripts"] for r in conv.get("runs") or [] if r.get("up_scripts")]
+    up_med = med(conv.get("up"))
+    if not ups or math.isnan(up_med):
+        return ""
+    busy = sorted(s["busy_s"] for s in ups)[len(ups) // 2]
+    ssum = sorted(s["sum_s"] for s in ups)[len(ups) // 2]
+    slow = ups[-1].get("slowest") or []
+    return (
+        f"Host scripts during `dbfleet up` (initdb, pg_basebackup, starting PostgreSQL and HAProxy, "
+        f"creating the OS user): {ssum:.1f} s in all, and at least one was running during {busy:.1f} s "
+        f"of the {up_med:.1f} s (median run); none during the other ≈ {up_med - busy:.0f} s "
+        f"({(up_med - busy) / up_med * 100:.0f} %). Slowest scripts in the last run: "
+        + ", ".join(f"{s['script']} {s['seconds']:.1f} s" for s in slow)
+        + "."
+    )
+
+
+def cli_section(cli: Mapping) -> str:
+    """The Pulumi CLI calls dbfleet's Automation API makes, per command."""
+    kinds = list(cli)
+    commands: list[str] = []
+    for k in kinds:
+        for c in cli[k].get("by_command") or {}:
+            if c not in commands:
+                commands.append(c)
+    rows = []
+    for c in commands:
+        cells = []
+        for k in kinds:
+            b = (cli[k].get("by_command") or {}).get(c)
+            cells.append(f"{b['count']} × → {b['seconds']:.1f} s" if b else "–")
+        rows.append([f"`pulumi {c}`", *cells])
+    rows.append(
+        [
+            "**all calls** (sum; wall time of the command)",
+            *[
+                f"{cli[k]['calls']} → {cli[k]['sum_s']:.1f} s; {cli[k]['wall']:.1f} s"
+                for k in kinds
+            ],
+        ]
+    )
+    return "\n".join(
+        [
+            "### What dbfleet asks of the Pulumi CLI (profile)",
+            "",
+            (
+                "Every `pulumi` call made by the Automation API during one more no-change run of each command, timed "
+                "by a shim first on PATH (`bench/hook/bin/pulumi`); calls of the two groups overlap, so sums exceed "
+                "the wall time. Each call is a new CLI process (Go start-up, backend and stack load)."
+            ),
+            "",
+            table(["CLI call", *[f"`dbfleet {k}`" for k in kinds]], rows),
+        ]
+    )

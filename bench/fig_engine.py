@@ -13,15 +13,19 @@ bench hook) explains where the time goes: see bench.timeline and bench/hook.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench import procs, timeline
 from bench.context import Ctx
 from bench.fleetenv import FleetEnv
-from bench.floor import LAYERS, ensure_floor_stack, preview_floor
+from bench.floor import ensure_floor_stack, preview_floor
+from bench.markdown import figure_meta, fmt, fmt_ratio, med, table, verdict
 from bench.stats import Summary, median
+from dbfleet.model.stackname import LAYERS
 
 GOAL_RATIO = 1.5
 
@@ -337,3 +341,317 @@ def policy_cost(ctx: Ctx, fe: FleetEnv, stack: str, pack: Path) -> dict:
         "with": Summary.of(packed),
         "added_s": median(packed) - median(plain),
     }
+
+
+# --------------------------------------------------------------------------- rendering
+# BENCHMARKS.md's figure 1 from the results above (no I/O). What the numbers mean is
+# written by hand in BENCHMARKS.md, in the analysis block after this section.
+
+
+def ok(eng: Mapping) -> bool | None:
+    stacks = eng.get("stacks") or {}
+    if not stacks:
+        return None
+    return all(med(s["ratio"]) <= eng.get("goal_ratio", GOAL_RATIO) for s in stacks.values())
+
+
+def summary_rows(eng: Mapping) -> list[list[str]]:
+    if not eng.get("stacks"):
+        return []
+    worst = max(eng["stacks"].items(), key=lambda kv: med(kv[1]["ratio"]))
+    best = min(eng["stacks"].items(), key=lambda kv: med(kv[1]["ratio"]))
+    return [
+        [
+            "1. Engine floor: no-change `pulumi preview` per stack ÷ empty program",
+            f"≤ {eng.get('goal_ratio', GOAL_RATIO)}× every stack",
+            f"{best[0]} {fmt_ratio(best[1]['ratio'])} … {worst[0]} {fmt_ratio(worst[1]['ratio'])}",
+            f"empty program {fmt(eng.get('empty'))}",
+            verdict(ok(eng)),
+        ]
+    ]
+
+
+def section(eng: Mapping) -> str:
+    if not eng:
+        return ""
+    if eng.get("error"):
+        return f"## 1. Engine floor\n\nFailed: {eng['error']}"
+    goal = eng.get("goal_ratio", GOAL_RATIO)
+    rows = [["empty program (`import pulumi`)", fmt(eng.get("empty"), "s", 2), "1×", ""]]
+    for stack, s in eng.get("stacks", {}).items():
+        rows.append(
+            [
+                f"`{stack}`",
+                fmt(s["summary"], "s", 2),
+                fmt_ratio(s["ratio"]),
+                verdict(med(s["ratio"]) <= goal),
+            ]
+        )
+    parts = [
+        "## 1. Engine floor",
+        "",
+        figure_meta(eng),
+        "",
+        (
+            f"A no-change `pulumi preview -s STACK --expect-no-changes` of every stack of the default fleet, "
+            f"against `pulumi preview` of an empty Python program (`import pulumi`) on the same file "
+            f"backend, passphrase, CLI, language host and virtualenv. Runs interleave empty, two stacks, "
+            f"empty, …; each stack is divided by the mean of the empty previews on either side of it. "
+            f"Goal: at most {goal}× for every stack."
+        ),
+        "",
+        table(["stack", "preview", "÷ empty program", f"≤ {goal}×"], rows),
+    ]
+    prof = eng.get("profile")
+    if prof:
+        parts += ["", _profile_section(eng, prof)]
+    return "\n".join(parts)
+
+
+def _phase_rows(tls: Mapping, scripts: Mapping, names: list[str]) -> list[list[str]]:
+    def cell(name: str, fn) -> str:
+        tl = tls.get(name)
+        if not tl:
+            return "–"
+        try:
+            return fn(tl, scripts.get(name) or {})
+        except (KeyError, TypeError, ValueError):
+            return "–"
+
+    def secs(v: float) -> str:
+        return f"{v:.2f}"
+
+    spec = [
+        ("wall time of the preview", lambda t, s: secs(t["wall"])),
+        (
+            "CLI start, stack + secrets load (before the update starts)",
+            lambda t, s: secs(t["wall"] - t["total"] + t["before_update"]),
+        ),
+        ("plugin discovery: language host runs `pip list`", lambda t, s: secs(t["plugins"])),
+        ("program start-up (Run until its first resource)", lambda t, s: secs(t["program_start"])),
+        (
+            "StackReference reads (count: seconds)",
+            lambda t, s: (
+                f"{len(t['stack_refs'])}: {t['stack_ref_seconds']:.2f}" if t["stack_refs"] else "0"
+            ),
+        ),
+        (
+            "dynamic provider start (pulumi-python plugin; launches: seconds)",
+            lambda t, s: (
+                f"{python_launches(t)}: {python_launch_seconds(t):.2f}" if t["launches"] else "0"
+            ),
+        ),
+        (
+            "provider Diff calls (count: wall span)",
+            lambda t, s: f"{t['diffs']}: {t['diff_span']:.2f}" if t["diffs"] else "0",
+        ),
+        (
+            "host `check` scripts run (count: sum, longest)",
+            lambda t, s: (
+                f"{s['count']}: {s['total_s']:.2f}, {s['max_s']:.2f}" if s.get("count") else "0"
+            ),
+        ),
+        ("whole program run (Run call)", lambda t, s: secs(t["program_run"])),
+        (
+            "after the program (engine wrap-up, CLI exit)",
+            lambda t, s: secs(
+                t["wall"]
+                - t["before_update"]
+                - (t["wall"] - t["total"])
+                - t["plugins"]
+                - t["program_run"]
+            ),
+        ),
+    ]
+    return [[label, *[cell(n, fn) for n in names]] for label, fn in spec]
+
+
+def _profile_section(eng: Mapping, prof: Mapping) -> str:
+    tls = prof.get("timelines") or {}
+    scripts = prof.get("scripts") or {}
+    names = ["empty", *[s for s in eng.get("stacks", {}) if s.endswith("-us")]]
+    names = [n for n in names if n in tls]
+    head = ["seconds (one verbose run each)", *[f"`{n}`" for n in names]]
+    parts = [
+        "### Where the time goes (profile)",
+        "",
+        (
+            "One more preview of each stack with the engine's own log (`--logtostderr -v=9 --logflow`, "
+            "timestamps per step, parsed by `bench/timeline.py`), every host script the dynamic provider "
+            "runs timed by `bench/hook/sitecustomize.py`, and the program under cProfile. Verbose logging "
+            "slows a run a little; the split is what matters. The `-eu` stacks look the same. Logs: "
+            "`bench/out/profile/`."
+        ),
+        "",
+        table(head, _phase_rows(tls, scripts, names)),
+    ]
+    facts = _measured_alongside(prof, names)
+    if facts:
+        parts += ["", "Measured alongside:", "", *facts]
+    added = _added_over_empty(prof)
+    if added:
+        parts += [
+            "",
+            (
+                "What a dbfleet stack adds on top of the empty program in these profiled runs "
+                "(every stack, the `-eu` ones included):"
+            ),
+            "",
+            *added,
+        ]
+    return "\n".join(parts)
+
+
+def _measured_alongside(prof: Mapping, names: list[str]) -> list[str]:
+    imp = prof.get("imports") or {}
+    sm = prof.get("secrets_manager") or {}
+    salt = prof.get("salt_experiment") or {}
+    pol = prof.get("policy_pack") or {}
+    top = prof.get("program_top") or {}
+    facts = []
+    if imp:
+        facts.append(
+            "- **Interpreter and imports** (same venv, `python -c`): "
+            + ", ".join(f"{k} {fmt(v, 's', 2)}" for k, v in imp.items() if k != "importtime")
+            + "."
+            + (
+                " First import of each (`python -X importtime` of `import pulumi, dbfleet.program.main`; each "
+                "includes what it pulls in that was not loaded yet, so the figures nest): "
+                + ", ".join(f"{r['package']} {r['seconds']:.2f} s" for r in imp["importtime"])
+                + "."
+                if imp.get("importtime")
+                else ""
+            )
+        )
+    if sm:
+        facts.append(
+            f"- **Passphrase secrets manager:** `pulumi stack export -s {sm.get('stack')}` takes "
+            f"{fmt(sm.get('export'), 's', 2)}, with `--show-secrets` {fmt(sm.get('export_show_secrets'), 's', 2)}: "
+            f"building the decrypter costs ≈ {sm.get('decrypter_s', math.nan):.2f} s."
+        )
+    if salt:
+        pv = salt.get("previews") or {}
+        facts.append(
+            f"- **StackReference experiment** (a program reading {salt.get('refs')} stacks, "
+            "bench/fig_engine.py `salt_experiment`): preview "
+            + "; ".join(f"{k}: {fmt(v, 's', 2)}" for k, v in pv.items())
+            + f". Each reference costs ≈ {salt.get('per_ref_own_salt_s', math.nan):.2f} s when every stack "
+            f"has its own salt and ≈ {max(0.0, salt.get('per_ref_shared_salt_s', math.nan)):.2f} s when they "
+            "share one."
+        )
+    if pol:
+        facts.append(
+            f"- **Policy pack** (what `dbfleet preview` adds by default): `pulumi preview -s {pol.get('stack')}` "
+            f"{fmt(pol.get('without'), 's', 2)} without it, {fmt(pol.get('with'), 's', 2)} with "
+            f"`--policy-pack policies` (≈ {pol.get('added_s', math.nan):+.2f} s)."
+        )
+    heavy = next((n for n in names[::-1] if top.get(n)), None)
+    if heavy:
+        facts.append(
+            "- **dbfleet's own code in the program under cProfile** (heaviest by cumulative time, `"
+            + heavy
+            + "`; waiting on the engine counts): "
+            + "; ".join(f"`{r['function']}` {r['cumulative_s']:.2f} s" for r in top[heavy][:6])
+            + "."
+        )
+    return facts
+
+
+def python_launches(tl: Mapping) -> int:
+    """How often the dynamic provider host was started (results before the count was
+    kept recorded one launch per plugin name)."""
+    counts = tl.get("launch_counts")
+    if counts is None:
+        return sum(1 for k in tl.get("launches", {}) if "python" in k)
+    return sum(v for k, v in counts.items() if "python" in k)
+
+
+def python_launch_seconds(tl: Mapping) -> float:
+    """Seconds spent starting the dynamic provider host, all its launches together."""
+    return sum(v for k, v in tl.get("launches", {}).items() if "python" in k)
+
+
+def _added_over_empty(prof: Mapping) -> list[str]:
+    """What the profiled stacks add to the empty program's run: ranges over the stacks,
+    and the split of the stack that adds most."""
+    tls = prof.get("timelines") or {}
+    empty = tls.get("empty") or {}
+    extra = [
+        (name, tl.get("wall", 0) - empty.get("wall", 0), tl)
+        for name, tl in tls.items()
+        if name != "empty"
+    ]
+    if not empty or not extra:
+        return []
+    refs = [len(tl["stack_refs"]) for _, _, tl in extra]
+    ref_s = [tl["stack_ref_seconds"] for _, _, tl in extra if tl["stack_refs"]]
+    launch = [python_launch_seconds(tl) for _, _, tl in extra if tl["launches"]]
+    n_launch = [python_launches(tl) for _, _, tl in extra if tl["launches"]]
+    chk = [s for n, s in (prof.get("scripts") or {}).items() if n != "empty" and s.get("count")]
+    start_extra = [tl["program_start"] - empty.get("program_start", 0) for _, _, tl in extra]
+    lines = [
+        f"- **StackReference reads:** {min(refs)}–{max(refs)} per stack"
+        + (f", {min(ref_s):.2f}–{max(ref_s):.2f} s in all." if ref_s else ".")
+    ]
+    if launch or chk:
+        lines.append(
+            "- **The dynamic provider:** "
+            + (
+                f"{min(launch):.2f}–{max(launch):.2f} s to start the `pulumi-python` provider host "
+                f"in every stack that has a HostScript, {max(n_launch)} time(s) per preview. "
+                if launch
+                else ""
+            )
+            + (
+                f"Its `check` scripts ran {min(s['count'] for s in chk)}–{max(s['count'] for s in chk)} "
+                f"per stack, {max(s['total_s'] for s in chk):.2f} s at most in all."
+                if chk
+                else ""
+            )
+        )
+    lines.append(
+        f"- **Program start:** {min(start_extra):+.1f} to {max(start_extra):+.1f} s later than the "
+        "empty program's."
+    )
+    split = prof.get("program_split") or {}
+    without = [v["engine_wait_s"] for n, v in split.items() if n.startswith("networks") and v]
+    with_ = [
+        v["engine_wait_s"]
+        for n, v in split.items()
+        if n != "empty" and not n.startswith("networks") and v
+    ]
+    if without and with_:
+        lines.append(
+            f"- **Waiting for the engine** (cProfile): a program whose stack has no HostScript "
+            f"(`networks`) waits {max(without):.2f} s, one with HostScripts "
+            f"{min(with_):.2f}–{max(with_):.2f} s."
+        )
+    name, gap, tl = max(extra, key=lambda e: e[1])
+    if gap > 0:
+        items = [
+            ("program imports and start-up", tl["program_start"] - empty.get("program_start", 0)),
+            ("StackReference reads", tl["stack_ref_seconds"]),
+            ("dynamic provider start", python_launch_seconds(tl)),
+            ("Diff calls with their check scripts", tl["diff_span"]),
+        ]
+        rest = gap - sum(v for _, v in items)
+        text = (
+            f"- **The stack that adds most,** `{name}` (profiled run: {tl['wall']:.1f} s against "
+            f"{empty['wall']:.1f} s): the {gap:.1f} s it adds split into "
+            + ", ".join(f"{label} {v:.2f} s ({v / gap * 100:.0f} %)" for label, v in items)
+            + f", and {rest:.2f} s of everything else (registering resources, reading Vault, the "
+            "engine's steps)."
+        )
+        own = split.get(name) or {}
+        if own.get("total_s"):
+            py = own["total_s"] - own["engine_wait_s"] - own["imports_s"]
+            text += (
+                f" Under cProfile its program ran {own['total_s']:.2f} s: "
+                f"{own['imports_s']:.2f} s importing modules (the SDK's own included), "
+                f"{own['engine_wait_s']:.2f} s waiting for the engine and "
+                f"{max(0.0, py):.2f} s of Python work."
+            )
+        label, biggest = max(items, key=lambda p: p[1])
+        text += f" The largest item is the {label} ({biggest / gap * 100:.0f} % of what the stack adds)."
+        lines.append(text)
+    return lines

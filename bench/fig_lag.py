@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Mapping
 
 import psycopg
 
 from bench import procs
 from bench.context import PG_BIN, Ctx
 from bench.fleetenv import FleetEnv
+from bench.markdown import figure_meta, fmt, fmt_ratio, med, scaled, table, verdict
 from bench.stats import Summary, paired_ratios, percentile
 
 GOAL_P99_S = 1.0
@@ -310,3 +312,102 @@ def summarize(
             "baseline_age_p99": Summary.of(per_region(light, region, "age_p99")),
         }
     return out
+
+
+# --------------------------------------------------------------------------- rendering
+# BENCHMARKS.md's figure 5 from the results above (no I/O). What the numbers mean is
+# written by hand in BENCHMARKS.md, in the analysis block after this section.
+
+
+def ok(lag: Mapping) -> bool | None:
+    slots = lag.get("slots") or {}
+    if not slots:
+        return None
+    goal = lag.get("goal_p99_s", GOAL_P99_S)
+    return all(med(s["replay_lag_p99"]) < goal for s in slots.values())
+
+
+def summary_rows(lag: Mapping) -> list[list[str]]:
+    if not lag.get("slots"):
+        return []
+    worst = max(lag["slots"].items(), key=lambda kv: med(kv[1]["replay_lag_p99"]))
+    load = lag.get("load") or {}
+    return [
+        [
+            f"5. Replication lag p99 at {load.get('rate', '?')} writes/s",
+            f"< {lag.get('goal_p99_s', GOAL_P99_S):g} s",
+            f"worst replica {worst[0]}: {fmt(scaled(worst[1]['replay_lag_p99'], 1000), 'ms', 1)}",
+            (
+                f"at {(lag.get('baseline_load') or {}).get('rate', '?')} writes/s: "
+                f"{fmt(scaled(worst[1]['baseline_replay_lag_p99'], 1000), 'ms', 1)}"
+            ),
+            verdict(ok(lag)),
+        ]
+    ]
+
+
+def section(lag: Mapping) -> str:
+    if not lag:
+        return ""
+    if lag.get("error"):
+        return f"## 5. Replication lag\n\nFailed: {lag['error']}"
+    load = lag.get("load") or {}
+    base = lag.get("baseline_load") or {}
+    goal = lag.get("goal_p99_s", GOAL_P99_S)
+    rows = []
+    for slot, s in (lag.get("slots") or {}).items():
+        region = slot.split("_")[1] if slot.count("_") >= 2 else slot
+        age = (lag.get("replicas") or {}).get(region) or {}
+        rows.append(
+            [
+                f"`{slot}`",
+                fmt(scaled(s["replay_lag_p50"], 1000), "ms", 1),
+                fmt(scaled(s["replay_lag_p99"], 1000), "ms", 1),
+                fmt(scaled(s["replay_lag_max"], 1000), "ms", 1),
+                fmt(scaled(s["lsn_p99"], 1 / 1024), "KiB", 1),
+                fmt(scaled(age.get("age_p99"), 1000), "ms", 1),
+                fmt(scaled(s["baseline_replay_lag_p99"], 1000), "ms", 1),
+                fmt_ratio(s.get("ratio_p99")),
+                verdict(med(s["replay_lag_p99"]) < goal),
+            ]
+        )
+    n = len(lag.get("runs") or [])
+    parts = [
+        "## 5. Replication lag",
+        "",
+        figure_meta(lag),
+        "",
+        (
+            f"Group `{lag.get('group')}` (primary {lag.get('primary')}), {n} runs. **Load:** pgbench "
+            f"`-R {load.get('rate')}` with {lag.get('clients')} clients for {load.get('seconds')} s per run, "
+            "one single-row INSERT (≈ 100-byte payload) per transaction on the primary: achieved "
+            f"{fmt(load.get('writes_per_s'), 'writes/s', 1)}, pgbench latency {fmt(load.get('latency_ms'), 'ms', 2)}, "
+            f"WAL {fmt(load.get('wal_kib_per_s'), 'KiB/s', 0)}, {load.get('failed', 0)} failed transactions. "
+            "Sampled every 100 ms (the first second of each run is dropped): `replay_lag` and the LSN "
+            "distance in `pg_stat_replication` on the primary, and on each replica the age of the newest "
+            "applied transaction (`clock_timestamp() - pg_last_xact_replay_timestamp()`; it includes the "
+            "time since the last commit, up to one gap between commits — 5 ms on average at 200 writes/s — so "
+            "it is an upper bound). `replay_lag` is NULL when a replica has nothing left to apply; those "
+            "samples are left out. Baseline: the "
+            f"same at {base.get('rate')} writes/s for {base.get('seconds')} s per run, right after each loaded run. "
+            f"Goal: p99 < {goal:g} s."
+        ),
+        "",
+        table(
+            [
+                "replica (slot)",
+                "replay_lag p50",
+                "replay_lag p99",
+                "replay_lag max",
+                "LSN distance p99",
+                "applied-txn age p99 (replica)",
+                f"p99 at {base.get('rate')} writes/s",
+                "p99 ratio",
+                f"p99 < {goal:g} s",
+            ],
+            rows,
+        ),
+    ]
+    if lag.get("sampler_errors"):
+        parts += ["", "Sampler errors: " + "; ".join(lag["sampler_errors"])]
+    return "\n".join(parts)

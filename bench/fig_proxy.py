@@ -17,12 +17,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
 
 from bench.context import Ctx
 from bench.fleetenv import FleetEnv, free_ports
+from bench.markdown import figure_meta, fmt, fmt_ratio, med, table, verdict
 from bench.stats import Summary, percentile
 
 GOAL_READ_P50_RATIO = 1.3
@@ -283,3 +285,149 @@ def _wait_replicated(nodes: dict, db: str, user: str, pw: str, timeout: float = 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bench_kv did not reach {hostport} within {timeout} s")
             time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- rendering
+# BENCHMARKS.md's figure 4 from the results above (no I/O). What the numbers mean is
+# written by hand in BENCHMARKS.md, in the analysis block after this section.
+
+
+def ok(px: Mapping) -> bool | None:
+    reads = px.get("reads") or {}
+    if not reads:
+        return None
+    goal = px.get("goal_read_p50_ratio", GOAL_READ_P50_RATIO)
+    return all(med(r["ratio_p50"]) < goal for r in reads.values())
+
+
+def summary_rows(px: Mapping) -> list[list[str]]:
+    if not px.get("reads"):
+        return []
+    worst = max(px["reads"].items(), key=lambda kv: med(kv[1]["ratio_p50"]))
+    return [
+        [
+            "4. Proxy cost: read p50 via read endpoint ÷ direct to the node",
+            f"< {px.get('goal_read_p50_ratio', GOAL_READ_P50_RATIO)}× at p50",
+            f"worst region {worst[0]}: {fmt_ratio(worst[1]['ratio_p50'])}",
+            f"direct p50 {fmt(worst[1]['direct_p50_ms'], 'ms', 3)}",
+            verdict(ok(px)),
+        ]
+    ]
+
+
+def section(px: Mapping) -> str:
+    if not px:
+        return ""
+    if px.get("error"):
+        return f"## 4. Proxy cost\n\nFailed: {px['error']}"
+    goal = px.get("goal_read_p50_ratio", GOAL_READ_P50_RATIO)
+    reads = []
+    for region, r in (px.get("reads") or {}).items():
+        reads.append(
+            [
+                f"{px.get('group')}/{region} ({r.get('role', '?')})",
+                fmt(r["proxy_p50_ms"], "ms", 3),
+                fmt(r["direct_p50_ms"], "ms", 3),
+                fmt_ratio(r["ratio_p50"]),
+                fmt(r["proxy_p99_ms"], "ms", 3),
+                fmt(r["direct_p99_ms"], "ms", 3),
+                fmt_ratio(r["ratio_p99"]),
+                verdict(med(r["ratio_p50"]) < goal),
+            ]
+        )
+    writes = []
+    for region, r in (px.get("writes") or {}).items():
+        writes.append(
+            [
+                f"{px.get('group')}/{region} → {px.get('primary')}",
+                fmt(r["proxy_p50_ms"], "ms", 3),
+                fmt(r["direct_p50_ms"], "ms", 3),
+                fmt_ratio(r["ratio_p50"]),
+                fmt(r["proxy_p99_ms"], "ms", 3),
+                fmt(r["direct_p99_ms"], "ms", 3),
+                fmt_ratio(r["ratio_p99"]),
+            ]
+        )
+    parts = [
+        "## 4. Proxy cost",
+        "",
+        figure_meta(px),
+        "",
+        (
+            f"psycopg 3, one persistent connection per path, autocommit, as the application user, on the "
+            f"converged default fleet (group `{px.get('group')}`). Reads: `SELECT v FROM bench_kv WHERE k = $1` "
+            f"(1,000-row table, random key) through the region's read endpoint vs straight to the region's "
+            f"node. Writes: a one-row `INSERT` through the region's write endpoint vs straight to the "
+            f"primary. {px.get('runs')} runs of {px.get('queries_per_run')} queries per path, the two paths back "
+            f"to back in alternating order (after 100 warm-up queries each); p50/p99 per run, median (min–max) over runs. "
+            f"Goal: read p50 through the proxy < {goal}× direct."
+        ),
+        "",
+        "Reads:",
+        "",
+        table(
+            [
+                "region (role)",
+                "p50 via proxy",
+                "p50 direct",
+                "p50 ratio",
+                "p99 via proxy",
+                "p99 direct",
+                "p99 ratio",
+                f"p50 < {goal}×",
+            ],
+            reads,
+        ),
+        "",
+        "Writes:",
+        "",
+        table(
+            [
+                "write endpoint → primary",
+                "p50 via proxy",
+                "p50 direct",
+                "p50 ratio",
+                "p99 via proxy",
+                "p99 direct",
+                "p99 ratio",
+            ],
+            writes,
+        ),
+    ]
+    rr = px.get("range_read") or {}
+    if rr:
+        parts += [
+            "",
+            (
+                f"Same comparison with a heavier read on {px.get('group')}/{rr.get('region')} "
+                "(`SELECT k, v FROM bench_kv WHERE k BETWEEN $1 AND $1 + 99`, 100 rows): p50 via proxy "
+                f"{fmt(rr['proxy_p50_ms'], 'ms', 3)}, direct {fmt(rr['direct_p50_ms'], 'ms', 3)}, ratio "
+                f"{fmt_ratio(rr['ratio_p50'])}."
+            ),
+        ]
+    st = px.get("settings") or {}
+    if ok(px) is not None and st.get("variants"):
+        rows = [["straight to the node", fmt(st.get("direct_p50_ms"), "ms", 3), "1×", "–"]]
+        for n, v in st["variants"].items():
+            rows.append(
+                [
+                    f"HAProxy, dbfleet's defaults + `{n}`"
+                    if n != "dbfleet"
+                    else "HAProxy as dbfleet runs it",
+                    fmt(v["p50_ms"], "ms", 3),
+                    fmt_ratio(v["ratio_p50"]),
+                    fmt(v["hop_us"], "µs", 0),
+                ]
+            )
+        parts += [
+            "",
+            (
+                f"HAProxy settings that could shorten the hop, each in a standalone HAProxy in front of "
+                f"{st.get('region')}'s node, the same point read, {st.get('blocks')} blocks of "
+                f"{st.get('queries_per_block')} queries per path in a shuffled order (bench/fig_proxy.py "
+                "`hop_experiment`):"
+            ),
+            "",
+            table(["path", "p50", "÷ direct", "hop (p50 difference)"], rows),
+        ]
+    return "\n".join(parts)

@@ -3,13 +3,16 @@ start-up of pytest itself on a single trivial test (same interpreter, same flags
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench import procs
 from bench.context import Ctx
 from bench.fleetenv import REPO
+from bench.markdown import figure_meta, fmt, fmt_ratio, med, table, verdict
 from bench.stats import Summary, paired_ratios
 
 GOAL_S = 10.0
@@ -143,3 +146,85 @@ def make_test(ctx: Ctx) -> dict:
         "exit": t.returncode,
         "result": last[-1].strip("= ") if last else t.tail(1),
     }
+
+
+# --------------------------------------------------------------------------- rendering
+# BENCHMARKS.md's figure 6 from the results above (no I/O). What the numbers mean is
+# written by hand in BENCHMARKS.md, in the analysis block after this section.
+
+
+def ok(unit: Mapping) -> bool | None:
+    if not unit.get("summary"):
+        return None
+    return med(unit["summary"]) < unit.get("goal_s", GOAL_S)
+
+
+def summary_rows(unit: Mapping) -> list[list[str]]:
+    if not unit.get("summary"):
+        return []
+    return [
+        [
+            f"6. Unit suite ({unit.get('tests', '?')} tests)",
+            f"< {unit.get('goal_s', GOAL_S):g} s",
+            fmt(unit["summary"]),
+            f"pytest on one trivial test {fmt(unit.get('baseline'))}; ratio {fmt_ratio(unit.get('ratio'), 1)}",
+            verdict(ok(unit)),
+        ]
+    ]
+
+
+def section(unit: Mapping) -> str:
+    if not unit:
+        return ""
+    if unit.get("error"):
+        return f"## 6. Unit suite\n\nFailed: {unit['error']}"
+    parts = [
+        "## 6. Unit suite",
+        "",
+        figure_meta(unit),
+        "",
+        (
+            f"`scripts/test.sh unit` (`pytest tests/unit -q`, {unit.get('tests', '?')} tests, in the snapshot) "
+            f"against pytest on one trivial test with the same interpreter and flags, alternating. "
+            f"Goal: < {unit.get('goal_s', GOAL_S):g} s."
+        ),
+        "",
+        table(
+            ["", "wall time", "goal"],
+            [
+                ["unit suite", fmt(unit.get("summary")), verdict(ok(unit))],
+                ["pytest floor (one trivial test)", fmt(unit.get("baseline"), "s", 2), ""],
+                ["ratio", fmt_ratio(unit.get("ratio"), 1), ""],
+            ],
+        ),
+    ]
+    if unit.get("failed_runs"):
+        parts += [
+            "",
+            f"{len(unit['failed_runs'])} run(s) did not finish green and are not counted: "
+            + "; ".join(
+                f"exit {b['exit']} after {b['seconds']:.1f} s (`{b['tail']}`)"
+                for b in unit["failed_runs"]
+            )
+            + ".",
+        ]
+    prof = unit.get("profile") or {}
+    if prof:
+        slow = prof.get("slowest") or []
+        files = prof.get("by_file") or {}
+        parts += [
+            "",
+            "### Where the time goes (profile)",
+            "",
+            f"One more run with `--durations`: pytest reported {prof.get('pytest_reported_s') or math.nan:.1f} s "
+            f"({prof.get('run_s', math.nan):.1f} s wall); collecting the suite alone (`--collect-only`: "
+            f"interpreter start, importing every test module and what it imports — pulumi, grpc, pydantic, "
+            f"hvac, pulumi_policy) takes {prof.get('collect_s', math.nan):.1f} s. "
+            f"{prof.get('over_50ms_count', 0)} test phases took over 50 ms, {prof.get('over_50ms_s', 0):.1f} s "
+            "together; by file: "
+            + ", ".join(f"`{k.rsplit('/', 1)[-1]}` {v:.1f} s" for k, v in files.items())
+            + ". Slowest: "
+            + "; ".join(f"`{r['test'].rsplit('/', 1)[-1]}` {r['seconds']:.2f} s" for r in slow[:5])
+            + ".",
+        ]
+    return "\n".join(parts)

@@ -1,10 +1,10 @@
 """A throw-away dbfleet environment for the benchmarks.
 
-Like the integration tests' `make_fleet_env`, every environment has its own temp
-directory under /tmp (0755, so the group's OS user can reach its data root), a copy
-of the Pulumi project with an empty stacks/, its own file backend, passphrase,
-PULUMI_HOME, fleet name, loopback range 127.<octet>.0.0/16 and its own local Vault
-(scripts/vault.sh on free ports). It never touches the user's fleet in .dbfleet/.
+Like the integration tests' `make_fleet_env`, every environment is a bench.sandbox
+(its own temp directory under /tmp, a copy of the Pulumi project, its own file
+backend, passphrase and PULUMI_HOME), with its own fleet name, loopback range
+127.<octet>.0.0/16 and its own local Vault (scripts/vault.sh on free ports). It never
+touches the user's fleet in .dbfleet/.
 
 `close()` destroys every stack, purges the Vault and removes the directory; it is
 also registered with atexit so an interrupted run cleans up after itself.
@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import random
 import shlex
 import shutil
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
 from bench import procs
+from bench.sandbox import make_sandbox
 from tests.fleets import default_fleet_text
 
 REPO = Path(__file__).resolve().parent.parent
 HOOK_DIR = Path(__file__).resolve().parent / "hook"
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py")
 
 # The scale figure needs up to 12 regions of one residency zone. The EU zone has only
 # 8 regions in the catalogue, the US zone has 12, so the scale group is a US group.
@@ -135,21 +133,11 @@ class FleetEnv:
         # `code` is the tree whose dbfleet is measured (a snapshot of a commit, see
         # bench.snapshot); the Python environment is always the repo's .venv.
         self.code = Path(code)
-        self.root = Path(tempfile.mkdtemp(prefix=f"dbfleet-bench-{tag}-", dir="/tmp"))
-        self.root.chmod(0o755)
-        self.project = self.root / "project"
-        (self.project / "stacks").mkdir(parents=True)
-        for f in PROJECT_FILES:
-            shutil.copy(self.code / f, self.project / f)
-        self.home = self.root / "home"
-        (self.home / "state").mkdir(parents=True)
-        self.home.chmod(0o755)
-        passphrase = self.home / "passphrase"
-        passphrase.write_text(os.urandom(24).hex())
-        passphrase.chmod(0o600)
+        sandbox = make_sandbox(f"dbfleet-bench-{tag}-", self.code)
+        self.root, self.project, self.home = sandbox.root, sandbox.project, sandbox.home
         self.name = f"b{random.randrange(10**6):06d}"
         self.octet = pick_octet()
-        self.spec = self.root / "fleet.yaml"
+        self.spec = sandbox.spec
         self.spec.write_text(fleet_text(self.name, self.octet))
         api, cluster = free_ports(2)
         self.vault_addr = f"http://127.0.0.1:{api}"
@@ -159,30 +147,16 @@ class FleetEnv:
         # Every host script the dynamic provider runs is timed into this file by
         # bench/hook/sitecustomize.py (one JSON line each; negligible overhead).
         self.script_log = (log_dir or self.root) / f"{self.root.name}.scripts.jsonl"
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PULUMI_", "VAULT_", "DBFLEET_"))
-        }
-        venv_bin = str(REPO / ".venv" / "bin")
-        if venv_bin not in base.get("PATH", "").split(":"):
-            base["PATH"] = venv_bin + ":" + base.get("PATH", "")
-        base.update(
-            DBFLEET_HOME=str(self.home),
-            DBFLEET_PROJECT_DIR=str(self.project),
-            DBFLEET_SPEC=str(self.spec),
+        base = sandbox.env(
             DBFLEET_VAULT_ADDR=self.vault_addr,
             DBFLEET_VAULT_CLUSTER_ADDR=self.vault_cluster,
-            PULUMI_BACKEND_URL=f"file://{self.home / 'state'}",
-            PULUMI_CONFIG_PASSPHRASE_FILE=str(passphrase),
-            PULUMI_HOME=str(self.home / "pulumi-home"),
-            PULUMI_SKIP_UPDATE_CHECK="true",
-            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-            PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="true",
             PYTHONPATH=f"{HOOK_DIR}:{self.code}",
             DBFLEET_BENCH_SCRIPT_LOG=str(self.script_log),
             PYTHON=sys.executable,
         )
+        venv_bin = str(REPO / ".venv" / "bin")
+        if venv_bin not in base.get("PATH", "").split(":"):
+            base["PATH"] = venv_bin + ":" + base.get("PATH", "")
         base.setdefault("BAO_BIN", str(REPO / ".venv" / "bin" / "bao"))
         self.base_env = base  # without VAULT_ADDR/VAULT_TOKEN: what `make up` starts from
         self.vault_started = False

@@ -13,8 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from bench.fleetenv import FleetEnv
-
-LAYERS = ("accounts", "networks", "replicas", "proxies")
+from dbfleet.model.stackname import LAYERS
 
 
 class EmptyFleet:
@@ -28,6 +27,7 @@ class EmptyFleet:
         self.created: set[str] = set()
 
     def stacks(self, group: str) -> list[str]:
+        """dbfleet's stacks of one group, in the order `dbfleet up` applies them."""
         return [f"{self.prefix}{layer}-{group}" for layer in LAYERS]
 
     def _each_group(self, work) -> float:

@@ -11,6 +11,7 @@ script there) and the engine's tear-down. Pure text processing, unit-tested.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -155,6 +156,55 @@ def parse(text: str) -> list[tuple[float, int, str]]:
     return out
 
 
+# What the engine's log says when a phase of its run starts or ends: (mark, test).
+_MARKS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("update", lambda m: "*** Starting Update" in m),
+    ("plugins_start", lambda m: "GetRequiredPlugins(" in m and m.endswith("executing")),
+    ("plugins_end", lambda m: "GetRequiredPlugins(" in m and " success" in m),
+    ("run_start", lambda m: ".Run(" in m and m.endswith("executing")),
+    ("run_end", lambda m: ".Run(" in m and " success" in m),
+)
+
+
+def _note_mark(marks: dict[str, float], t: float, msg: str) -> None:
+    """The first time of every phase mark; the last time of `complete`."""
+    for name, test in _MARKS:
+        if test(msg):
+            marks.setdefault(name, t)
+            break
+    else:
+        if "*** Update(" in msg and "complete ***" in msg:
+            marks["complete"] = t
+    registers = "ResourceMonitor.RegisterResource received" in msg or msg.startswith(
+        "reading resource:"
+    )
+    if registers and "run_start" in marks:
+        marks.setdefault("first", t)
+
+
+def _note_span(tl: Timeline, started: dict[str, dict[str, float]], t: float, msg: str) -> None:
+    """Opens or closes a span: a stack read, a plugin launch, a resource diff."""
+    reads, launches, diffs = started["reads"], started["launches"], started["diffs"]
+    if m := _READ_START.search(msg):
+        reads.setdefault(m.group(1), t)
+    elif m := _READ_END.search(msg):
+        if m.group(1) in reads:
+            tl.stack_refs.append(Span(m.group(1), reads.pop(m.group(1)), t))
+    elif m := _LAUNCH.search(msg):
+        launches[m.group(1).split(" ")[0]] = t
+    elif (m := _PLUGIN_READY.search(msg)) and m.group(1) in launches:
+        tl.launches.append(Span(m.group(1), launches.pop(m.group(1)), t))
+    elif m := _DIFF_START.search(msg):
+        diffs[m.group(1)] = t
+    elif (m := _DIFF_END.search(msg)) and m.group(1) in diffs:
+        tl.diffs.append(Span(m.group(1).rsplit("::", 1)[-1], diffs.pop(m.group(1)), t))
+    elif _ANALYZER_READY.search(msg):
+        for name in [
+            n for n in launches if "polic" in n or "analyzer" in n or n.startswith("policies")
+        ]:
+            tl.launches.append(Span(name, launches.pop(name), t))
+
+
 def phases(text: str) -> Timeline:
     lines = parse(text)
     tl = Timeline()
@@ -165,50 +215,10 @@ def phases(text: str) -> Timeline:
     t0 = lines[0][0]
     tl.total = lines[-1][0] - t0
     marks: dict[str, float] = {}
-    reads: dict[str, float] = {}
-    launches: dict[str, float] = {}
-    diffs: dict[str, float] = {}
+    started: dict[str, dict[str, float]] = {"reads": {}, "launches": {}, "diffs": {}}
     for ts, _pid, msg in lines:
-        t = ts - t0
-        if "*** Starting Update" in msg:
-            marks.setdefault("update", t)
-        elif "GetRequiredPlugins(" in msg and msg.endswith("executing"):
-            marks.setdefault("plugins_start", t)
-        elif "GetRequiredPlugins(" in msg and " success" in msg:
-            marks.setdefault("plugins_end", t)
-        elif ".Run(" in msg and msg.endswith("executing"):
-            marks.setdefault("run_start", t)
-        elif ".Run(" in msg and " success" in msg:
-            marks.setdefault("run_end", t)
-        elif "*** Update(" in msg and "complete ***" in msg:
-            marks["complete"] = t
-        if (
-            "run_start" in marks
-            and "first" not in marks
-            and (
-                "ResourceMonitor.RegisterResource received" in msg
-                or msg.startswith("reading resource:")
-            )
-        ):
-            marks["first"] = t
-        if m := _READ_START.search(msg):
-            reads.setdefault(m.group(1), t)
-        elif m := _READ_END.search(msg):
-            if m.group(1) in reads:
-                tl.stack_refs.append(Span(m.group(1), reads.pop(m.group(1)), t))
-        elif m := _LAUNCH.search(msg):
-            launches[m.group(1).split(" ")[0]] = t
-        elif (m := _PLUGIN_READY.search(msg)) and m.group(1) in launches:
-            tl.launches.append(Span(m.group(1), launches.pop(m.group(1)), t))
-        elif m := _DIFF_START.search(msg):
-            diffs[m.group(1)] = t
-        elif (m := _DIFF_END.search(msg)) and m.group(1) in diffs:
-            tl.diffs.append(Span(m.group(1).rsplit("::", 1)[-1], diffs.pop(m.group(1)), t))
-        elif _ANALYZER_READY.search(msg):
-            for name in [
-                n for n in launches if "polic" in n or "analyzer" in n or n.startswith("policies")
-            ]:
-                tl.launches.append(Span(name, launches.pop(name), t))
+        _note_mark(marks, ts - t0, msg)
+        _note_span(tl, started, ts - t0, msg)
     tl.before_update = marks.get("update", 0.0)
     if "plugins_start" in marks and "plugins_end" in marks:
         tl.plugins = marks["plugins_end"] - marks["plugins_start"]

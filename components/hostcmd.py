@@ -39,12 +39,41 @@ from pulumi.dynamic import (
 )
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
+COMPONENTS_DIR = Path(__file__).parent
 LIB_SCRIPT = "lib.sh"
 DEFAULT_TIMEOUT_S = 300
+
+# What a script writes to reach a file next to it. Run from a checkout, bash
+# reads the file; shipped to a host, the line is replaced by the file's text,
+# so a script and everything it uses travel as one program on standard input
+# (the same for a local run and, later, over SSH).
+_HERE = r'"\$\(dirname -- "\$\{BASH_SOURCE\[0\]\}"\)/'
+# `. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"`: a shell library, inlined.
+_SOURCE_LINE = re.compile(r"^[ \t]*\.[ \t]+" + _HERE + r'(?P<path>[A-Za-z0-9_.-]+\.sh)"[ \t]*$')
+# `SCRAM_PY=$(<"$(dirname -- "${BASH_SOURCE[0]}")/../scram.py")`: a file's text
+# in a variable, inlined as a single-quoted string.
+_EMBED_LINE = re.compile(
+    r"^(?P<var>[A-Z_][A-Z0-9_]*)=\$\(<" + _HERE + r'(?P<path>[A-Za-z0-9_./-]+)"\)[ \t]*$'
+)
+
+
+def _drift_exit_code() -> int:
+    """The exit code by which a script's `check` says "drifted", as lib.sh defines it.
+
+    The scripts produce it and this provider interprets it; lib.sh holds the one
+    definition because the scripts must also run by themselves, from a checkout.
+    """
+    found = re.search(
+        r"^DRIFT_EXIT_CODE=(\d+)$", (SCRIPTS_DIR / LIB_SCRIPT).read_text(), re.MULTILINE
+    )
+    if not found:
+        raise RuntimeError(f"{SCRIPTS_DIR / LIB_SCRIPT} does not define DRIFT_EXIT_CODE")
+    return int(found.group(1))
+
+
 # Exit code by which a script's `check` action says "this host has drifted from
 # what was declared" (a stopped database, a missing proxy): `up` then re-runs it.
-DRIFT_EXIT_CODE = 3
-_SOURCE_LIB = re.compile(r"^[ \t]*(?:source|\.)[ \t]+.*/lib\.sh\"?[ \t]*$", re.MULTILINE)
+DRIFT_EXIT_CODE = _drift_exit_code()
 
 
 @dataclass(frozen=True)
@@ -63,17 +92,46 @@ class Connection:
 LOCAL = Connection()
 
 
+def _sibling(script_dir: Path, relative: str) -> Path:
+    """A file a script names relative to its own directory; only inside components/."""
+    path = (script_dir / relative).resolve()
+    if not path.is_relative_to(COMPONENTS_DIR.resolve()) or not path.is_file():
+        raise ValueError(f"{relative!r} (from {script_dir}) is not a file under {COMPONENTS_DIR}")
+    return path
+
+
+def _inline(path: Path, name: str, seen: set[Path]) -> str:
+    """`path`'s text with its source and embed lines replaced by the files they name."""
+    out = []
+    for line in path.read_text().splitlines(keepends=True):
+        source = _SOURCE_LINE.match(line)
+        embed = _EMBED_LINE.match(line)
+        if source:
+            lib = _sibling(path.parent, source["path"])
+            if lib not in seen:
+                seen.add(lib)
+                out.append(_inline(lib, name, seen))
+                if lib.name == LIB_SCRIPT:
+                    # Run from stdin, $0 is "bash": name the script in its messages instead.
+                    out.append(f"SCRIPT_NAME={shlex.quote(name)}\n")
+        elif embed:
+            text = _sibling(path.parent, embed["path"]).read_text()
+            out.append(f"{embed['var']}={shlex.quote(text)}\n")
+        elif "BASH_SOURCE" in line and not line.lstrip().startswith("#"):
+            # Any other way of reaching a file next to the script would find
+            # nothing on a remote host: refuse it here rather than there.
+            raise ValueError(f"{path.name}: cannot ship this line to a host: {line.strip()}")
+        else:
+            out.append(line)
+    return "".join(out)
+
+
 def script_text(name: str) -> str:
-    """The program a host runs for `name`: the shared library followed by the script."""
+    """The program a host runs for `name`: the script with every file it uses inlined."""
     path = SCRIPTS_DIR / name
     if not path.is_file():
         raise ValueError(f"unknown host script {name!r} (looked in {SCRIPTS_DIR})")
-    lib = (SCRIPTS_DIR / LIB_SCRIPT).read_text()
-    # The host receives one program on stdin, so the script's own line that
-    # sources lib.sh is replaced by the library itself.
-    body = _SOURCE_LIB.sub("", path.read_text())
-    # Run from stdin, $0 is "bash": name the script in its messages instead.
-    return lib + f"\nSCRIPT_NAME={shlex.quote(name)}\n" + body
+    return _inline(path, name, set())
 
 
 def script_digest(name: str) -> str:
@@ -146,6 +204,12 @@ def run_script(
         )
 
 
+# Inputs whose change re-runs the script (an update) ...
+_UPDATE_ON = ("connection", "script", "script_sha", "environment", "secret_environment")
+# ... and those whose change replaces the resource (delete, then create).
+_REPLACE_ON = ("connection", "name")
+
+
 class HostScriptProvider(ResourceProvider):
     """Create/update/delete a HostScript by running its script with that action."""
 
@@ -194,27 +258,24 @@ class HostScriptProvider(ResourceProvider):
         )
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        keys = (
-            "connection",
-            "script",
-            "script_sha",
-            "environment",
-            "secret_environment",
-            "triggers",
-        )
-        changed = [k for k in keys if olds.get(k) != news.get(k)]
-        replaces = [
-            k
-            for k in ("connection", "name", *news.get("replace_on", []))
-            if olds.get(k) != news.get(k)
-        ]
+        """Whether to run the script again, and whether that must be a replacement.
+
+        A replacement deletes first (the script's `delete` removes what the old
+        inputs made, e.g. a data directory), so it is planned only for what is
+        the resource's identity: its host (`connection`), its `name`, and the
+        environment variables listed in `replace_on_env` (a node's NODE_DIR).
+        Every other change is an update (the idempotent `create` again). With
+        nothing changed, a `check_drift` resource asks its host (`check`): a
+        drifted host is an update too. Only the keys named here are compared,
+        so a key that an older HostScript stored in state (and that no longer
+        exists) never causes a change.
+        """
+        changed = [k for k in _UPDATE_ON if olds.get(k) != news.get(k)]
+        replaces = [k for k in _REPLACE_ON if olds.get(k) != news.get(k)]
         if not replaces:
-            replaces = [
-                k
-                for k in news.get("replace_on_env", [])
-                if (olds.get("environment") or {}).get(k) != (news.get("environment") or {}).get(k)
-            ]
-            if replaces:
+            old_env = olds.get("environment") or {}
+            new_env = news.get("environment") or {}
+            if any(old_env.get(k) != new_env.get(k) for k in news.get("replace_on_env", [])):
                 replaces = ["environment"]
         if not changed and news.get("check_drift") and self._drifted(olds):
             changed = ["drift"]

@@ -11,7 +11,7 @@ way round (rewind and follow), so no data directory is ever replaced for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import pulumi
@@ -41,7 +41,10 @@ class PostgresNodeArgs:
     slot: str | None = None
     app_db: str = "app"
     app_user: str = "app"
-    extra_env: dict[str, str] = field(default_factory=dict)
+    # The fleet the node belongs to: its directory's marker names it, and only
+    # that fleet's scripts reuse or delete the directory. "" marks no fleet (as
+    # before fleets were named; the accounts layer's data root still does).
+    fleet: str = ""
 
     def __post_init__(self) -> None:
         if self.role not in SCRIPTS:
@@ -62,8 +65,9 @@ class PostgresNodeArgs:
             "ALLOWED_HOSTS": " ".join(self.allowed_hosts),
             "APP_DB": self.app_db,
             "APP_USER": self.app_user,
-            **self.extra_env,
         }
+        if self.fleet:
+            env["FLEET_NAME"] = self.fleet
         if self.role == "primary":
             env["REPLICA_SLOTS"] = " ".join(self.replica_slots)
         else:

@@ -28,6 +28,9 @@ class RegionProxyArgs:
     write_backend: str
     read_local: tuple[str, ...]
     read_backups: tuple[str, ...]
+    # The fleet the proxy belongs to: its directory's marker names it, and only
+    # that fleet's haproxy.sh reuses or deletes the directory. "" marks no fleet.
+    fleet: str = ""
 
     def __post_init__(self) -> None:
         if not self.read_local:
@@ -40,7 +43,7 @@ class RegionProxyArgs:
             raise ValueError(f"proxy {self.host}: {sorted(overlap)} are both local and backup")
 
     def environment(self) -> dict[str, str]:
-        return {
+        env = {
             "RUN_AS": self.run_as,
             "PROXY_DIR": self.proxy_dir,
             "PROXY_HOST": self.host,
@@ -51,6 +54,9 @@ class RegionProxyArgs:
             "READ_LOCAL": " ".join(self.read_local),
             "READ_BACKUPS": " ".join(self.read_backups),
         }
+        if self.fleet:
+            env["FLEET_NAME"] = self.fleet
+        return env
 
 
 class RegionProxy(pulumi.ComponentResource):

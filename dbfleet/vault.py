@@ -156,7 +156,8 @@ def _vault_errors(exc: hvac.exceptions.VaultError) -> str:
     return text or "no detail given"
 
 
-def _translate(
+# One return per kind of Vault failure: a table of messages, read top to bottom.
+def _translate(  # noqa: PLR0911
     exc: BaseException,
     addr: str,
     what: str,

@@ -1,7 +1,8 @@
-"""dbfleet's policy pack: `pulumi preview --policy-pack policies` (README "Policies").
+"""dbfleet's policy pack: `pulumi preview --policy-pack policies` (docs/policies.md).
 
-A thin list: every rule lives in `rules/<topic>.py`, where its unit tests reach it
-(`PolicyPack()` serves the engine and never returns).
+Every policy of every rule module (`rules.POLICIES`); the rules live in
+`rules/<topic>.py`, where their unit tests reach them (`PolicyPack()` serves the engine
+and never returns).
 """
 
 import sys
@@ -11,22 +12,9 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack
-from rules import authentication, durability, exposure, residency, secrets, stack_shape
+from rules import POLICIES
 from rules.common import keep_secret_marks
 
 keep_secret_marks()
 
-PolicyPack(
-    name="dbfleet",
-    enforcement_level=EnforcementLevel.MANDATORY,
-    policies=[
-        residency.residency,
-        residency.residency_outputs,
-        secrets.no_plaintext_secrets,
-        secrets.no_plaintext_secret_outputs,
-        exposure.exposure,
-        durability.durability,
-        authentication.authentication,
-        stack_shape.stack_shape,
-    ],
-)
+PolicyPack(name="dbfleet", enforcement_level=EnforcementLevel.MANDATORY, policies=POLICIES)

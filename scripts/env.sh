@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # `source scripts/env.sh` — puts pulumi, bao and dbfleet on PATH and sets the
 # backend, passphrase and Vault variables so that plain `pulumi` commands work by
-# hand. Safe to source more than once. Nothing here reaches the network.
+# hand. Safe to source more than once. Nothing here reaches the network but the
+# local Vault's loopback address (a token check, see below).
 _dbfleet_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/versions.sh
 source "$_dbfleet_root/scripts/versions.sh"
@@ -39,15 +40,32 @@ fi
 export PULUMI_CONFIG_PASSPHRASE_FILE="$DBFLEET_HOME/passphrase"
 unset PULUMI_CONFIG_PASSPHRASE
 
+# The fleet file this clone deploys when it is not stacks/fleet.yaml: `vault.sh start`
+# (run by `make up`) remembers DBFLEET_SPEC in $DBFLEET_HOME/fleet-file, so that a
+# new shell does not fall back to the default fleet. An exported DBFLEET_SPEC wins.
+if [ -z "${DBFLEET_SPEC:-}" ] && [ -s "$DBFLEET_HOME/fleet-file" ]; then
+  IFS= read -r DBFLEET_SPEC <"$DBFLEET_HOME/fleet-file"
+  export DBFLEET_SPEC
+fi
+
 # The local secrets server (scripts/vault.sh). A user with their own Vault sets
-# VAULT_ADDR/VAULT_TOKEN before sourcing this file and keeps them.
+# VAULT_ADDR/VAULT_TOKEN before sourcing this file and keeps them. Otherwise the
+# address is this clone's own (remembered by `vault.sh start` in
+# $DBFLEET_HOME/vault-addr), never a default that may be another clone's server;
+# `vault.sh env` warns in one line when the server there refuses this clone's
+# token. That check is the only request this file makes (to loopback).
 if [ -z "${VAULT_ADDR:-}" ] || [ -n "${DBFLEET_LOCAL_VAULT:-}" ]; then
   export DBFLEET_LOCAL_VAULT=1
   export BAO_BIN="${BAO_BIN:-$_dbfleet_root/.venv/bin/bao}"
   if [ -f "$DBFLEET_HOME/vault/init.json" ]; then
     eval "$(bash "$_dbfleet_root/scripts/vault.sh" env)"
+  elif [ -n "${DBFLEET_VAULT_ADDR:-}" ]; then
+    export VAULT_ADDR="$DBFLEET_VAULT_ADDR"
+  elif [ -s "$DBFLEET_HOME/vault-addr" ]; then
+    IFS= read -r VAULT_ADDR <"$DBFLEET_HOME/vault-addr"
+    export VAULT_ADDR
   else
-    export VAULT_ADDR="${DBFLEET_VAULT_ADDR:-http://127.0.0.1:8200}"
+    export VAULT_ADDR=http://127.0.0.1:8200
   fi
 fi
 unset _dbfleet_root _dbfleet_pulumi_dir

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lints everything `make test` lints (CI cannot skip it): Python with ruff (rules,
-# complexity limits and formatting, see pyproject.toml), every shell script with
-# shellcheck, and the CI workflow with actionlint. Exit 1 on any finding.
+# complexity limits and formatting, see pyproject.toml), every shell script (with
+# the shellcheck tool), and the CI workflow with actionlint. Exit 1 on any finding.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

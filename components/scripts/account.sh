@@ -5,23 +5,33 @@
 # Environment:
 #   ACCOUNT_USER   the group's OS user (runs its PostgreSQL nodes and proxies)
 #   DATA_ROOT      absolute directory holding the group's node/proxy dirs
+#   FLEET_NAME     the fleet's name (`name:` of the fleet file); the user and
+#                  the data root are marked with it, and only the fleet
+#                  they name may take them over or remove them (lib.sh,
+#                  may_claim).  Without it (a resource deployed before it was
+#                  an input) the markers name no fleet, as they used to.
 #
 # create (idempotent):
 #   * as root: if ACCOUNT_USER does not exist, create it as a system user
-#     without home directory and login shell, with GECOS "dbfleet managed"
-#     (that marker is what allows delete to remove it again; an existing
-#     user is used as is and never removed).  As non-root, ACCOUNT_USER must
-#     be the current user.
+#     without home directory and login shell, with GECOS
+#     "dbfleet managed fleet=<FLEET_NAME>" (that marker is what allows delete
+#     to remove it again).  A user marked by another fleet is refused; one
+#     with an older marker naming no fleet is re-marked for this fleet if
+#     may_claim allows it; any other existing user is used as is and never
+#     removed.  As non-root, ACCOUNT_USER must be the current user.
 #   * DATA_ROOT: mkdir -p (missing parents 0755), owned by ACCOUNT_USER and
-#     its primary group, mode 0700, marked with .dbfleet-root.  An existing
-#     non-empty directory without that marker is refused.
+#     its primary group, mode 0700, marked with .dbfleet-root (which names
+#     the fleet).  An existing non-empty directory without that marker, or
+#     marked by another fleet, is refused.
 # delete (idempotent):
-#   * DATA_ROOT is removed only if it holds nothing but what dbfleet made:
-#     its marker, node/proxy directories carrying a .dbfleet marker whose
-#     postgres/haproxy is not running, and directories holding only such
-#     things.  Anything else makes it refuse, listing what it found.
-#   * as root, the user is removed (userdel) only if its GECOS is
-#     "dbfleet managed" and it runs no processes.
+#   * first, both are checked: a data root or user marked by another fleet
+#     makes delete refuse, in one line, and leave both in place.
+#   * DATA_ROOT is removed only if it holds nothing but what this fleet made:
+#     its marker, node/proxy directories carrying a .dbfleet marker of this
+#     fleet whose postgres/haproxy is not running, and directories holding
+#     only such things.  Anything else makes it refuse, listing what it found.
+#   * as root, the user is removed (userdel) only if its GECOS marks it as
+#     this fleet's and it runs no processes.
 #
 # Output: one summary line on stdout; errors on stderr.
 set -euo pipefail
@@ -29,13 +39,55 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-GECOS="dbfleet managed"
+# The GECOS of the users account.sh creates; " fleet=<name>" follows when
+# FLEET_NAME is given.  Markers written before they named a fleet are
+# exactly GECOS_PREFIX.
+GECOS_PREFIX="dbfleet managed"
+
+# gecos_mark : the GECOS this fleet gives the users it creates.
+gecos_mark() { printf '%s' "$GECOS_PREFIX${FLEET_NAME:+ $(fleet_mark)}"; }
 
 # user_gecos USER : the GECOS field of USER.
 user_gecos() { getent passwd -- "$1" | cut -d: -f5; }
 
+# user_owner USER : prints the fleet whose marker USER's GECOS carries (""
+# for a marker naming no fleet); fails when USER was not made by dbfleet.
+user_owner() {
+    local gecos
+    gecos=$(user_gecos "$1")
+    case $gecos in
+    "$GECOS_PREFIX") return 0 ;;
+    "$GECOS_PREFIX fleet="*) printf '%s' "${gecos#"$GECOS_PREFIX fleet="}" ;;
+    *) return 1 ;;
+    esac
+}
+
+# root_owner : prints the fleet DATA_ROOT's marker names ("" for a marker
+# naming no fleet); fails when DATA_ROOT has no marker.
+root_owner() {
+    [[ -f "$DATA_ROOT/$DBFLEET_ROOT_MARKER" && ! -L "$DATA_ROOT/$DBFLEET_ROOT_MARKER" ]] || return 1
+    marker_fleet "$DATA_ROOT/$DBFLEET_ROOT_MARKER"
+}
+
+# claim_user VERB : die unless ACCOUNT_USER is not dbfleet's or this fleet may claim it.
+claim_user() {
+    local owner
+    owner=$(user_owner "$ACCOUNT_USER") || return 0
+    may_claim "$owner" "$ACCOUNT_USER" ||
+        die "user $ACCOUNT_USER $(not_ours "$owner"); refusing to $1 it"
+}
+
+# claim_root VERB : die unless DATA_ROOT is unmarked or this fleet may claim it.
+claim_root() {
+    local owner
+    owner=$(root_owner) || return 0
+    may_claim "$owner" "${DATA_ROOT##*/}" ||
+        die "DATA_ROOT=$DATA_ROOT $(not_ours "$owner"); refusing to $1 it"
+}
+
 check_inputs() {
     require_env ACCOUNT_USER DATA_ROOT
+    check_fleet
     [[ "$ACCOUNT_USER" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] ||
         die "ACCOUNT_USER '$ACCOUNT_USER' is not a valid user name"
     check_abs_path DATA_ROOT
@@ -53,13 +105,21 @@ check_inputs() {
 
 do_create() {
     check_inputs
-    local done_=()
+    local done_=() new_root=0
+    # Nothing of another fleet is touched: check both before changing either.
+    claim_user "take over"
+    claim_root "take over"
     if ! getent passwd -- "$ACCOUNT_USER" >/dev/null; then
         ((EUID == 0)) || die "user $ACCOUNT_USER does not exist"
         useradd --system --user-group --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin --comment "$GECOS" -- "$ACCOUNT_USER" ||
+            --shell /usr/sbin/nologin --comment "$(gecos_mark)" -- "$ACCOUNT_USER" ||
             die "useradd $ACCOUNT_USER failed"
         done_+=("user created")
+    elif ((EUID == 0)) && user_owner "$ACCOUNT_USER" >/dev/null &&
+        [[ "$(user_gecos "$ACCOUNT_USER")" != "$(gecos_mark)" ]]; then
+        # An older marker (claim_user allowed it): name this fleet from now on.
+        usermod --comment "$(gecos_mark)" -- "$ACCOUNT_USER" || die "usermod $ACCOUNT_USER failed"
+        done_+=("user marked")
     fi
     local group
     group=$(id -gn -- "$ACCOUNT_USER")
@@ -73,6 +133,7 @@ do_create() {
         # Parents must stay traversable by the account whatever our umask is.
         (umask 022 && mkdir -p -- "$DATA_ROOT") || die "cannot create $DATA_ROOT"
         done_+=("data root created")
+        new_root=1
     fi
     if ((EUID == 0)); then
         if [[ "$(stat -c %U:%G -- "$DATA_ROOT")" != "$ACCOUNT_USER:$group" ]]; then
@@ -86,9 +147,12 @@ do_create() {
         chmod 0700 -- "$DATA_ROOT" || die "cannot chmod $DATA_ROOT"
         done_+=("mode set")
     fi
-    if [[ ! -f "$DATA_ROOT/$DBFLEET_ROOT_MARKER" ]]; then
-        RUN_AS=$ACCOUNT_USER
-        printf 'dbfleet managed data root\n' | put_file "$DATA_ROOT/$DBFLEET_ROOT_MARKER" || true
+    # Written anew when it names no fleet or differs (claim_root allowed it).
+    if {
+        printf 'dbfleet managed data root\n'
+        [[ -z "${FLEET_NAME:-}" ]] || printf '%s\n' "$(fleet_mark)"
+    } | RUN_AS=$ACCOUNT_USER put_file "$DATA_ROOT/$DBFLEET_ROOT_MARKER"; then
+        ((new_root)) || done_+=("data root marked")
     fi
     # The account must be able to reach it (all parents traversable).
     RUN_AS=$ACCOUNT_USER run_as test -w "$DATA_ROOT" -a -x "$DATA_ROOT" ||
@@ -110,7 +174,7 @@ no_user_procs() { [[ -z "$(ps -o pid= -u "$ACCOUNT_USER" || true)" ]]; }
 # what is still in use.  TOP=1 for DATA_ROOT itself (where the root marker
 # may be).
 foreign_entries() {
-    local dir=$1 top=$2 e pid
+    local dir=$1 top=$2 e pid owner
     for e in "$dir"/* "$dir"/.*; do
         [[ -e "$e" || -L "$e" ]] || continue
         case "${e##*/}" in . | ..) continue ;; esac
@@ -120,7 +184,9 @@ foreign_entries() {
         if [[ -L "$e" || ! -d "$e" ]]; then
             printf '%s\n' "$e"
         elif [[ -f "$e/$DBFLEET_MARKER" ]]; then
-            # A node or proxy directory: fine unless its process still runs.
+            # A node or proxy directory: fine if this fleet's and its process does not run.
+            owner=$(marker_fleet "$e/$DBFLEET_MARKER")
+            may_claim "$owner" "$(basename -- "$dir")" || printf '%s (%s)\n' "$e" "$(not_ours "$owner")"
             if [[ -f "$e/pgdata/postmaster.pid" ]]; then
                 read -r pid <"$e/pgdata/postmaster.pid" || pid=
                 proc_exe_is "$pid" "$PG_BIN/postgres" && printf '%s (postgres pid %s running)\n' "$e" "$pid"
@@ -139,6 +205,9 @@ foreign_entries() {
 do_delete() {
     check_inputs
     local done_=() bad
+    # Another fleet's user or data root: refuse before removing anything.
+    if ((EUID == 0)); then claim_user remove; fi
+    claim_root remove
     if [[ -e "$DATA_ROOT" ]]; then
         [[ -d "$DATA_ROOT" && ! -L "$DATA_ROOT" ]] || die "DATA_ROOT=$DATA_ROOT is not a directory; refusing to remove it"
         bad=$(foreign_entries "$DATA_ROOT" 1)
@@ -150,7 +219,7 @@ do_delete() {
         done_+=("data root removed")
     fi
     if ((EUID == 0)) && getent passwd -- "$ACCOUNT_USER" >/dev/null; then
-        if [[ "$(user_gecos "$ACCOUNT_USER")" == "$GECOS" ]]; then
+        if user_owner "$ACCOUNT_USER" >/dev/null; then
             local procs
             procs=$(ps -o pid=,stat=,args= -u "$ACCOUNT_USER" | awk '$2 !~ /^Z/' || true)
             if [[ -n "$procs" ]]; then
@@ -177,13 +246,13 @@ do_delete() {
 }
 
 # do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
-# when the host matches what was declared, 3 (DRIFT) when it does not - the
-# engine then plans an update, and `create|update` repairs it. Changes nothing.
-DRIFT=3
+# when the host matches what was declared, DRIFT_EXIT_CODE (lib.sh) when it
+# does not - the engine then plans an update, and `create|update` repairs it.
+# Changes nothing.
 do_check() {
     require_env ACCOUNT_USER DATA_ROOT
-    getent passwd -- "$ACCOUNT_USER" >/dev/null || exit "$DRIFT"
-    [[ -d "$DATA_ROOT" ]] || exit "$DRIFT"
+    getent passwd -- "$ACCOUNT_USER" >/dev/null || exit "$DRIFT_EXIT_CODE"
+    [[ -d "$DATA_ROOT" ]] || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
 

@@ -150,6 +150,7 @@ new_pid_running() {
 
 do_create() {
     check_run_as
+    check_fleet
     require_env PROXY_DIR PROXY_HOST READ_PORT WRITE_PORT STATS_PORT WRITE_BACKEND
     check_abs_path PROXY_DIR
     check_loopback PROXY_HOST "$PROXY_HOST"
@@ -165,9 +166,7 @@ do_create() {
     [[ -x "$HAPROXY_BIN" ]] || die "haproxy not found at $HAPROXY_BIN"
 
     init_vars
-    if [[ -e "$PROXY_DIR" && ! -f "$PROXY_DIR/$DBFLEET_MARKER" && -n "$(ls -A -- "$PROXY_DIR")" ]]; then
-        die "$PROXY_DIR exists, is not empty and was not created by dbfleet; refusing to use it"
-    fi
+    claim_dir "$PROXY_DIR" use
     make_dirs "$PROXY_DIR"
     mark_dir "$PROXY_DIR" "haproxy"
     lock_dir "$PROXY_DIR"
@@ -224,12 +223,12 @@ gone() {
 
 do_delete() {
     check_run_as
+    check_fleet
     require_env PROXY_DIR
     check_abs_path PROXY_DIR
     init_vars
     if [[ -d "$PROXY_DIR" ]]; then
-        [[ -f "$PROXY_DIR/$DBFLEET_MARKER" || -z "$(ls -A -- "$PROXY_DIR")" ]] ||
-            die "$PROXY_DIR was not created by dbfleet; refusing to delete it"
+        claim_dir "$PROXY_DIR" delete
         lock_dir "$PROXY_DIR"
         # The pid file's process plus any older process of ours still
         # draining after a reload - identified by exe and our -f argument.
@@ -254,14 +253,14 @@ do_delete() {
 }
 
 # do_check : read-only drift probe run by every `pulumi preview`/`up`. Exit 0
-# when the host matches what was declared, 3 (DRIFT) when it does not - the
-# engine then plans an update, and `create|update` repairs it. Changes nothing.
-DRIFT=3
+# when the host matches what was declared, DRIFT_EXIT_CODE (lib.sh) when it
+# does not - the engine then plans an update, and `create|update` repairs it.
+# Changes nothing.
 do_check() {
     require_env PROXY_DIR
     init_vars
-    [[ -f "$CFG" ]] || exit "$DRIFT"
-    [[ -n "$(haproxy_pid)" ]] || exit "$DRIFT"
+    [[ -f "$CFG" ]] || exit "$DRIFT_EXIT_CODE"
+    [[ -n "$(haproxy_pid)" ]] || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
 

@@ -17,15 +17,15 @@
 # moment with two primaries. The node's own update then rejoins it as a
 # standby of the new primary (pg_rewind if it had diverged).
 #
-# check: exit 3 (drift) when a fenced node runs as a primary - a split brain
+# check: exit DRIFT_EXIT_CODE (lib.sh) when a fenced node runs as a primary - a split brain
 # that `pulumi preview` then reports and `up` ends.
 # delete: nothing to undo.
 set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
-
-DRIFT=3
+# shellcheck source=SCRIPTDIR/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
 
 # running_primary DIR : the node in DIR runs and is not a standby.
 running_primary() {
@@ -58,7 +58,7 @@ do_create() {
 do_check() {
     local dir
     for dir in ${FENCED_NODES:-}; do
-        if running_primary "$dir"; then exit "$DRIFT"; fi
+        if running_primary "$dir"; then exit "$DRIFT_EXIT_CODE"; fi
     done
     exit 0
 }

@@ -52,40 +52,15 @@ set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=SCRIPTDIR/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
 
-# Python one-off that checks a password against a stored SCRAM-SHA-256
-# verifier (stdin) and prints a fresh verifier when it does not match
-# (prints nothing when it does).  The password is read from the
-# environment variable DBFLEET_PW, never from argv.  Passwords are
-# restricted to printable ASCII, for which PostgreSQL's SASLprep is the
-# identity, so this computes exactly what the server would.
-# shellcheck disable=SC2016
-SCRAM_PY='
-import base64, hashlib, hmac, os, sys
-pw = os.environ["DBFLEET_PW"].encode("ascii")
-def keys(salt, iterations):
-    salted = hashlib.pbkdf2_hmac("sha256", pw, salt, iterations)
-    client = hmac.new(salted, b"Client Key", "sha256").digest()
-    server = hmac.new(salted, b"Server Key", "sha256").digest()
-    return hashlib.sha256(client).digest(), server
-stored = sys.stdin.read().strip()
-try:
-    mech, rest = stored.split("$", 1)
-    params, ks = rest.split("$", 1)
-    iterations, salt = params.split(":", 1)
-    stored_key, server_key = ks.split(":", 1)
-    if mech == "SCRAM-SHA-256":
-        a, b = keys(base64.b64decode(salt), int(iterations))
-        if hmac.compare_digest(a, base64.b64decode(stored_key)) and \
-           hmac.compare_digest(b, base64.b64decode(server_key)):
-            sys.exit(0)
-except ValueError:
-    pass
-b64 = lambda x: base64.b64encode(x).decode()
-salt = os.urandom(16)
-a, b = keys(salt, 4096)
-print("SCRAM-SHA-256$4096:%s$%s:%s" % (b64(salt), b64(a), b64(b)))
-'
+# The SCRAM helper, components/scram.py, as program text for `python3 -c`:
+# it checks a password (read from DBFLEET_PW in its environment, never argv)
+# against a stored SCRAM-SHA-256 verifier (stdin) and prints a fresh verifier
+# when they do not match.  HostScript ships the file's text in place of this
+# line, so it travels with the script to any host.
+SCRAM_PY=$(<"$(dirname -- "${BASH_SOURCE[0]}")/../scram.py")
 
 # scram_check VAR : stdin = stored verifier (may be empty); prints a new
 # verifier for the password held in shell variable VAR if it differs.

@@ -48,6 +48,8 @@ set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=SCRIPTDIR/pg_lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/pg_lib.sh"
 
 # base_backup : clone the primary into a scratch directory, then rename, so
 # an interrupted run never leaves a half-copied PGDATA behind.

@@ -137,9 +137,36 @@ def _dotted(loc: Iterable[object]) -> str:
     return ".".join(parts) if parts else FILE
 
 
+def _edits(a: str, b: str) -> int:
+    """Edit distance where swapping two neighbouring letters counts as one edit (the
+    optimal-string-alignment form of Damerau-Levenshtein): `cgd` is one edit from
+    `cdg`, the typo people make, and two from `gdl`."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
 def _suggest(value: str, choices: Iterable[str], *, transform: Callable[[str], str] = str) -> str:
-    matches = difflib.get_close_matches(transform(value), sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {matches[0]}?" if matches else ""
+    """`; did you mean X?` for the closest choice: fewest edits first (a swap of two
+    letters is one), then the most letters in common; nothing when none is close."""
+    typed = transform(value)
+    close = set(difflib.get_close_matches(typed, choices, n=5, cutoff=0.6))
+    close |= {c for c in choices if _edits(typed, c) <= len(typed) // 3}
+    if not close:
+        return ""
+    best = min(
+        sorted(close),
+        key=lambda c: (_edits(typed, c), -difflib.SequenceMatcher(None, typed, c).ratio()),
+    )
+    return f"; did you mean {best}?"
 
 
 # --------------------------------------------------------------------------- field rules
@@ -296,6 +323,14 @@ class FleetSpec(_Model):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FleetSpec:
         problems = _group_rules(self.groups)
+        # The ssh target is part of the file's shape, but nothing can deploy it yet:
+        # say so here, not after every stack of the group has failed.
+        ssh = [n for n, g in self.groups.items() if (g.target or self.target) == "ssh"]
+        locs = {("groups", n, "target") if self.groups[n].target else ("target",) for n in ssh}
+        problems += [
+            (loc, "target ssh is not available yet: dbfleet deploys to the local target only")
+            for loc in sorted(locs)
+        ]
         if problems:
             raise _rules_error(problems)
         return self
@@ -597,22 +632,29 @@ def _line_of(loc: Loc, lines: Mapping[tuple[str, ...], int]) -> int:
 
 
 def load_fleet(path: str | Path) -> FleetSpec:
-    """Load and validate a fleet file; raise `FleetError` with every problem found."""
+    """Load and validate a fleet file; raise `FleetError` with every problem found.
+    A problem of the file as a whole names the file (as given), not `<file>`."""
+    shown = str(path)
     path = Path(path)
     try:
         # utf-8-sig: tolerate the byte-order mark some editors write.
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise FleetError([Problem(FILE, f"file not found: {path}")]) from None
+        raise FleetError([Problem(shown, "file not found")]) from None
     except IsADirectoryError:
-        raise FleetError([Problem(FILE, f"{path} is a directory, not a fleet file")]) from None
+        raise FleetError([Problem(shown, "is a directory, not a fleet file")]) from None
     except UnicodeDecodeError as exc:
         raise FleetError(
-            [Problem(FILE, f"not UTF-8 text (invalid byte at offset {exc.start})")]
+            [Problem(shown, f"not UTF-8 text (invalid byte at offset {exc.start})")]
         ) from None
     except OSError as exc:
-        raise FleetError([Problem(FILE, f"cannot read {path}: {exc.strerror or exc}")]) from None
-    return parse_fleet(text)
+        raise FleetError([Problem(shown, f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        return parse_fleet(text)
+    except FleetError as exc:
+        raise FleetError(
+            [Problem(shown, p.message) if p.path == FILE else p for p in exc.problems]
+        ) from None
 
 
 def default_spec_path() -> Path:

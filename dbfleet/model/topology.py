@@ -16,6 +16,12 @@ from pathlib import Path
 from dbfleet.model.catalogue import REGIONS, distance_km
 from dbfleet.model.spec import FleetSpec
 
+# On the local target the kernel gives every loopback client the source address
+# 127.0.0.1, whatever address it connects to (libpq cannot bind another), so pg_hba
+# admits it besides the group's region addresses: the replicas layer adds it, and the
+# authentication policy allows it.
+LOCAL_SOURCE = "127.0.0.1"
+
 
 def nearest_first(regions: list[str]) -> dict[str, list[str]]:
     """For each region, the other given regions sorted by distance (ties by code)."""

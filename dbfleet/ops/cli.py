@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from dbfleet.model.spec import FILE, FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.model.spec import FleetError, FleetSpec, default_spec_path, load_fleet
 from dbfleet.ops import commands as ops
 from dbfleet.ops import failover
 from dbfleet.ops.results import ExitCode
@@ -55,7 +55,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return ExitCode.ERROR
     except Exception as exc:  # noqa: BLE001 - the contract is "never a traceback"
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        _emit(sys.stderr, f"{FILE}: internal error: {detail}")
+        _emit(sys.stderr, f"{path}: internal error: {detail}")
         return ExitCode.ERROR
     _emit(sys.stdout, f"{args.file or path}: valid — {summarize(fleet)}")
     return ExitCode.OK

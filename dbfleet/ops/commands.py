@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -49,6 +52,18 @@ def load_fleet_file(*, deployed: bool = True) -> FleetSpec:
         if refused:
             raise Abort(refused)
     return fleet
+
+
+def vault_ready() -> None:
+    """Vault reachable, unsealed, and VAULT_TOKEN valid for it: checked once, before
+    any stack runs. Otherwise every stack's program finds out on its own, one after
+    the other (seconds each), and says so once per stack."""
+    from dbfleet import vault
+
+    try:
+        vault.client_from_env()
+    except vault.VaultError as exc:
+        raise Abort(f"dbfleet: {exc}") from None
 
 
 def fleet_groups(
@@ -120,7 +135,9 @@ def _apply(
 
 def cmd_up(args: argparse.Namespace) -> int:
     fleet = load_fleet_file()
-    return _apply(args, "up", fleet_groups(args.groups, fleet=fleet), fleet)
+    groups = fleet_groups(args.groups, fleet=fleet)
+    vault_ready()
+    return _apply(args, "up", groups, fleet)
 
 
 def _stack_groups() -> dict[str, list[str]]:
@@ -207,6 +224,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     fleet = load_fleet_file()
     groups = fleet_groups(args.groups, fleet=fleet)
+    vault_ready()
     packs: list[str] = []
     pack = None if args.no_policies else rollout.policy_pack_dir()
     if pack is not None:
@@ -243,7 +261,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
     )
     if args.markdown:
-        context = f"Fleet file `{Path(default_spec_path()).name}`; {policy_note}. Exit code {code}."
+        context = f"Fleet file `{_shown(default_spec_path())}`; {policy_note}. Exit code {code}."
         if orphans:
             context += "\n\n" + identity.orphan_markdown(orphans, default_spec_path())
         _write(args.markdown, report.scrub(report.markdown(flat, context=context), secrets))
@@ -288,7 +306,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"groups": [g.to_json() for g in states]}, indent=2))
     else:
         print(status.render(states))
-    if any(g.error and not g.nodes for g in states):
+    # A group dbfleet could not ask (not deployed, or Vault unreadable) is an
+    # error, not a degraded fleet: nothing is known to be down.
+    if not all(g.readable for g in states):
         return ExitCode.ERROR
     return ExitCode.OK if all(g.healthy for g in states) else ExitCode.DEGRADED
 
@@ -423,9 +443,31 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 # -- the parser ------------------------------------------------------------------------
-def guard(handler):
+ENV_HINT = "run `source scripts/env.sh` in the dbfleet checkout first (`make setup` installs what it needs)"
+
+
+def engine_ready(env: Mapping[str, str] | None = None) -> None:
+    """The shell can drive the engine: `pulumi` is on PATH and a backend is chosen.
+    Without them the Automation API dies with a traceback ('pulumi' not found) or
+    asks for a Pulumi Cloud token, neither of which says what to do."""
+    env = os.environ if env is None else env
+    if not shutil.which("pulumi", path=env.get("PATH")):
+        raise Abort(f"dbfleet: the pulumi CLI is not on PATH: {ENV_HINT}")
+    if not env.get("PULUMI_BACKEND_URL"):
+        raise Abort(
+            "dbfleet: PULUMI_BACKEND_URL is not set (dbfleet keeps its state in a file "
+            f"backend, not Pulumi Cloud): {ENV_HINT}"
+        )
+
+
+def guard(handler, *, engine: bool = False):
+    """Wraps a command: a message instead of a traceback; `engine` commands first
+    check that the shell can drive the engine."""
+
     def run(args: argparse.Namespace) -> int:
         try:
+            if engine:
+                engine_ready()
             return handler(args)
         except Abort as exc:
             _err(str(exc))
@@ -472,7 +514,7 @@ def register(commands) -> None:
         "stops at its first failed stack. Exit 0 when every stack applied, 1 otherwise.",
     )
     _rollout_flags(p)
-    p.set_defaults(handler=guard(cmd_up))
+    p.set_defaults(handler=guard(cmd_up, engine=True))
 
     p = commands.add_parser(
         "destroy",
@@ -482,7 +524,7 @@ def register(commands) -> None:
     )
     _rollout_flags(p)
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=guard(cmd_destroy))
+    p.set_defaults(handler=guard(cmd_destroy, engine=True))
 
     p = commands.add_parser(
         "preview",
@@ -504,7 +546,7 @@ def register(commands) -> None:
         action="store_true",
         help="preview each stack against what is deployed upstream, not against the upstream's plan",
     )
-    p.set_defaults(handler=guard(cmd_preview))
+    p.set_defaults(handler=guard(cmd_preview, engine=True))
 
     p = commands.add_parser(
         "status",
@@ -514,19 +556,19 @@ def register(commands) -> None:
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=guard(cmd_status))
+    p.set_defaults(handler=guard(cmd_status, engine=True))
 
     p = commands.add_parser("endpoints", help="print each region's read and write endpoints")
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=guard(cmd_endpoints))
+    p.set_defaults(handler=guard(cmd_endpoints, engine=True))
 
     p = commands.add_parser(
         "prove", help="write in every region, read back in every region of the group"
     )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--deadline", type=float, default=5.0, help="seconds a write may take to appear")
-    p.set_defaults(handler=guard(cmd_prove))
+    p.set_defaults(handler=guard(cmd_prove, engine=True))
 
     p = commands.add_parser(
         "graph",

@@ -166,4 +166,4 @@ def register(commands) -> None:
         "--to", metavar="REGION", help="promote this region instead of the most up-to-date one"
     )
     p.add_argument("--force", action="store_true", help="even when the primary still answers")
-    p.set_defaults(handler=guard(cmd_failover))
+    p.set_defaults(handler=guard(cmd_failover, engine=True))

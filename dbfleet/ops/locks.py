@@ -68,6 +68,38 @@ def is_stale(lock: Lock, hostname: str | None = None) -> bool:
     return lock.hostname == (hostname or socket.gethostname()) and not _alive_engine(lock.pid)
 
 
+def live_holders(stack: str, backend_url: str | None = None) -> list[str]:
+    """Who holds `stack`'s lock and is still running (or cannot be checked: another
+    host's), one phrase each: `pid 4242 on host db-admin, since 2026-12-01T10:00:00Z,
+    still running`."""
+    state = file_backend_dir(backend_url)
+    if state is None:
+        return []
+    here = socket.gethostname()
+    found = []
+    for lock in locks_of(stack, state):
+        if is_stale(lock, here):
+            continue
+        alive = "still running" if lock.hostname == here else "on another host, not checked"
+        who = f" by {lock.username}" if lock.username else ""
+        found.append(
+            f"pid {lock.pid}{who} on host {lock.hostname or '?'}, since {lock.timestamp or '?'}, {alive}"
+        )
+    return found
+
+
+def locked_message(stack: str, backend_url: str | None = None) -> str:
+    """What to tell an operator whose run found `stack` locked: who holds it, and
+    what (not) to do. The engine's own advice, `pulumi cancel`, deletes the lock
+    even while its run is alive."""
+    holders = live_holders(stack, backend_url)
+    held = "; ".join(holders) if holders else "a run whose lock is still there"
+    return (
+        f"{stack} is locked by another run: {held}. Wait for it to finish and run again; "
+        "do not `pulumi cancel` a run that is still going (it deletes its lock, not the run)"
+    )
+
+
 def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
     """Removes this host's locks of `stack` whose engine process is gone; returns what it did."""
     state = file_backend_dir(backend_url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dbfleet.ops.changes import SECRET, SYMBOL, PropertyChange, ResourceChange, count_text
@@ -36,6 +37,62 @@ def exit_code(results: Iterable[StackResult], *, preview: bool) -> int:
     return ExitCode.OK
 
 
+@dataclass(frozen=True)
+class Switchover:
+    """A planned change of a group's primary: `primary_region` of replicas-<g> changes."""
+
+    group: str
+    old: str
+    new: str
+
+    def text(self) -> str:
+        return (
+            f"SWITCHOVER {self.group}: primary {self.old} -> {self.new} (the old primary is "
+            "stopped, the new one promoted, every node follows it; writes pause meanwhile)"
+        )
+
+
+def switchovers(results: Iterable[StackResult]) -> list[Switchover]:
+    """The switchovers a preview (or up) plans, from the replicas stacks' outputs."""
+    found = []
+    for r in results:
+        if r.layer != "replicas":
+            continue
+        for c in r.output_changes:
+            if c.path == "primary_region" and c.kind == "update" and c.old and c.new:
+                found.append(Switchover(r.group, str(c.old), str(c.new)))
+    return found
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One policy violation as a reader needs it: which policy, where, what is wrong,
+    and how to fix it (the engine sends the policy's description first; that line is
+    the same on every stack, so it is left out)."""
+
+    level: str
+    policy: str
+    resource: str
+    what: str
+    fix: str
+
+
+def findings(r: StackResult) -> list[Finding]:
+    """The stack's policy violations, each once."""
+    out: dict[tuple[str, str, str], Finding] = {}
+    for p in r.policy:
+        lines = [ln.strip() for ln in (p.message or "").splitlines() if ln.strip()]
+        fix = next(
+            (ln[len("Remediation:") :].strip() for ln in lines if ln.startswith("Remediation:")), ""
+        )
+        said = [ln for ln in lines if not ln.startswith("Remediation:")]
+        # description first, then the violation's own message (when there is one)
+        what = " ".join(said[1:]) if len(said) > 1 else (said[0] if said else "")
+        key = (p.policy, p.resource, what)
+        out.setdefault(key, Finding(p.level, p.policy, p.resource or r.stack, what, fix))
+    return list(out.values())
+
+
 # -- plain text -------------------------------------------------------------------------
 def _changes_cell(r: StackResult) -> str:
     text = count_text(r.changes)
@@ -48,16 +105,19 @@ def _changes_cell(r: StackResult) -> str:
 def table(results: Sequence[StackResult]) -> str:
     """`stack  status  time  changes`, one line per stack, then the reasons."""
     width = max([20, *(len(r.stack) for r in results)])
-    lines = [f"{'stack':<{width}} {'status':<12} {'time':>7}  changes"]
+    lines = [s.text() for s in switchovers(results)]
+    if lines:
+        lines.append("")
+    lines.append(f"{'stack':<{width}} {'status':<12} {'time':>7}  changes")
     for r in results:
         lines.append(f"{r.stack:<{width}} {r.status:<12} {r.seconds:>6.1f}s  {_changes_cell(r)}")
         for text in (r.note, r.error):
             for line in (text or "").splitlines():
                 lines.append(f"    {line}")
-        for p in r.policy:
-            lines.append(
-                f"    policy {p.level}: {p.policy}: {p.message.splitlines()[0] if p.message else ''}"
-            )
+        for f in findings(r):
+            lines.append(f"    policy {f.level}: {f.policy} ({f.resource}): {f.what}")
+            if f.fix:
+                lines.append(f"      fix: {f.fix}")
     return "\n".join(lines)
 
 
@@ -142,14 +202,18 @@ def _headline(results: Sequence[StackResult]) -> str:
     )
 
 
-def markdown(
-    results: Sequence[StackResult], *, title: str = "dbfleet preview", context: str = ""
-) -> str:
-    """The review report: a summary table, the dangerous changes first, then one
-    section per stack (stacks without changes are listed, not detailed)."""
-    out = [COMMENT_MARKER, f"## {title}", "", _headline(results)]
-    if context:
-        out += ["", context]
+def _md_callouts(results: Sequence[StackResult]) -> list[str]:
+    """What a reviewer must not miss, first: switchovers, replaces and deletes, and
+    stacks that could not be previewed."""
+    out: list[str] = []
+    moves = switchovers(results)
+    if moves:
+        out += ["", "> [!IMPORTANT]", "> **Switchover** — the primary of a group moves:"]
+        out += [
+            f"> - **{s.group}**: `{s.old}` → `{s.new}` (the old primary is stopped, the new one "
+            "promoted, every node follows it; writes pause meanwhile)"
+            for s in moves
+        ]
     danger = [(r, rc) for r in results for rc in r.resources if rc.op in DANGER]
     if danger:
         out += [
@@ -166,7 +230,11 @@ def markdown(
         for r in failed:
             first = (r.error or r.note or r.status).splitlines()[0]
             out.append(f"> - `{r.stack}` ({r.status}): {_md_escape(first)}")
-    out += [
+    return out
+
+
+def _md_summary(results: Sequence[StackResult]) -> list[str]:
+    out = [
         "",
         "| stack | result | create | update | replace | delete | outputs |",
         "|---|---|--:|--:|--:|--:|---|",
@@ -178,53 +246,84 @@ def markdown(
         cells[3] = f"**{cells[3]}**" if cells[3] else ""
         outs = ", ".join(sorted({x.path.split(".")[0].split("[")[0] for x in r.output_changes}))
         out.append(f"| `{r.stack}` | {r.status} | " + " | ".join(cells) + f" | {outs} |")
-    unchanged = [r.stack for r in results if not r.has_changes and r.status not in ERROR_STATUSES]
+    return out
+
+
+def _md_what(rc: ResourceChange) -> str:
+    if rc.drift:
+        what = "drift: the host no longer matches the state"
+    elif rc.op == "create":
+        what = "new"
+    elif rc.op == "delete":
+        what = "removed"
+    else:
+        what = ", ".join(f"`{c.path}`" for c in rc.diffs[:8]) + (" …" if len(rc.diffs) > 8 else "")
+    if rc.replace_keys:
+        what += f" (replace: {', '.join(rc.replace_keys)})"
+    return what
+
+
+def _md_resources(r: StackResult) -> list[str]:
+    out = ["", "| change | resource | kind | what changes |", "|---|---|---|---|"]
+    for rc in r.resources:
+        op = f"**{rc.op.upper()}**" if rc.op in DANGER else rc.op
+        out.append(
+            f"| {SYMBOL.get(rc.op, rc.op)} {op} | `{rc.name}` | "
+            f"{_md_escape(rc.detail or rc.type)} | {_md_what(rc)} |"
+        )
+    detail = [line for rc in r.resources for line in _resource_lines(rc)]
+    return [
+        *out,
+        "",
+        "<details><summary>property diff</summary>",
+        "",
+        _fence(detail),
+        "",
+        "</details>",
+    ]
+
+
+def _md_stack(r: StackResult) -> list[str]:
+    """One stack's section: note, error, resources, outputs, policy findings."""
+    out = ["", f"### `{r.stack}` — {r.status}"]
+    if r.note:
+        out.append(f"_{_md_escape(r.note)}_")
+    if r.error:
+        out += ["", _fence([f"! {line}" for line in r.error.splitlines()])]
+    if r.resources:
+        out += _md_resources(r)
+    if r.output_changes:
+        out += ["", "Stack outputs:", "", _fence([_diff_line(c) for c in r.output_changes])]
+    if r.policy:
+        out += ["", "Policies:"]
+        out += [
+            f"- **{f.level}** `{f.policy}` on `{f.resource}`: {_md_escape(f.what)}"
+            + (f" — fix: {_md_escape(f.fix)}" if f.fix else "")
+            for f in findings(r)
+        ]
+    return out
+
+
+def markdown(
+    results: Sequence[StackResult], *, title: str = "dbfleet preview", context: str = ""
+) -> str:
+    """The review report: a summary table, the dangerous changes first, then one
+    section per stack (stacks without changes or findings are listed, not detailed)."""
+    out = [COMMENT_MARKER, f"## {title}", "", _headline(results)]
+    if context:
+        out += ["", context]
+    out += _md_callouts(results)
+    out += _md_summary(results)
+    quiet = [
+        r.stack
+        for r in results
+        if not r.has_changes and r.status not in ERROR_STATUSES and not r.policy
+    ]
     for r in results:
-        if r.stack in unchanged:
-            continue
-        out += ["", f"### `{r.stack}` — {r.status}"]
-        if r.note:
-            out.append(f"_{_md_escape(r.note)}_")
-        if r.error:
-            out += ["", _fence([f"! {line}" for line in r.error.splitlines()])]
-        if r.resources:
-            out += ["", "| change | resource | kind | what changes |", "|---|---|---|---|"]
-            for rc in r.resources:
-                op = f"**{rc.op.upper()}**" if rc.op in DANGER else rc.op
-                if rc.drift:
-                    what = "drift: the host no longer matches the state"
-                elif rc.op == "create":
-                    what = "new"
-                elif rc.op == "delete":
-                    what = "removed"
-                else:
-                    what = ", ".join(f"`{c.path}`" for c in rc.diffs[:8]) + (
-                        " …" if len(rc.diffs) > 8 else ""
-                    )
-                if rc.replace_keys:
-                    what += f" (replace: {', '.join(rc.replace_keys)})"
-                out.append(
-                    f"| {SYMBOL.get(rc.op, rc.op)} {op} | `{rc.name}` | {_md_escape(rc.detail or rc.type)} | {what} |"
-                )
-            detail = [line for rc in r.resources for line in _resource_lines(rc)]
-            out += [
-                "",
-                "<details><summary>property diff</summary>",
-                "",
-                _fence(detail),
-                "",
-                "</details>",
-            ]
-        if r.output_changes:
-            out += ["", "Stack outputs:", "", _fence([_diff_line(c) for c in r.output_changes])]
-        if r.policy:
-            out += ["", "Policies:"]
-            out += [
-                f"- **{p.level}** `{p.policy}` on `{p.resource or r.stack}`: {_md_escape(p.message)}"
-                for p in r.policy
-            ]
-    if unchanged:
-        out += ["", f"No changes: {', '.join(f'`{s}`' for s in unchanged)}."]
+        if r.stack not in quiet:
+            out += _md_stack(r)
+    if quiet:
+        out += ["", f"No changes: {', '.join(f'`{s}`' for s in quiet)}."]
     return "\n".join(out) + "\n"
 
 
@@ -248,6 +347,10 @@ def document(
         "failed_stacks": [r.stack for r in results if r.status in ERROR_STATUSES],
         "totals": totals,
         "stacks": [r.to_json() for r in results],
+        # Only a preview knows which outputs change (up records no output diff).
+        **(
+            {"switchovers": [vars(s) for s in switchovers(results)]} if command == "preview" else {}
+        ),
         **dict(extra or {}),
     }
 

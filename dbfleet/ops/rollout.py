@@ -456,16 +456,18 @@ class _GroupRun:
                 diff=False,
                 policy_packs=self.options.policy_packs or None,
             )
-        except Exception as exc:
+        except Exception:
             if new_ups:
                 # The stack reads a stack that does not exist yet (a new group): what
                 # it needs from it (secrets, directories) appears only once applied.
+                # The engine's error is that absence, not a fault: it is not shown
+                # as one (and its advice, a plain `pulumi up -s`, is not the way).
                 return StackResult(
                     stack,
                     Status.PENDING,
-                    error=_error_text(exc),
                     note=f"{note}; can be previewed once {', '.join(new_ups)} "
-                    f"{'is' if len(new_ups) == 1 else 'are'} applied",
+                    f"{'is' if len(new_ups) == 1 else 'are'} applied (dbfleet up "
+                    f"{self.group})",
                 )
             raise
         collector = events.collector
@@ -490,6 +492,8 @@ class _GroupRun:
     def _failure(self, layer: str, exc: Exception, events: _Events) -> StackResult:
         stack = self.name(layer)
         text = _error_text(exc)
+        if "currently locked" in text:
+            return StackResult(stack, Status.FAILED, error=locks.locked_message(stack))
         # Engine diagnostics name the resource that failed; keep the last few.
         diag = [e for e in events.collector.errors if e not in text][-3:]
         if diag and ("update failed" in text or "preview failed" in text or not text):

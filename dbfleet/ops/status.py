@@ -55,6 +55,9 @@ class NodeStatus:
     lag_seconds: float | None = None
     streaming: bool | None = None  # a replica's WAL receiver is streaming
     error: str = ""
+    # False when the node could not be asked at all (no password: Vault cannot be
+    # read): its state is unknown, which is not the same as down.
+    probed: bool = True
 
     @property
     def name(self) -> str:
@@ -108,6 +111,12 @@ class GroupStatus:
     error: str = ""
 
     @property
+    def readable(self) -> bool:
+        """Whether dbfleet could ask every node: False when the stacks are missing or
+        the group's password cannot be read (then `status` cannot judge the group)."""
+        return not (self.error and not self.nodes) and all(n.probed for n in self.nodes)
+
+    @property
     def healthy(self) -> bool:
         return (
             not self.error
@@ -118,6 +127,7 @@ class GroupStatus:
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["healthy"] = self.healthy
+        doc["readable"] = self.readable
         for node, raw in zip(self.nodes, doc["nodes"], strict=True):
             raw["name"] = node.name
             raw["healthy"] = node.healthy
@@ -281,12 +291,10 @@ def probe_proxy(
 
 # -- one group ---------------------------------------------------------------------------
 def _default_outputs(stack: str) -> dict | None:
-
     return rollout.stack_outputs(stack)
 
 
 def _default_secrets(mount: str, path: str) -> Mapping[str, str]:
-
     return vault.read_group_secrets(vault.client_from_env(), mount, path)
 
 
@@ -361,7 +369,8 @@ def collect_group(
             pool.shutdown(wait=True)
     if password is None:
         for n in status.nodes:
-            n.error = "not probed (no password)"
+            n.probed = False
+            n.error = "not probed: no password (Vault)"
     _lag(status.nodes, facts)
     return status
 
@@ -386,6 +395,12 @@ def collect(
 
 
 # -- rendering ---------------------------------------------------------------------------
+def _state_text(n: NodeStatus) -> str:
+    if not n.probed:
+        return "?"
+    return "up" if n.up else "DOWN"
+
+
 def _lag_text(n: NodeStatus) -> str:
     if n.role != "replica" or not n.up:
         return "-"
@@ -411,7 +426,7 @@ def render(groups: list[GroupStatus]) -> str:
         head = f"group {g.group}"
         if g.primary_region:
             head += f"  primary {g.primary_region}"
-        head += "  healthy" if g.healthy else "  DEGRADED"
+        head += "  healthy" if g.healthy else ("  DEGRADED" if g.readable else "  UNKNOWN")
         lines.append(head)
         if g.error:
             lines.append(f"  ! {g.error}")
@@ -428,7 +443,7 @@ def render(groups: list[GroupStatus]) -> str:
                     note = "not streaming from the primary"
                 lines.append(
                     f"  {n.name:<8} {n.host + ':' + str(n.port):<22} {role:<9} "
-                    f"{'up' if n.up else 'DOWN':<6} {_lag_text(n):<22} {note}".rstrip()
+                    f"{_state_text(n):<6} {_lag_text(n):<22} {note}".rstrip()
                 )
         if g.proxies:
             lines.append(f"  {'proxy':<8} {'stats':<22} {'state':<6} backends")

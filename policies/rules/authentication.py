@@ -1,11 +1,12 @@
 """Authentication: scram-sha-256 only, pg_hba open only to the group, a replication role.
 
 The node scripts render pg_hba.conf from ALLOWED_HOSTS alone, one scram-sha-256 line per
-address (components/scripts/lib.sh), and replicate as the script-defined role
+address (components/scripts/pg_lib.sh), and replicate as the script-defined role
 `replicator`. So a node is sound when ALLOWED_HOSTS lists only its group's region
 addresses (plus 127.0.0.1 on the local target, the source address of every loopback
-client there — README "Secrets"), nothing asks for another method or extra pg_hba
-lines, replication runs as `replicator`, and that role has a password of its own.
+client there: `dbfleet.model.topology.LOCAL_SOURCE`), nothing asks for another method
+or extra pg_hba lines, replication runs as `replicator`, and that role has a password
+of its own.
 """
 
 from __future__ import annotations
@@ -15,22 +16,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pulumi_policy import (
-    PolicyConfigSchema,
-    ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-)
+from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
+
+from dbfleet.model.topology import LOCAL_SOURCE
 
 from .common import (
-    LOCAL_SOURCE,
     MANDATORY,
     HostScriptView,
     StackContext,
     config_bool,
-    reporter,
+    host_script_validator,
     reveal,
-    try_context,
 )
 
 DESCRIPTION = (
@@ -67,7 +63,7 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
     found: list[str] = []
     env = view.environment
     allowed = allowed_sources(ctx, view, config)
-    for entry in env.get("ALLOWED_HOSTS", "").split():
+    for entry in view.listed("ALLOWED_HOSTS"):
         try:
             network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
@@ -129,22 +125,10 @@ def _shared_passwords(view: HostScriptView) -> list[str]:
     ]
 
 
-def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None or not view.is_node:
-        return
-    ctx = try_context(args.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION, args.urn)
-    for problem in problems(ctx, view, args.get_config()):
-        report(problem)
-
-
 authentication = ResourceValidationPolicy(
     name="authentication",
     description=DESCRIPTION,
-    validate=validate,
+    validate=host_script_validator(problems, REMEDIATION),
     enforcement_level=MANDATORY,
     config_schema=PolicyConfigSchema(
         properties={

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi_policy.policy
-from pulumi_policy import EnforcementLevel, ReportViolation
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidation,
+    ResourceValidationArgs,
+    StackValidation,
+    StackValidationArgs,
+)
 from pulumi_policy import deserialize as _policy_deserialize
 from pulumi_policy import proxy as _policy_proxy
 
@@ -35,10 +43,6 @@ NODE_SCRIPTS = ("pg_primary.sh", "pg_replica.sh")
 PRIMARY_SCRIPT = "pg_primary.sh"
 PROXY_SCRIPT = "haproxy.sh"
 FENCE_SCRIPT = "pg_fence.sh"
-
-# On the local target every loopback client's source address is 127.0.0.1 (see README
-# "Secrets"), so pg_hba admits it besides the group's region addresses.
-LOCAL_SOURCE = "127.0.0.1"
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
@@ -200,21 +204,25 @@ def port_of(endpoint: str) -> int | None:
     return int(tail) if tail and tail.isdigit() else None
 
 
+def ip_of(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address written in `address`; None when it is not one (a name, `*`)."""
+    try:
+        return ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+
+
 def is_wildcard(address: str) -> bool:
     """0.0.0.0, ::, * or empty: every interface of the host."""
     if address.strip() in ("", "*"):
         return True
-    try:
-        return ipaddress.ip_address(address.strip()).is_unspecified
-    except ValueError:
-        return False
+    ip = ip_of(address)
+    return ip is not None and ip.is_unspecified
 
 
 def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.strip()).is_loopback
-    except ValueError:
-        return address.strip() == "localhost"
+    ip = ip_of(address)
+    return ip.is_loopback if ip is not None else address.strip() == "localhost"
 
 
 # --------------------------------------------------------------------------- stack context
@@ -301,11 +309,8 @@ class StackContext:
 
     def region_of_address(self, address: str) -> str | None:
         """The catalogue region whose local address this is, in this fleet's range."""
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return None
-        if ip.version != 4 or ip not in self.fleet.network.network:
+        ip = ip_of(address)
+        if ip is None or ip.version != 4 or ip not in self.fleet.network.network:
             return None
         octets = str(ip).split(".")
         if octets[3] != "1":
@@ -409,16 +414,17 @@ class HostScriptView:
     def region_in_name(self) -> str | None:
         return region_in_name(self.name)
 
-    def addresses(self, key: str) -> list[str]:
-        """The addresses an environment variable lists (`host`, `host:port`, space-separated)."""
-        value = self.environment.get(key)
-        if not isinstance(value, str):
-            return []
-        return [host_of(item) for item in value.split()]
-
-    def endpoints(self, key: str) -> list[str]:
+    def listed(self, key: str) -> list[str]:
+        """The items an environment variable lists, space-separated (none when unset)."""
         value = self.environment.get(key)
         return value.split() if isinstance(value, str) else []
+
+    def addresses(self, key: str) -> list[str]:
+        """The addresses an environment variable lists (`host`, `host:port`, space-separated)."""
+        return [host_of(item) for item in self.listed(key)]
+
+
+# --------------------------------------------------------------------------- reporting
 
 
 def with_remediation(message: str, remediation: str) -> str:
@@ -432,6 +438,58 @@ def reporter(report_violation: ReportViolation, remediation: str, urn: str | Non
         report_violation(with_remediation(message, remediation), at)
 
     return report
+
+
+# What a rule module writes: its problems, as plain messages. The validators below do
+# the rest the same way for every policy that judges a stack placed in the fleet.
+HostScriptProblems = Callable[[StackContext, HostScriptView, Mapping[str, Any]], Iterable[str]]
+# (urn of the resource, problem); urn None for the stack as a whole.
+StackProblems = Callable[
+    [StackContext, list[PolicyResource], Mapping[str, Any]], Iterable[tuple[str | None, str]]
+]
+
+
+def stack_resource(resources: Iterable[PolicyResource]) -> PolicyResource | None:
+    """The stack itself (`pulumi:pulumi:Stack`, which holds the outputs)."""
+    return next((r for r in resources if r.resource_type == STACK), None)
+
+
+def host_script_validator(problems: HostScriptProblems, remediation: str) -> ResourceValidation:
+    """The validator of a resource policy that judges HostScripts: every other resource,
+    and every stack that cannot be placed in the fleet (stack-shape reports those), is
+    passed over; each problem is reported on the HostScript with `remediation`."""
+
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
+        if view is None:
+            return
+        ctx = try_context(args.urn)
+        if ctx is None:
+            return
+        report = reporter(report_violation, remediation, args.urn)
+        for problem in problems(ctx, view, args.get_config()):
+            report(problem)
+
+    return validate
+
+
+def stack_validator(problems: StackProblems, remediation: str) -> StackValidation:
+    """The validator of a stack policy that judges a stack placed in the fleet (one that
+    cannot be placed is stack-shape's to report); each problem is reported where
+    `problems` says, with `remediation`."""
+
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        stack = stack_resource(args.resources)
+        if stack is None:
+            return
+        ctx = try_context(stack.urn)
+        if ctx is None:
+            return
+        report = reporter(report_violation, remediation)
+        for urn, problem in problems(ctx, args.resources, args.get_config()):
+            report(problem, urn)
+
+    return validate
 
 
 def config_int(config: Mapping[str, Any], key: str, default: int) -> int:

@@ -15,24 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pulumi_policy import (
-    PolicyConfigSchema,
-    PolicyResource,
-    ReportViolation,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
+from pulumi_policy import PolicyConfigSchema, PolicyResource, StackValidationPolicy
 
 from .common import (
     ADVISORY,
     PRIMARY_SCRIPT,
-    STACK,
     HostScriptView,
     StackContext,
     config_bool,
     config_int,
-    reporter,
-    try_context,
+    stack_validator,
 )
 
 DESCRIPTION = (
@@ -107,22 +99,10 @@ def problems(
     return found
 
 
-def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    stack = next((r for r in args.resources if r.resource_type == STACK), None)
-    if stack is None:
-        return
-    ctx = try_context(stack.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION)
-    for urn, problem in problems(ctx, args.resources, args.get_config()):
-        report(problem, urn)
-
-
 durability = StackValidationPolicy(
     name="durability",
     description=DESCRIPTION,
-    validate=validate,
+    validate=stack_validator(problems, REMEDIATION),
     enforcement_level=ADVISORY,
     config_schema=PolicyConfigSchema(
         properties={

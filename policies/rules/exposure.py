@@ -13,21 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pulumi_policy import (
-    PolicyConfigSchema,
-    ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-)
+from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 
 from .common import (
     MANDATORY,
     HostScriptView,
     StackContext,
+    host_script_validator,
     is_loopback,
     is_wildcard,
-    reporter,
-    try_context,
 )
 
 DESCRIPTION = (
@@ -118,22 +112,10 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
     return found
 
 
-def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None:
-        return
-    ctx = try_context(args.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION, args.urn)
-    for problem in problems(ctx, view, args.get_config()):
-        report(problem)
-
-
 exposure = ResourceValidationPolicy(
     name="exposure",
     description=DESCRIPTION,
-    validate=validate,
+    validate=host_script_validator(problems, REMEDIATION),
     enforcement_level=MANDATORY,
     config_schema=PolicyConfigSchema(
         properties={

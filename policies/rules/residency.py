@@ -9,30 +9,26 @@ secret path other layers and the CLI build on), which exists only once the progr
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from pulumi_policy import (
-    ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
+from pulumi_policy import PolicyResource, ResourceValidationPolicy, StackValidationPolicy
 
 from dbfleet.model.catalogue import REGIONS
 from dbfleet.vault import secret_path
 
 from .common import (
     MANDATORY,
-    STACK,
     UNKNOWN,
     HostScriptView,
     StackContext,
+    host_script_validator,
+    leaves,
     plain,
-    reporter,
     reveal,
-    try_context,
+    stack_resource,
+    stack_validator,
 )
 
 DESCRIPTION = (
@@ -126,7 +122,7 @@ def _path_problems(ctx: StackContext, view: HostScriptView) -> list[str]:
     problems: list[str] = []
     root = ctx.data_root_name
     for key, what, pattern in _PATHS:
-        for value in view.environment.get(key, "").split():
+        for value in view.listed(key):
             path = PurePosixPath(value)
             owner_dir = path if pattern is None else path.parent
             if owner_dir.name != root:
@@ -153,18 +149,6 @@ def _group_of_root(ctx: StackContext, name: str) -> str | None:
     return group if group in ctx.fleet.groups else None
 
 
-def validate_resource(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None:
-        return
-    ctx = try_context(args.urn)
-    if ctx is None:
-        return
-    report = reporter(report_violation, REMEDIATION, args.urn)
-    for problem in resource_problems(ctx, view):
-        report(problem)
-
-
 # --------------------------------------------------------------------------- outputs
 
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -183,20 +167,22 @@ def output_problems(ctx: StackContext, outputs: dict[str, Any]) -> list[str]:
     """Why what this stack exports would name a region or address outside its group/zone."""
     problems: list[str] = []
     own = ctx.group.regions
-    if "zone" in outputs and reveal(outputs["zone"]) not in (ctx.zone, UNKNOWN):
-        problems.append(
-            f"output zone is {reveal(outputs['zone'])!r}, group {ctx.group_name} is pinned to zone {ctx.zone}"
-        )
-    if "group" in outputs and reveal(outputs["group"]) not in (ctx.group_name, UNKNOWN):
-        problems.append(
-            f"output group is {reveal(outputs['group'])!r}, this stack belongs to group {ctx.group_name}"
-        )
     expected_path = secret_path(ctx.fleet.name, ctx.group_name)
-    if "secret_path" in outputs and reveal(outputs["secret_path"]) not in (expected_path, UNKNOWN):
-        problems.append(
-            f"output secret_path is {reveal(outputs['secret_path'])!r}: the passwords of group "
-            f"{ctx.group_name} live at {expected_path}, never under another group's path"
-        )
+    # output -> (the one value it may have, why), for outputs that name the group's place.
+    expected = {
+        "zone": (ctx.zone, f", group {ctx.group_name} is pinned to zone {ctx.zone}"),
+        "group": (ctx.group_name, f", this stack belongs to group {ctx.group_name}"),
+        "secret_path": (
+            expected_path,
+            (
+                f": the passwords of group {ctx.group_name} live at {expected_path}, never "
+                "under another group's path"
+            ),
+        ),
+    }
+    for key, (want, why) in expected.items():
+        if key in outputs and (value := reveal(outputs[key])) not in (want, UNKNOWN):
+            problems.append(f"output {key} is {value!r}{why}")
     primary = reveal(outputs.get("primary_region"))
     if isinstance(primary, str) and primary not in own:
         problems.append(
@@ -212,7 +198,7 @@ def output_problems(ctx: StackContext, outputs: dict[str, Any]) -> list[str]:
                     f"region of group {ctx.group_name}"
                 )
     for key, value in outputs.items():
-        for text in _strings(reveal(value)):
+        for text in _strings(value):
             for address in sorted(set(_IPV4.findall(text))):
                 region = ctx.region_of_address(address)
                 if region and region not in own:
@@ -237,39 +223,38 @@ def _region_codes(value: Any) -> set[str]:
 
 
 def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
+    """Every string inside a `plain` value, secret or not."""
+    return [leaf.value for leaf in leaves(value) if isinstance(leaf.value, str)]
 
 
-def validate_outputs(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    for resource in args.resources:
-        if resource.resource_type != STACK:
-            continue
-        ctx = try_context(resource.urn)
-        if ctx is None:
-            return
-        outputs = plain(resource.props)
-        report = reporter(report_violation, OUTPUTS_REMEDIATION, resource.urn)
-        for problem in output_problems(ctx, outputs if isinstance(outputs, dict) else {}):
-            report(problem)
+def stack_output_problems(
+    ctx: StackContext, resources: list[PolicyResource], config: Mapping[str, Any]
+) -> list[tuple[str | None, str]]:
+    """`output_problems` of the stack's outputs, each reported on the stack."""
+    stack = stack_resource(resources)
+    if stack is None:
+        return []
+    outputs = plain(stack.props)
+    return [
+        (stack.urn, problem)
+        for problem in output_problems(ctx, outputs if isinstance(outputs, dict) else {})
+    ]
 
 
 residency = ResourceValidationPolicy(
     name="residency",
     description=DESCRIPTION,
-    validate=validate_resource,
+    # Residency has no settings: where a region belongs is the fleet file's to say.
+    validate=host_script_validator(
+        lambda ctx, view, _config: resource_problems(ctx, view), REMEDIATION
+    ),
     enforcement_level=MANDATORY,
 )
 
 residency_outputs = StackValidationPolicy(
     name="residency-outputs",
     description=OUTPUTS_DESCRIPTION,
-    validate=validate_outputs,
+    validate=stack_validator(stack_output_problems, OUTPUTS_REMEDIATION),
     enforcement_level=MANDATORY,
 )
 

@@ -165,8 +165,9 @@ def stack_problems(
 def validate_stack(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     min_length = config_int(args.get_config(), "minSecretLength", DEFAULT_MIN_SECRET_LENGTH)
     resources = [(r.urn, r.resource_type, r.name, plain(r.props)) for r in args.resources]
+    report = reporter(report_violation, OUTPUTS_REMEDIATION)
     for urn, problem in stack_problems(resources, min_length):
-        reporter(report_violation, OUTPUTS_REMEDIATION)(problem, urn)
+        report(problem, urn)
 
 
 no_plaintext_secrets = ResourceValidationPolicy(

@@ -1,7 +1,7 @@
 """Stack shape: a stack `<layer>-<group>` declares only its own layer's resources, and
 only for regions of its own group.
 
-What each layer may declare (DESIGN.md "Layers and stacks"): accounts — the group's
+What each layer may declare (docs/policies.md, "stack-shape"): accounts — the group's
 account; networks — nothing but references to earlier layers (it only exports); replicas
 — PostgreSQL nodes and the primary fence; proxies — region proxies. A proxies stack that
 declares a database, or an `eu` stack that declares a `us` region, would put that

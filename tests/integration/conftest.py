@@ -9,22 +9,20 @@ with `make up`.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from bench.sandbox import make_sandbox
 from tests.fleets import default_fleet_text
 from tests.integration.vault_fixture import local_vault  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -90,42 +88,17 @@ class FleetEnv:
 
 
 def make_fleet_env(local_vault, tag: str) -> FleetEnv:  # noqa: F811
-    # Not under pytest's tmp dir: that is 0700, and the group's OS user must be
-    # able to reach its data root.
-    root = Path(tempfile.mkdtemp(prefix=f"dbfleet-{tag}-", dir="/tmp"))
-    root.chmod(0o755)
-    project = root / "project"
-    (project / "stacks").mkdir(parents=True)
-    for f in PROJECT_FILES:
-        shutil.copy(REPO / f, project / f)
-    home = root / "home"
-    (home / "state").mkdir(parents=True)
-    home.chmod(0o755)
-    passphrase = home / "passphrase"
-    passphrase.write_text(os.urandom(24).hex())
-    passphrase.chmod(0o600)
+    # The same isolation as the benchmarks' environments (bench/sandbox.py).
+    sandbox = make_sandbox(f"dbfleet-{tag}-", REPO)
     name = f"t{random.randrange(10**6):06d}"
     octet = random.randrange(100, 250)
-    spec = root / "fleet.yaml"
-    spec.write_text(default_fleet_text(name, octet))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "VAULT_", "DBFLEET_"))
-    }
-    env.update(
-        DBFLEET_HOME=str(home),
-        DBFLEET_PROJECT_DIR=str(project),
-        DBFLEET_SPEC=str(spec),
-        PULUMI_BACKEND_URL=f"file://{home / 'state'}",
-        PULUMI_CONFIG_PASSPHRASE_FILE=str(passphrase),
-        PULUMI_HOME=str(home / "pulumi-home"),
-        PULUMI_SKIP_UPDATE_CHECK="true",
-        PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
-        PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK="true",
+    sandbox.spec.write_text(default_fleet_text(name, octet))
+    env = sandbox.env(
         VAULT_ADDR=local_vault.addr,
         VAULT_TOKEN=local_vault.token,
         PYTHONPATH=str(REPO),
     )
-    return FleetEnv(root, project, home, spec, name, octet, env)
+    return FleetEnv(sandbox.root, sandbox.project, sandbox.home, sandbox.spec, name, octet, env)
 
 
 @pytest.fixture(scope="session")

@@ -351,15 +351,10 @@ def test_stack_shape_blocks_a_database_and_a_us_region_in_proxies_eu(runs):
 
 
 def test_every_mandatory_policy_is_shown_blocking_a_preview():
-    from policies.rules import authentication, exposure, residency, secrets, stack_shape
+    from policies.rules import POLICIES
     from policies.rules.common import MANDATORY
 
-    mandatory = {
-        p.name
-        for m in (residency, secrets, exposure, authentication, stack_shape)
-        for p in m.POLICIES
-        if p.enforcement_level == MANDATORY
-    }
+    mandatory = {p.name for p in POLICIES if p.enforcement_level == MANDATORY}
     assert mandatory <= {key for key, (_, _, args, _) in CASE_RUNS.items() if args == ("preview",)}
 
 

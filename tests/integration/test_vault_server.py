@@ -1,7 +1,9 @@
-"""scripts/vault.sh and dbfleet.vault against a real OpenBao server on loopback."""
+"""scripts/vault.sh (dbfleet.ops.localvault), scripts/env.sh and dbfleet.vault against real
+OpenBao servers on loopback."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -17,7 +19,7 @@ import pytest
 
 from dbfleet import vault as v
 from tests.integration import vault_fixture
-from tests.integration.vault_fixture import LocalVault, new_local_vault, require_bao
+from tests.integration.vault_fixture import REPO, LocalVault, new_local_vault, require_bao
 
 pytestmark = pytest.mark.integration
 
@@ -331,7 +333,7 @@ def test_no_secret_on_any_command_line_during_start(tmp_path):
         doc = json.loads((lv.vault_dir / "init.json").read_text())
         secrets_ = [doc["root_token"], *doc["unseal_keys_b64"]]
         # the sampler did see the work happen (the helper and the server)
-        assert any(" - up " in c or " - bootstrap " in c for c in seen), sorted(seen)[:20]
+        assert any("dbfleet.ops.localvault" in c for c in seen), sorted(seen)[:20]
         assert any(" server -config=" in c for c in seen)
         leaks = [c for c in seen if any(s in c for s in secrets_)]
         assert leaks == []
@@ -390,3 +392,146 @@ def test_local_vault_fixture(local_vault):
     client = v.client_from_env(local_vault.env)
     got = v.ensure_group_secrets(client, MOUNT, v.secret_path("fixture", "us"))
     assert set(got) == set(v.SECRET_KEYS)
+
+
+# --------------------------------------------------------------------------------------------
+# the module itself, and what a clone remembers for a new shell
+
+
+def _module(lv: LocalVault, command: str) -> subprocess.CompletedProcess:
+    """`python -m dbfleet.ops.localvault COMMAND`, as the operator could run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "dbfleet.ops.localvault", command],
+        env={**lv.script_env, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=vault_fixture.SCRIPT_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_module_life_cycle_keeps_secrets_across_a_restart(tmp_path):
+    lv = new_local_vault(tmp_path, require_bao())
+    try:
+        proc = _module(lv, "start")
+        assert (proc.returncode, proc.stdout) == (0, f"vault: {lv.addr} (unsealed)\n"), proc.stderr
+        lv.token = json.loads((lv.vault_dir / "init.json").read_text())["root_token"]
+        before = v.ensure_group_secrets(_client(lv), MOUNT, v.secret_path("mod", "us"))
+        pid = lv.pid()
+        assert _module(lv, "stop").stdout == f"vault: {lv.addr} (stopped)\n"
+        assert not _alive(pid)
+        assert _module(lv, "start").returncode == 0
+        assert lv.pid() != pid
+        assert v.read_group_secrets(_client(lv), MOUNT, v.secret_path("mod", "us")) == before
+        env = _module(lv, "env")
+        assert env.stdout == f"export VAULT_ADDR={lv.addr}\nexport VAULT_TOKEN={lv.token}\n"
+        assert env.stderr == ""
+        assert _module(lv, "status").returncode == 0
+    finally:
+        lv.run("stop", check=False)
+
+
+def _fresh_shell(lv: LocalVault, script: str, **extra: str) -> subprocess.CompletedProcess:
+    """A new `bash` of the clone whose DBFLEET_HOME is lv.home: sources env.sh, runs script."""
+    return subprocess.run(
+        ["bash", "-c", f'source "{REPO}/scripts/env.sh"; {script}'],
+        env={**lv.shell_env(), **extra},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=vault_fixture.SCRIPT_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+_SHOW = 'echo "$VAULT_ADDR"; printf %s "$VAULT_TOKEN" | sha256sum | cut -c1-64; echo "${DBFLEET_SPEC:-}"'
+
+
+def _shown(lv: LocalVault, **extra: str) -> tuple[list[str], str]:
+    proc = _fresh_shell(lv, _SHOW, **extra)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines(), proc.stderr
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def two_clones(tmp_path):
+    """Two homes side by side, each with its own server on its own ports; the first was
+    started with a fleet file of its own (DBFLEET_SPEC), the second with the default."""
+    bao = require_bao()
+    a = new_local_vault(tmp_path / "a", bao)
+    b = new_local_vault(tmp_path / "b", bao)
+    spec = tmp_path / "a-fleet.yaml"
+    try:
+        a.run("start", extra_env={"DBFLEET_SPEC": str(spec)})
+        a.token = a.read_token()
+        b.start()
+        yield a, b, spec
+    finally:
+        a.run("stop", check=False)
+        b.run("stop", check=False)
+
+
+def test_a_new_shell_finds_its_own_clones_vault_and_fleet_file(two_clones):
+    a, b, spec = two_clones
+    assert a.addr != b.addr
+    assert _shown(a) == ([a.addr, _sha(a.token), str(spec)], "")
+    assert _shown(b) == ([b.addr, _sha(b.token), ""], "")
+    # after a stop the address is still this clone's, not the default
+    a.stop()
+    assert _shown(a)[0][0] == a.addr
+    assert (a.home / "vault-addr").read_text().splitlines()[0] == a.addr
+
+
+def test_a_users_own_vault_and_fleet_file_are_kept(two_clones):
+    a, _, _ = two_clones
+    lines, err = _shown(
+        a,
+        VAULT_ADDR="https://vault.example:8200",
+        VAULT_TOKEN="mine",
+        DBFLEET_SPEC="/my/fleet.yaml",
+    )
+    assert lines == ["https://vault.example:8200", _sha("mine"), "/my/fleet.yaml"] and err == ""
+
+
+def test_a_token_of_another_server_is_named_in_one_line(two_clones, tmp_path):
+    """Clone a stopped its server; another server (clone c's) now answers at a's address."""
+    a, _, _ = two_clones
+    a.stop()
+    c = LocalVault(home=tmp_path / "c", addr=a.addr, bao_bin=a.bao_bin, cluster_addr=a.cluster_addr)
+    try:
+        c.start()
+        lines, err = _shown(a)
+        assert lines[:2] == [a.addr, _sha(a.token)]  # still a's: it says so rather than switch
+        assert err.count("\n") == 1
+        assert f"the Vault server at {a.addr} does not accept this clone's token" in err
+        assert a.token not in err and c.token not in err
+        env = a.run("env")
+        assert env.stderr == err
+        # what every dbfleet command that reads a secret goes through
+        with pytest.raises(v.VaultError) as exc:
+            v.client_from_env({"VAULT_ADDR": a.addr, "VAULT_TOKEN": a.token})
+        assert str(exc.value).startswith(f"VAULT_TOKEN is not valid for VAULT_ADDR={a.addr}")
+        assert "\n" not in str(exc.value)
+        # and a's own start refuses to take the address over
+        proc = a.run("start", check=False)
+        assert proc.returncode == 1 and f"something else already answers at {a.addr}" in proc.stderr
+    finally:
+        c.run("stop", check=False)
+
+
+def test_env_before_the_first_start_says_what_to_run(tmp_path):
+    lv = new_local_vault(tmp_path, require_bao())
+    proc = lv.run("env", check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1
+    assert "run: bash scripts/vault.sh start" in proc.stderr
+    # as the README suggests it, in a shell: the eval does nothing, the message is the line
+    shell = _fresh_shell(lv, 'eval "$(bash scripts/vault.sh env)"')
+    assert "run: bash scripts/vault.sh start" in shell.stderr

@@ -81,7 +81,8 @@ class LocalVault:
     @property
     def script_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        for name in ("VAULT_ADDR", "VAULT_TOKEN"):
+        # DBFLEET_SPEC too: `start` would remember the caller's fleet file in this home
+        for name in ("VAULT_ADDR", "VAULT_TOKEN", "DBFLEET_SPEC"):
             env.pop(name, None)
         env.update(
             DBFLEET_HOME=str(self.home),
@@ -97,10 +98,23 @@ class LocalVault:
         """VAULT_ADDR / VAULT_TOKEN, for dbfleet.vault.client_from_env or a subprocess."""
         return {"VAULT_ADDR": self.addr, "VAULT_TOKEN": self.token}
 
-    def run(self, command: str, check: bool = True) -> subprocess.CompletedProcess:
+    def shell_env(self) -> dict[str, str]:
+        """What a new shell of this clone has before `source scripts/env.sh`: its DBFLEET_HOME
+        and BAO_BIN, and nothing of Vault, Pulumi or dbfleet otherwise."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VAULT_", "DBFLEET_", "PULUMI_"))
+        }
+        env.update(DBFLEET_HOME=str(self.home), BAO_BIN=self.bao_bin)
+        return env
+
+    def run(
+        self, command: str, check: bool = True, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [str(VAULT_SH), command],
-            env=self.script_env,
+            env={**self.script_env, **(extra_env or {})},
             capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT_S,

@@ -1,10 +1,12 @@
 """Recording Pulumi mocks: every registered resource is kept, so a test can build
-a component or a whole layer and assert on the inputs of what it registered."""
+a component or a whole layer and assert on the inputs of what it registered. Also the
+unit fleet the policy tests judge against (`unit_fleet`)."""
 
 from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -73,6 +75,24 @@ def mocks(request) -> RecordingMocks:
     return m
 
 
+def run_program(stack: str, mocks: RecordingMocks) -> RecordingMocks:
+    """Runs the Pulumi program for `stack` under `mocks`; returns once every registration
+    reached them."""
+    # dbfleet.program imports every layer and component: only the tests that run the
+    # program pay for that, not every unit test that loads this file.
+    from dbfleet.program import main as program
+
+    pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
+
+    @pulumi.runtime.test
+    def body():
+        program.run(stack)
+        return pulumi.Output.from_input(1)
+
+    body()
+    return mocks
+
+
 def resolve(output: pulumi.Output) -> Any:
     """The value of an Output inside a @pulumi.runtime.test (mocks settle immediately)."""
     from pulumi.runtime.sync_await import _sync_await
@@ -84,3 +104,18 @@ def is_secret(output: pulumi.Output) -> bool:
     from pulumi.runtime.sync_await import _sync_await
 
     return bool(_sync_await(output.is_secret()))
+
+
+# The fleet file and home the policy tests place their stacks in; tests/unit/policy_support.py
+# records what the layers register for it.
+UNIT_FLEET_FILE = (
+    Path(__file__).resolve().parents[1] / "data" / "policy_programs" / "unit_fleet.yaml"
+)
+UNIT_HOME = "/srv/dbfleet"
+
+
+@pytest.fixture
+def unit_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Policies read the fleet file the program reads: point both at the unit fleet."""
+    monkeypatch.setenv("DBFLEET_SPEC", str(UNIT_FLEET_FILE))
+    monkeypatch.setenv("DBFLEET_HOME", UNIT_HOME)

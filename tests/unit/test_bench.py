@@ -1,13 +1,28 @@
 """The pure parts of bench/: statistics, fitting, the engine-log timeline, /proc
-parsing, the fleets it generates, and report rendering. No engine, no I/O."""
+parsing, the fleets it generates, and report rendering (each figure's section, and the
+hand-written analysis kept byte for byte). No engine, no I/O."""
 
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
-from bench import procs, report, stats, timeline
+from bench import (
+    fig_converge,
+    fig_engine,
+    fig_lag,
+    fig_proxy,
+    fig_scale,
+    fig_unit,
+    markdown,
+    procs,
+    report,
+    stats,
+    timeline,
+)
 from bench.fleetenv import SCALE_REGIONS, default_fleet_text, scale_fleet_text, script_stats
 from dbfleet.model.catalogue import REGIONS
 from dbfleet.model.spec import parse_fleet
@@ -234,10 +249,10 @@ def test_every_launch_of_a_plugin_counts():
     doc = timeline.phases(TWICE).to_json()
     assert doc["launch_counts"] == {"pulumi-python": 2}
     assert doc["launches"]["pulumi-python"] == pytest.approx(0.75 + 0.02)
-    row = report._python_launches(doc)
+    row = fig_engine.python_launches(doc)
     assert row == 2
     # results written before the count was kept: one launch per plugin name
-    assert report._python_launches({"launches": {"pulumi-python": 0.4}}) == 1
+    assert fig_engine.python_launches({"launches": {"pulumi-python": 0.4}}) == 1
 
 
 def test_a_kept_engine_log_has_no_property_values_and_the_same_timeline():
@@ -448,17 +463,27 @@ def test_report_renders_every_figure_with_goals_ratios_and_verdicts():
     assert "not counted" in text
     # Misses say so; a met goal does not.
     assert text.count("**missed**") >= 4  # replicas-us, up, proxy, unit
-    assert "What would fix it" in text or "what would fix it" in text.lower()
+    # What the figures mean is left to the hand-written blocks, one per figure.
+    assert "What would fix it" not in text
+    assert list(report.analysis_blocks(text)) == [
+        "intro",
+        "engine",
+        "converge",
+        "scale",
+        "proxy",
+        "lag",
+        "unit",
+    ]
 
 
 def test_verdicts():
-    assert report.engine_ok(RESULTS["engine"]) is False
-    assert report.converge_ok(RESULTS["converge"]) == (False, True)
-    assert report.scale_ok(RESULTS["scale"]) is True
-    assert report.proxy_ok(RESULTS["proxy"]) is False
-    assert report.lag_ok(RESULTS["lag"]) is True
-    assert report.unit_ok(RESULTS["unit"]) is False
-    assert report.engine_ok({}) is None
+    assert fig_engine.ok(RESULTS["engine"]) is False
+    assert fig_converge.ok(RESULTS["converge"]) == (False, True)
+    assert fig_scale.ok(RESULTS["scale"]) is True
+    assert fig_proxy.ok(RESULTS["proxy"]) is False
+    assert fig_lag.ok(RESULTS["lag"]) is True
+    assert fig_unit.ok(RESULTS["unit"]) is False
+    assert fig_engine.ok({}) is None
 
 
 def test_linear_rejects_accelerating_growth():
@@ -466,17 +491,17 @@ def test_linear_rejects_accelerating_growth():
         "fit_preview": {"slope": 2.0, "r2": 0.95, "max_rel_residual": 0.2},
         "steps_preview": [0.5, 1.5, 3.0],
     }
-    assert report.linear(sc, "preview") is False
+    assert fig_scale.linear(sc, "preview") is False
     sc["steps_preview"] = [0.5, 0.6, 0.55]
-    assert report.linear(sc, "preview") is True
+    assert fig_scale.linear(sc, "preview") is True
 
 
 def test_format_helpers():
-    assert report.fmt(S(1.234, 1.0, 2.0), "s", 2) == "1.23 s (1.00–2.00)"
-    assert report.fmt(S(1.5, n=1)) == "1.5 s (1 run)"
-    assert report.fmt(None) == "–"
-    assert report.fmt_ratio(S(1.25, 1.2, 1.3)) == "1.25× (1.20–1.30)"
-    assert report.table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    assert markdown.fmt(S(1.234, 1.0, 2.0), "s", 2) == "1.23 s (1.00–2.00)"
+    assert markdown.fmt(S(1.5, n=1)) == "1.5 s (1 run)"
+    assert markdown.fmt(None) == "–"
+    assert markdown.fmt_ratio(S(1.25, 1.2, 1.3)) == "1.25× (1.20–1.30)"
+    assert markdown.table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
 
 
 def test_report_of_a_failed_figure_says_so():
@@ -485,12 +510,62 @@ def test_report_of_a_failed_figure_says_so():
     assert "`scale`: RuntimeError: boom" in text
 
 
+# --------------------------------------------------------------------------- hand-written analysis
+
+HAND = (
+    "<!-- analysis lag: begin — by hand -->\n"
+    "### Reading it\n\nLag is  the round trip.   \n\n\n"  # odd spacing must survive as it is
+    "<!-- analysis lag: end -->"
+)
+
+
+def test_a_rewrite_keeps_each_hand_written_block_byte_for_byte_after_its_figure():
+    old = report.render(RESULTS, analysis={"lag": HAND})
+    assert report.analysis_blocks(old)["lag"] == HAND
+    again = report.render(RESULTS, analysis=report.analysis_blocks(old))
+    assert again == old
+    lag, unit = again.index("## 5. Replication lag"), again.index("## 6. Unit suite")
+    assert lag < again.index(HAND) < unit
+
+
+def test_blocks_whose_place_is_gone_are_kept_at_the_end():
+    other = "<!-- analysis notes: begin -->\nkept\n<!-- analysis notes: end -->"
+    text = report.render({"meta": {}}, analysis={"lag": HAND, "notes": other})
+    assert text.rstrip("\n").endswith(HAND + "\n\n" + other)
+    # The figure itself is not in these results: no empty section is made up for it.
+    assert "## 5. Replication lag" not in text
+
+
+@pytest.mark.parametrize(
+    "doc, problem",
+    [
+        ("<!-- analysis lag: begin -->\ntext\n", "no end marker"),
+        (
+            (
+                "<!-- analysis lag: begin -->\n<!-- analysis unit: begin -->\n"
+                "<!-- analysis unit: end -->\n<!-- analysis lag: end -->"
+            ),
+            "begins inside",
+        ),
+        (HAND + "\n\n" + HAND, "appears twice"),
+    ],
+)
+def test_blocks_that_cannot_be_read_back_safely_are_an_error(doc, problem):
+    with pytest.raises(report.AnalysisError, match=problem):
+        report.analysis_blocks(doc)
+
+
+def test_the_committed_benchmarks_keep_their_analysis_in_readable_blocks():
+    doc = (Path(__file__).resolve().parents[2] / "BENCHMARKS.md").read_text()
+    blocks = report.analysis_blocks(doc)
+    assert {"intro", "engine", "converge", "scale", "proxy", "lag"} <= set(blocks)
+    assert "### Reading" in blocks["engine"]
+
+
 # --------------------------------------------------------------------------- figure helpers
 
 
 def test_scale_fits_correct_for_load_drift_between_points():
-    from bench import fig_scale
-
     points = {}
     for n, load in ((3, 1.0), (6, 2.0), (9, 1.0), (12, 1.5)):
         floor = [10.0 * load] * 3
@@ -515,8 +590,6 @@ def test_scale_fits_correct_for_load_drift_between_points():
 
 
 def test_cli_calls_are_grouped_by_command():
-    from bench import fig_converge
-
     log = "10.0 12.0 1 preview --stack accounts-us --non-interactive --color never\n10.5 11.0 2 version\n12.0 12.5 3 stack output --json --show-secrets --stack accounts-us\n12.5 13.5 4 stack output --json --stack accounts-us\ngarbage"
     calls = fig_converge.cli_calls(log)
     assert [c["command"] for c in calls] == ["preview", "version", "stack output", "stack output"]
@@ -529,8 +602,6 @@ def test_cli_calls_are_grouped_by_command():
 
 
 def test_lag_summary_takes_percentiles_per_replica_and_pairs_the_baseline():
-    from bench import fig_lag
-
     def run(rate, lag):
         return {
             "rate": rate,
@@ -600,3 +671,25 @@ def test_the_header_describes_the_full_run_and_names_a_later_only_run():
     )
     assert "0.50 / 0.50 / 0.50 at the start" in text
     assert "Re-measured since" not in report.header({"meta": full})
+
+
+def test_a_sandbox_is_private_and_its_environment_points_only_at_it(tmp_path, monkeypatch):
+    from bench.sandbox import PROJECT_FILES, make_sandbox
+
+    for f in PROJECT_FILES:
+        (tmp_path / f).write_text(f"# {f}\n")
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///the/users/state")
+    monkeypatch.setenv("VAULT_TOKEN", "the-users-token")
+    monkeypatch.setenv("DBFLEET_SPEC", "/the/users/fleet.yaml")
+    sb = make_sandbox("dbfleet-unit-", tmp_path)
+    try:
+        env = sb.env(VAULT_ADDR="http://127.0.0.1:1")
+        assert env["PULUMI_BACKEND_URL"] == f"file://{sb.home / 'state'}"
+        assert env["DBFLEET_SPEC"] == str(sb.spec) and "VAULT_TOKEN" not in env
+        assert env["VAULT_ADDR"] == "http://127.0.0.1:1"
+        assert (sb.project / "__main__.py").read_text() == "# __main__.py\n"
+        assert (sb.project / "stacks").is_dir() and (sb.home / "state").is_dir()
+        assert sb.passphrase.stat().st_mode & 0o077 == 0  # the passphrase is the owner's alone
+        assert sb.root.stat().st_mode & 0o005 == 0o005  # the group's OS user reaches its data
+    finally:
+        shutil.rmtree(sb.root)

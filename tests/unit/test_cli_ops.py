@@ -17,13 +17,16 @@ from dbfleet.ops.cli import main
 from dbfleet.ops.results import StackResult
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = ("accounts", "networks", "replicas", "proxies")
+from dbfleet.model.stackname import LAYERS
 
 
 @pytest.fixture(autouse=True)
 def default_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
     monkeypatch.setattr(ops, "_known_secrets", lambda fleet, groups: ["hunter2-password-value"])
+    # The engine is faked here, and so is the Vault the real one would need.
+    monkeypatch.setattr(ops, "vault_ready", lambda: None)
+    monkeypatch.setattr(ops, "engine_ready", lambda: None)
 
 
 class FakeRun:
@@ -227,7 +230,20 @@ def test_status_exit_codes(
     missing = status.GroupStatus(
         "eu", error="networks-eu, replicas-eu not deployed: run dbfleet up eu"
     )
-    for groups, code in (([healthy], 0), ([healthy, down], 3), ([missing], 1)):
+    unknown = status.GroupStatus(
+        "eu",
+        "fra",
+        nodes=[status.NodeStatus("eu", "fra", 0, "127.0.0.1", 5432, "primary", probed=False)],
+        error="cannot read the group's superuser password from Vault: connection refused",
+    )
+    # Vault down: nothing is known to be down, the fleet cannot be read (1, not 3).
+    for groups, code in (
+        ([healthy], 0),
+        ([healthy, down], 3),
+        ([missing], 1),
+        ([unknown], 1),
+        ([down, unknown], 1),
+    ):
         monkeypatch.setattr(status, "collect", lambda names, g=groups: g)
         got, out, _ = run(capsys, "status", "--json")
         assert got == code
@@ -290,3 +306,51 @@ def test_destroy_works_from_the_state_when_the_fleet_file_is_broken(
     assert "the fleet file is invalid" in err
     code, _, err = run(capsys, "destroy", "mars", "--yes", "-q")
     assert code == 1 and "no stacks deployed for group(s) mars" in err
+
+
+@pytest.mark.parametrize("command", ["preview", "up"])
+def test_without_a_vault_token_nothing_runs_and_one_line_says_why(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.undo()
+    monkeypatch.setattr(ops, "engine_ready", lambda: None)
+    monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
+    monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")
+    monkeypatch.delenv("VAULT_TOKEN", raising=False)
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    code, out, err = run(capsys, command, "-q")
+    assert code == 1 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("dbfleet: VAULT_TOKEN is not set (VAULT_ADDR=http://127.0.0.1:1)")
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("command", ["up", "preview", "status", "destroy", "endpoints", "prove"])
+def test_outside_a_set_up_shell_one_line_says_what_to_run(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    monkeypatch.undo()
+    monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi here
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{tmp_path}")
+    fake = FakeRun()
+    monkeypatch.setattr(rollout, "run", fake)
+    code, out, err = run(capsys, command, *(["--yes"] if command == "destroy" else []))
+    (line,) = err.splitlines()
+    assert code == 1 and out == "" and fake.calls == []
+    assert line.startswith("dbfleet: the pulumi CLI is not on PATH: run `source scripts/env.sh`")
+
+
+def test_without_a_backend_it_does_not_ask_for_a_pulumi_cloud_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.undo()  # the real check, not the autouse stand-in
+    (tmp_path / "pulumi").write_text("#!/bin/sh\n")
+    (tmp_path / "pulumi").chmod(0o755)
+    with pytest.raises(ops.Abort, match="PULUMI_BACKEND_URL is not set .*source scripts/env.sh"):
+        ops.engine_ready({"PATH": str(tmp_path)})
+    ops.engine_ready({"PATH": str(tmp_path), "PULUMI_BACKEND_URL": "file:///x"})  # ready

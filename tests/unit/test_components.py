@@ -1,12 +1,22 @@
-"""Components: what each registers, with which inputs, and that secrets stay secret."""
+"""Components: what each registers, with which inputs, and that secrets stay secret;
+and the host scripts' rule for what a fleet may take over or remove."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pulumi
 import pytest
 
 from components.account import GroupAccount, GroupAccountArgs
-from components.hostcmd import LOCAL, HostScript, script_digest, script_text
+from components.hostcmd import (
+    LOCAL,
+    SCRIPTS_DIR,
+    HostScript,
+    HostScriptProvider,
+    script_digest,
+    script_text,
+)
 from components.postgres import PostgresNode, PostgresNodeArgs
 from components.proxy import RegionProxy, RegionProxyArgs
 from tests.unit.conftest import is_secret, resolve
@@ -162,20 +172,112 @@ def test_proxy_refuses_same_node_local_and_backup():
         )
 
 
+def account_args(**over) -> GroupAccountArgs:
+    base = {"connection": LOCAL, "fleet": "dbfleet", "user": "dbfleet-eu", "data_root": "/srv/d/eu"}
+    base.update(over)
+    return GroupAccountArgs(**base)
+
+
 @pulumi.runtime.test
-def test_account_creates_user_and_root(mocks):
-    acct = GroupAccount(
-        "account", GroupAccountArgs(connection=LOCAL, user="dbfleet-eu", data_root="/srv/d/eu")
-    )
+def test_account_creates_user_and_root_marked_with_the_fleet(mocks):
+    acct = GroupAccount("account", account_args(fleet="ncfleet"))
     resolve(acct.user)
     env = mocks.named("account-account").inputs["environment"]
-    assert env == {"ACCOUNT_USER": "dbfleet-eu", "DATA_ROOT": "/srv/d/eu"}
+    assert env == {"ACCOUNT_USER": "dbfleet-eu", "DATA_ROOT": "/srv/d/eu", "FLEET_NAME": "ncfleet"}
     assert resolve(acct.user) == "dbfleet-eu"
+
+
+@pulumi.runtime.test
+def test_account_deployed_before_fleet_names_is_updated_not_replaced(mocks):
+    # State written before FLEET_NAME existed: giving it re-runs create (which
+    # re-marks the user and root for the fleet); deleting the data root is wrong.
+    resolve(GroupAccount("account", account_args()).user)
+    news = dict(mocks.named("account-account").inputs)
+    olds = {**news, "environment": {"ACCOUNT_USER": "dbfleet-eu", "DATA_ROOT": "/srv/d/eu"}}
+    olds["check_drift"] = news["check_drift"] = False
+    result = HostScriptProvider().diff("id", olds, news)
+    assert (result.changes, result.replaces) == (True, [])
+
+
+@pytest.mark.parametrize("fleet", ["", "Fleet", "a_b", "-a", "x" * 64])
+def test_account_refuses_a_fleet_name_that_is_not_a_label(fleet):
+    with pytest.raises(ValueError, match="fleet name"):
+        account_args(fleet=fleet)
 
 
 def test_account_refuses_long_user_name():
     with pytest.raises(ValueError, match="32"):
-        GroupAccountArgs(connection=LOCAL, user="x" * 33, data_root="/d")
+        account_args(user="x" * 33, data_root="/d")
+
+
+def test_nodes_and_proxies_name_their_fleet_only_when_given():
+    # Without a fleet their environment is what deployed stacks hold (no update).
+    assert "FLEET_NAME" not in node_args().environment()
+    assert node_args(fleet="ncfleet").environment()["FLEET_NAME"] == "ncfleet"
+    proxy = {
+        "connection": LOCAL,
+        "run_as": "u",
+        "proxy_dir": "/p/proxy-a",
+        "host": "127.0.0.1",
+        "read_port": 1,
+        "write_port": 2,
+        "stats_port": 3,
+        "write_backend": "a:1",
+        "read_local": ("a:1",),
+        "read_backups": (),
+    }
+    assert "FLEET_NAME" not in RegionProxyArgs(**proxy).environment()
+    assert RegionProxyArgs(**proxy, fleet="f").environment()["FLEET_NAME"] == "f"
+
+
+@pulumi.runtime.test
+def test_host_script_registers_the_inputs_deployed_stacks_hold(mocks):
+    # Adding or dropping an input changes every deployed HostScript's diff.
+    resolve(HostScript("s", connection=LOCAL, script="account.sh").summary)
+    inputs = set(mocks.named("s").inputs) - {"__provider"}  # the pickled provider itself
+    assert inputs == {
+        "name",
+        "connection",
+        "script",
+        "script_sha",
+        "environment",
+        "secret_environment",
+        "replace_on_env",
+        "check_drift",
+        "timeout_s",
+    }
+
+
+def may_claim(owner: str, name: str, fleet: str | None) -> bool:
+    """lib.sh's may_claim, run by bash (it only compares strings)."""
+    env = {"PATH": "/usr/bin:/bin", "OWNER": owner, "NAME": name}
+    if fleet is not None:
+        env["FLEET_NAME"] = fleet
+    proc = subprocess.run(
+        ["bash", "-c", f'. {SCRIPTS_DIR}/lib.sh && may_claim "$OWNER" "$NAME"'],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "fleet", "allowed"),
+    [
+        pytest.param("fa", "fa-eu", "fa", True, id="own marker"),
+        pytest.param("fa", "fa-eu", "fb", False, id="another fleet's marker"),
+        pytest.param("fa", "fb-eu", "fb", False, id="another fleet's, even named like ours"),
+        pytest.param("fa", "fa-eu", None, False, id="marked, claimed by a resource naming none"),
+        pytest.param("", "fa-eu", "fa", True, id="old marker, named like ours"),
+        pytest.param("", "fa-eu", "fb", False, id="old marker, another fleet's name"),
+        pytest.param("", "fab-eu", "fa", False, id="old marker, name only shares a prefix"),
+        pytest.param("", "anything", None, True, id="old marker, old resource: as before"),
+    ],
+)
+def test_what_a_fleet_may_take_over_or_remove(owner, name, fleet, allowed):
+    assert may_claim(owner, name, fleet) is allowed
 
 
 def test_script_text_inlines_library_and_drops_source_line():

@@ -26,8 +26,9 @@ FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
-# `dbfleet <word>` where dbfleet is the command (not `dbfleet/…`, `dbfleet.ops`, `dbfleet's`).
-COMMAND = re.compile(r"(?<![\w/.-])dbfleet[ \t]+([a-z][\w-]*)")
+# `dbfleet <word>` where dbfleet is the command (not `dbfleet/…`, `dbfleet.ops`, `dbfleet's`,
+# nor a quoted string such as the GECOS `"dbfleet managed fleet=<name>"`).
+COMMAND = re.compile(r"(?<![\w/.\-\"'])dbfleet[ \t]+([a-z][\w-]*)")
 MAKE = re.compile(r"(?<![\w/.-])make[ \t]+([a-z][\w-]*)")
 OPTION = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
@@ -186,7 +187,8 @@ def test_commands_are_found_in_code_only_and_cut_at_their_end():
     text = (
         "Run dbfleet nothing here.\n\n```sh\n$ dbfleet status eu -q   # a comment --json\n"
         "dbfleet up && dbfleet bogus --x\n```\nAnd `dbfleet failover eu` inline; "
-        "`dbfleet/ops/cli.py`, `python -m dbfleet.ops.review`.\n"
+        "`dbfleet/ops/cli.py`, `python -m dbfleet.ops.review`, "
+        '`"dbfleet managed fleet=a"`.\n'
     )
     assert _commands_in(text) == [
         ("status", "eu -q"),

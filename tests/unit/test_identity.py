@@ -146,6 +146,7 @@ def fleet_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     spec.write_text(FLEET.format(name="dbfleet"))
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     monkeypatch.setattr(ops, "_known_secrets", lambda fleet, groups: [])
+    monkeypatch.setattr(ops, "vault_ready", lambda: None)
     return spec
 
 

@@ -6,8 +6,7 @@ import pulumi
 import pytest
 
 from dbfleet import vault
-from dbfleet.program import main as program
-from tests.unit.conftest import RecordingMocks
+from tests.unit.conftest import RecordingMocks, run_program
 
 DYN = "pulumi-python:dynamic:Resource"
 SECRETS = {
@@ -102,16 +101,7 @@ def run_stack(
     outputs.setdefault(stack, {})  # the stack itself always exists while it runs
     mocks = mocks or RecordingMocks()
     mocks.stack_outputs = outputs
-    pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
-
-    @pulumi.runtime.test
-    def body():
-        program.run(stack)
-        # Let every registration reach the mocks.
-        return pulumi.Output.from_input(1)
-
-    body()
-    return mocks
+    return run_program(stack, mocks)
 
 
 def scripts(mocks: RecordingMocks) -> dict[str, dict]:

@@ -97,3 +97,24 @@ def test_a_sidecar_of_a_stack_a_live_engine_holds_is_left_alone(tmp_path, monkey
     monkeypatch.setattr(locks, "_alive_engine", lambda pid: pid == 4242)
     assert locks.repair_torn_metadata("replicas-eu", f"file://{tmp_path}") == []
     assert sidecar.exists() and lock.exists()
+
+
+def test_a_locked_stack_names_who_holds_it_and_warns_against_cancel(tmp_path, monkeypatch):
+    write_lock(tmp_path, "replicas-eu", os.getpid())
+    write_lock(tmp_path, "replicas-eu", dead_pid())  # a stale one is not a holder
+    monkeypatch.setattr(locks, "_alive_engine", lambda pid: pid == os.getpid())
+    message = locks.locked_message("replicas-eu", f"file://{tmp_path}")
+    assert message.startswith(
+        f"replicas-eu is locked by another run: pid {os.getpid()} by root on host "
+        f"{socket.gethostname()}, since 2026-11-22T00:00:00Z, still running."
+    )
+    assert "do not `pulumi cancel`" in message
+
+
+def test_another_hosts_lock_is_named_but_not_judged(tmp_path):
+    write_lock(tmp_path, "replicas-eu", 4242, hostname="ops-laptop")
+    (holder,) = locks.live_holders("replicas-eu", f"file://{tmp_path}")
+    assert (
+        holder
+        == "pid 4242 by root on host ops-laptop, since 2026-11-22T00:00:00Z, on another host, not checked"
+    )

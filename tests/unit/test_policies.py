@@ -1,171 +1,57 @@
 """The policy pack as a whole, its shared helpers, and the program's own output.
 
-What dbfleet's real layers register (run under recording mocks, as in test_layers.py)
-is the baseline: every policy must pass it, and the per-policy tests
-(test_policies_<topic>.py) break one input of it at a time.
+What dbfleet's real layers register (tests/unit/policy_support.py) is the baseline:
+every policy must pass it, and the per-policy tests (test_policies_<topic>.py) break one
+input of it at a time.
 """
 
 from __future__ import annotations
 
-import functools
+import importlib
+import pkgutil
 import runpy
 from pathlib import Path
-from typing import Any
 
-import pulumi
 import pulumi_policy
 import pytest
 
-from dbfleet import vault
-from dbfleet.model.spec import FleetSpec, load_fleet
-from dbfleet.model.topology import nearest_first, plan_network
-from dbfleet.program import main as program
-from policies.rules import (
-    authentication,
-    common,
-    durability,
-    exposure,
-    residency,
-    secrets,
-    stack_shape,
-)
-from policies.testing import (
+from policies import rules
+from policies.rules import common, exposure, residency
+from tests.unit.policy_support import (
     UNKNOWN_STRING,
-    Resource,
+    host_scripts,
+    messages,
+    program_resources,
     run_policy,
     run_resource_policy,
     secret,
     urn,
     with_env,
 )
-from tests.unit.conftest import RecordingMocks
 
 REPO = Path(__file__).resolve().parents[2]
-FLEET_FILE = REPO / "tests" / "data" / "policy_programs" / "unit_fleet.yaml"
-HOME = "/srv/dbfleet"
-PASSWORDS = {
-    "superuser_password": "S" * 43,
-    "replication_password": "R" * 43,
-    "app_password": "A" * 43,
-}
-MODULES = (residency, secrets, exposure, durability, authentication, stack_shape)
+# Every rule module of the package, found on disk (not from the pack's own list).
+MODULES = tuple(
+    importlib.import_module(f"{rules.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(rules.__path__)
+    if info.name != "common"
+)
 ALL_POLICIES = [p for m in MODULES for p in m.POLICIES]
+# The order the pack runs its policies in, and pulumi reports them in.
+PACK_ORDER = [
+    "residency",
+    "residency-outputs",
+    "no-plaintext-secrets",
+    "no-plaintext-secret-outputs",
+    "exposure",
+    "durability",
+    "authentication",
+    "stack-shape",
+]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 
 
-@pytest.fixture(autouse=True)
-def unit_fleet(monkeypatch):
-    """Policies read the fleet file the program reads: point both at the unit fleet."""
-    monkeypatch.setenv("DBFLEET_SPEC", str(FLEET_FILE))
-    monkeypatch.setenv("DBFLEET_HOME", HOME)
-
-
-# --------------------------------------------------------------------------- baseline
-
-
-@functools.cache
-def _unit_fleet_spec() -> FleetSpec:
-    """The unit fleet file, parsed once for the whole session (the models are frozen)."""
-    return load_fleet(FLEET_FILE)
-
-
-def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
-    """What accounts, networks and replicas of `group` export, for StackReference mocks."""
-    fleet = _unit_fleet_spec()
-    nets = plan_network(fleet, group)
-    spec = fleet.groups[group]
-    path = vault.secret_path(fleet.name, group)
-
-    def members(region: str) -> list[dict]:
-        role = "primary" if region == spec.primary else "replica"
-        return [
-            {"host": nets[region].host, "port": p, "role": role} for p in nets[region].node_ports
-        ]
-
-    return {
-        f"accounts-{group}": {
-            "group": group,
-            "zone": spec.zone,
-            "user": f"dbfleet-{group}",
-            "data_root": f"{HOME}/data/dbfleet-{group}",
-            "secret_mount": "secret",
-            "secret_path": path,
-        },
-        f"networks-{group}": {
-            "regions": {
-                r: {
-                    "host": n.host,
-                    "postgres_port": n.postgres_port,
-                    "node_ports": list(n.node_ports),
-                    "read_port": n.read_port,
-                    "write_port": n.write_port,
-                    "stats_port": n.stats_port,
-                }
-                for r, n in nets.items()
-            },
-            "nearest": nearest_first(list(spec.regions)),
-        },
-        f"replicas-{group}": {
-            "primary_region": spec.primary,
-            "nodes": {r: {**members(r)[0], "members": members(r)} for r in spec.regions},
-            "secret_mount": "secret",
-            "secret_path": path,
-            "app_db": "app",
-            "app_user": "app",
-        },
-    }
-
-
-@functools.cache
-def _recorded(stack: str) -> tuple:
-    group = stack.split("-", 1)[1]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DBFLEET_SPEC", str(FLEET_FILE))
-        mp.setenv("DBFLEET_HOME", HOME)
-        mp.setattr(vault, "client_from_env", lambda: object())
-        mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
-        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
-        # The networks layer checks its ports on this machine; the plan is what matters here.
-        mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
-        mocks = RecordingMocks(stack_outputs=upstream_outputs(group))
-        pulumi.runtime.set_mocks(mocks, project="dbfleet", stack=stack, preview=False)
-
-        @pulumi.runtime.test
-        def body():
-            program.run(stack)
-            return pulumi.Output.from_input(1)
-
-        body()
-    return tuple(mocks.resources)
-
-
-def program_resources(stack: str) -> list[Resource]:
-    """What the real layer registers for `stack`, as the analyzer would see it.
-
-    Mocks lose secret marks, so `secret_environment` is marked again (HostScript
-    declares it with Output.secret); the engine drops internal keys like __provider.
-    """
-    recorded = _recorded(stack)
-    # Mocks do not say who a child's parent is; dbfleet names children `<parent>-<role>`.
-    components = {r.name: r.typ for r in recorded if r.typ.startswith("dbfleet:")}
-    out: list[Resource] = []
-    for reg in recorded:
-        props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
-        if reg.typ == common.HOST_SCRIPT:
-            props["secret_environment"] = secret(props.get("secret_environment") or {})
-            parent = max((n for n in components if reg.name.startswith(n + "-")), key=len)
-            out.append(Resource(reg.typ, reg.name, props, parents=(components[parent],)))
-        else:
-            out.append(Resource(reg.typ, reg.name, props))
-    return out
-
-
-def host_scripts(stack: str) -> dict[str, Resource]:
-    return {r.name: r for r in program_resources(stack) if r.typ == common.HOST_SCRIPT}
-
-
-def messages(violations) -> str:
-    return "\n".join(v.message for v in violations)
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 
 # --------------------------------------------------------------------------- the pack
@@ -193,7 +79,7 @@ def test_main_lists_every_policy_of_every_rule_module_once(monkeypatch):
     assert len(packs) == 1 and packs[0]["name"] == "dbfleet"
     names = [p.name for p in packs[0]["policies"]]
     assert sorted(names) == sorted(p.name for p in ALL_POLICIES)
-    assert len(set(names)) == len(names)
+    assert names == PACK_ORDER
     assert packs[0]["enforcement_level"] == pulumi_policy.EnforcementLevel.MANDATORY
 
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from policies.rules.authentication import authentication
-from policies.testing import Resource, replace_props, run_resource_policy, secret, with_env
-from tests.unit.test_policies import host_scripts, messages, unit_fleet  # noqa: F401
+from tests.unit.policy_support import (
+    Resource,
+    host_scripts,
+    messages,
+    replace_props,
+    run_resource_policy,
+    secret,
+    with_env,
+)
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 EU_ALLOWED = "127.77.12.1 127.77.2.1 127.77.20.1 127.0.0.1"
 

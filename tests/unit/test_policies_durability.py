@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from policies.rules.durability import durability
-from policies.testing import Resource, replace_props, run_stack_policy
-from tests.unit.test_policies import messages, program_resources, unit_fleet  # noqa: F401
+from tests.unit.policy_support import (
+    Resource,
+    messages,
+    program_resources,
+    replace_props,
+    run_stack_policy,
+)
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 SSH = {"kind": "ssh", "host": "db1.example", "user": "ops", "port": 22}
 

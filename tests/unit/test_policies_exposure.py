@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from policies.rules.exposure import exposure
-from policies.testing import Resource, run_resource_policy, with_env
-from tests.unit.test_policies import host_scripts, messages, unit_fleet  # noqa: F401
+from tests.unit.policy_support import (
+    Resource,
+    host_scripts,
+    messages,
+    run_resource_policy,
+    with_env,
+)
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 
 def check(resource: Resource, config: dict | None = None, stack: str = "replicas-eu") -> str:

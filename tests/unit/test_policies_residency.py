@@ -7,14 +7,18 @@ import copy
 import pytest
 
 from policies.rules.residency import residency, residency_outputs
-from policies.testing import (
+from tests.unit.policy_support import (
     Resource,
+    host_scripts,
+    messages,
     run_resource_policy,
     run_stack_policy,
     secret,
+    upstream_outputs,
     with_env,
 )
-from tests.unit.test_policies import host_scripts, messages, unit_fleet, upstream_outputs  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 IAD, CDG, FRA = "127.77.17.1", "127.77.7.1", "127.77.12.1"
 

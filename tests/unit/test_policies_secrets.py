@@ -5,16 +5,20 @@ from __future__ import annotations
 import pytest
 
 from policies.rules.secrets import no_plaintext_secret_outputs, no_plaintext_secrets
-from policies.testing import (
+from tests.unit.policy_support import (
     Resource,
     host_script,
+    host_scripts,
+    messages,
+    program_resources,
     replace_props,
     run_resource_policy,
     run_stack_policy,
     secret,
     with_env,
 )
-from tests.unit.test_policies import host_scripts, messages, program_resources, unit_fleet  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 PASSWORD = "correct-horse-battery-staple"
 

@@ -6,8 +6,17 @@ import pytest
 
 from policies.rules.common import HOST_SCRIPT, STACK
 from policies.rules.stack_shape import stack_shape
-from policies.testing import Resource, host_script, run_policy, run_resource_policy
-from tests.unit.test_policies import host_scripts, messages, program_resources, unit_fleet  # noqa: F401
+from tests.unit.policy_support import (
+    Resource,
+    host_script,
+    host_scripts,
+    messages,
+    program_resources,
+    run_policy,
+    run_resource_policy,
+)
+
+pytestmark = pytest.mark.usefixtures("unit_fleet")
 
 NODE = "dbfleet:postgres:PostgresNode"
 PROXY = "dbfleet:proxy:RegionProxy"

@@ -18,95 +18,16 @@ from dbfleet.ops.changes import (
     ChangeCollector,
 )
 from dbfleet.ops.results import StackResult
-
-PASSWORD = "s3cr3t-Pa55w0rd-value-that-must-never-show"
-SECRET_VALUE = {SIG_KEY: SECRET_SIG, "ciphertext": "[secret]"}
-
-
-# -- engine events as the engine sends them (JSON) ----------------------------------------------
-def urn(
-    stack: str, name: str, type_: str = "pulumi-python:dynamic:Resource", parent: str = ""
-) -> str:
-    t = f"{parent}${type_}" if parent else type_
-    return f"urn:pulumi:{stack}::dbfleet::{t}::{name}"
-
-
-def _state(u: str, type_: str, inputs: dict | None, outputs: dict | None = None) -> dict:
-    return {
-        "type": type_,
-        "urn": u,
-        "id": "",
-        "parent": "",
-        "provider": "",
-        "inputs": inputs,
-        "outputs": outputs,
-    }
-
-
-def pre(
-    op: str,
-    u: str,
-    old: dict | None = None,
-    new: dict | None = None,
-    keys: list[str] | None = None,
-    type_: str = "pulumi-python:dynamic:Resource",
-) -> events.EngineEvent:
-    meta: dict[str, Any] = {"op": op, "urn": u, "type": type_, "provider": ""}
-    if old is not None:
-        meta["old"] = _state(u, type_, old)
-    if new is not None:
-        meta["new"] = _state(u, type_, new)
-    if keys:
-        meta["keys"] = keys
-    return events.EngineEvent.from_json({"resourcePreEvent": {"metadata": meta}})
-
-
-def outs(op: str, u: str, type_: str = "pulumi-python:dynamic:Resource") -> events.EngineEvent:
-    meta = {"op": op, "urn": u, "type": type_, "provider": "", "new": _state(u, type_, {}, {})}
-    return events.EngineEvent.from_json({"resOutputsEvent": {"metadata": meta}})
-
-
-def stack_outputs(stack: str, old: dict | None, new: dict) -> events.EngineEvent:
-    u = urn(stack, f"dbfleet-{stack}", changes.STACK_TYPE)
-    meta = {
-        "op": "same",
-        "urn": u,
-        "type": changes.STACK_TYPE,
-        "provider": "",
-        "old": _state(u, changes.STACK_TYPE, {}, old) if old is not None else None,
-        "new": _state(u, changes.STACK_TYPE, {}, new),
-    }
-    return events.EngineEvent.from_json({"resOutputsEvent": {"metadata": meta}})
-
-
-def diag(message: str, severity: str = "error", u: str | None = None) -> events.EngineEvent:
-    return events.EngineEvent.from_json(
-        {"diagnosticEvent": {"message": message, "severity": severity, "color": "never", "urn": u}}
-    )
-
-
-def policy(name: str, level: str, message: str, u: str = "") -> events.EngineEvent:
-    return events.EngineEvent.from_json(
-        {
-            "policyEvent": {
-                "policyName": name,
-                "policyPackName": "dbfleet",
-                "enforcementLevel": level,
-                "message": message,
-                "resource_urn": u,
-                "color": "never",
-            }
-        }
-    )
-
-
-def env(**kw: str) -> dict:
-    return {
-        "script": "pg_replica.sh",
-        "environment": dict(kw),
-        "secret_environment": SECRET_VALUE,
-        "__provider": SECRET_VALUE,
-    }
+from tests.unit.engine_events import (
+    PASSWORD,
+    SECRET_VALUE,
+    diag,
+    env,
+    policy,
+    pre,
+    stack_outputs,
+    urn,
+)
 
 
 def feed(*evs: events.EngineEvent) -> ChangeCollector:
@@ -373,3 +294,67 @@ def test_json_document(mixed: list[StackResult]) -> None:
     assert (reps["group"], reps["layer"]) == ("eu", "replicas")
     assert {r["name"]: r["op"] for r in reps["resources"]}["lhr-0-server"] == "replace"
     assert reps["output_changes"][0]["path"] == "nodes.ams"
+
+
+# -- switchovers and policy findings (what an operator must not miss) --------------------------
+def _switching(stack: str = "replicas-eu", old: str = "fra", new: str = "lhr") -> StackResult:
+    return StackResult(
+        stack,
+        "changes",
+        changes={"update": 3},
+        output_changes=[changes.PropertyChange("primary_region", "update", old, new)],
+    )
+
+
+def test_a_switchover_is_named_first_in_the_table_the_report_and_the_json() -> None:
+    results = [StackResult("networks-eu", "no changes"), _switching()]
+    table = report.table(results)
+    assert table.splitlines()[0].startswith("SWITCHOVER eu: primary fra -> lhr")
+    md = report.markdown(results)
+    assert "**Switchover**" in md and "`fra` → `lhr`" in md
+    assert md.index("Switchover") < md.index("| stack | result |")
+    doc = report.document(results, command="preview", code=2)
+    assert doc["switchovers"] == [{"group": "eu", "old": "fra", "new": "lhr"}]
+
+
+def test_no_switchover_is_claimed_for_a_new_group_or_other_outputs() -> None:
+    new_group = StackResult(
+        "replicas-us",
+        "changes",
+        output_changes=[changes.PropertyChange("primary_region", "add", None, "iad")],
+    )
+    other = StackResult(
+        "networks-eu",
+        "changes",
+        output_changes=[changes.PropertyChange("primary_region", "update", "a", "b")],
+    )
+    assert report.switchovers([new_group, other]) == []
+    assert "SWITCHOVER" not in report.table([new_group, other])
+
+
+def _violation(message: str, resource: str = "") -> changes.PolicyViolation:
+    return changes.PolicyViolation("durability", "dbfleet", "advisory", message, resource)
+
+
+def test_policy_findings_show_their_own_message_and_fix_once_per_stack() -> None:
+    message = (
+        "A group spans enough regions to survive the loss of one.\n"
+        "group jp has 1 region(s) (nrt); at least 3 are required\n"
+        "Remediation: add regions to groups.jp in the fleet file"
+    )
+    r = StackResult("replicas-jp", "no changes", policy=[_violation(message), _violation(message)])
+    table = report.table([r])
+    assert table.count("group jp has 1 region(s) (nrt); at least 3 are required") == 1
+    assert "fix: add regions to groups.jp in the fleet file" in table
+    assert "A group spans enough regions" not in table
+    md = report.markdown([r])
+    # a stack without changes still shows its findings
+    assert "### `replicas-jp`" in md
+    assert md.count("at least 3 are required") == 1 and "fix: add regions" in md
+
+
+def test_a_finding_without_a_message_of_its_own_keeps_the_description() -> None:
+    (f,) = report.findings(
+        StackResult("accounts-eu", "no changes", policy=[_violation("Only this")])
+    )
+    assert f.what == "Only this" and f.fix == "" and f.resource == "accounts-eu"

@@ -330,16 +330,21 @@ def test_weird_keys_are_quoted_and_stay_on_one_line() -> None:
 # --------------------------------------------------------------------------- targets
 
 
-def test_ssh_target_is_accepted_by_the_model() -> None:
-    spec = accepts(fleet(target="ssh"))
-    assert spec.target == "ssh"
-    assert spec.group_target("eu") == "ssh"
+def test_the_ssh_target_is_refused_until_it_exists() -> None:
+    assert problems(fleet(target="ssh")) == [
+        "target: target ssh is not available yet: dbfleet deploys to the local target only"
+    ]
 
 
 def test_group_target_overrides_fleet_target() -> None:
-    spec = accepts(fleet(**{"groups.eu.target": "ssh"}))
-    assert spec.group_target("eu") == "ssh"
-    assert spec.group_target("us") == "local"
+    spec = accepts(
+        fleet(target="ssh", **{"groups.eu.target": "local", "groups.us.target": "local"})
+    )
+    assert spec.target == "ssh"
+    assert spec.group_target("eu") == "local"
+    assert problems(fleet(**{"groups.eu.target": "ssh"})) == [
+        "groups.eu.target: target ssh is not available yet: dbfleet deploys to the local target only"
+    ]
 
 
 def test_group_target_of_unknown_group() -> None:
@@ -522,17 +527,13 @@ def test_models_can_be_built_in_code() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FleetError) as info:
         load_fleet(tmp_path / "nope.yaml")
-    assert [str(p) for p in info.value.problems] == [
-        f"<file>: file not found: {tmp_path / 'nope.yaml'}"
-    ]
+    assert [str(p) for p in info.value.problems] == [f"{tmp_path / 'nope.yaml'}: file not found"]
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(FleetError) as info:
         load_fleet(tmp_path)
-    assert info.value.problems == [
-        Problem("<file>", f"{tmp_path} is a directory, not a fleet file")
-    ]
+    assert info.value.problems == [Problem(str(tmp_path), "is a directory, not a fleet file")]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
@@ -542,7 +543,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(FleetError) as info:
         load_fleet(path)
-    assert str(info.value.problems[0]).startswith(f"<file>: cannot read {path}")
+    assert str(info.value.problems[0]).startswith(f"{path}: cannot read")
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
@@ -561,6 +562,16 @@ def test_top_level_must_be_a_mapping(text: str, kind: str) -> None:
     assert problems(text) == [f"<file>: top level must be a mapping with a groups key, got {kind}"]
 
 
+def test_problems_of_the_whole_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text("- a\n")
+    with pytest.raises(FleetError) as info:
+        load_fleet(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}: top level must be a mapping with a groups key, got a list"
+    ]
+
+
 def test_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + DEFAULT_FLEET.read_bytes())
@@ -572,3 +583,17 @@ def test_problem_str_and_error_message() -> None:
     assert str(problem) == "groups.eu.zone: unknown zone XX"
     error = FleetError([problem, Problem("<file>", "x")])
     assert str(error) == "groups.eu.zone: unknown zone XX\n<file>: x"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("cgd", "cdg"), ("far", "fra"), ("lrh", "lhr"), ("xyz", "yyz"), ("IAD", "iad")],
+)
+def test_a_region_typo_suggests_the_code_meant_swapped_letters_first(
+    typed: str, meant: str
+) -> None:
+    text = DEFAULT_FLEET.read_text().replace(
+        "      arn: {nodes: 1}", f"      {typed}: {{nodes: 1}}"
+    )
+    found = [p for p in problems(text) if p.startswith(f"groups.eu.regions.{typed}:")]
+    assert found and found[0].endswith(f"did you mean {meant}?"), found

@@ -148,6 +148,22 @@ def test_collect_group_probes_every_node_and_proxy(monkeypatch: pytest.MonkeyPat
     json.dumps(doc)  # serialisable
 
 
+def test_without_a_password_nodes_are_unknown_not_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_vault(mount: str, path: str) -> dict:
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(status, "probe_proxy", lambda proxy, names, socket_path=None: proxy)
+    (g,) = status.collect(["eu"], outputs=_outputs, secrets=no_vault)
+    assert g.error.startswith("cannot read the group's superuser password from Vault")
+    assert not g.readable and not g.healthy
+    assert all(not n.probed for n in g.nodes)
+    text = status.render([g])
+    assert "UNKNOWN" in text and "DEGRADED" not in text
+    rows = [ln.split() for ln in text.splitlines() if ln.split()[:1] in (["fra-0"], ["lhr-0"])]
+    assert len(rows) == 2 and all(r[3] == "?" and "DOWN" not in r for r in rows)
+    assert g.to_json()["readable"] is False
+
+
 def test_a_group_that_is_not_deployed_is_an_error_not_a_crash() -> None:
     (g,) = status.collect(["eu"], outputs=lambda stack: None, secrets=lambda m, p: {})
     assert g.error == "networks-eu, replicas-eu not deployed: run dbfleet up eu"

@@ -27,7 +27,10 @@ def build(ctx: LayerContext) -> None:
     account = GroupAccount(
         "account",
         GroupAccountArgs(
-            connection=ctx.connection, user=ctx.account_user(), data_root=ctx.data_root()
+            connection=ctx.connection,
+            fleet=ctx.fleet.name,
+            user=ctx.account_user(),
+            data_root=ctx.data_root(),
         ),
     )
     pulumi.export("group", ctx.group_name)

@@ -38,6 +38,7 @@ def build(ctx: LayerContext) -> None:
             region,
             RegionProxyArgs(
                 connection=ctx.connection,
+                fleet=ctx.fleet.name,
                 run_as=accounts["user"],
                 proxy_dir=f"{accounts['data_root']}/proxy-{region}",
                 host=net["host"],

@@ -7,13 +7,12 @@ import pulumi
 from components.fence import PrimaryFence, PrimaryFenceArgs
 from components.postgres import PostgresNode, PostgresNodeArgs
 from dbfleet import vault
-from dbfleet.model.topology import slot_name
+from dbfleet.model.topology import LOCAL_SOURCE, slot_name
 from dbfleet.program.layers.context import LayerContext
 from dbfleet.program.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
 APP_DB = "app"
 APP_USER = "app"
-LOCAL_SOURCE = "127.0.0.1"
 
 
 def build(ctx: LayerContext) -> None:
@@ -72,6 +71,7 @@ def build(ctx: LayerContext) -> None:
             "passwords": passwords,
             "app_db": APP_DB,
             "app_user": APP_USER,
+            "fleet": ctx.fleet.name,
         }
         if (region, k) == members[0]:
             return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)

@@ -1,22 +1,30 @@
-"""Calling dbfleet's validators the way the engine does, for unit tests.
+"""Shared by the policy unit tests (tests/unit/test_policies*.py): calling a policy the
+way the engine does, and the baseline every policy must pass.
 
 `PolicyPack()` serves the engine and never returns, so tests call a policy's validator
 directly, with a collecting `report_violation`. Properties go through the same path as
 in the analyzer: engine-style values (`secret(...)` marks, unknown sentinels) are
 deserialized with secret marks kept and wrapped in pulumi-policy's unknown-checking
 proxy.
+
+The baseline is what dbfleet's real layers register for the unit fleet (run under
+recording mocks, as in test_layers.py): every policy must pass it, and the per-policy
+tests break one input of it at a time.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from pulumi_policy import (
     Policy,
     PolicyResource,
     PolicyResourceOptions,
+    ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
@@ -26,7 +34,19 @@ from pulumi_policy import deserialize as _deserialize
 from pulumi_policy.policy import PolicyCustomTimeouts
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from .rules.common import HOST_SCRIPT, STACK, deserialize_keeping_secrets
+from dbfleet import vault
+from dbfleet.model.spec import FleetSpec, load_fleet
+from dbfleet.model.topology import nearest_first, plan_network
+from policies.rules.common import HOST_SCRIPT, STACK, deserialize_keeping_secrets
+from tests.unit.conftest import UNIT_FLEET_FILE, UNIT_HOME, RecordingMocks, run_program
+
+PASSWORDS = {
+    "superuser_password": "S" * 43,
+    "replication_password": "R" * 43,
+    "app_password": "A" * 43,
+}
+
+# --------------------------------------------------------------------------- engine-style resources
 
 UNKNOWN_STRING = UNKNOWN_STRING_VALUE
 
@@ -106,6 +126,11 @@ class Violation:
     urn: str | None
 
 
+def _collect_into(found: list[Violation]) -> ReportViolation:
+    """A `report_violation` that keeps every violation in `found`."""
+    return lambda message, at=None: found.append(Violation(message, at))
+
+
 def run_resource_policy(
     policy: Policy, stack: str, resource: Resource, config: Mapping[str, Any] | None = None
 ) -> list[Violation]:
@@ -120,7 +145,7 @@ def run_resource_policy(
         None,
         dict(config or {}),
     )
-    policy.validate(args, lambda message, at=None: found.append(Violation(message, at)))
+    policy.validate(args, _collect_into(found))
     return found
 
 
@@ -141,10 +166,7 @@ def run_stack_policy(
         for r in everything
     ]
     found: list[Violation] = []
-    policy.validate(
-        StackValidationArgs(policy_resources, dict(config or {})),
-        lambda message, at=None: found.append(Violation(message, at)),
-    )
+    policy.validate(StackValidationArgs(policy_resources, dict(config or {})), _collect_into(found))
     return found
 
 
@@ -177,3 +199,103 @@ def replace_props(resource: Resource, **changes: Any) -> Resource:
         resource.parents,
         resource.protect,
     )
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+@functools.cache
+def _unit_fleet_spec() -> FleetSpec:
+    """The unit fleet file, parsed once for the whole session (the models are frozen)."""
+    return load_fleet(UNIT_FLEET_FILE)
+
+
+def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
+    """What accounts, networks and replicas of `group` export, for StackReference mocks."""
+    fleet = _unit_fleet_spec()
+    nets = plan_network(fleet, group)
+    spec = fleet.groups[group]
+    path = vault.secret_path(fleet.name, group)
+
+    def members(region: str) -> list[dict]:
+        role = "primary" if region == spec.primary else "replica"
+        return [
+            {"host": nets[region].host, "port": p, "role": role} for p in nets[region].node_ports
+        ]
+
+    return {
+        f"accounts-{group}": {
+            "group": group,
+            "zone": spec.zone,
+            "user": f"dbfleet-{group}",
+            "data_root": f"{UNIT_HOME}/data/dbfleet-{group}",
+            "secret_mount": "secret",
+            "secret_path": path,
+        },
+        f"networks-{group}": {
+            "regions": {
+                r: {
+                    "host": n.host,
+                    "postgres_port": n.postgres_port,
+                    "node_ports": list(n.node_ports),
+                    "read_port": n.read_port,
+                    "write_port": n.write_port,
+                    "stats_port": n.stats_port,
+                }
+                for r, n in nets.items()
+            },
+            "nearest": nearest_first(list(spec.regions)),
+        },
+        f"replicas-{group}": {
+            "primary_region": spec.primary,
+            "nodes": {r: {**members(r)[0], "members": members(r)} for r in spec.regions},
+            "secret_mount": "secret",
+            "secret_path": path,
+            "app_db": "app",
+            "app_user": "app",
+        },
+    }
+
+
+@functools.cache
+def _recorded(stack: str) -> tuple:
+    group = stack.split("-", 1)[1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DBFLEET_SPEC", str(UNIT_FLEET_FILE))
+        mp.setenv("DBFLEET_HOME", UNIT_HOME)
+        mp.setattr(vault, "client_from_env", lambda: object())
+        mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
+        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
+        # The networks layer checks its ports on this machine; the plan is what matters here.
+        mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
+        mocks = run_program(stack, RecordingMocks(stack_outputs=upstream_outputs(group)))
+    return tuple(mocks.resources)
+
+
+def program_resources(stack: str) -> list[Resource]:
+    """What the real layer registers for `stack`, as the analyzer would see it.
+
+    Mocks lose secret marks, so `secret_environment` is marked again (HostScript
+    declares it with Output.secret); the engine drops internal keys like __provider.
+    """
+    recorded = _recorded(stack)
+    # Mocks do not say who a child's parent is; dbfleet names children `<parent>-<role>`.
+    components = {r.name: r.typ for r in recorded if r.typ.startswith("dbfleet:")}
+    out: list[Resource] = []
+    for reg in recorded:
+        props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
+        if reg.typ == HOST_SCRIPT:
+            props["secret_environment"] = secret(props.get("secret_environment") or {})
+            parent = max((n for n in components if reg.name.startswith(n + "-")), key=len)
+            out.append(Resource(reg.typ, reg.name, props, parents=(components[parent],)))
+        else:
+            out.append(Resource(reg.typ, reg.name, props))
+    return out
+
+
+def host_scripts(stack: str) -> dict[str, Resource]:
+    return {r.name: r for r in program_resources(stack) if r.typ == HOST_SCRIPT}
+
+
+def messages(violations) -> str:
+    return "\n".join(v.message for v in violations)
