@@ -147,6 +147,7 @@ def fleet_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     monkeypatch.setattr(ops, "_known_secrets", lambda fleet, groups: [])
     monkeypatch.setattr(ops, "vault_ready", lambda: None)
+    monkeypatch.setattr(ops, "engine_ready", lambda: None)  # no pulumi needed: the engine is faked
     return spec
 
 
