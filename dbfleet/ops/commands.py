@@ -37,12 +37,21 @@ def _err(*lines: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def load_fleet_file() -> FleetSpec:
+def load_fleet_file(*, deployed: bool = True) -> FleetSpec:
+    """The fleet file in use; with `deployed`, refused (one line, before anything is
+    changed) when the backend's stacks belong to another fleet (dbfleet.ops.identity)."""
     spec = default_spec_path()
     try:
-        return load_fleet(spec)
+        fleet = load_fleet(spec)
     except FleetError as exc:
         raise Abort("\n".join(str(p) for p in exc.problems)) from None
+    if deployed:
+        from dbfleet.ops import identity
+
+        refused = identity.refusal(fleet, spec)
+        if refused:
+            raise Abort(refused)
+    return fleet
 
 
 def vault_ready() -> None:
@@ -152,11 +161,12 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     # Destroying needs the state, not the fleet file: a broken file must not stop it.
     fleet: FleetSpec | None
     try:
-        fleet = load_fleet_file()
+        fleet = load_fleet_file(deployed=False)
     except Abort as exc:
         _err(f"note: the fleet file is invalid, so only deployed stacks are known:\n{exc}")
         fleet = None
     if fleet is not None:
+        fleet = load_fleet_file()  # never destroy another fleet's stacks
         groups = fleet_groups(args.groups, fleet=fleet, extra=set(live))
     else:
         unknown = [g for g in args.groups if g not in live]
@@ -209,8 +219,8 @@ def _shown(path: Path) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
+    from dbfleet.ops import identity, report, rollout
     from dbfleet.ops import progress as progress_mod
-    from dbfleet.ops import report, rollout
 
     fleet = load_fleet_file()
     groups = fleet_groups(args.groups, fleet=fleet)
@@ -230,6 +240,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
         ),
     )
     flat = rollout.flat(results)
+    # A preview of the whole fleet also lists the groups the file no longer has.
+    orphans = (
+        identity.orphaned(fleet, identity.deployed(rollout.project_dir()), _layers(args))
+        if set(groups) == set(fleet.groups)
+        else {}
+    )
+    flat += identity.orphan_results(orphans, default_spec_path())
     code = report.exit_code(flat, preview=True)
     # Every report and the table pass through scrub: no known password gets out,
     # whatever an engine or script error message might have quoted.
@@ -245,10 +262,18 @@ def cmd_preview(args: argparse.Namespace) -> int:
     )
     if args.markdown:
         context = f"Fleet file `{_shown(default_spec_path())}`; {policy_note}. Exit code {code}."
+        if orphans:
+            context += "\n\n" + identity.orphan_markdown(orphans, default_spec_path())
         _write(args.markdown, report.scrub(report.markdown(flat, context=context), secrets))
     if args.json:
         doc = report.document(
-            flat, command="preview", code=code, extra={"policies": str(pack) if pack else None}
+            flat,
+            command="preview",
+            code=code,
+            extra={
+                "policies": str(pack) if pack else None,
+                "orphaned_groups": identity.orphan_json(orphans),
+            },
         )
         _write(args.json, report.scrub(report.dumps(doc), secrets))
     if args.json != "-":
@@ -266,6 +291,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
             + f" (exit {code}); {policy_note}",
             file=sys.stderr,
         )
+        for group in orphans:
+            _err(f"orphaned: group {group}; remove it with: {identity.remove_command(group)}")
     return code
 
 
@@ -398,7 +425,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from dbfleet.ops import graph
 
-    fleet = load_fleet_file()
+    fleet = load_fleet_file(deployed=False)  # draws the file only
     groups = fleet_groups(args.groups, fleet=fleet)
     text = graph.to_dot(fleet, groups)
     if not args.out:

@@ -31,6 +31,7 @@ class Status(StrEnum):
     CHANGES = "changes"
     NO_CHANGES = "no changes"
     PENDING = "pending"  # waits for an upstream stack that is not deployed yet
+    ORPHANED = "orphaned"  # deployed, but its group is no longer in the fleet file
     # any action
     FAILED = "failed"
     BLOCKED = "blocked"  # not attempted: an upstream is missing or a downstream still deployed
@@ -75,7 +76,11 @@ class StackResult:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes) or bool(self.output_changes) or self.status == Status.PENDING
+        return (
+            bool(self.changes)
+            or bool(self.output_changes)
+            or self.status in (Status.PENDING, Status.ORPHANED)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

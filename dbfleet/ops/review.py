@@ -12,8 +12,11 @@ Used by `scripts/ci_review.sh` (and `.github/workflows/dbfleet.yml`):
 Which stacks a change affects, from the paths it touches:
 
 - the fleet file: the groups whose definition changed (all groups when a
-  fleet-wide key — name, target, network — changed);
-- `stacks/Pulumi.<layer>-<group>.yaml`: that stack;
+  fleet-wide key — name, target, network — changed); a group removed from it makes
+  the preview cover every group of the file, which is when `dbfleet preview` lists
+  the removed group's deployed stacks as orphaned;
+- `stacks/Pulumi.<layer>-<group>.yaml`: that stack (stack config files are per clone
+  and ignored by git; a team that shares them adds them with `git add -f`);
 - `dbfleet/program/layers/<layer>.py`: that layer and the layers above it, in every group
   (they read its outputs);
 - any other program code (`components/`, `dbfleet/` except the operator's
@@ -78,14 +81,16 @@ class Scope:
         self.reasons.append(reason)
 
     def preview_args(self, known_groups: Iterable[str]) -> list[str]:
-        """`dbfleet preview` arguments: groups (in the fleet file's order) and layers."""
+        """`dbfleet preview` arguments: groups (in the fleet file's order) and layers.
+        Every group is named even when all are affected: no arguments at all means
+        "no stack is affected" to scripts/ci_review.sh."""
         if self.empty:
             return []
         known = list(known_groups)
         groups = [g for g in known if self.groups is None or g in self.groups]
         if not groups:
             return []
-        args = [] if self.groups is None else groups
+        args = list(groups)
         if self.layers is not None and set(self.layers) != set(LAYERS):
             # A layer's downstream layers read its outputs: preview them too.
             first = min(LAYERS.index(layer) for layer in self.layers)
@@ -125,9 +130,13 @@ def fleet_scope(base_text: str | None, head_text: str | None, scope: Scope) -> N
     if present:
         scope.add(present, None, f"{FLEET_FILE}: group(s) {', '.join(sorted(present))} changed")
     if removed:
-        scope.reasons.append(
+        # Their stacks stay deployed until destroyed: a preview of the whole file lists
+        # them as orphaned, with the command that removes them.
+        scope.add(
+            None,
+            None,
             f"{FLEET_FILE}: group(s) {', '.join(removed)} removed (their stacks stay until "
-            f"`dbfleet destroy {' '.join(removed)}`)"
+            f"`dbfleet destroy {' '.join(removed)} --yes`)",
         )
 
 

@@ -9,6 +9,12 @@ to exist is used without selecting it (every command names its stack with
 `--stack`), and `up`/`destroy` leave their results to the engine events of the
 same run, which `dbfleet.ops.changes.ChangeCollector` already records.
 
+A stack's config file (`stacks/Pulumi.<stack>.yaml`) holds only that salt, which
+belongs to the clone's passphrase: it is per clone, not tracked in git. A stack that
+exists in the backend but whose file has no salt (a clone that lost its files when
+they were untracked, say) gets back the salt its state was last encrypted with,
+before the engine would make up a new one.
+
 New stacks share the clone's passphrase salt: a StackReference to a stack with
 another salt makes the engine derive that stack's key again (PBKDF2, 1,000,000
 rounds, ≈ 0.2–0.45 s each); with one salt it derives it once per process. The key
@@ -147,4 +153,38 @@ def _restore(path: Path, before: str | None) -> None:
 
 
 def existing(project: Path, stack: str) -> RolloutStack:
+    restore_salt(project, stack)
     return RolloutStack(stack, workspace(project))
+
+
+def restore_salt(project: Path, stack: str) -> str | None:
+    """Writes the salt of `stack`'s state into its config file when that file has
+    none; returns the salt written (None: nothing to do, or the state has none)."""
+    path = stack_config_file(project, stack)
+    if _salt_of(path) is not None:
+        return None
+    salt = _state_salt(project, stack)
+    if salt is None:
+        return None
+    text = path.read_text() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        text + ("" if not text or text.endswith("\n") else "\n") + f"{SALT_KEY}: {salt}\n"
+    )
+    return salt
+
+
+def _state_salt(project: Path, stack: str) -> str | None:
+    """The passphrase salt `stack`'s checkpoint was encrypted with (file backend only)."""
+    from dbfleet.ops.identity import stack_checkpoint
+
+    try:
+        data = stack_checkpoint(stack, project)
+    except (OSError, ValueError):
+        return None
+    latest = ((data or {}).get("checkpoint") or {}).get("latest") or {}
+    provider = latest.get("secrets_providers") or {}
+    if provider.get("type") != "passphrase":
+        return None
+    salt = (provider.get("state") or {}).get("salt")
+    return salt if isinstance(salt, str) and salt else None

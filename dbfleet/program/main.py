@@ -9,11 +9,18 @@ from pathlib import Path
 import pulumi
 
 from dbfleet import vault
+from dbfleet.model import identity
 from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
-from dbfleet.model.stackname import StackNameError, parse_stack_name
+from dbfleet.model.stackname import StackName, StackNameError, parse_stack_name
 from dbfleet.program.layers import accounts, networks, proxies, replicas
 from dbfleet.program.layers.context import LayerContext
-from dbfleet.program.upstream import forget_references, stack_reference
+from dbfleet.program.upstream import (
+    UpstreamError,
+    forget_references,
+    prefetch,
+    read_outputs,
+    stack_reference,
+)
 
 BUILDERS = {
     "accounts": accounts.build,
@@ -84,7 +91,14 @@ def _run(stack_name: str) -> None:
         raise pulumi.RunError(
             f"fleet file {spec} is invalid:\n" + "\n".join(f"  {p}" for p in exc.problems)
         ) from None
-    if stack.group not in fleet.groups:
+    # Before anything is declared: a stack of another fleet is never touched, and the
+    # other fleet's file is what its operator needs to hear about. A group the file
+    # lacks has no upstream to read: only the stack's own record is asked then.
+    known = stack.group in fleet.groups
+    refused = identity.mismatch(fleet.name, spec, deployed_fleet(stack, upstream=known))
+    if refused:
+        raise pulumi.RunError(refused)
+    if not known:
         raise pulumi.RunError(
             f"stack {stack_name}: group {stack.group!r} is not in {spec} (groups: {', '.join(fleet.groups)})"
         )
@@ -97,3 +111,28 @@ def _run(stack_name: str) -> None:
         raise pulumi.RunError(str(exc)) from None
     except ValueError as exc:  # a component refused its arguments
         raise pulumi.RunError(f"stack {stack_name}: {exc}") from None
+    pulumi.export(identity.OUTPUT, identity.of_fleet(fleet.name, spec).to_output())
+
+
+def deployed_fleet(
+    stack: StackName, *, upstream: bool = True
+) -> dict[str, identity.FleetIdentity | None]:
+    """The fleet `stack`'s group was deployed by: the stack's own record when the
+    layer reads its own outputs anyway (accounts has nothing else to read; networks
+    and replicas read themselves first, alone), else — or when the stack is new or
+    was deployed by an older dbfleet — its group's accounts stack, which every other
+    layer reads (unless not `upstream`). Read in the order the layers read, so no
+    read is added to a wave."""
+    sources = [str(stack)] if stack.layer != "proxies" or not upstream else []
+    if stack.layer != "accounts" and upstream:
+        sources.append(stack.upstream("accounts"))
+    for source in sources:
+        if source != str(stack):
+            prefetch(*stack.upstream_stacks())
+        try:
+            found = identity.from_outputs(read_outputs(source, ()))
+        except UpstreamError:
+            found = None  # not deployed yet: the layer itself says so when it needs it
+        if found is not None:
+            return {source: found}
+    return {}

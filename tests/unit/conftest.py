@@ -119,3 +119,15 @@ def unit_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
     """Policies read the fleet file the program reads: point both at the unit fleet."""
     monkeypatch.setenv("DBFLEET_SPEC", str(UNIT_FLEET_FILE))
     monkeypatch.setenv("DBFLEET_HOME", UNIT_HOME)
+
+
+@pytest.fixture(autouse=True)
+def empty_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Unit tests never read a real fleet's state: the file backend every command
+    would look at (the fleet-identity check, the stack list) is an empty one of
+    their own, whatever the developer's shell points PULUMI_BACKEND_URL at."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{state}")
+    return state

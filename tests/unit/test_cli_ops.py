@@ -310,9 +310,13 @@ def test_destroy_works_from_the_state_when_the_fleet_file_is_broken(
 
 @pytest.mark.parametrize("command", ["preview", "up"])
 def test_without_a_vault_token_nothing_runs_and_one_line_says_why(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    empty_backend: Path,
+    command: str,
 ) -> None:
     monkeypatch.undo()
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{empty_backend}")
     monkeypatch.setattr(ops, "engine_ready", lambda: None)
     monkeypatch.setenv("DBFLEET_SPEC", str(ROOT / "stacks" / "fleet.yaml"))
     monkeypatch.setenv("VAULT_ADDR", "http://127.0.0.1:1")

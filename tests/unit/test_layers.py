@@ -94,10 +94,14 @@ def env(monkeypatch, tmp_path):
     return calls
 
 
-def run_stack(stack: str, upstream: dict | None = None) -> RecordingMocks:
+def run_stack(
+    stack: str, upstream: dict | None = None, mocks: RecordingMocks | None = None
+) -> RecordingMocks:
     outputs = dict(UPSTREAM if upstream is None else upstream)
     outputs.setdefault(stack, {})  # the stack itself always exists while it runs
-    return run_program(stack, RecordingMocks(stack_outputs=outputs))
+    mocks = mocks or RecordingMocks()
+    mocks.stack_outputs = outputs
+    return run_program(stack, mocks)
 
 
 def scripts(mocks: RecordingMocks) -> dict[str, dict]:
@@ -290,3 +294,65 @@ def test_the_program_keeps_what_it_built_out_of_the_cyclic_gc(env):
     before = gc.get_freeze_count()
     run_stack("accounts-eu", {})
     assert gc.get_freeze_count() > before
+
+
+# -- which fleet a stack belongs to ------------------------------------------------------------
+@pytest.fixture
+def exports(monkeypatch) -> dict:
+    got: dict = {}
+    monkeypatch.setattr(pulumi, "export", lambda name, value: got.__setitem__(name, value))
+    return got
+
+
+@pytest.mark.parametrize("stack", ["accounts-eu", "networks-eu", "replicas-eu", "proxies-eu"])
+def test_every_stack_records_the_fleet_it_belongs_to_and_its_file(env, exports, stack, monkeypatch):
+    monkeypatch.setattr("dbfleet.program.layers.networks.port_is_free", lambda host, port: True)
+    run_stack(stack)
+    # The default fleet file lies in the checkout: recorded relative to it, so a moved
+    # checkout or a CI clone records the same value.
+    assert exports["fleet"] == {"name": "dbfleet", "file": "stacks/fleet.yaml"}
+
+
+def other_fleets(outputs: dict) -> dict:
+    return dict(outputs, fleet={"name": "ncfleet", "file": "/home/nc/fleet.yaml"})
+
+
+@pytest.mark.parametrize(
+    ("stack", "upstream"),
+    [
+        # its own record
+        ("accounts-eu", {"accounts-eu": other_fleets(EU_ACCOUNTS)}),
+        ("replicas-eu", dict(UPSTREAM, **{"replicas-eu": other_fleets(EU_REPLICAS)})),
+        # a new stack of a group whose accounts stack is another fleet's
+        ("networks-eu", dict(UPSTREAM, **{"accounts-eu": other_fleets(EU_ACCOUNTS)})),
+        ("proxies-eu", dict(UPSTREAM, **{"accounts-eu": other_fleets(EU_ACCOUNTS)})),
+        # a group the file does not have: its own record is enough
+        ("replicas-ap", {"replicas-ap": other_fleets(EU_REPLICAS)}),
+        # deployed by an older dbfleet: no record, but its Vault path names the fleet
+        (
+            "accounts-eu",
+            {"accounts-eu": dict(EU_ACCOUNTS, secret_path="dbfleet/ncfleet/eu/postgres")},
+        ),
+    ],
+)
+def test_a_stack_of_another_fleet_is_refused_before_anything_is_declared(
+    env, exports, stack, upstream
+):
+    mocks = RecordingMocks()
+    with pytest.raises(pulumi.RunError) as refused:
+        run_stack(stack, upstream, mocks)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "fleet 'dbfleet'" in message and "fleet 'ncfleet'" in message
+    assert "fleet.yaml" in message and "renamed only by destroying" in message
+    assert env == []  # Vault untouched
+    assert not mocks.of_type(DYN)  # no host script declared
+    # The outputs it had are kept (a failed run re-exports them), never rewritten.
+    assert exports.get("fleet", {"name": "ncfleet"})["name"] == "ncfleet"
+
+
+def test_a_stack_deployed_by_an_older_dbfleet_of_this_fleet_is_adopted(env, exports):
+    legacy = {"accounts-eu": dict(EU_ACCOUNTS)}  # no `fleet` output yet
+    mocks = run_stack("accounts-eu", legacy)
+    assert "account-account" in scripts(mocks)
+    assert exports["fleet"]["name"] == "dbfleet"

@@ -62,7 +62,7 @@ def test_statuses_and_exit_codes_keep_their_documented_values() -> None:
     # Scripts and CI read these: the JSON documents and the README's exit codes.
     assert {s.value for s in Status} == {
         "applied", "unchanged", "destroyed", "absent", "changes", "no changes",
-        "pending", "failed", "blocked", "not started",
+        "pending", "orphaned", "failed", "blocked", "not started",
     }  # fmt: skip
     assert ERROR_STATUSES == {"failed", "blocked"}
     assert [int(c) for c in (ExitCode.OK, ExitCode.ERROR, ExitCode.CHANGES, ExitCode.DEGRADED)] == [

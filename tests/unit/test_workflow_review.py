@@ -29,16 +29,20 @@ def test_fleet_wide_settings_affect_every_group() -> None:
         base_fleet=FLEET,
         head_fleet="network: {cidr: 127.9.0.0/16}\n" + FLEET,
     )
-    assert scope.groups is None and scope.preview_args(["us", "eu"]) == []
+    # Every group named: an empty argument list means "no stack affected" to ci_review.sh.
+    assert scope.groups is None and scope.preview_args(["us", "eu"]) == ["us", "eu"]
     assert scope.reasons == ["stacks/fleet.yaml: fleet-wide settings changed (network)"]
     assert not scope.empty
 
 
-def test_a_removed_group_is_named_but_not_previewed() -> None:
+def test_a_removed_group_makes_the_preview_cover_the_whole_file() -> None:
+    # Only a preview of every group of the file lists the removed group's stacks
+    # (still deployed) as orphaned; previewing nothing would say "no stack affected".
     head = FLEET.split("  eu:")[0]
     scope = review.affected(["stacks/fleet.yaml"], base_fleet=FLEET, head_fleet=head)
-    assert scope.removed_groups == ["eu"] and scope.empty
-    assert "dbfleet destroy eu" in scope.reasons[-1]
+    assert scope.removed_groups == ["eu"] and not scope.empty
+    assert scope.preview_args(["us"]) == ["us"]
+    assert "dbfleet destroy eu --yes" in scope.reasons[-1]
 
 
 def test_a_layer_module_affects_that_layer_and_the_layers_that_read_it() -> None:
@@ -46,7 +50,14 @@ def test_a_layer_module_affects_that_layer_and_the_layers_that_read_it() -> None
         ["dbfleet/program/layers/replicas.py"], base_fleet=FLEET, head_fleet=FLEET
     )
     assert scope.groups is None and scope.layers == {"replicas"}
-    assert scope.preview_args(["us", "eu"]) == ["--layer", "replicas", "--layer", "proxies"]
+    assert scope.preview_args(["us", "eu"]) == [
+        "us",
+        "eu",
+        "--layer",
+        "replicas",
+        "--layer",
+        "proxies",
+    ]
 
 
 def test_a_stack_config_file_affects_that_stack() -> None:

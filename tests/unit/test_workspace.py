@@ -3,6 +3,8 @@ and new stacks that share the clone's passphrase salt."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,62 @@ def test_one_workspace_per_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert made == [str(tmp_path), str(tmp_path / "other")]
     finally:
         workspace.forget_workspaces()
+
+
+# -- stack config files are per clone -------------------------------------------------------
+def write_state(state: Path, stack: str, salt: str | None) -> None:
+    """A file-backend checkpoint as the engine writes it after an update."""
+    latest: dict = {"resources": []}
+    if salt is not None:
+        latest["secrets_providers"] = {"type": "passphrase", "state": {"salt": salt}}
+    path = state / ".pulumi" / "stacks" / "dbfleet" / f"{stack}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"version": 3, "checkpoint": {"stack": stack, "latest": latest}}))
+
+
+def test_a_deployed_stack_without_its_config_file_gets_its_states_salt_back(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files are not in git: a clone that lost them (they were untracked under it)
+    # must not get a new salt per stack from the engine — that costs a key derivation
+    # per StackReference read.
+    state = tmp_path / "state"
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{state}")
+    write_state(state, "accounts-us", "v1:salt-of-the-state")
+    monkeypatch.setattr(workspace, "workspace", lambda p: object())
+    workspace.existing(project, "accounts-us")
+    path = project / "stacks" / "Pulumi.accounts-us.yaml"
+    assert path.read_text() == "encryptionsalt: v1:salt-of-the-state\n"
+    # A file with a salt is never rewritten.
+    write_state(state, "accounts-us", "v1:another")
+    assert workspace.restore_salt(project, "accounts-us") is None
+    assert path.read_text() == "encryptionsalt: v1:salt-of-the-state\n"
+
+
+def test_nothing_is_restored_without_a_salt_in_the_state(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{state}")
+    write_state(state, "networks-us", None)  # `stack init` only, never updated
+    assert workspace.restore_salt(project, "networks-us") is None
+    assert workspace.restore_salt(project, "replicas-us") is None  # no such stack
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://bucket")
+    assert workspace.restore_salt(project, "networks-us") is None
+    assert not list((project / "stacks").glob("Pulumi.*.yaml"))
+
+
+def test_no_stack_config_file_is_tracked_and_git_ignores_them() -> None:
+    root = Path(__file__).resolve().parents[2]
+    tracked = subprocess.run(
+        ["git", "ls-files", "stacks"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert tracked == ["stacks/fleet.yaml"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "stacks/Pulumi.accounts-zz.yaml", "stacks/fleet.yaml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    assert ignored == ["stacks/Pulumi.accounts-zz.yaml"]
