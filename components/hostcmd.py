@@ -285,8 +285,9 @@ def run_script(
 # --- SSH -----------------------------------------------------------------------
 # How long an idle master connection stays up for the next script on its host.
 CONTROL_PERSIST_S = 60
-# A unix socket path is at most 107 bytes; ssh adds a 17-character suffix while binding.
-_MAX_SOCKET_PATH = 107 - 17
+# A unix socket path is at most 107 bytes; ssh adds a 17-character suffix while
+# binding, and "-%C" becomes 41 characters.
+_MAX_SOCKET_PATH = 107 - 17 - 41
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
 _SSH_FAILED = 255
@@ -387,8 +388,9 @@ def control_directory() -> Path:
     return _private_directory(Path(f"/tmp/dbfleet-ssh-{os.getuid()}"))
 
 
-def control_path(connection: Mapping[str, Any]) -> Path:
-    """The socket of the master connection for this login on this host.
+def control_prefix(connection: Mapping[str, Any]) -> Path:
+    """Where the master connections of this login on this host live: the sockets
+    are `<prefix>-<%C>` (one per hop: a proxy has its own), the lock `<prefix>.lock`.
 
     Keyed by the credentials too: a master is only ever reused by a run that
     would have been let in with the same key and host keys, so a changed pin
@@ -405,7 +407,7 @@ def control_path(connection: Mapping[str, Any]) -> Path:
             creds["known_hosts"],
         ]
     )
-    path = control_directory() / hashlib.sha256(identity.encode()).hexdigest()[:20]
+    path = control_directory() / hashlib.sha256(identity.encode()).hexdigest()[:12]
     if len(str(path)) > _MAX_SOCKET_PATH:
         raise SshError(
             f"{path} is too long for a unix socket; set a shorter DBFLEET_SSH_CONTROL_DIR"
@@ -413,13 +415,13 @@ def control_path(connection: Mapping[str, Any]) -> Path:
     return path
 
 
-def _ssh_config(connection: Mapping[str, Any], key: Path, known_hosts: Path, socket: Path) -> str:
+def _ssh_config(connection: Mapping[str, Any], key: Path, known_hosts: Path, prefix: Path) -> str:
     """Every option the client uses; with `-F` nothing comes from ~/.ssh or /etc/ssh,
     and a ProxyJump hop is started with the same file, so the proxy's key is
     checked against the same pins and logged into with the same key."""
     quoted = {
         name: '"' + str(p).replace("%", "%%") + '"'
-        for name, p in (("key", key), ("known_hosts", known_hosts), ("socket", socket))
+        for name, p in (("key", key), ("known_hosts", known_hosts))
     }
     lines = [
         "BatchMode yes",
@@ -437,33 +439,36 @@ def _ssh_config(connection: Mapping[str, Any], key: Path, known_hosts: Path, soc
         "ServerAliveInterval 15",
         "ServerAliveCountMax 3",
         "ControlMaster auto",
-        f"ControlPath {quoted['socket']}",
+        # %C (a hash of this machine, host, port, user): the proxy hop, which
+        # reads this file too, gets a master of its own.
+        f'ControlPath "{str(prefix).replace("%", "%%")}-%C"',
         f"ControlPersist {CONTROL_PERSIST_S}",
         "LogLevel ERROR",
     ]
     if connection.get("proxy"):
-        lines.append(f"ProxyJump {connection['proxy']}")
+        # Only for the target: the hop reads this file too, and would loop.
+        lines += [f"Host {connection['host']}", f"  ProxyJump {connection['proxy']}"]
     return "".join(line + "\n" for line in lines)
 
 
 @contextlib.contextmanager
 def _client_files(connection: Mapping[str, Any]) -> Iterator[tuple[Path, Path]]:
-    """(ssh config, master socket): the key and known_hosts in 0600 files of a
+    """(ssh config, control prefix): the key and known_hosts in 0600 files of a
     0700 directory that is removed, with them, when the block ends."""
     creds = _credentials(connection)
-    socket = control_path(connection)
-    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=socket.parent))
+    prefix = control_prefix(connection)
+    tmp = Path(tempfile.mkdtemp(prefix="run-", dir=prefix.parent))
     try:
         key, known_hosts, config = tmp / "id", tmp / "known_hosts", tmp / "config"
         for path, text in (
             (key, creds["private_key"].rstrip("\n") + "\n"),
             (known_hosts, creds["known_hosts"].rstrip("\n") + "\n"),
-            (config, _ssh_config(connection, key, known_hosts, socket)),
+            (config, _ssh_config(connection, key, known_hosts, prefix)),
         ):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-        yield config, socket
+        yield config, prefix
     finally:
         for child in tmp.iterdir():
             child.unlink()
@@ -561,19 +566,33 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _ensure_master(connection: Mapping[str, Any], config: Path, socket: Path) -> None:
+def _master_up(connection: Mapping[str, Any], config: Path) -> bool:
+    """Whether a master connection answers on its socket (local, no network)."""
+    proc = subprocess.run(
+        ssh_argv(connection, config, "-O", "check"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def _ensure_master(connection: Mapping[str, Any], config: Path, prefix: Path) -> None:
     """Starts the host's master connection unless one is up. Scripts on one host
     often start together: the lock makes them wait for one handshake instead of
     each opening its own connection."""
-    if socket.exists():
+    if _master_up(connection, config):
         return
-    with _locked(socket.with_name(socket.name + ".lock")):
-        if socket.exists():
+    with _locked(prefix.with_name(prefix.name + ".lock")):
+        if _master_up(connection, config):
             return
-        # -f -N: back to us once logged in; the master then serves the runs
-        # and leaves CONTROL_PERSIST_S after the last one.
+        # The first client becomes the master (ControlMaster auto), and with
+        # ControlPersist stays in the background for the runs that follow,
+        # until CONTROL_PERSIST_S after the last (a `-N` master would never leave).
         per_dial = int(connection.get("per_dial_timeout_s") or DEFAULT_PER_DIAL_TIMEOUT_S)
-        proc = _dial(connection, ssh_argv(connection, config, "-M", "-N", "-f"), None, per_dial * 4)
+        proc = _dial(connection, [*ssh_argv(connection, config), "true"], None, per_dial * 4)
         if proc.returncode != 0:
             creds = _credentials(connection)
             lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
@@ -591,24 +610,30 @@ def run_ssh(
 ) -> subprocess.CompletedProcess[str]:
     """Runs `remote` (argv, quoted for the login shell) on the connection's host
     with `stdin`; `connection` is Connection.to_inputs() plus `credentials`."""
-    with _client_files(connection) as (config, socket):
-        _ensure_master(connection, config, socket)
+    with _client_files(connection) as (config, prefix):
+        _ensure_master(connection, config, prefix)
         command = " ".join(shlex.quote(word) for word in remote)
         return _dial(connection, [*ssh_argv(connection, config), command], stdin, timeout_s)
 
 
+def master_running(connection: Mapping[str, Any]) -> bool:
+    """Whether this login's master connection to the host is up."""
+    with _client_files(connection) as (config, _):
+        return _master_up(connection, config)
+
+
 def close_master(connection: Mapping[str, Any]) -> bool:
-    """Asks this login's master connection to exit (`ssh -O exit`); False if none was up."""
-    socket = control_path(connection)
-    if not socket.exists():
-        return False
-    proc = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", connection["host"]],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    """Asks this login's master connection to exit (`ssh -O exit`); False if none was up.
+    A proxy hop's own master is left to expire (CONTROL_PERSIST_S)."""
+    with _client_files(connection) as (config, _):
+        proc = subprocess.run(
+            ssh_argv(connection, config, "-O", "exit"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     return proc.returncode == 0
 
 
