@@ -305,10 +305,10 @@ _DIAL_FAILURE = re.compile(
     re.MULTILINE,
 )
 _HOST_KEY_CHANGED = re.compile(
-    r"^Host key for (?P<host>\S+) has changed and you have requested strict checking"
-    r"|REMOTE HOST IDENTIFICATION HAS CHANGED",
+    r"^Host key for (?P<host>\S+) has changed and you have requested strict checking",
     re.MULTILINE,
 )
+_HOST_KEY_CHANGED_BANNER = "REMOTE HOST IDENTIFICATION HAS CHANGED"
 _HOST_KEY_UNKNOWN = re.compile(
     r"^No \S+ host key is known for (?P<host>\S+) and you have requested strict checking",
     re.MULTILINE,
@@ -492,9 +492,10 @@ def _failure(
     for a host key or login refusal, None for anything else (the script's own)."""
     where = creds.get("vault_path") or "the fleet's ssh key path in Vault"
     user = connection.get("user") or "root"
-    if found := _HOST_KEY_CHANGED.search(stderr):
+    found = _HOST_KEY_CHANGED.search(stderr)
+    if found or _HOST_KEY_CHANGED_BANNER in stderr:
         return "fatal", (
-            f"{_who(connection, found['host'])}: its host key does not match the one pinned "
+            f"{_who(connection, found['host'] if found else None)}: its host key does not match the one pinned "
             f"in Vault (known_hosts); if the host was rebuilt, update known_hosts at {where}, "
             f"else do not connect"
         )
