@@ -381,6 +381,7 @@ class Lab:
         _require_root_and_tools()
         self._check_network_free()
         did: list[str] = []
+        self.dir.parent.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.dir.parent, self.dir, self.dir / "hosts"):
             path.mkdir(mode=0o700, exist_ok=True)
             path.chmod(0o700)
@@ -666,7 +667,7 @@ def _errors() -> Iterator[None]:
 
     try:
         yield
-    except (LabError, VaultError) as exc:
+    except (LabError, VaultError, OSError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
