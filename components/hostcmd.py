@@ -97,7 +97,9 @@ DRIFT_EXIT_CODE = _drift_exit_code()
 DEFAULT_DIAL_ERROR_LIMIT = 10
 DEFAULT_PER_DIAL_TIMEOUT_S = 15
 _HOST_NAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    # DNS labels of 1..63 letters, digits and inner hyphens, at most 253 characters in all.
+    r"^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
 )
 _USER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 # `[user@]host[:port]`, host a name, an IPv4 address or a bracketed IPv6 address.
@@ -491,13 +493,12 @@ def _failure(
     """("dial", reason) for a connection that did not come up, ("fatal", message)
     for a host key or login refusal, None for anything else (the script's own)."""
     where = creds.get("vault_path") or "the fleet's ssh key path in Vault"
-    user = connection.get("user") or "root"
     found = _HOST_KEY_CHANGED.search(stderr)
     if found or _HOST_KEY_CHANGED_BANNER in stderr:
+        who = _who(connection, found["host"] if found else None)
         return "fatal", (
-            f"{_who(connection, found['host'] if found else None)}: its host key does not match the one pinned "
-            f"in Vault (known_hosts); if the host was rebuilt, update known_hosts at {where}, "
-            f"else do not connect"
+            f"{who}: its host key does not match the one pinned in Vault (known_hosts); "
+            f"if the host was rebuilt, update known_hosts at {where}, else do not connect"
         )
     if found := _HOST_KEY_UNKNOWN.search(stderr):
         return "fatal", (
@@ -508,7 +509,7 @@ def _failure(
     if found := _LOGIN_REFUSED.search(stderr):
         return "fatal", (
             f"{_who(connection, found['host'])}: refused the login key for user "
-            f"{found['user'] if found['user'] else user}: check authorized_keys"
+            f"{found['user']}: check authorized_keys"
         )
     if found := _DIAL_FAILURE.search(stderr):
         reason = next((v for v in found.groupdict().values() if v), found.group(0))

@@ -397,7 +397,8 @@ class Lab:
             )
         if self._store_in_vault(env):
             did.append(
-                f"stored the login key and known_hosts in Vault at {VAULT_MOUNT}/{self.spec.key_path}"
+                f"stored the login key and known_hosts in Vault at "
+                f"{VAULT_MOUNT}/{self.spec.key_path}"
             )
         return did
 
@@ -699,9 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         did = lab.up() if opts.action == "up" else lab.down()
         for line in did:
             print(f"lab: {line}")
-        print(
-            f"lab {lab.spec.name} ({lab.id}, {lab.spec.network}): {opts.action}, {'nothing to do' if not did else f'{len(did)} change(s)'}"
-        )
+        outcome = f"{len(did)} change(s)" if did else "nothing to do"
+        print(f"lab {lab.spec.name} ({lab.id}, {lab.spec.network}): {opts.action}, {outcome}")
     return 0
 
 
