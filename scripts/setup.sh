@@ -97,8 +97,14 @@ ensure_debs() {
   command -v dot >/dev/null || missing+=(graphviz)
   # `make lint` (part of `make test`) runs shellcheck on every shell script.
   command -v shellcheck >/dev/null || missing+=(shellcheck)
+  # The ssh target: the client dbfleet connects with, and for the lab
+  # (scripts/lab.sh) an sshd per host, network namespaces (ip) and host firewalls (nft).
+  command -v ssh >/dev/null || missing+=(openssh-client)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
+  command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, haproxy, graphviz, shellcheck: installed"
+    say "postgresql $PG_MAJOR, haproxy, graphviz, shellcheck, openssh, iproute2, nftables: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \
