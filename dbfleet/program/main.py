@@ -76,7 +76,8 @@ def _ssh_login(fleet, stack) -> pulumi.Output | None:
     if fleet.group_target(stack.group) != "ssh" or fleet.ssh is None:
         return None
     login = vault.read_ssh_login(vault.client_from_env(), vault.DEFAULT_MOUNT, fleet.ssh.key)
-    return pulumi.Output.secret(login)
+    # where the pins came from, for the provider's host-key messages
+    return pulumi.Output.secret({**login, "vault_path": f"{vault.DEFAULT_MOUNT}/{fleet.ssh.key}"})
 
 
 def _run(stack_name: str) -> None:
