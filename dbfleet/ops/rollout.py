@@ -160,6 +160,9 @@ def _error_text(exc: Exception) -> str:
     lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
     # The engine's own lines ("error: ...") say what went wrong; it repeats them
     # with resource prefixes, so keep each message once, from "error:" on.
+    # A provider's exception reaches the engine as "Exception calling application: <it>";
+    # the operator needs only <it>.
+    lines = [ln.replace("Exception calling application: ", "") for ln in lines]
     errors = list(dict.fromkeys(ln[ln.index("error:") :].strip() for ln in lines if "error:" in ln))
     generic = (
         "error: update failed",
