@@ -68,9 +68,12 @@ class SshFleet:
     def host(self, address: str):
         return next(h for h in self.lab.spec.hosts if h.address == address)
 
-    def on_host(self, address: str, *cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    def on_host(
+        self, address: str, *cmd: str, timeout: float = 20, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.lab.exec_argv(address, list(cmd)),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -167,10 +170,11 @@ def test_another_group_cannot_reach_a_node_even_from_inside_the_lab(fleet: SshFl
         vault.DEFAULT_MOUNT,
         vault.secret_path(fleet.fe.name, "eu"),
     )
-    env_pw = f"PGPASSWORD={secrets['superuser_password']}"
+    # (the password through the environment, never a command line)
+    env = dict(os.environ, PGPASSWORD=secrets["superuser_password"], PGCONNECT_TIMEOUT="3")
     psql = fleet.on_host(
-        f"{net}.11", "env", env_pw, "/usr/lib/postgresql/15/bin/psql", "-h", eu_node,
-        "-U", "postgres", "-d", "postgres", "-c", "select 1", "-v", "ON_ERROR_STOP=1",
+        f"{net}.11", "/usr/lib/postgresql/15/bin/psql", "-h", eu_node, "-U", "postgres",
+        "-d", "postgres", "-c", "select 1", env=env,
     )  # fmt: skip
     assert psql.returncode != 0
 
