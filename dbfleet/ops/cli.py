@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from dbfleet.model.spec import FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.model.spec import SPEC_ENV_VAR, FleetError, FleetSpec, default_spec_path, load_fleet
 from dbfleet.ops import commands as ops
 from dbfleet.ops import failover
 from dbfleet.ops.results import ExitCode
@@ -93,7 +94,17 @@ def _command(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _absolute_spec(env: dict[str, str] | os._Environ) -> None:
+    """A relative DBFLEET_SPEC names a file from where the operator stands; the
+    engine runs the program and the policy pack in other directories, so they are
+    given its absolute path."""
+    spec = env.get(SPEC_ENV_VAR)
+    if spec and not os.path.isabs(spec):
+        env[SPEC_ENV_VAR] = os.path.abspath(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _absolute_spec(os.environ)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

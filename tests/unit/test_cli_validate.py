@@ -182,3 +182,16 @@ def test_broken_fleet_is_rejected(
         assert ": " in line and "Traceback" not in line and "internal error" not in line
     assert loaded == [path]
     assert len(raised) == 1 and isinstance(raised[0], FleetError), raised
+
+
+def test_a_relative_fleet_file_reaches_the_engine_as_an_absolute_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the program and the policy pack run in other directories than the operator
+    monkeypatch.chdir(tmp_path)
+    env = {"DBFLEET_SPEC": "fleets/eu.yaml"}
+    cli._absolute_spec(env)
+    assert env["DBFLEET_SPEC"] == str(tmp_path / "fleets" / "eu.yaml")
+    env = {"DBFLEET_SPEC": "/etc/fleet.yaml"}
+    cli._absolute_spec(env)
+    assert env["DBFLEET_SPEC"] == "/etc/fleet.yaml"
