@@ -314,7 +314,13 @@ class StackContext:
         return f"{self.fleet.name}-{self.group_name}"
 
     def region_of_address(self, address: str) -> str | None:
-        """The catalogue region whose local address this is, in this fleet's range."""
+        """The region whose address this is: a host the fleet file lists for it (the
+        ssh target), or its local address in this fleet's range (the local target)."""
+        for group in self.fleet.groups:
+            if self.fleet.group_target(group) == "ssh":
+                for region, net in plan_network(self.fleet, group).items():
+                    if address in net.node_hosts:
+                        return region
         ip = ip_of(address)
         if ip is None or ip.version != 4 or ip not in self.fleet.network.network:
             return None

@@ -148,6 +148,10 @@ def test_the_fleet_runs_on_its_hosts_and_a_second_up_changes_nothing(fleet: SshF
     fe.run("prove")
     status = fe.run("status", check=False)
     assert status.returncode == 0, status.stdout + status.stderr
+    # the policy pack passes the ssh fleet as it is (residency, exposure,
+    # authentication, stack shape), and nothing changes
+    preview = fe.run("preview", "--json", "-", check=False)
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
     again = fe.run("up", "-q")
     rows = [
         ln.split() for ln in again.stdout.splitlines() if ln.split()[:1] and ln.split()[0] in STACKS

@@ -189,3 +189,18 @@ def test_an_address_of_another_group_inside_a_secret_output_is_found_but_not_sho
 def test_a_primary_region_outside_the_group_is_refused():
     text = check_outputs("replicas-eu", {**outputs_of("replicas-eu"), "primary_region": "iad"})
     assert "output primary_region is iad, not a region of group eu" in text
+
+
+def test_on_the_ssh_target_a_hosts_address_belongs_to_its_region() -> None:
+    from dbfleet.model.spec import parse_fleet
+    from policies.rules.common import StackContext
+
+    fleet = parse_fleet(
+        "target: ssh\nssh: {key: ssh/x}\ngroups:\n  eu:\n    zone: EU\n    primary: fra\n"
+        "    regions:\n      fra: {hosts: [{address: 198.18.5.21}]}\n"
+        "      lhr: {hosts: [{address: 198.18.5.22}]}\n"
+    )
+    ctx = StackContext("replicas-eu", "replicas", "eu", fleet)
+    assert ctx.region_of_address("198.18.5.22") == "lhr"
+    assert ctx.region_of_address("198.18.5.99") is None
+    assert ctx.group_hosts == {"198.18.5.21": "fra", "198.18.5.22": "lhr"}
