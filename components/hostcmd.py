@@ -281,7 +281,10 @@ def run_script(
     preamble = "".join(
         f"export {k}={shlex.quote(v)}\n" for k, v in {**environment, **secret_environment}.items()
     )
-    return run_ssh(connection, ["bash", "-s", "--", action], preamble + program, timeout_s)
+    # A login other than root runs the script through sudo, without a password
+    # prompt (-n): the scripts create users and install packages.
+    sudo = [] if (connection.get("user") or "root") == "root" else ["sudo", "-n", "--"]
+    return run_ssh(connection, [*sudo, "bash", "-s", "--", action], preamble + program, timeout_s)
 
 
 # --- SSH -----------------------------------------------------------------------

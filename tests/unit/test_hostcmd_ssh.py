@@ -131,6 +131,13 @@ def test_the_ssh_client_checks_pinned_host_keys_strictly_and_reads_no_user_confi
     assert opts["ControlMaster"] == "auto" and opts["ControlPersist"] == "60"
 
 
+def test_a_login_other_than_root_runs_the_script_through_sudo(fake):
+    run(ssh_conn(user="ops"))
+    argv = fake.runs()[-1]["argv"]
+    assert argv[argv.index("-l") + 1] == "ops"
+    assert argv[-1] == "sudo -n -- bash -s -- create"
+
+
 def test_no_key_material_on_any_command_line(fake):
     run()
     for call in fake.runs():
