@@ -330,7 +330,65 @@ def endpoints(groups: list[str]) -> dict:
     return out
 
 
+def app_environment(region: str, fleet: FleetSpec, *, show_secrets: bool = False) -> dict:
+    """The variables an application in `region` needs (dbfleet.client reads them): its
+    read URI, its write URI (the region's write endpoint, which reaches the primary),
+    the primary region, the region and the token scope. Passwords are `****` unless
+    `show_secrets`."""
+    from dbfleet.client import redact
+    from dbfleet.ops import rollout
+
+    group = next((g for g, spec in fleet.groups.items() if region in spec.regions), None)
+    if group is None:
+        known = ", ".join(r for spec in fleet.groups.values() for r in spec.regions)
+        raise Abort(f"endpoints: no region {region!r} in {default_spec_path()} (regions: {known})")
+    proxies = rollout.stack_outputs(f"proxies-{group}", show_secrets=True)
+    if not proxies or region not in (proxies.get("connection_uris") or {}):
+        raise Abort(f"endpoints: proxies-{group} is not deployed (run: dbfleet up {group})")
+    replicas = rollout.stack_outputs(f"replicas-{group}") or {}
+    uris = proxies["connection_uris"][region]
+    shown = (lambda uri: uri) if show_secrets else redact
+    return {
+        "DATABASE_URL": shown(uris["read"]),
+        "DATABASE_WRITE_URL": shown(uris["write"]),
+        # the deployed primary (a failover moves it), else the fleet file's
+        "PRIMARY_REGION": replicas.get("primary_region") or fleet.groups[group].primary,
+        "DBFLEET_REGION": region,
+        "DBFLEET_GROUP": f"{fleet.name}/{group}",
+    }
+
+
+def dotenv(variables: Mapping[str, str]) -> str:
+    """NAME=value lines; a value with anything but URI characters is single-quoted."""
+    lines = []
+    for name, value in variables.items():
+        plain = all(c.isalnum() or c in "_./:@%*+=,-" for c in value)
+        lines.append(f"{name}={value}" if plain else f"{name}='{value}'")
+    return "\n".join(lines)
+
+
+def cmd_app_environment(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    # Passwords go to a file or a pipe, never to a screen someone may be looking at.
+    if args.show_secrets and out.isatty():
+        raise Abort(
+            "endpoints: --show-secrets refuses to print passwords to a terminal; "
+            f"redirect it: dbfleet endpoints --env {args.env} --show-secrets > .env"
+        )
+    variables = app_environment(args.env, load_fleet_file(), show_secrets=args.show_secrets)
+    print(json.dumps(variables, indent=2) if args.json else dotenv(variables), file=out)
+    if args.show_secrets:
+        _err("endpoints: the output holds the application's password: keep it 0600, out of git")
+    return ExitCode.OK
+
+
 def cmd_endpoints(args: argparse.Namespace) -> int:
+    if args.env:
+        if args.groups:
+            raise Abort("endpoints: --env REGION takes no GROUP")
+        return cmd_app_environment(args)
+    if args.show_secrets:
+        raise Abort("endpoints: --show-secrets goes with --env REGION")
     eps = endpoints(fleet_groups(args.groups))
     if args.json:
         print(json.dumps(eps, indent=2))
@@ -558,9 +616,19 @@ def register(commands) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=guard(cmd_status, engine=True))
 
-    p = commands.add_parser("endpoints", help="print each region's read and write endpoints")
+    p = commands.add_parser(
+        "endpoints",
+        help="print each region's read and write endpoints, or an app's environment",
+        description="Print each region's read and write endpoints. With --env REGION, print "
+        "the variables an application in REGION needs (dotenv, or JSON with --json); passwords "
+        "are **** unless --show-secrets, which refuses to write to a terminal.",
+    )
     p.add_argument("groups", nargs="*", metavar="GROUP")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--env", metavar="REGION", help="the environment of an app in REGION")
+    p.add_argument(
+        "--show-secrets", action="store_true", help="with --env: real passwords (not to a tty)"
+    )
     p.set_defaults(handler=guard(cmd_endpoints, engine=True))
 
     p = commands.add_parser(
