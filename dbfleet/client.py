@@ -85,9 +85,10 @@ class ClientConfigError(ValueError):
 # -- secrets in text ---------------------------------------------------------------------
 def redact(conninfo: str) -> str:
     """`conninfo` (a URI or key=value string) with any password replaced by ****."""
-    text = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1****@", conninfo)
-    text = re.sub(r"([?&]password=)[^&#]*", r"\1****", text)
-    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1****", text)
+    if "://" in conninfo:
+        text = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1****@", conninfo)
+        return re.sub(r"([?&]password=)[^&#]*", r"\1****", text)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1****", conninfo)
 
 
 # -- LSNs and tokens ---------------------------------------------------------------------

@@ -225,7 +225,7 @@ class ASGIMiddleware(_Core):
                 started = True
                 new = scope.get(_NEW_KEY)
                 if new is not None:
-                    extra = [(k.encode(), v.encode()) for k, v in self.outgoing(new)]
+                    extra = [(k.lower().encode(), v.encode()) for k, v in self.outgoing(new)]
                     kept = [
                         h
                         for h in message.get("headers", [])
