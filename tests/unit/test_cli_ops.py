@@ -266,6 +266,81 @@ def test_endpoints(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
     assert code == 1 and "proxies-us is not deployed" in err
 
 
+APP_URIS = {
+    "lhr": {
+        "read": "postgresql://app:Pa55%2Fword@127.77.20.1:6432/app",
+        "write": "postgresql://app:Pa55%2Fword@127.77.20.1:6433/app",
+    }
+}
+
+
+@pytest.fixture
+def app_outputs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Canned outputs of proxies-eu (with its secret URIs) and replicas-eu; records reads."""
+    asked: list[tuple[str, bool]] = []
+
+    def stack_outputs(stack: str, *, show_secrets: bool = False) -> dict | None:
+        asked.append((stack, show_secrets))
+        if stack == "proxies-eu":
+            return {"connection_uris": APP_URIS if show_secrets else "[secret]"}
+        return {"primary_region": "lhr"} if stack == "replicas-eu" else None
+
+    monkeypatch.setattr(rollout, "stack_outputs", stack_outputs)
+    return asked
+
+
+def test_endpoints_env_prints_an_apps_environment_with_passwords_masked(
+    capsys: pytest.CaptureFixture[str], app_outputs: list[tuple[str, bool]]
+) -> None:
+    code, out, err = run(capsys, "endpoints", "--env", "lhr")
+    assert code == 0 and err == "" and "Pa55" not in out
+    assert out.splitlines() == [
+        "DATABASE_URL=postgresql://app:****@127.77.20.1:6432/app",
+        "DATABASE_WRITE_URL=postgresql://app:****@127.77.20.1:6433/app",
+        "PRIMARY_REGION=lhr",  # the deployed primary (after a failover), not the file's fra
+        "DBFLEET_REGION=lhr",
+        "DBFLEET_GROUP=dbfleet/eu",
+    ]
+    code, out, _ = run(capsys, "endpoints", "--env", "lhr", "--json")
+    assert code == 0 and json.loads(out)["DATABASE_URL"].startswith("postgresql://app:****@")
+
+
+def test_endpoints_env_shows_secrets_only_when_asked_and_not_to_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    app_outputs: list[tuple[str, bool]],
+) -> None:
+    code, out, err = run(capsys, "endpoints", "--env", "lhr", "--json", "--show-secrets")
+    assert code == 0 and json.loads(out)["DATABASE_WRITE_URL"] == APP_URIS["lhr"]["write"]
+    assert "keep it 0600" in err and "Pa55" not in err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    app_outputs.clear()
+    code, out, err = run(capsys, "endpoints", "--env", "lhr", "--show-secrets")
+    assert code == 1 and out == "" and "refuses to print passwords to a terminal" in err
+    assert app_outputs == []  # refused before the secrets were even read
+
+
+def test_endpoints_env_refuses_what_it_cannot_answer(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    app_outputs: list[tuple[str, bool]],
+) -> None:
+    code, _, err = run(capsys, "endpoints", "--env", "xyz")
+    assert code == 1 and "no region 'xyz'" in err and "fra" in err
+    code, _, err = run(capsys, "endpoints", "--env", "iad")
+    assert code == 1 and "proxies-us is not deployed (run: dbfleet up us)" in err
+    code, _, err = run(capsys, "endpoints", "--env", "lhr", "eu")
+    assert code == 1 and "--env REGION takes no GROUP" in err
+    code, _, err = run(capsys, "endpoints", "--show-secrets")
+    assert code == 1 and "--show-secrets goes with --env REGION" in err
+
+
+def test_dotenv_quotes_only_what_needs_it() -> None:
+    assert ops.dotenv({"A": "postgresql://u:****@h:1/db", "B": "two words", "C": "~x"}) == (
+        "A=postgresql://u:****@h:1/db\nB='two words'\nC='~x'"
+    )
+
+
 def test_graph_prints_dot_or_writes_a_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
