@@ -45,6 +45,16 @@ def config(**overrides: str) -> FleetConfig:
     return FleetConfig.from_env({**ENV, **overrides})
 
 
+def run_async(coro: Any) -> Any:
+    """Runs `coro` on a loop of its own: asyncio.run would leave the thread without
+    a current event loop, which the Pulumi mocks of later tests need."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 # -- fakes -----------------------------------------------------------------------------
 class Clock:
     """time.monotonic and time.sleep without sleeping: sleep advances the time."""
@@ -420,7 +430,7 @@ def test_the_async_fleet_waits_with_asyncio_sleep_and_falls_back() -> None:
         behind = await fleet.read(after=Token("prod/eu", 501))
         return caught_up.sync.url, behind.sync.url, w.token
 
-    caught_up, behind, token = asyncio.run(scenario())
+    caught_up, behind, token = run_async(scenario())
     assert token is not None and token.scope == "prod/eu"
     assert caught_up == READ and behind == WRITE
     assert fleet.stats.fallbacks == 1 and clock.sleeps[0] == 0.001

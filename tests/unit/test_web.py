@@ -22,6 +22,16 @@ def cfg(region: str = "lhr") -> FleetConfig:
     return FleetConfig(region, "fra", URL, URL, "prod/eu")
 
 
+def run_async(coro: Any) -> Any:
+    """Runs `coro` on a loop of its own: asyncio.run would leave the thread without
+    a current event loop, which the Pulumi mocks of later tests need."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 class ReadOnly(Exception):
     sqlstate = "25006"
 
@@ -184,7 +194,7 @@ def call_asgi(app: Any, method: str = "GET", headers: dict[str, str] | None = No
     async def send(message: dict) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    run_async(app(scope, receive, send))
     start = sent[0]
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, sent, scope
 
@@ -226,5 +236,5 @@ def test_asgi_passes_other_scopes_through() -> None:
     async def app(scope: dict, receive: Any, send: Any) -> None:
         seen.append(scope["type"])
 
-    asyncio.run(web.ASGIMiddleware(app, cfg(), replay=True)({"type": "lifespan"}, None, None))
+    run_async(web.ASGIMiddleware(app, cfg(), replay=True)({"type": "lifespan"}, None, None))
     assert seen == ["lifespan"]
