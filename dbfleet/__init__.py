@@ -7,6 +7,9 @@ The package has two sides, and its folders say which a module is on:
 - `dbfleet/program/` what runs inside `pulumi up`: the program and its layers.
 - `dbfleet/ops/`     the operator tool (`dbfleet ...`), built on the Automation API.
 - `dbfleet/vault.py` the one module that talks to Vault, used by both sides.
+- `dbfleet/client.py`, `dbfleet/web.py`  for applications on a fleet (read-your-writes
+                     tokens, WSGI/ASGI middleware); they import neither Pulumi nor
+                     the sides above.
 """
 
 from pathlib import Path
