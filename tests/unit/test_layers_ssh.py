@@ -44,6 +44,7 @@ NETWORKS = {
             "read_port": 6432,
             "write_port": 6433,
             "stats_port": 6434,
+            "pool_port": 6435,
         }
         for r, hosts in {
             "fra": ["198.18.3.11"],
@@ -156,7 +157,7 @@ def test_the_networks_layer_puts_a_firewall_on_every_host() -> None:
     fra = fw["fra-0-firewall"]
     assert fra["FW_TABLE"] == "dbfleet_lab_eu"
     assert fra["HOST_ADDRESS"] == "198.18.3.11"
-    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433"
+    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433 6435"
     assert fra["STATS_PORT"] == "6434"
     assert set(fra["GROUP_SOURCES"].split()) == {
         "198.18.3.11",

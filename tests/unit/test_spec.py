@@ -260,7 +260,7 @@ def test_nodes_default_to_one() -> None:
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("colour", "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)"),
+        ("colour", "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)"),
         (
             "groups.eu.colour",
             "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)",
@@ -273,7 +273,7 @@ def test_nodes_default_to_one() -> None:
             "network.colour",
             (
                 "network.colour: unknown key "
-                "(allowed: cidr, postgres_port, read_port, write_port, stats_port)"
+                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port)"
             ),
         ),
     ],
@@ -540,7 +540,7 @@ def test_several_rule_problems_in_one_group_are_all_reported_in_file_order() -> 
 def test_problems_follow_the_file_not_the_schema() -> None:
     text = "colour: blue\ngroups:\n  eu: {zone: EU, primary: fra, regions: {fra: {nodes: 0}}}\n"
     assert problems(text) == [
-        "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

@@ -67,7 +67,7 @@ def build(ctx: LayerContext) -> None:
                 "run `up` on the networks layer first"
             )
         pooler = RegionPooler(
-            region,
+            f"{region}-pool",
             RegionPoolerArgs(
                 # beside the region's proxy, on node 0's host
                 connection=ctx.node_connection(region, 0),
