@@ -260,7 +260,10 @@ def test_nodes_default_to_one() -> None:
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("colour", "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)"),
+        (
+            "colour",
+            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
+        ),
         (
             "groups.eu.colour",
             "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)",
