@@ -209,3 +209,12 @@ def test_each_region_proxy_runs_on_the_regions_first_host() -> None:
         lhr["environment"]["PROXY_HOST"] == "198.18.3.12" and lhr["environment"]["TARGET"] == "ssh"
     )
     assert lhr["environment"]["READ_LOCAL"].split() == ["198.18.3.12:5432", "198.18.3.14:5433"]
+
+
+def test_each_region_pooler_runs_beside_its_proxy_on_the_first_host() -> None:
+    s = scripts(run_stack("proxies-eu"))
+    pool = s["lhr-pool-pgbouncer"]
+    assert pool["connection"]["host"] == "198.18.3.12"
+    env = pool["environment"]
+    assert (env["POOL_HOST"], env["POOL_PORT"], env["TARGET"]) == ("198.18.3.12", "6435", "ssh")
+    assert (env["WRITE_TARGET"], env["READ_TARGET"]) == ("198.18.3.12:6433", "198.18.3.12:6432")
