@@ -7,6 +7,7 @@ Tests run in file order against one fleet of their own.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -121,6 +122,20 @@ def test_reads_through_the_read_alias_are_served_by_the_regions_replica(fe):
             if caught_up or time.monotonic() > deadline:
                 break
         assert conn.execute("SELECT at FROM pooled WHERE id = 1").fetchone() == ("before",)
+
+
+def test_status_shows_every_pooler_up_with_its_pools(fe):
+    proc = fe.run("status", GROUP, "--json")
+    (group,) = json.loads(proc.stdout)["groups"]
+    assert group["healthy"], group
+    poolers = {p["region"]: p for p in group["poolers"]}
+    assert set(poolers) == {"fra", "lhr", "arn"}
+    assert all(p["up"] and p["healthy"] for p in poolers.values())
+    # lhr served the 500 clients (app) and arn a read (app_read): their pools exist.
+    assert "app" in {pool["database"] for pool in poolers["lhr"]["pools"]}
+    assert "app_read" in {pool["database"] for pool in poolers["arn"]["pools"]}
+    text = fe.run("status", GROUP).stdout
+    assert any(ln.split()[:1] == ["lhr"] and "app:" in ln for ln in text.splitlines()), text
 
 
 def test_a_second_up_changes_nothing(fe):
