@@ -92,6 +92,8 @@ ensure_debs() {
   [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ] || missing+=("postgresql-$PG_MAJOR")
   [ -x /usr/lib/postgresql/$PG_MAJOR/bin/pg_basebackup ] || missing+=("postgresql-client-$PG_MAJOR")
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  # One PgBouncer per region pools the applications' connections (docs/pooling.md).
+  [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
   command -v curl >/dev/null || missing+=(curl)
   # Graphviz draws `dbfleet graph` pictures (SVG/PNG).
   command -v dot >/dev/null || missing+=(graphviz)
@@ -104,7 +106,7 @@ ensure_debs() {
   command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
   command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, haproxy, graphviz, shellcheck, openssh, iproute2, nftables: installed"
+    say "postgresql $PG_MAJOR, haproxy, pgbouncer, graphviz, shellcheck, openssh, iproute2, nftables: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \
@@ -115,7 +117,7 @@ ensure_debs() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   } >"$log" 2>&1 || fail "apt-get could not install ${missing[*]}" \
     "check that Debian's package mirror is reachable, or install them yourself and rerun" "$log"
-  # Debian's postinst starts a default cluster and haproxy service; dbfleet runs
+  # Debian's postinst starts a default cluster, haproxy and pgbouncer service; dbfleet runs
   # its own processes, so leave those alone but make sure nothing of ours clashes.
 }
 

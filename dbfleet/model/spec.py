@@ -325,6 +325,8 @@ class NetworkSpec(_Model):
     read_port: Port = 6432
     write_port: Port = 6433
     stats_port: Port = 6434
+    # Each region's PgBouncer (docs/pooling.md), in front of the region's HAProxy.
+    pool_port: Port = 6435
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -350,7 +352,7 @@ class NetworkSpec(_Model):
                 )
             )
         taken: dict[int, str] = {}
-        for field in ("read_port", "write_port", "stats_port"):
+        for field in ("read_port", "write_port", "stats_port", "pool_port"):
             port = getattr(self, field)
             if port in nodes:
                 problems.append(
@@ -384,6 +386,33 @@ class FirewallSpec(_Model):
     )
 
 
+class PoolingSpec(_Model):
+    """Each region's PgBouncer (transaction mode): how many server connections it keeps
+    per database (the write and the read database each have a pool) and how many
+    client connections it accepts. Server connections open on demand: a pool is a
+    ceiling, and the primary sees at most one write pool per region plus its own
+    region's read pool (docs/pooling.md does the arithmetic)."""
+
+    default_pool_size: Annotated[StrictInt, Field(ge=1, le=1000)] = 20
+    max_client_conn: Annotated[StrictInt, Field(ge=1, le=100000)] = 1000
+
+    @model_validator(mode="after")
+    def _pool_fits_clients(self) -> PoolingSpec:
+        if self.default_pool_size > self.max_client_conn:
+            raise _rules_error(
+                [
+                    (
+                        ("default_pool_size",),
+                        (
+                            f"{self.default_pool_size} server connections per pool is more "
+                            f"than max_client_conn ({self.max_client_conn}) clients could use"
+                        ),
+                    )
+                ]
+            )
+        return self
+
+
 class FleetSpec(_Model):
     """The whole fleet file."""
 
@@ -392,6 +421,7 @@ class FleetSpec(_Model):
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     ssh: SshSpec | None = None
     firewall: FirewallSpec = Field(default_factory=FirewallSpec)
+    pooling: PoolingSpec = Field(default_factory=PoolingSpec)
     groups: Annotated[dict[GroupName, GroupSpec], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -50,6 +50,8 @@ class RegionNet:
     # One address per node: on the local target all of them are the region's
     # loopback address, on the ssh target the region's hosts in the file's order.
     node_hosts: tuple[str, ...] = ()
+    # The region's PgBouncer, on `host` beside the proxy (0: a plan made before pooling).
+    pool_port: int = 0
 
 
 def region_host(fleet: FleetSpec, region: str) -> str:
@@ -82,6 +84,7 @@ def plan_network(fleet: FleetSpec, group: str) -> dict[str, RegionNet]:
             stats_port=net.stats_port,
             node_ports=tuple(net.postgres_port + k for k in range(region.nodes)),
             node_hosts=hosts,
+            pool_port=net.pool_port,
         )
     return plans
 
@@ -100,6 +103,8 @@ def _listeners(net: RegionNet) -> list[tuple[int, str]]:
         (net.write_port, "write listener"),
         (net.stats_port, "stats listener"),
     ]
+    if net.pool_port:
+        proxies.append((net.pool_port, "pooler listener"))
     return nodes + proxies
 
 

@@ -11,7 +11,10 @@ every fact reported is asked of the running processes:
   when it has replayed everything the primary sent);
 - each region's HAProxy: whether its stats listener answers, and the state of
   every backend server it checks (write → primary, read → local nodes, then the
-  backups in failover order), from its CSV stats page (or its stats socket).
+  backups in failover order), from its CSV stats page (or its stats socket);
+- each region's PgBouncer: whether it answers, and its pools (`SHOW POOLS` on its
+  admin console, asked as the application user, whom the pooler lets run SHOW
+  commands and nothing else).
 
 Probes run in parallel with short timeouts, so a dead node costs at most one
 connect timeout, not one per node.
@@ -103,11 +106,37 @@ class ProxyStatus:
 
 
 @dataclass
+class PoolStatus:
+    database: str  # <app_db> (writes) or <app_db>_read
+    clients_active: int
+    clients_waiting: int
+    servers_active: int
+    servers_idle: int
+
+
+@dataclass
+class PoolerStatus:
+    group: str
+    region: str
+    host: str
+    port: int
+    up: bool = False
+    pools: list[PoolStatus] = field(default_factory=list)
+    error: str = ""
+    probed: bool = True
+
+    @property
+    def healthy(self) -> bool:
+        return self.up
+
+
+@dataclass
 class GroupStatus:
     group: str
     primary_region: str = ""
     nodes: list[NodeStatus] = field(default_factory=list)
     proxies: list[ProxyStatus] = field(default_factory=list)
+    poolers: list[PoolerStatus] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -122,6 +151,7 @@ class GroupStatus:
             not self.error
             and all(n.healthy for n in self.nodes)
             and all(p.healthy and all(b.up for b in p.backends) for p in self.proxies)
+            and all(p.healthy for p in self.poolers if p.probed)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -135,6 +165,8 @@ class GroupStatus:
             raw["healthy"] = proxy.healthy
             for b, rb in zip(proxy.backends, raw["backends"], strict=True):
                 rb["up"] = b.up
+        for pooler, raw in zip(self.poolers, doc["poolers"], strict=True):
+            raw["healthy"] = pooler.healthy
         return doc
 
 
@@ -289,6 +321,61 @@ def probe_proxy(
     return proxy
 
 
+# -- PgBouncer ---------------------------------------------------------------------------
+def pools_from_rows(rows: list[dict[str, Any]], databases: tuple[str, ...]) -> list[PoolStatus]:
+    """`SHOW POOLS` rows (column name → value) of the given databases, in that order."""
+    out = []
+    for row in rows:
+        if row.get("database") not in databases:
+            continue
+        out.append(
+            PoolStatus(
+                str(row["database"]),
+                int(row.get("cl_active") or 0),
+                int(row.get("cl_waiting") or 0),
+                int(row.get("sv_active") or 0),
+                int(row.get("sv_idle") or 0),
+            )
+        )
+    return sorted(out, key=lambda p: databases.index(p.database))
+
+
+def show_pools(
+    host: str, port: int, user: str, password: str, timeout_s: int = CONNECT_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """`SHOW POOLS` on a PgBouncer's admin console (database `pgbouncer`)."""
+    import psycopg
+
+    # The admin console speaks the simple query protocol only: a ClientCursor with
+    # no parameters sends the text as it is.
+    with psycopg.connect(
+        host=host,
+        port=port,
+        user=user,
+        password=password,
+        dbname="pgbouncer",
+        connect_timeout=timeout_s,
+        autocommit=True,
+        cursor_factory=psycopg.ClientCursor,
+    ) as conn:
+        cur = conn.execute("SHOW POOLS")
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def probe_pooler(
+    pooler: PoolerStatus, user: str, password: str, databases: tuple[str, ...]
+) -> PoolerStatus:
+    try:
+        rows = show_pools(pooler.host, pooler.port, user, password)
+    except Exception as exc:  # noqa: BLE001 — an unreachable pooler is a status, not a crash
+        pooler.error = _first_line(exc)
+        return pooler
+    pooler.up = True
+    pooler.pools = pools_from_rows(rows, databases)
+    return pooler
+
+
 # -- one group ---------------------------------------------------------------------------
 def _default_outputs(stack: str) -> dict | None:
     return rollout.stack_outputs(stack)
@@ -344,11 +431,17 @@ def collect_group(
     for region in sorted(nets["regions"], key=lambda r: (r != status.primary_region, r)):
         net = nets["regions"][region]
         status.proxies.append(ProxyStatus(group, region, net["host"], int(net["stats_port"])))
+        if net.get("pool_port"):  # a networks stack from before pooling has none
+            status.poolers.append(PoolerStatus(group, region, net["host"], int(net["pool_port"])))
+    app_password = None
     try:
-        password = secrets(reps["secret_mount"], reps["secret_path"])["superuser_password"]
+        group_secrets = secrets(reps["secret_mount"], reps["secret_path"])
+        password = group_secrets["superuser_password"]
+        app_password = group_secrets.get("app_password")
     except Exception as exc:  # noqa: BLE001
         status.error = f"cannot read the group's superuser password from Vault: {_first_line(exc)}"
         password = None
+    app_user, app_db = reps.get("app_user", "app"), reps.get("app_db", "app")
 
     own_pool = pool is None
     pool = pool or ThreadPoolExecutor(max_workers=8)
@@ -361,8 +454,16 @@ def collect_group(
         proxy_jobs = [
             pool.submit(probe_proxy, p, names, socket_of(p.region)) for p in status.proxies
         ]
+        pooler_jobs = (
+            [
+                pool.submit(probe_pooler, p, app_user, app_password, (app_db, f"{app_db}_read"))
+                for p in status.poolers
+            ]
+            if app_password is not None
+            else []
+        )
         facts = {name: job.result() for name, job in node_jobs.items()}
-        for job in proxy_jobs:
+        for job in proxy_jobs + pooler_jobs:
             job.result()
     finally:
         if own_pool:
@@ -371,6 +472,10 @@ def collect_group(
         for n in status.nodes:
             n.probed = False
             n.error = "not probed: no password (Vault)"
+    if app_password is None:
+        for p in status.poolers:
+            p.probed = False
+            p.error = "not probed: no application password (Vault)"
     _lag(status.nodes, facts)
     return status
 
@@ -466,4 +571,22 @@ def render(groups: list[GroupStatus]) -> str:
                 lines.append(
                     f"  {p.region:<8} {p.host + ':' + str(p.stats_port):<22} {'up':<6} {'; '.join(parts)}"
                 )
+        if g.poolers:
+            lines.append(f"  {'pooler':<8} {'address':<22} {'state':<6} pools")
+            for pl in g.poolers:
+                where = f"{pl.host}:{pl.port}"
+                state = "up" if pl.up else ("?" if not pl.probed else "DOWN")
+                lines.append(f"  {pl.region:<8} {where:<22} {state:<6} {_pools_text(pl)}".rstrip())
     return "\n".join(lines)
+
+
+def _pools_text(pooler: PoolerStatus) -> str:
+    if not pooler.up:
+        return pooler.error
+    if not pooler.pools:
+        return "no pools yet (a pool opens with its first client)"
+    return "; ".join(
+        f"{p.database}: {p.clients_active} clients ({p.clients_waiting} waiting), "
+        f"{p.servers_active} active + {p.servers_idle} idle servers"
+        for p in pooler.pools
+    )

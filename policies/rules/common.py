@@ -42,6 +42,7 @@ ACCOUNT_SCRIPT = "account.sh"
 NODE_SCRIPTS = ("pg_primary.sh", "pg_replica.sh")
 PRIMARY_SCRIPT = "pg_primary.sh"
 PROXY_SCRIPT = "haproxy.sh"
+POOLER_SCRIPT = "pgbouncer.sh"
 FENCE_SCRIPT = "pg_fence.sh"
 FIREWALL_SCRIPT = "firewall.sh"
 
@@ -417,6 +418,10 @@ class HostScriptView:
     @property
     def is_proxy(self) -> bool:
         return self.script == PROXY_SCRIPT
+
+    @property
+    def is_pooler(self) -> bool:
+        return self.script == POOLER_SCRIPT
 
     @property
     def is_local(self) -> bool:

@@ -1,7 +1,7 @@
 """Exposure: databases and proxies listen only where the networks layer put them.
 
-A PostgreSQL node listens on PG_HOST:PG_PORT and a proxy on PROXY_HOST with its read,
-write and stats ports. Each must be its own region's address and ports from the network
+A PostgreSQL node listens on PG_HOST:PG_PORT, a proxy on PROXY_HOST with its read,
+write and stats ports, and a pooler on POOL_HOST:POOL_PORT. Each must be its own region's address and ports from the network
 plan of the fleet file (`dbfleet.model.topology.plan_network`, the function the networks layer
 exports). A bind to every interface (0.0.0.0, ::) or to an address outside loopback is
 a public bind: refused unless the pack config names that exact resource and address,
@@ -45,6 +45,8 @@ def _listeners(view: HostScriptView) -> list[tuple[str, str, str, str | None]]:
         pairs = [("PG_HOST", "PG_PORT")]
     elif view.is_proxy:
         pairs = [("PROXY_HOST", p) for p in ("READ_PORT", "WRITE_PORT", "STATS_PORT")]
+    elif view.is_pooler:
+        pairs = [("POOL_HOST", "POOL_PORT")]
     else:
         return []
     return [(h, env[h], p, env.get(p)) for h, p in pairs if h in env]
@@ -104,6 +106,7 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
                     "READ_PORT": net.read_port,
                     "WRITE_PORT": net.write_port,
                     "STATS_PORT": net.stats_port,
+                    "POOL_PORT": net.pool_port,
                 }[port_var]
             }
         )

@@ -54,16 +54,20 @@ OUTPUTS_REMEDIATION = (
 
 # Where a resource lives: a region here must be in the group's zone. (Whom a node
 # admits, ALLOWED_HOSTS, is the authentication policy's to judge.)
-_PLACED = ("PG_HOST", "PROXY_HOST")
+_PLACED = ("PG_HOST", "PROXY_HOST", "POOL_HOST")
 # Where a resource sends data: only the group's own regions.
 _SENDS = {
     "PRIMARY_HOST": "replica's primary",
     "WRITE_BACKEND": "proxy's write backend",
     "READ_LOCAL": "proxy's local read backend",
     "READ_BACKUPS": "proxy's read backup",
+    "WRITE_TARGET": "pooler's write target",
+    "READ_TARGET": "pooler's read target",
+    "PRIMARY": "pooler's primary",
 }
 _NODE_DIR = re.compile(r"(?P<region>[a-z]{3})-\d+")
 _PROXY_DIR = re.compile(r"proxy-(?P<region>[a-z]{3})")
+_POOL_DIR = re.compile(r"pooler-(?P<region>[a-z]{3})")
 
 
 def _out_of_zone(ctx: StackContext, region: str) -> bool:
@@ -115,6 +119,7 @@ _PATHS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
     ("PRIMARY_NODE", "node directory", _NODE_DIR),  # the primary fence
     ("FENCED_NODES", "node directory", _NODE_DIR),
     ("PROXY_DIR", "proxy directory", _PROXY_DIR),
+    ("POOL_DIR", "pooler directory", _POOL_DIR),
 )
 
 

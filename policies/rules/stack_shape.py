@@ -3,7 +3,7 @@ only for regions of its own group.
 
 What each layer may declare (docs/policies.md, "stack-shape"): accounts — the group's
 account; networks — nothing but references to earlier layers (it only exports); replicas
-— PostgreSQL nodes and the primary fence; proxies — region proxies. A proxies stack that
+— PostgreSQL nodes and the primary fence; proxies — region proxies and their poolers. A proxies stack that
 declares a database, or an `eu` stack that declares a `us` region, would put that
 resource in the wrong blast radius: a proxy change could replace a database, an `eu`
 change could touch `us`. A new component needs a line in LAYER_COMPONENTS and
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from components import account, fence, firewall, postgres, proxy
+from components import account, fence, firewall, pooler, postgres, proxy
 
 from .common import (
     ACCOUNT_SCRIPT,
@@ -27,6 +27,7 @@ from .common import (
     HOST_SCRIPT,
     MANDATORY,
     NODE_SCRIPTS,
+    POOLER_SCRIPT,
     PROVIDER_PREFIX,
     PROXY_SCRIPT,
     STACK,
@@ -46,7 +47,7 @@ DESCRIPTION = (
 )
 REMEDIATION = (
     "declare each resource in the stack of its layer and group (accounts: GroupAccount; "
-    "networks: HostFirewall (ssh target); replicas: PostgresNode, PrimaryFence; proxies: RegionProxy), name stacks "
+    "networks: HostFirewall (ssh target); replicas: PostgresNode, PrimaryFence; proxies: RegionProxy, RegionPooler), name stacks "
     "<layer>-<group> after a group of the fleet file, and keep every region in the group the "
     "fleet file gives it."
 )
@@ -56,6 +57,7 @@ NODE = postgres.TYPE
 FENCE = fence.TYPE
 PROXY = proxy.TYPE
 FIREWALL = firewall.TYPE
+POOLER = pooler.TYPE
 
 # What each layer owns: its component types, and the host scripts each component runs.
 LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -63,13 +65,14 @@ LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
     # the ssh target's host firewalls; nothing on the local target
     "networks": (FIREWALL,),
     "replicas": (NODE, FENCE),
-    "proxies": (PROXY,),
+    "proxies": (PROXY, POOLER),
 }
 COMPONENT_SCRIPTS = {
     ACCOUNT: (ACCOUNT_SCRIPT,),
     NODE: NODE_SCRIPTS,
     FENCE: (FENCE_SCRIPT,),
     PROXY: (PROXY_SCRIPT,),
+    POOLER: (POOLER_SCRIPT,),
     FIREWALL: (FIREWALL_SCRIPT,),
 }
 WHAT = {
@@ -77,6 +80,7 @@ WHAT = {
     NODE: "a database",
     FENCE: "a primary fence",
     PROXY: "a proxy",
+    POOLER: "a connection pooler",
     FIREWALL: "a host firewall",
 }
 # Engine-owned resources every stack may have.
@@ -127,7 +131,7 @@ def problems(ctx: StackContext, resource_type: str, urn: str, name: str, props) 
     named = region_in_name(name)
     regions = {named} if named else set()
     if view is not None:
-        for key in ("PG_HOST", "PROXY_HOST"):
+        for key in ("PG_HOST", "PROXY_HOST", "POOL_HOST"):
             regions |= {r for a in view.addresses(key) if (r := ctx.region_of_address(a))}
     for region in sorted(regions - set(ctx.group.regions)):
         found.append(

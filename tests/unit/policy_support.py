@@ -241,6 +241,7 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
                     "read_port": n.read_port,
                     "write_port": n.write_port,
                     "stats_port": n.stats_port,
+                    "pool_port": n.pool_port,
                 }
                 for r, n in nets.items()
             },

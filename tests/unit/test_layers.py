@@ -24,6 +24,7 @@ EU_NETWORKS = {
             "read_port": 6432,
             "write_port": 6433,
             "stats_port": 6434,
+            "pool_port": 6435,
         },
         "lhr": {
             "host": "127.77.20.1",
@@ -32,6 +33,7 @@ EU_NETWORKS = {
             "read_port": 6432,
             "write_port": 6433,
             "stats_port": 6434,
+            "pool_port": 6435,
         },
         "arn": {
             "host": "127.77.2.1",
@@ -40,6 +42,7 @@ EU_NETWORKS = {
             "read_port": 6432,
             "write_port": 6433,
             "stats_port": 6434,
+            "pool_port": 6435,
         },
     },
     "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
@@ -161,7 +164,7 @@ def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypa
 
 
 def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
-    s = scripts(run_stack("proxies-eu"))
+    s = {n: i for n, i in scripts(run_stack("proxies-eu")).items() if i["script"] == "haproxy.sh"}
     assert set(s) == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
     lhr = s["lhr-haproxy"]["environment"]
     assert lhr["READ_LOCAL"] == "127.77.20.1:5432"
@@ -172,6 +175,74 @@ def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
     group_nodes = {f"{n['host']}:{n['port']}" for n in EU_REPLICAS["nodes"].values()}
     for inputs in s.values():
         assert set(inputs["environment"]["READ_BACKUPS"].split()) <= group_nodes
+
+
+def test_each_region_pools_in_front_of_its_own_proxy(env):
+    mocks = run_stack("proxies-eu")
+    s = scripts(mocks)
+    poolers = {n: i for n, i in s.items() if i["script"] == "pgbouncer.sh"}
+    assert set(poolers) == {"fra-pool-pgbouncer", "lhr-pool-pgbouncer", "arn-pool-pgbouncer"}
+    lhr = poolers["lhr-pool-pgbouncer"]["environment"]
+    assert (lhr["POOL_HOST"], lhr["POOL_PORT"]) == ("127.77.20.1", "6435")
+    # Through the region's HAProxy, never straight to a node: routing stays HAProxy's.
+    assert lhr["WRITE_TARGET"] == "127.77.20.1:6433"
+    assert lhr["READ_TARGET"] == "127.77.20.1:6432"
+    assert lhr["PRIMARY"] == "127.77.12.1:5432"
+    assert (lhr["APP_DB"], lhr["APP_USER"], lhr["RUN_AS"]) == ("app", "app", "dbfleet-eu")
+    assert lhr["POOL_DIR"] == "/srv/dbfleet/data/dbfleet-eu/pooler-lhr"
+    assert (lhr["DEFAULT_POOL_SIZE"], lhr["MAX_CLIENT_CONN"]) == ("20", "1000")
+    # The password only in the secret environment.
+    for inputs in poolers.values():
+        assert SECRETS["app_password"] not in str(inputs["environment"])
+        # a secret value (the engine's marker), holding only the password
+        assert inputs["secret_environment"]["value"] == {"PG_APP_PASSWORD": SECRETS["app_password"]}
+    assert {r.name for r in mocks.of_type("dbfleet:pooler:RegionPooler")} == {
+        "fra-pool",
+        "lhr-pool",
+        "arn-pool",
+    }
+
+
+def test_pool_sizes_come_from_the_fleet_file(env, monkeypatch, tmp_path):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "pooling: {default_pool_size: 7, max_client_conn: 50}\n"
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      fra: {nodes: 2}\n"
+        "      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    env_ = scripts(run_stack("proxies-eu"))["fra-pool-pgbouncer"]["environment"]
+    assert (env_["DEFAULT_POOL_SIZE"], env_["MAX_CLIENT_CONN"]) == ("7", "50")
+
+
+def test_proxies_export_pooled_endpoints_and_secret_pooled_uris(env, exports):
+    from tests.unit.conftest import is_secret, resolve
+
+    run_stack("proxies-eu")
+    assert resolve(pulumi.Output.from_input(exports["pooled_endpoints"])) == {
+        "fra": "127.77.12.1:6435",
+        "lhr": "127.77.20.1:6435",
+        "arn": "127.77.2.1:6435",
+    }
+    uris = exports["pooled_connection_uris"]
+    assert is_secret(uris)
+    password = SECRETS["app_password"]
+    assert resolve(uris)["lhr"] == {
+        "read": f"postgresql://app:{password}@127.77.20.1:6435/app_read",
+        "write": f"postgresql://app:{password}@127.77.20.1:6435/app",
+    }
+    # The direct endpoints stay as they were.
+    assert {"read_endpoints", "write_endpoints", "connection_uris"} <= set(exports)
+
+
+def test_a_networks_stack_without_a_pool_port_says_to_update_it_first(env):
+    old = {
+        r: {k: v for k, v in n.items() if k != "pool_port"}
+        for r, n in EU_NETWORKS["regions"].items()
+    }
+    upstream = dict(UPSTREAM, **{"networks-eu": dict(EU_NETWORKS, regions=old)})
+    with pytest.raises(Exception, match="networks-eu has no pool_port"):
+        run_stack("proxies-eu", upstream)
 
 
 def test_networks_stops_on_a_port_in_use(env, monkeypatch):

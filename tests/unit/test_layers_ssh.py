@@ -44,6 +44,7 @@ NETWORKS = {
             "read_port": 6432,
             "write_port": 6433,
             "stats_port": 6434,
+            "pool_port": 6435,
         }
         for r, hosts in {
             "fra": ["198.18.3.11"],
@@ -156,7 +157,7 @@ def test_the_networks_layer_puts_a_firewall_on_every_host() -> None:
     fra = fw["fra-0-firewall"]
     assert fra["FW_TABLE"] == "dbfleet_lab_eu"
     assert fra["HOST_ADDRESS"] == "198.18.3.11"
-    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433"
+    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433 6435"
     assert fra["STATS_PORT"] == "6434"
     assert set(fra["GROUP_SOURCES"].split()) == {
         "198.18.3.11",
@@ -208,3 +209,12 @@ def test_each_region_proxy_runs_on_the_regions_first_host() -> None:
         lhr["environment"]["PROXY_HOST"] == "198.18.3.12" and lhr["environment"]["TARGET"] == "ssh"
     )
     assert lhr["environment"]["READ_LOCAL"].split() == ["198.18.3.12:5432", "198.18.3.14:5433"]
+
+
+def test_each_region_pooler_runs_beside_its_proxy_on_the_first_host() -> None:
+    s = scripts(run_stack("proxies-eu"))
+    pool = s["lhr-pool-pgbouncer"]
+    assert pool["connection"]["host"] == "198.18.3.12"
+    env = pool["environment"]
+    assert (env["POOL_HOST"], env["POOL_PORT"], env["TARGET"]) == ("198.18.3.12", "6435", "ssh")
+    assert (env["WRITE_TARGET"], env["READ_TARGET"]) == ("198.18.3.12:6433", "198.18.3.12:6432")

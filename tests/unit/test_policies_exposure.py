@@ -133,3 +133,23 @@ def test_a_port_the_networks_layer_did_not_assign_is_refused(resource, variable,
 def test_host_scripts_that_listen_nowhere_are_not_judged():
     account = host_scripts("accounts-eu")["account-account"]
     assert check(with_env(account, PG_HOST="0.0.0.0"), stack="accounts-eu") == ""
+
+
+def pooler() -> Resource:
+    return host_scripts("proxies-eu")["lhr-pool-pgbouncer"]
+
+
+def test_a_pooler_on_the_pool_port_of_its_region_passes():
+    env = pooler().props["environment"]
+    assert (env["POOL_HOST"], env["POOL_PORT"]) == ("127.77.20.1", "6435")
+    assert check(pooler(), stack="proxies-eu") == ""
+
+
+def test_a_pooler_on_another_port_is_refused():
+    text = check(with_env(pooler(), POOL_PORT="6436"), stack="proxies-eu")
+    assert "POOL_PORT 6436 is not a port the networks layer assigned on 127.77.20.1 (6435)" in text
+
+
+def test_a_pooler_listening_on_every_interface_is_a_public_bind():
+    text = check(with_env(pooler(), POOL_HOST="0.0.0.0"), stack="proxies-eu")
+    assert "lhr-pool-pgbouncer: POOL_HOST 0.0.0.0 is a public bind (every interface)" in text

@@ -204,3 +204,17 @@ def test_on_the_ssh_target_a_hosts_address_belongs_to_its_region() -> None:
     assert ctx.region_of_address("198.18.5.22") == "lhr"
     assert ctx.region_of_address("198.18.5.99") is None
     assert ctx.group_hosts == {"198.18.5.21": "fra", "198.18.5.22": "lhr"}
+
+
+def test_a_pooler_sending_writes_to_another_zone_is_refused():
+    pool = host_scripts("proxies-eu")["fra-pool-pgbouncer"]
+    text = check("proxies-eu", with_env(pool, WRITE_TARGET=f"{IAD}:6433"))
+    assert "the pooler's write target 127.77.17.1 is region iad (zone US, group us)" in text
+    text = check("proxies-eu", with_env(pool, READ_TARGET=f"{CDG}:6432"))
+    assert "the pooler's read target 127.77.7.1 is region cdg (zone EU, group eu2)" in text
+
+
+def test_a_pooler_directory_for_a_region_of_another_zone_is_refused():
+    pool = host_scripts("proxies-eu")["fra-pool-pgbouncer"]
+    text = check("proxies-eu", with_env(pool, POOL_DIR="/srv/dbfleet/data/dbfleet-eu/pooler-iad"))
+    assert "the pooler directory /srv/dbfleet/data/dbfleet-eu/pooler-iad is for region iad" in text

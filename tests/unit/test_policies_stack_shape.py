@@ -162,3 +162,18 @@ def test_a_stack_that_cannot_be_placed_is_reported_once_on_the_stack(stack, said
     assert len(violations) == 1
     assert said in violations[0].message
     assert f"::{STACK}::" in violations[0].urn
+
+
+def test_a_proxies_stack_may_declare_region_poolers_and_nothing_else_may():
+    pool = host_scripts("proxies-eu")["fra-pool-pgbouncer"]
+    assert pool.props["script"] == "pgbouncer.sh"
+    assert check("proxies-eu", pool) == ""
+    assert check("proxies-eu", Resource("dbfleet:pooler:RegionPooler", "fra-pool")) == ""
+    assert "declares a connection pooler (pgbouncer.sh); that belongs in proxies-eu" in check(
+        "replicas-eu", pool
+    )
+
+
+def test_a_pooler_of_another_groups_region_is_refused():
+    cdg = host_scripts("proxies-eu2")["cdg-pool-pgbouncer"]
+    assert "proxies-eu declares region cdg (zone EU, group eu2)" in check("proxies-eu", cdg)

@@ -260,7 +260,10 @@ def test_nodes_default_to_one() -> None:
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("colour", "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)"),
+        (
+            "colour",
+            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
+        ),
         (
             "groups.eu.colour",
             "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)",
@@ -273,7 +276,7 @@ def test_nodes_default_to_one() -> None:
             "network.colour",
             (
                 "network.colour: unknown key "
-                "(allowed: cidr, postgres_port, read_port, write_port, stats_port)"
+                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port)"
             ),
         ),
     ],
@@ -471,6 +474,12 @@ def test_postgres_port_leaves_room_for_nine_nodes() -> None:
         ),
         ({"network.write_port": 6432}, "network.write_port: port 6432 is already the read_port"),
         ({"network.stats_port": 6433}, "network.stats_port: port 6433 is already the write_port"),
+        ({"network.pool_port": 6434}, "network.pool_port: port 6434 is already the stats_port"),
+        (
+            {"network.pool_port": 5433},
+            "network.pool_port: port 5433 overlaps the PostgreSQL node ports 5432-5440",
+        ),
+        ({"network.pool_port": 80}, "network.pool_port: must be at least 1024, got 80"),
         ({"network.read_port": 1023}, "network.read_port: must be at least 1024, got 1023"),
         ({"network.read_port": 65536}, "network.read_port: must be at most 65535, got 65536"),
         (
@@ -482,6 +491,44 @@ def test_postgres_port_leaves_room_for_nine_nodes() -> None:
 def test_bad_ports(changes: dict[str, Any], expected: str) -> None:
     (line,) = problems(fleet(**changes))
     assert line.startswith(expected)
+
+
+def test_pool_port_and_pool_sizes_have_defaults() -> None:
+    spec = accepts(fleet())
+    assert spec.network.pool_port == 6435
+    assert (spec.pooling.default_pool_size, spec.pooling.max_client_conn) == (20, 1000)
+    spec = accepts(
+        fleet(
+            **{"network.pool_port": 7000, "pooling": {"default_pool_size": 5, "max_client_conn": 5}}
+        )
+    )
+    assert (spec.network.pool_port, spec.pooling.default_pool_size) == (7000, 5)
+
+
+@pytest.mark.parametrize(
+    ("pooling", "expected"),
+    [
+        ({"default_pool_size": 0}, "pooling.default_pool_size: must be at least 1, got 0"),
+        ({"default_pool_size": 1001}, "pooling.default_pool_size: must be at most 1000, got 1001"),
+        ({"max_client_conn": 100001}, "pooling.max_client_conn: must be at most 100000"),
+        (
+            {"max_client_conn": "many"},
+            'pooling.max_client_conn: expected an integer, got string "many"',
+        ),
+        (
+            {"default_pool_size": 50, "max_client_conn": 10},
+            "pooling.default_pool_size: 50 server connections per pool is more than max_client_conn",
+        ),
+        (
+            {"pool_mode": "session"},
+            "pooling.pool_mode: unknown key (allowed: default_pool_size, max_client_conn)",
+        ),
+        ("yes", "pooling: expected a mapping, got string"),
+    ],
+)
+def test_bad_pooling(pooling: Any, expected: str) -> None:
+    (line,) = problems(fleet(pooling=pooling))
+    assert line.startswith(expected), line
 
 
 # --------------------------------------------------------------------------- all problems at once
@@ -540,7 +587,7 @@ def test_several_rule_problems_in_one_group_are_all_reported_in_file_order() -> 
 def test_problems_follow_the_file_not_the_schema() -> None:
     text = "colour: blue\ngroups:\n  eu: {zone: EU, primary: fra, regions: {fra: {nodes: 0}}}\n"
     assert problems(text) == [
-        "colour: unknown key (allowed: name, target, network, ssh, firewall, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

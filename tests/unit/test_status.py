@@ -188,3 +188,70 @@ def test_probe_proxy_reports_an_unreachable_proxy() -> None:
     p = status.ProxyStatus("eu", "fra", "127.0.0.1", 1)
     status.probe_proxy(p, {}, socket_path=lambda: None)
     assert not p.up and p.error and not p.healthy
+
+
+# `SHOW POOLS` of PgBouncer 1.18 as psycopg returns it (column name -> value): the admin
+# console's own pool, the write pool busy, the read pool idle.
+SHOW_POOLS = [
+    {"database": "pgbouncer", "user": "pgbouncer", "cl_active": 1, "cl_waiting": 0,
+     "sv_active": 0, "sv_idle": 0, "sv_used": 0, "pool_mode": "statement"},
+    {"database": "app_read", "user": "app", "cl_active": 3, "cl_waiting": 0,
+     "sv_active": 0, "sv_idle": 2, "sv_used": 0, "pool_mode": "transaction"},
+    {"database": "app", "user": "app", "cl_active": 480, "cl_waiting": 20,
+     "sv_active": 20, "sv_idle": 0, "sv_used": 0, "pool_mode": "transaction"},
+]  # fmt: skip
+
+
+def test_show_pools_rows_become_the_write_then_the_read_pool() -> None:
+    pools = status.pools_from_rows(SHOW_POOLS, ("app", "app_read"))
+    assert [(p.database, p.clients_active, p.clients_waiting, p.servers_active, p.servers_idle)
+            for p in pools] == [("app", 480, 20, 20, 0), ("app_read", 3, 0, 0, 2)]  # fmt: skip
+
+
+def _pooled_outputs(stack: str) -> dict | None:
+    out = _outputs(stack)
+    if stack == "networks-eu" and out:
+        for region in out["regions"].values():
+            region["pool_port"] = 6435
+    return out
+
+
+def test_collect_group_asks_every_pooler_as_the_app_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "probe_node", lambda node, password: {})
+    monkeypatch.setattr(status, "probe_proxy", lambda proxy, names, socket_path=None: proxy)
+    asked = []
+
+    def show_pools(host, port, user, password):
+        asked.append((host, port, user, password))
+        if host == "127.77.1.1":
+            raise OSError("connection refused")
+        return SHOW_POOLS
+
+    monkeypatch.setattr(status, "show_pools", show_pools)
+    (g,) = status.collect(
+        ["eu"],
+        outputs=_pooled_outputs,
+        secrets=lambda mount, path: {"superuser_password": "su", "app_password": "ap"},
+    )
+    assert sorted(asked) == [("127.77.0.1", 6435, "app", "ap"), ("127.77.1.1", 6435, "app", "ap")]
+    fra, lhr = g.poolers
+    assert fra.up and [p.database for p in fra.pools] == ["app", "app_read"]
+    assert not lhr.up and lhr.error == "connection refused"
+    assert not g.healthy
+    doc = g.to_json()
+    assert [p["healthy"] for p in doc["poolers"]] == [True, False]
+    text = status.render([g])
+    assert "app: 480 clients (20 waiting), 20 active + 0 idle servers" in text
+    assert "lhr      127.77.1.1:6435        DOWN   connection refused" in text
+    assert "ap" not in text.split()
+
+
+def test_a_fleet_deployed_before_pooling_shows_no_pooler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "probe_proxy", lambda proxy, names, socket_path=None: proxy)
+    (g,) = status.collect(
+        ["eu"],
+        outputs=_outputs,  # networks without pool_port
+        secrets=lambda mount, path: {},
+    )
+    assert g.poolers == []
+    assert "pooler" not in status.render([g])

@@ -14,7 +14,7 @@ from dbfleet import vault
 from dbfleet.program.layers.context import LayerContext
 
 # What a host of the ssh target needs from its package manager.
-HOST_PACKAGES = ("postgresql-15", "postgresql-client-15", "haproxy", "nftables")
+HOST_PACKAGES = ("postgresql-15", "postgresql-client-15", "haproxy", "pgbouncer", "nftables")
 
 
 def build(ctx: LayerContext) -> None:

@@ -49,13 +49,14 @@ def build(ctx: LayerContext) -> None:
             r.get("read_port"),
             r.get("write_port"),
             r.get("stats_port"),
+            r.get("pool_port"),
         )
     }
 
     def free_or_ours(host: str, port: int) -> bool:
         if (host, port) in handed_out or port_is_free(host, port):
             return True
-        # Held by one of this group's own databases or proxies (their command
+        # Held by one of this group's own databases, proxies or poolers (their command
         # lines name the group's data root): not a clash either.
         return any(accounts["data_root"] + "/" in cmd for cmd in listener_commands(host, port))
 
@@ -80,6 +81,7 @@ def _region_output(net: RegionNet) -> dict:
         "read_port": net.read_port,
         "write_port": net.write_port,
         "stats_port": net.stats_port,
+        "pool_port": net.pool_port,
     }
 
 
@@ -125,7 +127,7 @@ def _firewalls(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
                     p for j, p in enumerate(net.node_ports) if net.node_hosts[j] == me
                 ),
                 stats_port=net.stats_port if proxy_here else None,
-                client_ports=(net.read_port, net.write_port) if proxy_here else (),
+                client_ports=(net.read_port, net.write_port, net.pool_port) if proxy_here else (),
                 group_sources=group,
                 client_sources=tuple(ctx.fleet.firewall.clients),
                 operator_sources=tuple(ctx.fleet.firewall.operators),
