@@ -31,7 +31,7 @@
 #     makes delete refuse, in one line, and leave both in place.
 #   * DATA_ROOT is removed only if it holds nothing but what this fleet made:
 #     its marker, node/proxy directories carrying a .dbfleet marker of this
-#     fleet whose postgres/haproxy is not running, and directories holding
+#     fleet whose postgres/haproxy/pgbouncer is not running, and directories holding
 #     only such things.  Anything else makes it refuse, listing what it found.
 #   * as root, the user is removed (userdel) only if its GECOS marks it as
 #     this fleet's and it runs no processes.
@@ -215,6 +215,10 @@ foreign_entries() {
             if [[ -f "$e/haproxy.pid" ]]; then
                 read -r pid <"$e/haproxy.pid" || pid=
                 proc_exe_is "$pid" "$HAPROXY_BIN" && printf '%s (haproxy pid %s running)\n' "$e" "$pid"
+            fi
+            if [[ -f "$e/pgbouncer.pid" ]]; then
+                read -r pid <"$e/pgbouncer.pid" || pid=
+                proc_exe_is "$pid" "$PGBOUNCER_BIN" && printf '%s (pgbouncer pid %s running)\n' "$e" "$pid"
             fi
         else
             foreign_entries "$e" 0

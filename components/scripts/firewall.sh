@@ -10,7 +10,8 @@
 #   HOST_ADDRESS      this host's address (the one its services listen on)
 #   NODE_PORTS        PostgreSQL ports of the group on this host
 #   STATS_PORT        the proxy's stats port
-#   CLIENT_PORTS      the proxy's read and write ports
+#   CLIENT_PORTS      the ports applications use: the proxy's read and write
+#                     ports and the pooler's port
 #   GROUP_SOURCES     IPv4 addresses of every host of the group
 #   CLIENT_SOURCES    CIDRs that may also reach CLIENT_PORTS (applications)
 #   OPERATOR_SOURCES  CIDRs that may reach every port above (dbfleet status)

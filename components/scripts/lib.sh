@@ -36,6 +36,7 @@ SCRIPT_NAME=$(basename -- "$0")
 # PostgreSQL 15 server binaries (Debian/Ubuntu layout); overridable for tests.
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 HAPROXY_BIN=${HAPROXY_BIN:-/usr/sbin/haproxy}
+PGBOUNCER_BIN=${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}
 # Marker file placed in every directory dbfleet creates under DATA_ROOT
 # (node and proxy directories).  account.sh delete and the scripts' delete
 # actions refuse to remove directories without it.

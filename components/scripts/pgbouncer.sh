@@ -42,8 +42,6 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-PGBOUNCER_BIN=${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}
-
 init_vars() {
     INI=$POOL_DIR/pgbouncer.ini
     USERLIST=$POOL_DIR/userlist.txt
