@@ -142,8 +142,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _stack_groups() -> dict[str, list[str]]:
     """Groups that have stacks in the backend → their stacks."""
-    from dbfleet.ops import rollout
+    from dbfleet.ops import locks, rollout
 
+    # A killed engine's torn checkpoint metadata would break the stack list itself.
+    for done in locks.repair_every_stack().values():
+        _err(*done)
     out: dict[str, list[str]] = {}
     for name, count in rollout.deployed_stacks().items():
         try:

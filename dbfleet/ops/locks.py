@@ -115,6 +115,29 @@ def clear_stale_locks(stack: str, backend_url: str | None = None) -> list[str]:
     return removed
 
 
+def repair_every_stack(backend_url: str | None = None) -> dict[str, list[str]]:
+    """`repair_torn_metadata` for every stack that has a checkpoint in the backend.
+
+    Run before anything lists the stacks: one torn sidecar makes even `pulumi stack
+    ls` fail ("error: EOF"), so the per-stack repair of a rollout would come too late.
+    Returns stack -> what was done (only stacks where something was)."""
+    state = file_backend_dir(backend_url)
+    if state is None:
+        return {}
+    names = {
+        p.name.split(".json", 1)[0] for p in (state / ".pulumi" / "stacks").glob("**/*.json*.attrs")
+    }
+    done = {}
+    for name in sorted(names):
+        try:
+            fixed = repair_torn_metadata(name, backend_url)
+        except OSError as exc:
+            fixed = [f"{name}: could not check its checkpoint metadata: {exc}"]
+        if fixed:
+            done[name] = fixed
+    return done
+
+
 def repair_torn_metadata(stack: str, backend_url: str | None = None) -> list[str]:
     """Removes `stack`'s checkpoint metadata sidecars that a killed engine left torn
     (empty or not JSON), when no live engine holds the stack; returns what it did."""

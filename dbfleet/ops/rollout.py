@@ -261,8 +261,11 @@ class _GroupRun:
         known: dict[str, int],
         progress: Progress,
         options: RunOptions,
+        repaired: Mapping[str, list[str]] | None = None,
     ) -> None:
         self.group = group
+        # what the run repaired in the backend before it started, per stack
+        self.repaired = dict(repaired or {})
         self.layers = layers
         self.action = action
         self.known = known
@@ -342,7 +345,7 @@ class _GroupRun:
         if self.action == "destroy" and not self.deployed(stack):
             # Never created, or destroyed already: nothing to do, and nothing to create.
             return StackResult(stack, Status.ABSENT, note="nothing deployed")
-        cleared = _clear_stale_locks(stack)
+        cleared = self.repaired.pop(stack, []) + _clear_stale_locks(stack)
         self.progress.stack_started(stack)
         started, t0 = time.time(), time.monotonic()
         events = _Events(stack, self.progress)
@@ -522,6 +525,8 @@ def run(
     options = options or RunOptions()
     if printer is not None:
         options.printer = printer
+    # A killed engine's torn checkpoint metadata breaks even the stack list below.
+    repaired = locks.repair_every_stack()
     known = deployed_stacks()
     progress.start([f"{layer}-{g}" for g in groups for layer in chosen])
     lock = threading.Lock()
@@ -529,7 +534,9 @@ def run(
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
             futures = {
-                g: pool.submit(_GroupRun(g, chosen, action, dict(known), safe, options).run)
+                g: pool.submit(
+                    _GroupRun(g, chosen, action, dict(known), safe, options, repaired).run
+                )
                 for g in groups
             }
             return {g: f.result() for g, f in futures.items()}

@@ -118,3 +118,16 @@ def test_another_hosts_lock_is_named_but_not_judged(tmp_path):
         holder
         == "pid 4242 by root on host ops-laptop, since 2026-11-22T00:00:00Z, on another host, not checked"
     )
+
+
+def test_every_stacks_torn_metadata_is_repaired_before_anything_lists_them(tmp_path):
+    stacks = tmp_path / ".pulumi" / "stacks" / "dbfleet"
+    stacks.mkdir(parents=True)
+    (stacks / "replicas-eu.json").write_text("{}")
+    (stacks / "replicas-eu.json.attrs").write_text("")  # torn by a killed engine
+    (stacks / "proxies-eu.json").write_text("{}")
+    (stacks / "proxies-eu.json.attrs").write_text('{"md5": "x"}')  # whole
+    done = locks.repair_every_stack(f"file://{tmp_path}")
+    assert list(done) == ["replicas-eu"] and "torn" in done["replicas-eu"][0]
+    assert not (stacks / "replicas-eu.json.attrs").exists()
+    assert (stacks / "proxies-eu.json.attrs").exists()
