@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     if args.render:
         render(json.loads(results_file.read_text()), doc, plot_path)
         return 0
-    figures = [
-        f for f in FIGURES + OPTIONAL if (f in args.only if args.only else f in FIGURES)
-    ]
+    figures = [f for f in FIGURES + OPTIONAL if (f in args.only if args.only else f in FIGURES)]
     plan = plan_of(args)
     snap = snapshot.take(worktree=args.worktree)
     ctx = Ctx(plan=plan, snapshot=snap, out=out, keep=args.keep, profile=not args.no_profile)

@@ -138,6 +138,7 @@ class LabFleet:
         self.log = SshLog(self.lab)
         self.controls: list[Path] = []
         self.lab_up = False
+        self.retried: list[str] = []
 
     def new_control(self) -> Path:
         # Short (a socket path is at most 107 bytes) and private (mkdtemp: 0700).
@@ -158,6 +159,8 @@ class LabFleet:
         return t, {"per_host": self.log.since_mark(), "masters": len(control_sockets(control))}
 
     def close(self, keep: bool) -> list[str]:
+        """Destroys the fleet, closes the masters, takes the lab down, closes the
+        environment; returns what is left undone (`retried`: what a second try fixed)."""
         problems: list[str] = []
         fe = self.fe
         if self.lab_up and fe.vault_started and (fe.home / "state").exists():
@@ -171,7 +174,8 @@ class LabFleet:
                     # Destroyed: close() below only purges the Vault and removes the directory.
                     shutil.rmtree(fe.home / "state", ignore_errors=True)
                     break
-                problems.append(f"destroy {attempt} exited {d.returncode}: {d.tail(5)}")
+                failed = f"destroy exited {d.returncode}: {_one_line(d.tail(5))}"
+                (problems if attempt == 2 else self.retried).append(failed)
         for control in self.controls:
             close_masters(control)
             shutil.rmtree(control, ignore_errors=True)
@@ -182,7 +186,7 @@ class LabFleet:
                 self.lab.down(fe.env)
                 break
             except Exception as exc:  # noqa: BLE001 — the environment is still closed
-                problems.append(f"lab down {attempt}: {exc}")
+                (problems if attempt == 2 else self.retried).append(f"lab down: {exc}")
         return problems + fe.close(keep=keep)
 
 
@@ -263,6 +267,8 @@ def run(ctx: Ctx) -> dict:
     finally:
         problems = lab.close(ctx.keep) if lab is not None else []
         problems += local.close(keep=ctx.keep)
+        if lab is not None and lab.retried:
+            out["cleanup_retried"] = lab.retried
         if problems:
             ctx.say(f"ssh: cleanup problems: {problems}")
             out["cleanup_problems"] = problems
@@ -471,9 +477,24 @@ def section(res: Mapping) -> str:
             "",
             table(["stack", "local target", "ssh target", "ratio of medians"], srows),
         ]
+    if res.get("cleanup_retried"):
+        parts += [
+            "",
+            "Cleanup that succeeded on its second try: "
+            + "; ".join(_one_line(p) for p in res["cleanup_retried"])
+            + ".",
+        ]
     if res.get("cleanup_problems"):
-        parts += ["", "Cleanup problems: " + "; ".join(res["cleanup_problems"])]
+        parts += [
+            "",
+            "**Left behind** (cleanup failed): "
+            + "; ".join(_one_line(p) for p in res["cleanup_problems"]),
+        ]
     return "\n".join(parts)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _stack_ratio(v: Mapping) -> str:

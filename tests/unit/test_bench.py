@@ -799,6 +799,10 @@ def test_ssh_section_shows_both_targets_the_connections_per_host_and_the_verdict
         "Failed: RuntimeError: the lab needs root"
     )
     assert fig_ssh.section({}) == "" and fig_ssh.summary_rows({}) == []
+    # What a second try fixed is said in one line; what is left behind stands out.
+    retried = fig_ssh.section({**res, "cleanup_retried": ["destroy exited 1:\n  userdel x"]})
+    assert "second try: destroy exited 1: userdel x." in retried and "Left behind" not in retried
+    assert "**Left behind**" in fig_ssh.section({**res, "cleanup_problems": ["lab down: boom"]})
 
 
 def test_the_ssh_figure_comes_last_with_its_own_analysis_block():
