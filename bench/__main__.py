@@ -5,6 +5,8 @@
                                     writes bench/out/quick/ only, never BENCHMARKS.md
     python -m bench --only scale    some figures; their results replace those figures in
                                     bench/out/results.json, the others are kept
+    python -m bench --only ssh      the ssh target on a lab of six hosts next to the local
+                                    target (optional: needs root, takes minutes)
     python -m bench --render        re-render BENCHMARKS.md and the plot from results.json
 
 BENCHMARKS.md is generated except its hand-written analysis (between `<!-- analysis
@@ -39,6 +41,9 @@ from bench.context import (
 from bench.fleetenv import FleetEnv
 
 DOC = REPO / "BENCHMARKS.md"
+# Figures measured only when named with --only: `make test` once, and the ssh target on a
+# lab (needs root, takes minutes). (The ssh figure's place is bench.context.OPTIONAL_FIGURES.)
+OPTIONAL = (*OPTIONAL_FIGURES, "ssh")
 PLOT = REPO / "bench" / "scale.png"
 
 
@@ -54,10 +59,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         action="append",
-        choices=FIGURES + OPTIONAL_FIGURES,
+        choices=FIGURES + OPTIONAL,
         metavar="FIGURE",
-        help=f"only these figures (repeatable): {', '.join(FIGURES + OPTIONAL_FIGURES)}; "
-        "maketest (`make test`, once) runs only when named",
+        help=f"only these figures (repeatable): {', '.join(FIGURES + OPTIONAL)}; "
+        "maketest (`make test`, once) and ssh (the lab, needs root) run only when named",
     )
     p.add_argument("--runs", type=int, help="repetitions of each figure (default: 5, quick: 2)")
     p.add_argument("--scale-points", help="comma-separated region counts (default 3,6,9,12)")
@@ -135,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
     if args.render:
         render(json.loads(results_file.read_text()), doc, plot_path)
         return 0
-    figures = [
-        f for f in FIGURES + OPTIONAL_FIGURES if (f in args.only if args.only else f in FIGURES)
-    ]
+    figures = [f for f in FIGURES + OPTIONAL if (f in args.only if args.only else f in FIGURES)]
     plan = plan_of(args)
     snap = snapshot.take(worktree=args.worktree)
     ctx = Ctx(plan=plan, snapshot=snap, out=out, keep=args.keep, profile=not args.no_profile)
@@ -234,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             from bench import fig_unit
 
             figure("maketest", lambda: fig_unit.make_test(ctx))
+        if "ssh" in figures:
+            from bench import fig_ssh
+
+            figure("ssh", lambda: fig_ssh.run(ctx))
         if "scale" in figures:
             from bench import fig_scale
 

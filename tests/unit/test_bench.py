@@ -4,6 +4,7 @@ hand-written analysis kept byte for byte). No engine, no I/O."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from bench import (
     fig_lag,
     fig_proxy,
     fig_scale,
+    fig_ssh,
     fig_unit,
     markdown,
     procs,
@@ -23,6 +25,7 @@ from bench import (
     stats,
     timeline,
 )
+from bench.context import _json_default
 from bench.fleetenv import SCALE_REGIONS, default_fleet_text, scale_fleet_text, script_stats
 from dbfleet.model.catalogue import REGIONS
 from dbfleet.model.spec import parse_fleet
@@ -693,3 +696,130 @@ def test_a_sandbox_is_private_and_its_environment_points_only_at_it(tmp_path, mo
         assert sb.root.stat().st_mode & 0o005 == 0o005  # the group's OS user reaches its data
     finally:
         shutil.rmtree(sb.root)
+
+
+# --------------------------------------------------------------------------- the ssh target
+
+
+def _ssh_row(local: float, ssh: float, per_host: dict[str, int], changed=()) -> dict:
+    return {
+        "local": local,
+        "ssh": ssh,
+        "local_stacks": {"replicas-us": local / 4},
+        "ssh_stacks": {"replicas-us": ssh / 4},
+        "local_changed": [],
+        "ssh_changed": list(changed),
+        "local_scripts": 18,
+        "connections": {"per_host": per_host, "masters": len(per_host)},
+    }
+
+
+HOSTS = {"198.18.7.11": "us/iad", "198.18.7.12": "us/ord", "198.18.7.21": "eu/fra"}
+
+
+def _ssh_results(rows: list[dict]) -> dict:
+    """Results as the report reads them: JSON, as bench/out/results.json holds them."""
+    res = {
+        "goal_preview_ratio": 1.3,
+        "goal_connections_per_host": 4,
+        "net": "198.18.7.0/24",
+        "hosts": HOSTS,
+        "local_up": 14.0,
+        "ssh_up": 21.0,
+        "lab_up": 1.5,
+        "up_connections": {"per_host": dict.fromkeys(HOSTS, 4), "masters": 3},
+        "warm": {"ssh": 12.0, "connections": {"per_host": dict.fromkeys(HOSTS, 0)}},
+        "runs": rows,
+        **fig_ssh.summarize(rows),
+    }
+    return json.loads(json.dumps(res, default=_json_default))
+
+
+def test_ssh_summary_pairs_each_preview_with_the_local_one_next_to_it():
+    rows = [
+        _ssh_row(10.0, 15.0, dict.fromkeys(HOSTS, 1)),
+        _ssh_row(20.0, 22.0, {**dict.fromkeys(HOSTS, 1), "198.18.7.21": 3}),
+    ]
+    out = fig_ssh.summarize(rows)
+    # Paired run by run (1.5 and 1.1), not the ratio of the medians (18.5 / 15).
+    assert out["ratio_preview"].median == pytest.approx(1.3)
+    assert (out["ratio_preview"].lo, out["ratio_preview"].hi) == pytest.approx((1.1, 1.5))
+    assert out["connections"].lo == 3 and out["connections"].hi == 5
+    assert out["per_host"]["198.18.7.21"].hi == 3 and out["per_host"]["198.18.7.11"].hi == 1
+    assert out["per_stack"]["replicas-us"]["ssh"].median == pytest.approx(18.5 / 4)
+    assert out["changed"] == []
+
+
+def test_ssh_verdicts_hold_the_ratio_to_its_goal_and_each_host_to_one_connection_per_stack():
+    good = _ssh_results([_ssh_row(10.0, 12.0, dict.fromkeys(HOSTS, 1))] * 3)
+    assert fig_ssh.ok(good) == (True, True)
+    slow = _ssh_results([_ssh_row(10.0, 14.0, dict.fromkeys(HOSTS, 1))] * 3)
+    assert fig_ssh.ok(slow) == (False, True)
+    # One host opened a connection per resource in one run: more than its 4 stack runs.
+    chatty = _ssh_results(
+        [
+            _ssh_row(10.0, 12.0, dict.fromkeys(HOSTS, 1)),
+            _ssh_row(10.0, 12.0, {**dict.fromkeys(HOSTS, 1), "198.18.7.12": 9}),
+        ]
+    )
+    assert fig_ssh.ok(chatty) == (True, False)
+    # A preview that planned a change is no no-change preview: neither goal counts as met.
+    changed = _ssh_results([_ssh_row(10.0, 12.0, dict.fromkeys(HOSTS, 1), ["proxies-eu"])])
+    assert fig_ssh.ok(changed) == (False, False)
+    assert fig_ssh.ok({}) == (None, None)
+
+
+def test_ssh_section_shows_both_targets_the_connections_per_host_and_the_verdicts():
+    res = _ssh_results(
+        [
+            _ssh_row(10.0, 15.0, dict.fromkeys(HOSTS, 1)),
+            _ssh_row(10.0, 16.0, dict.fromkeys(HOSTS, 2)),
+        ]
+    )
+    text = fig_ssh.section(res)
+    assert text.startswith("## 7. The ssh target")
+    assert "198.18.7.0/24" in text and "2 no-change previews" in text
+    assert (
+        "| **`dbfleet up`** (8 stacks, from nothing) | 14.0 s (1 run) | 21.0 s (1 run) | 1.50×"
+        in text
+    )
+    assert "1.55× (1.50–1.60)" in text and "**missed**" in text
+    assert "| 198.18.7.12 (us/ord) | 4 | 1.5 (1–2) | 0 |" in text
+    assert "**4.5 (3–6)** (met)" in text
+    assert "18 host scripts" in text
+    rows = fig_ssh.summary_rows(res)
+    assert [r[0][:3] for r in rows] == ["7a.", "7b.", "7c."]
+    assert rows[1][-1] == "**missed**" and rows[2][-1] == "met"
+    assert "≤ 12 in all" in rows[2][1] and "still up: 0" in rows[2][3]
+    changed = fig_ssh.section(
+        _ssh_results([_ssh_row(10.0, 12.0, dict.fromkeys(HOSTS, 1), ["proxies-eu"])])
+    )
+    assert "**Not no-change previews:**" in changed and "`proxies-eu`" in changed
+    assert fig_ssh.section({"error": "RuntimeError: the lab needs root"}).endswith(
+        "Failed: RuntimeError: the lab needs root"
+    )
+    assert fig_ssh.section({}) == "" and fig_ssh.summary_rows({}) == []
+    # What a second try fixed is said in one line; what is left behind stands out.
+    retried = fig_ssh.section({**res, "cleanup_retried": ["destroy exited 1:\n  userdel x"]})
+    assert "second try: destroy exited 1: userdel x." in retried and "Left behind" not in retried
+    assert "**Left behind**" in fig_ssh.section({**res, "cleanup_problems": ["lab down: boom"]})
+
+
+def test_the_ssh_figure_comes_last_with_its_own_analysis_block():
+    res = _ssh_results([_ssh_row(10.0, 12.0, dict.fromkeys(HOSTS, 1))])
+    text = report.render({**RESULTS, "ssh": res})
+    assert text.index("## 6. Unit suite") < text.index("## 7. The ssh target")
+    assert "7b. no-change `dbfleet preview`" in text.split("## 1. Engine floor")[0]
+    assert list(report.analysis_blocks(text))[-1] == "ssh"
+
+
+def test_sshd_logins_are_counted_from_its_log():
+    log = (
+        "Server listening on 198.18.7.11 port 22.\n"
+        "Accepted publickey for root from 198.18.7.1 port 40112 ssh2: ED25519 SHA256:abc\n"
+        "Connection closed by authenticating user root 198.18.7.1 port 40114 [preauth]\n"
+        "Accepted publickey for root from 198.18.7.1 port 40116 ssh2: ED25519 SHA256:abc\n"
+        "Received disconnect from 198.18.7.1 port 40112:11: disconnected by user\n"
+    )
+    assert fig_ssh.accepted(log) == 2
+    assert fig_ssh.accepted("") == 0
