@@ -628,7 +628,11 @@ def _remove_host(host: Mapping[str, Any], namespaces: set[str], links: set[str])
         _run(["ip", "netns", "del", ns])
         did.append(f"removed namespace {ns}")
     if host["veth"] in links and host["veth"] in _links():
-        _run(["ip", "link", "del", host["veth"]])
+        # Deleting the namespace removes its end of the pair, and the kernel then
+        # removes this end on its own, maybe while we look: gone is what was asked.
+        gone = _run(["ip", "link", "del", host["veth"]], check=False)
+        if gone.returncode != 0 and host["veth"] in _links():
+            raise LabError(f"`ip link del {host['veth']}` failed: {gone.stderr.strip()}")
         did.append(f"removed link {host['veth']}")
     return did
 
