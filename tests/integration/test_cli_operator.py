@@ -218,7 +218,8 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
     fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
     slots = next(d for d in fra["diffs"] if d["path"] == "environment.REPLICA_SLOTS")
     assert "dbfleet_ams_0" in slots["new"] and "dbfleet_ams_0" not in slots["old"]
-    assert ops("proxies-eu", "create") == {"ams", "ams-haproxy"}
+    # a region brings its proxy and its pooler; the other regions' poolers are untouched
+    assert ops("proxies-eu", "create") == {"ams", "ams-haproxy", "ams-pool", "ams-pool-pgbouncer"}
     assert ops("proxies-eu", "update") == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
     assert {c["path"] for c in rows["networks-eu"]["output_changes"]} >= {
         "regions.ams",
