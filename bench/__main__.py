@@ -7,6 +7,8 @@
                                     bench/out/results.json, the others are kept
     python -m bench --only ssh      the ssh target on a lab of six hosts next to the local
                                     target (optional: needs root, takes minutes)
+    python -m bench --only apps     read-your-writes through dbfleet.client, and the pooler
+                                    next to the direct endpoint (optional: a fleet of its own)
     python -m bench --render        re-render BENCHMARKS.md and the plot from results.json
 
 BENCHMARKS.md is generated except its hand-written analysis (between `<!-- analysis
@@ -41,9 +43,10 @@ from bench.context import (
 from bench.fleetenv import FleetEnv
 
 DOC = REPO / "BENCHMARKS.md"
-# Figures measured only when named with --only: `make test` once, and the ssh target on a
-# lab (needs root, takes minutes). (The ssh figure's place is bench.context.OPTIONAL_FIGURES.)
-OPTIONAL = (*OPTIONAL_FIGURES, "ssh")
+# Figures measured only when named with --only: `make test` once, the ssh target on a lab
+# (needs root, takes minutes), and applications on a fleet of their own (read-your-writes,
+# the pooler). (The place of ssh and apps is bench.context.OPTIONAL_FIGURES.)
+OPTIONAL = (*OPTIONAL_FIGURES, "ssh", "apps")
 PLOT = REPO / "bench" / "scale.png"
 
 
@@ -62,7 +65,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         choices=FIGURES + OPTIONAL,
         metavar="FIGURE",
         help=f"only these figures (repeatable): {', '.join(FIGURES + OPTIONAL)}; "
-        "maketest (`make test`, once) and ssh (the lab, needs root) run only when named",
+        "maketest (`make test`, once), ssh (the lab, needs root) and apps (read-your-writes, "
+        "the pooler) run only when named",
     )
     p.add_argument("--runs", type=int, help="repetitions of each figure (default: 5, quick: 2)")
     p.add_argument("--scale-points", help="comma-separated region counts (default 3,6,9,12)")
@@ -241,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             from bench import fig_ssh
 
             figure("ssh", lambda: fig_ssh.run(ctx))
+        if "apps" in figures:
+            from bench import fig_apps
+
+            figure("apps", lambda: fig_apps.run(ctx))
         if "scale" in figures:
             from bench import fig_scale
 

@@ -18,7 +18,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bench import fig_converge, fig_engine, fig_lag, fig_proxy, fig_scale, fig_ssh, fig_unit
+from bench import (
+    fig_apps,
+    fig_converge,
+    fig_engine,
+    fig_lag,
+    fig_proxy,
+    fig_scale,
+    fig_ssh,
+    fig_unit,
+)
 from bench.markdown import fmt, load_average, table, when
 
 # The figures in the document's order, with the results key each is stored under.
@@ -30,6 +39,7 @@ FIGURE_MODULES = (
     ("lag", fig_lag),
     ("unit", fig_unit),
     ("ssh", fig_ssh),
+    ("apps", fig_apps),
 )
 INTRO = "intro"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import (
+    fig_apps,
     fig_converge,
     fig_engine,
     fig_lag,
@@ -823,3 +824,172 @@ def test_sshd_logins_are_counted_from_its_log():
     )
     assert fig_ssh.accepted(log) == 2
     assert fig_ssh.accepted("") == 0
+
+
+# --------------------------------------------------------------------------- applications
+
+
+def _ryw_row(kind: str, wait: float, read: float, stale=False, fallback=False) -> dict:
+    return {
+        "write_ms": 1.0 if kind == "plain" else 1.5,
+        "wait_ms": wait,
+        "read_ms": read,
+        "stale": stale,
+        "fallback": fallback,
+    }
+
+
+def _round(path: str, qps: float, connected: int, refused: int = 0) -> dict:
+    return {
+        "path": path,
+        "qps": qps,
+        "connected": connected,
+        "refused": refused,
+        "refusals": {"FATAL: sorry, too many clients already": refused} if refused else {},
+        "errors": {},
+        "unfinished": 0,
+        "connect_all_s": 0.5,
+        "connect_ms": fig_apps.dist([2.0, 4.0]),
+        "query_ms": fig_apps.dist([0.2, 0.4]),
+    }
+
+
+def _apps_results(token_stale: int = 0, pooled_refused: int = 0) -> dict:
+    """Results as the report reads them: JSON, as bench/out/results.json holds them."""
+    plain = [_ryw_row("plain", 0.0, 0.2, stale=i < 3) for i in range(10)]
+    token = [_ryw_row("token", 0.5, 0.2, stale=i < token_stale) for i in range(10)]
+    rounds = [
+        _round("direct", 1000.0, 97, 103),
+        _round("pooled", 3000.0, 200 - pooled_refused, pooled_refused),
+        _round("pooled", 2400.0, 200),
+        _round("direct", 1200.0, 97, 103),
+    ]
+    setup = {
+        "direct": {"connect_ms": fig_apps.dist([4.0, 6.0]), "first_ms": fig_apps.dist([5.0])},
+        "pooled": {"connect_ms": fig_apps.dist([2.0, 3.0]), "first_ms": fig_apps.dist([2.5])},
+    }
+    for s in setup.values():
+        s.update(failed=0, errors={})
+    res = {
+        "group": "eu",
+        "region": "lhr",
+        "primary": "fra",
+        "goal_stale": 0,
+        "clients": 200,
+        "throughput_s": 4.0,
+        "max_wait_s": 0.5,
+        "up_s": 30.0,
+        "ryw": fig_apps.summarize_ryw({"plain": plain, "token": token}),
+        "setup": setup,
+        "rounds": rounds,
+        "throughput": fig_apps.summarize_throughput(rounds),
+    }
+    return json.loads(json.dumps(res, default=_json_default))
+
+
+def test_apps_summaries_count_stale_reads_and_pair_the_rounds_in_abba_order():
+    res = _apps_results(token_stale=1)
+    plain, token = res["ryw"]["plain"], res["ryw"]["token"]
+    assert (plain["n"], plain["stale"], token["stale"], token["fallbacks"]) == (10, 3, 1, 0)
+    # A read with a token is timed with its wait; the wait is also shown alone.
+    assert token["read_ms"]["p50"] == pytest.approx(0.7)
+    assert token["wait_ms"]["p95"] == pytest.approx(0.5)
+    tp = res["throughput"]
+    assert tp["direct"]["qps"]["median"] == pytest.approx(1100.0)
+    assert tp["direct"]["refused"] == 103 and tp["pooled"]["connected"] == 200
+    # Round 1 (pooled) pairs with round 0 (direct), round 2 with round 3: 3.0 and 2.0.
+    assert tp["ratio_qps"]["median"] == pytest.approx(2.5)
+    assert math.isnan(fig_apps.dist([])["p50"]) and fig_apps.dist([])["n"] == 0
+
+
+def test_apps_verdicts_hold_stale_reads_to_zero_and_every_pooled_client_to_being_served():
+    assert fig_apps.ok(_apps_results()) == (True, True)
+    assert fig_apps.ok(_apps_results(token_stale=1)) == (False, True)
+    assert fig_apps.ok(_apps_results(pooled_refused=1)) == (True, False)
+    assert fig_apps.ok({}) == (None, None)
+
+
+def test_apps_section_shows_both_reads_both_paths_and_the_verdicts():
+    res = _apps_results(token_stale=1)
+    text = fig_apps.section(res)
+    assert text.startswith("## 8. Applications: read-your-writes and the pooler")
+    assert "| plain (no token) | 3 of 10 (30.0 %) |" in text
+    assert "| **with a token** | 1 of 10 (10.0 %) | p50 0.50 ms, p95 0.50 ms |" in text
+    assert "**missed**" in text and "in 30.0 s" in text
+    assert "| pooled ÷ direct (p50) | 0.50× | 0.50× |" in text
+    assert "| direct | 97 / 103 |" in text and "| pooled | 200 / 0 |" in text
+    assert "2.50× (2.00–3.00)" in text
+    assert "206 × `FATAL: sorry, too many clients already`" in text
+    rows = fig_apps.summary_rows(res)
+    assert [r[0][:3] for r in rows] == ["8a.", "8b.", "8c."]
+    assert [r[-1] for r in rows] == ["**missed**", "–", "met"]
+    assert "plain read: 3 of 10 (30.0 %) stale" in rows[0][3]
+    assert "103 of 200 refused" in rows[2][3]
+    assert fig_apps.section({"error": "RuntimeError: boom"}).endswith("Failed: RuntimeError: boom")
+    assert fig_apps.section({}) == "" and fig_apps.summary_rows({}) == []
+    assert "**Left behind**" in fig_apps.section({**res, "cleanup_problems": ["destroy exited 1"]})
+
+
+def test_the_apps_figure_comes_after_the_ssh_figure_with_its_own_analysis_block():
+    text = report.render({**RESULTS, "apps": _apps_results()})
+    assert text.index("## 6. Unit suite") < text.index("## 8. Applications")
+    assert "8c. `SELECT 1` throughput" in text.split("## 1. Engine floor")[0]
+    assert list(report.analysis_blocks(text))[-1] == "apps"
+
+
+class _FakeConn:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def execute(self, _sql: str, *_args):
+        return self
+
+    def fetchone(self) -> tuple[int]:
+        return (1,)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_throughput_counts_refused_clients_and_bounds_each_loop_by_its_query_count(monkeypatch):
+    import psycopg
+
+    monkeypatch.setattr(fig_apps, "MAX_QUERIES_PER_CLIENT", 7)
+    made: list[_FakeConn] = []
+    calls = iter(range(10))
+
+    def connect(uri: str, **kw) -> _FakeConn:
+        assert kw["prepare_threshold"] is None and kw["autocommit"] is True
+        if next(calls) % 2:
+            raise psycopg.OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 6432 failed: '
+                "FATAL:  sorry, too many clients already"
+            )
+        made.append(_FakeConn())
+        return made[-1]
+
+    # A window far longer than the test: only the query bound can end the loops.
+    out = fig_apps.throughput("postgresql://app:pw@h/app", 10, 600.0, connect=connect)
+    assert (out["connected"], out["refused"], out["unfinished"]) == (5, 5, 0)
+    assert out["queries"] == 35 and out["query_ms"]["n"] == 35
+    assert out["refusals"] == {"connection failed: FATAL: sorry, too many clients already": 5}
+    assert all(c.closed for c in made) and out["all_tried"] is True
+
+
+def test_setup_times_alternate_the_paths_and_count_failures_per_path(monkeypatch):
+    import psycopg
+
+    order: list[str] = []
+
+    def connect(uri: str, **kw) -> _FakeConn:
+        order.append(uri)
+        if uri == "pooled" and len(order) == 2:
+            raise psycopg.OperationalError("password=secret rejected")
+        return _FakeConn()
+
+    monkeypatch.setattr(fig_apps.psycopg, "connect", connect)
+    out = fig_apps.setup_times({"direct": "direct", "pooled": "pooled"}, 3, 60.0)
+    assert order == ["direct", "pooled", "pooled", "direct", "direct", "pooled"]
+    assert out["direct"]["connect_ms"]["n"] == 3 and out["pooled"]["connect_ms"]["n"] == 2
+    assert out["pooled"]["failed"] == 1
+    assert out["pooled"]["errors"] == {"password=**** rejected": 1}
