@@ -288,9 +288,25 @@ do_check() {
     exit 0
 }
 
+# account_lock : one account.sh create/delete at a time on this machine. Hosts
+# that share a filesystem (the lab; an NFS-backed /var/lib) would otherwise race
+# on the shared data root and user: one sees the other's half-made directory.
+account_lock() {
+    local dir=/run/lock
+    [[ -d "$dir" && -w "$dir" ]] || dir=${TMPDIR:-/tmp}
+    exec 8>>"$dir/dbfleet-account.lock" || die "cannot open $dir/dbfleet-account.lock"
+    flock -w 120 8 || die "another account.sh holds $dir/dbfleet-account.lock (waited 120 s)"
+}
+
 case "${1:-}" in
-create | update) do_create ;;
-delete) do_delete ;;
+create | update)
+    account_lock
+    do_create
+    ;;
+delete)
+    account_lock
+    do_delete
+    ;;
 check) do_check ;;
 *) die "usage: $SCRIPT_NAME create|delete|check (ACCOUNT_USER, DATA_ROOT in the environment)" ;;
 esac

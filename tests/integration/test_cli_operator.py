@@ -196,56 +196,67 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
             "      arn: {nodes: 1}\n", "      arn: {nodes: 1}\n      ams: {nodes: 1}\n"
         )
     )
-    md, js = tmp_path / "preview.md", tmp_path / "preview.json"
-    proc = fleet.run("preview", "--diff", "--markdown", str(md), "--json", str(js), check=False)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    doc = json.loads(js.read_text())
-    rows = by_stack(doc)
-    assert doc["changed_stacks"] == ["networks-eu", "replicas-eu", "proxies-eu"]
-    assert not any(
-        r["resources"] for s, r in rows.items() if s.endswith("-us") or s == "accounts-eu"
-    )
+    # A failure before `up` applied ams leaves the file as it was, for the next tests.
+    try:
+        md, js = tmp_path / "preview.md", tmp_path / "preview.json"
+        proc = fleet.run("preview", "--diff", "--markdown", str(md), "--json", str(js), check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        doc = json.loads(js.read_text())
+        rows = by_stack(doc)
+        assert doc["changed_stacks"] == ["networks-eu", "replicas-eu", "proxies-eu"]
+        assert not any(
+            r["resources"] for s, r in rows.items() if s.endswith("-us") or s == "accounts-eu"
+        )
 
-    def ops(stack: str, op: str) -> set[str]:
-        return {r["name"] for r in rows[stack]["resources"] if r["op"] == op}
+        def ops(stack: str, op: str) -> set[str]:
+            return {r["name"] for r in rows[stack]["resources"] if r["op"] == op}
 
-    assert {r["op"] for s in doc["changed_stacks"] for r in rows[s]["resources"]} <= {
-        "create",
-        "update",
-    }
-    assert ops("replicas-eu", "create") == {"ams-0", "ams-0-server"}
-    assert {"fra-0-server", "lhr-0-server", "arn-0-server"} <= ops("replicas-eu", "update")
-    fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
-    slots = next(d for d in fra["diffs"] if d["path"] == "environment.REPLICA_SLOTS")
-    assert "dbfleet_ams_0" in slots["new"] and "dbfleet_ams_0" not in slots["old"]
-    # a region brings its proxy and its pooler; the other regions' poolers are untouched
-    assert ops("proxies-eu", "create") == {"ams", "ams-haproxy", "ams-pool", "ams-pool-pgbouncer"}
-    assert ops("proxies-eu", "update") == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
-    assert {c["path"] for c in rows["networks-eu"]["output_changes"]} >= {
-        "regions.ams",
-        "nearest.ams",
-    }
+        assert {r["op"] for s in doc["changed_stacks"] for r in rows[s]["resources"]} <= {
+            "create",
+            "update",
+        }
+        assert ops("replicas-eu", "create") == {"ams-0", "ams-0-server"}
+        assert {"fra-0-server", "lhr-0-server", "arn-0-server"} <= ops("replicas-eu", "update")
+        fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
+        slots = next(d for d in fra["diffs"] if d["path"] == "environment.REPLICA_SLOTS")
+        assert "dbfleet_ams_0" in slots["new"] and "dbfleet_ams_0" not in slots["old"]
+        # a region brings its proxy and its pooler; the other regions' poolers are untouched
+        assert ops("proxies-eu", "create") == {
+            "ams",
+            "ams-haproxy",
+            "ams-pool",
+            "ams-pool-pgbouncer",
+        }
+        assert ops("proxies-eu", "update") == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
+        assert {c["path"] for c in rows["networks-eu"]["output_changes"]} >= {
+            "regions.ams",
+            "nearest.ams",
+        }
 
-    text = md.read_text()
-    assert [ln for ln in text.splitlines() if ln.startswith("### ")] == [
-        "### `networks-eu` — changes",
-        "### `replicas-eu` — changes",
-        "### `proxies-eu` — changes",
-    ]
-    for name in ("ams-0-server", "ams-haproxy", "fra-haproxy", "fra-0-server"):
-        assert f"`{name}`" in text
-    assert "[!CAUTION]" not in text  # nothing is replaced or deleted
-    assert "secret_environment: [secret]" in text
-    secrets = group_secrets(fleet)
-    for output in (text, js.read_text(), proc.stdout, proc.stderr):
-        assert not any(v in output for v in secrets), "a Vault password is in the report"
+        text = md.read_text()
+        assert [ln for ln in text.splitlines() if ln.startswith("### ")] == [
+            "### `networks-eu` — changes",
+            "### `replicas-eu` — changes",
+            "### `proxies-eu` — changes",
+        ]
+        for name in ("ams-0-server", "ams-haproxy", "fra-haproxy", "fra-0-server"):
+            assert f"`{name}`" in text
+        assert "[!CAUTION]" not in text  # nothing is replaced or deleted
+        assert "secret_environment: [secret]" in text
+        secrets = group_secrets(fleet)
+        for output in (text, js.read_text(), proc.stdout, proc.stderr):
+            assert not any(v in output for v in secrets), "a Vault password is in the report"
 
-    # What the preview announced is what `up` does.
-    up = as_json(fleet.run("up", "eu", "--json"))
-    applied = {s["stack"]: s["changes"] for s in up["stacks"] if s["status"] == "applied"}
-    previewed = {s: rows[s]["changes"] for s in doc["changed_stacks"] if rows[s]["changes"]}
-    assert applied == previewed
-    assert "ams" in fleet.outputs("proxies-eu")["read_endpoints"]
+        # What the preview announced is what `up` does.
+        up = as_json(fleet.run("up", "eu", "--json"))
+        applied = {s["stack"]: s["changes"] for s in up["stacks"] if s["status"] == "applied"}
+        previewed = {s: rows[s]["changes"] for s in doc["changed_stacks"] if rows[s]["changes"]}
+        assert applied == previewed
+        assert "ams" in fleet.outputs("proxies-eu")["read_endpoints"]
+    except BaseException:
+        if "ams" not in fleet.outputs("networks-eu")["regions"]:
+            fleet.write_fleet(original)
+        raise
 
 
 # 4 ------------------------------------------------------------------------------------------
