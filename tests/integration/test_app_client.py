@@ -35,14 +35,14 @@ from examples.rywapp.app import create_schema, make_app
 from tests.fleets import default_fleet_text
 from tests.integration.conftest import FleetEnv, make_fleet_env
 
-REGIONS = ("fra", "lhr", "arn")  # fra is the primary
+REGIONS = ("fra", "lhr", "arn", "iad", "ord", "sjc")  # fra and iad are the primaries
 CONNECT = {"connect_timeout": 5}
 
 
 @pytest.fixture(scope="module")
 def fleet(local_vault) -> Iterator[FleetEnv]:
     fe = make_fleet_env(local_vault, "app")
-    fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet, groups=("eu",)))
+    fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet))  # both groups
     fe.run("up", "-q")
     yield fe
     fe.run("destroy", "--yes", "-q", check=False)
@@ -64,8 +64,9 @@ def client(app_env: dict[str, dict[str, str]], region: str, **options) -> Fleet:
 
 @pytest.fixture(scope="module")
 def table(app_env: dict[str, dict[str, str]]) -> str:
-    with client(app_env, "fra").write() as w:
-        w.conn.execute("CREATE TABLE IF NOT EXISTS ryw (id bigserial PRIMARY KEY, region text)")
+    for primary in ("fra", "iad"):  # one table per group (each its own database)
+        with client(app_env, primary).write() as w:
+            w.conn.execute("CREATE TABLE IF NOT EXISTS ryw (id bigserial PRIMARY KEY, region text)")
     return "ryw"
 
 
@@ -140,7 +141,7 @@ def test_read_your_writes_is_never_stale_in_any_region(
             (row_id,) = w.execute("INSERT INTO ryw (region) VALUES ('x') RETURNING id").fetchone()
             missed += r.execute("SELECT 1 FROM ryw WHERE id = %s", (row_id,)).fetchone() is None
     print(f"\nlhr, plain read right after the write (no token): {missed}/200 stale")
-    for region in ("lhr", "fra", "arn"):
+    for region in ("lhr", "fra", "arn", "iad", "ord", "sjc"):  # every region of both groups
         n = 2000 if region == "lhr" else 300
         fleet = client(app_env, region)
         stale, waits = ryw_loop(fleet, region, n, pooled=True)
