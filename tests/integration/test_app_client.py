@@ -1,12 +1,12 @@
 """Applications on a real fleet: dbfleet.client, dbfleet.web and `endpoints --env`.
 
-One fleet of its own with one group (eu: fra primary, lhr and arn replicas), brought
-up once for the module and destroyed at its end. Each region's app environment comes
+One fleet of its own, the default fleet's two groups (eu: fra primary; us: iad primary),
+brought up once for the module and destroyed at its end. Each region's app environment comes
 from `dbfleet endpoints --env REGION --json --show-secrets` (a pipe, not a terminal):
 
 1. the environment: passwords masked by default, real with --show-secrets;
-2. read-your-writes: 2000 write-then-read iterations in lhr and 300 in each other
-   region (plus 50 through fleet.read() in each), 0 stale reads, the added latency
+2. read-your-writes: 2000 write-then-read iterations in lhr and 300 in every other
+   region of both groups (plus 50 through fleet.read() in each), 0 stale reads, the added latency
    printed (p50/p95);
 3. with lhr's replica paused (pg_wal_replay_pause), reads fall back to the primary
    within max_wait and are never stale, while a plain read is;
