@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import shutil
 import stat
@@ -56,17 +55,6 @@ _ACCEPTED = re.compile(r"\bAccepted \S+ for \S+ from ")
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def free_net() -> str:
-    """The first three octets of a /24 of 198.18.0.0/16 that no interface uses."""
-    used = subprocess.run(
-        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
-    ).stdout
-    for octet in random.sample(range(2, 251), 249):
-        if f" 198.18.{octet}." not in used:
-            return f"198.18.{octet}"
-    raise RuntimeError("no free /24 in 198.18.0.0/16 for a lab")
 
 
 def accepted(text: str) -> int:
@@ -125,9 +113,9 @@ class LabFleet:
     """The lab fleet's environment, its lab, and one fresh control directory per command."""
 
     def __init__(self, ctx: Ctx) -> None:
-        from dbfleet.ops.lab import Lab, read_spec
+        from dbfleet.ops.lab import Lab, free_lab_network, read_spec
 
-        self.net = free_net()
+        self.net = free_lab_network()
         self.fe = FleetEnv(
             "ssh-lab",
             fleet_text=lambda name, _octet: lab_fleet_text(name, self.net, GROUPS),

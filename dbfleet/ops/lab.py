@@ -44,6 +44,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -76,6 +77,18 @@ PRIVSEP_DIR = Path("/run/sshd")
 
 class LabError(Exception):
     """A problem with the lab, said so that the user can act on it."""
+
+
+def free_lab_network() -> str:
+    """The first three octets of a /24 of 198.18.0.0/16 that no interface of this
+    machine uses: a lab of its own for a test or a benchmark."""
+    used = subprocess.run(
+        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
+    ).stdout
+    for octet in random.sample(range(2, 251), 249):
+        if f" 198.18.{octet}." not in used:
+            return f"198.18.{octet}"
+    raise LabError("no free /24 in 198.18.0.0/16 for a lab")
 
 
 # --------------------------------------------------------------------------------------------

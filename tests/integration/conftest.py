@@ -13,8 +13,11 @@ import random
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,15 @@ def fleet_env(local_vault):  # noqa: F811
     # Whatever a test left running is destroyed; the tests assert on it themselves.
     fe.run("destroy", "--yes", check=False)
     shutil.rmtree(fe.root, ignore_errors=True)
+
+
+def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.2) -> Any:
+    """Polls `check` until it returns something truthy; fails after the deadline."""
+    t0 = time.monotonic()
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() - t0 > deadline_s:
+            raise AssertionError(f"{what}: not within {deadline_s} s")
+        time.sleep(interval)  # polling interval, not a synchronisation

@@ -26,16 +26,15 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import hvac
 import pytest
 
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
-from tests.integration.conftest import FleetEnv, make_fleet_env
+from tests.integration.conftest import FleetEnv, make_fleet_env, wait_for
 
 GROUPS = ("us", "eu")
 STACKS = {f"{layer}-{g}" for g in GROUPS for layer in LAYERS}
@@ -70,18 +69,6 @@ def deployed(fleet: FleetEnv) -> FleetEnv:
     if _deployed_stacks(fleet) != STACKS:
         fleet.run("up", "-q")
     return fleet
-
-
-def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.2) -> Any:
-    """Polls `check` until it returns something truthy; fails after the deadline."""
-    t0 = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() - t0 > deadline_s:
-            raise AssertionError(f"{what}: not within {deadline_s} s")
-        time.sleep(interval)  # polling interval, not a synchronisation
 
 
 def as_json(proc) -> dict:

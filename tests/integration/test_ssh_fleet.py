@@ -13,23 +13,20 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import random
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
-from dbfleet.ops.lab import Lab, read_spec
+from dbfleet.ops.lab import Lab, free_lab_network, read_spec
 from tests.fleets import lab_fleet_text
-from tests.integration.conftest import FleetEnv, make_fleet_env
+from tests.integration.conftest import FleetEnv, make_fleet_env, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,27 +35,6 @@ pytestmark = [
 
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
-
-
-def _free_net() -> str:
-    used = subprocess.run(
-        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
-    ).stdout
-    for octet in random.sample(range(2, 251), 248):
-        if f" 198.18.{octet}." not in used:
-            return f"198.18.{octet}"
-    pytest.skip("no free /24 in 198.18.0.0/16 for a lab")
-
-
-def wait_for(check: Callable[[], Any], deadline_s: float, what: str) -> Any:
-    t0 = time.monotonic()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() - t0 > deadline_s:
-            raise AssertionError(f"{what}: not within {deadline_s} s")
-        time.sleep(0.2)  # polling interval, not a synchronisation
 
 
 class SshFleet:
@@ -116,7 +92,7 @@ def _close_masters(control: Path) -> None:
 @pytest.fixture(scope="module")
 def fleet(local_vault) -> Iterator[SshFleet]:
     fe = make_fleet_env(local_vault, "ssh")
-    net = _free_net()
+    net = free_lab_network()
     fe.write_fleet(lab_fleet_text(fe.name, net))
     control = Path(tempfile.mkdtemp(prefix="dbfleet-ctl-"))
     fe.env["DBFLEET_SSH_CONTROL_DIR"] = str(control)
@@ -288,7 +264,7 @@ def test_a_partitioned_replica_is_routed_around_and_catches_up(fleet: SshFleet) 
 def test_destroy_and_lab_down_leave_nothing_behind(local_vault) -> None:
     """A fleet of its own (one group), so the module's fleet keeps serving."""
     fe = make_fleet_env(local_vault, "sshd")
-    net = _free_net()
+    net = free_lab_network()
     fe.write_fleet(lab_fleet_text(fe.name, net, groups=("eu",)))
     control = Path(tempfile.mkdtemp(prefix="dbfleet-ctl-"))
     fe.env["DBFLEET_SSH_CONTROL_DIR"] = str(control)

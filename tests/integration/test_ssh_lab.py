@@ -27,7 +27,7 @@ import pytest
 from components import hostcmd
 from components.hostcmd import Connection, SshError
 from dbfleet import vault
-from dbfleet.ops.lab import Lab, LabError, read_spec
+from dbfleet.ops.lab import Lab, LabError, free_lab_network, read_spec
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SH = REPO / "scripts" / "lab.sh"
@@ -94,17 +94,6 @@ class LabEnv:
         return conn
 
 
-def _free_network() -> str:
-    """A /24 of 198.18.0.0/15 that no interface of this machine uses."""
-    used = subprocess.run(
-        ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
-    ).stdout
-    for octet in random.sample(range(2, 251), 248):
-        if f" 198.18.{octet}." not in used:
-            return f"198.18.{octet}"
-    pytest.skip("no free /24 in 198.18.0.0/16 for a lab")
-
-
 def _our_ssh_clients(control_dir: Path) -> list[int]:
     """ssh clients (masters) that use our control directory."""
     found = []
@@ -134,7 +123,7 @@ def lab_env(local_vault) -> Iterator[LabEnv]:
     control = root / "c"  # short: unix socket paths are limited
     spec = root / "fleet.yaml"
     name = f"t{random.randrange(16**6):06x}"
-    spec.write_text(FLEET.format(name=name, net=_free_network()))
+    spec.write_text(FLEET.format(name=name, net=free_lab_network()))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DBFLEET_"))},
         **local_vault.env,
