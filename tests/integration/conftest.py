@@ -123,3 +123,17 @@ def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: f
         if time.monotonic() - t0 > deadline_s:
             raise AssertionError(f"{what}: not within {deadline_s} s")
         time.sleep(interval)  # polling interval, not a synchronisation
+
+
+def command_lines() -> dict[int, str]:
+    """pid -> command line (arguments joined by spaces) of every process that can be
+    read right now; processes that exit meanwhile are skipped."""
+    found = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                raw = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            found[int(d.name)] = raw.replace(b"\0", b" ").decode(errors="replace")
+    return found

@@ -14,24 +14,15 @@ import pytest
 
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
+from tests.integration.conftest import command_lines
 
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
 
 
 def _pids_under(root: Path) -> list[int]:
-    """Processes whose command line or cwd points into `root` (postgres, haproxy)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(root) in cmd:
-            pids.append(int(d.name))
-    return pids
+    """Processes whose command line points into `root` (postgres, haproxy)."""
+    return [pid for pid, cmd in command_lines().items() if str(root) in cmd]
 
 
 def _listening(host: str, port: int) -> bool:

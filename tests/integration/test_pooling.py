@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.fleets import default_fleet_text
-from tests.integration.conftest import FleetEnv, make_fleet_env
+from tests.integration.conftest import FleetEnv, command_lines, make_fleet_env
 
 GROUP = "eu"
 STACKS = [f"{layer}-{GROUP}" for layer in ("accounts", "networks", "replicas", "proxies")]
@@ -40,17 +40,7 @@ def uris(fe: FleetEnv) -> dict:
 
 
 def pgbouncer_pids(under: Path) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "pgbouncer" in cmd and str(under) in cmd:
-            pids.append(int(d.name))
-    return pids
+    return [pid for pid, cmd in command_lines().items() if "pgbouncer" in cmd and str(under) in cmd]
 
 
 def pool_dir(fe: FleetEnv, region: str) -> Path:

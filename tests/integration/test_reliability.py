@@ -26,7 +26,7 @@ import yaml
 from bench import procs
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
-from tests.integration.conftest import REPO, default_fleet_text, make_fleet_env
+from tests.integration.conftest import REPO, command_lines, default_fleet_text, make_fleet_env
 
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
@@ -319,14 +319,9 @@ def test_rotation_leaks_no_secret_and_a_second_up_changes_nothing(fleet, local_v
 
     def sample():
         while not stop.is_set():
-            for d in Path("/proc").iterdir():
-                if d.name.isdigit():
-                    try:
-                        args = (d / "cmdline").read_bytes().decode(errors="replace")
-                    except OSError:
-                        continue
-                    if any(v in args for v in values):
-                        seen_in_args.append(args[:80])
+            for args in command_lines().values():
+                if any(v in args for v in values):
+                    seen_in_args.append(args[:80])
             stop.wait(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)

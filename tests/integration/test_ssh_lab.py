@@ -28,6 +28,7 @@ from components import hostcmd
 from components.hostcmd import Connection, SshError
 from dbfleet import vault
 from dbfleet.ops.lab import Lab, LabError, free_lab_network, read_spec
+from tests.integration.conftest import command_lines
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SH = REPO / "scripts" / "lab.sh"
@@ -96,16 +97,11 @@ class LabEnv:
 
 def _our_ssh_clients(control_dir: Path) -> list[int]:
     """ssh clients (masters) that use our control directory."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if cmdline.startswith("ssh ") and str(control_dir) in cmdline:
-                found.append(int(proc.name))
-    return found
+    return [
+        pid
+        for pid, cmd in command_lines().items()
+        if cmd.startswith("ssh ") and str(control_dir) in cmd
+    ]
 
 
 def _poll(what: str, done: Any, timeout_s: float = DEADLINE_S) -> None:

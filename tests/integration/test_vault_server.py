@@ -19,6 +19,7 @@ import pytest
 
 from dbfleet import vault as v
 from tests.integration import vault_fixture
+from tests.integration.conftest import command_lines
 from tests.integration.vault_fixture import REPO, LocalVault, new_local_vault, require_bao
 
 pytestmark = pytest.mark.integration
@@ -304,15 +305,7 @@ def test_stop_leaves_a_foreign_pid_alone(tmp_path):
 def _sample_cmdlines(stop: threading.Event, seen: set[str]) -> None:
     me = os.getpid()
     while not stop.is_set():
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and int(entry.name) != me:
-                try:
-                    with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                        raw = f.read()
-                except OSError:
-                    continue
-                if raw:
-                    seen.add(raw.decode(errors="replace").replace("\0", " "))
+        seen.update(cmd for pid, cmd in command_lines().items() if pid != me and cmd)
 
 
 def test_no_secret_on_any_command_line_during_start(tmp_path):
