@@ -19,19 +19,6 @@
 #   PYTHON          the Python to run (default: this clone's .venv/bin/python, else python3)
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-    python=python3
-    [[ -x $root/.venv/bin/python ]] && python=$root/.venv/bin/python
-fi
-command -v -- "$python" >/dev/null \
-    || { echo "lab.sh: no $python to run; run: bash scripts/setup.sh" >&2; exit 1; }
-# -c instead of -m: -m would put the working directory first on sys.path, and a working
-# directory inside another clone would then load that clone's dbfleet.
-exec "$python" -c '
-import sys
-sys.path[0] = sys.argv.pop(1)
-from dbfleet.ops.lab import main
-sys.exit(main(sys.argv[1:]))
-' "$root" "$@"
+# shellcheck source=scripts/run_module.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/run_module.sh"
+run_module lab.sh dbfleet.ops.lab "$@"

@@ -23,19 +23,6 @@
 # Real users do not need this script: they point VAULT_ADDR/VAULT_TOKEN at their own Vault.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-    python=python3
-    [[ -x $root/.venv/bin/python ]] && python=$root/.venv/bin/python
-fi
-command -v -- "$python" >/dev/null \
-    || { echo "vault.sh: no $python to run; run: bash scripts/setup.sh" >&2; exit 1; }
-# -c instead of -m: -m would put the working directory first on sys.path, and a working
-# directory inside another clone would then load that clone's dbfleet.
-exec "$python" -c '
-import sys
-sys.path[0] = sys.argv.pop(1)
-from dbfleet.ops.localvault import main
-sys.exit(main(sys.argv[1:]))
-' "$root" "$@"
+# shellcheck source=scripts/run_module.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/run_module.sh"
+run_module vault.sh dbfleet.ops.localvault "$@"
