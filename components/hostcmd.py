@@ -571,10 +571,11 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _master_up(connection: Mapping[str, Any], config: Path) -> bool:
-    """Whether a master connection answers on its socket (local, no network)."""
+def _control(connection: Mapping[str, Any], config: Path, command: str) -> bool:
+    """`ssh -O COMMAND` to the login's master connection (its local socket, no
+    network); whether the master answered."""
     proc = subprocess.run(
-        ssh_argv(connection, config, "-O", "check"),
+        ssh_argv(connection, config, "-O", command),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -582,6 +583,11 @@ def _master_up(connection: Mapping[str, Any], config: Path) -> bool:
         check=False,
     )
     return proc.returncode == 0
+
+
+def _master_up(connection: Mapping[str, Any], config: Path) -> bool:
+    """Whether a master connection answers on its socket."""
+    return _control(connection, config, "check")
 
 
 def _ensure_master(connection: Mapping[str, Any], config: Path, prefix: Path) -> None:
@@ -631,15 +637,7 @@ def close_master(connection: Mapping[str, Any]) -> bool:
     """Asks this login's master connection to exit (`ssh -O exit`); False if none was up.
     A proxy hop's own master is left to expire (CONTROL_PERSIST_S)."""
     with _client_files(connection) as (config, _):
-        proc = subprocess.run(
-            ssh_argv(connection, config, "-O", "exit"),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    return proc.returncode == 0
+        return _control(connection, config, "exit")
 
 
 # Inputs whose change re-runs the script (an update) ...
