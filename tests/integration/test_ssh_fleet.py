@@ -16,8 +16,10 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,7 +69,7 @@ class SshFleet:
         try:
             env = dict(self.fe.env, DBFLEET_SSH_CONTROL_DIR=control)
             proc = subprocess.run(
-                [self.fe.env.get("PYTHON", "python3"), "-m", "dbfleet", *args],
+                [sys.executable, "-m", "dbfleet", *args],
                 env=env, cwd=self.fe.project, capture_output=True, text=True, timeout=600, check=False,
             )  # fmt: skip
         finally:
@@ -89,16 +91,15 @@ def _close_masters(control: Path) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def fleet(local_vault) -> Iterator[SshFleet]:
-    fe = make_fleet_env(local_vault, "ssh")
+@contextmanager
+def lab_fleet(local_vault, tag: str, groups: tuple[str, ...] = ("us", "eu")) -> Iterator[SshFleet]:
+    """A fleet of its own on a lab of its own (a free /24), up; destroyed, its ssh
+    masters closed and the lab taken down afterwards, whatever happened."""
+    fe = make_fleet_env(local_vault, tag)
     net = free_lab_network()
-    fe.write_fleet(lab_fleet_text(fe.name, net))
+    fe.write_fleet(lab_fleet_text(fe.name, net, groups=groups))
     control = Path(tempfile.mkdtemp(prefix="dbfleet-ctl-"))
     fe.env["DBFLEET_SSH_CONTROL_DIR"] = str(control)
-    import sys
-
-    fe.env["PYTHON"] = sys.executable
     lab = Lab(read_spec(fe.spec), fe.home)
     try:
         lab.up(fe.env)
@@ -110,6 +111,12 @@ def fleet(local_vault) -> Iterator[SshFleet]:
         lab.down(fe.env)
         shutil.rmtree(control, ignore_errors=True)
         shutil.rmtree(fe.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fleet(local_vault) -> Iterator[SshFleet]:
+    with lab_fleet(local_vault, "ssh") as ssh_fleet:
+        yield ssh_fleet
 
 
 def test_the_fleet_runs_on_its_hosts_and_a_second_up_changes_nothing(fleet: SshFleet) -> None:
@@ -263,15 +270,8 @@ def test_a_partitioned_replica_is_routed_around_and_catches_up(fleet: SshFleet) 
 
 def test_destroy_and_lab_down_leave_nothing_behind(local_vault) -> None:
     """A fleet of its own (one group), so the module's fleet keeps serving."""
-    fe = make_fleet_env(local_vault, "sshd")
-    net = free_lab_network()
-    fe.write_fleet(lab_fleet_text(fe.name, net, groups=("eu",)))
-    control = Path(tempfile.mkdtemp(prefix="dbfleet-ctl-"))
-    fe.env["DBFLEET_SSH_CONTROL_DIR"] = str(control)
-    lab = Lab(read_spec(fe.spec), fe.home)
-    try:
-        lab.up(fe.env)
-        fe.run("up", "-q", timeout=900)
+    with lab_fleet(local_vault, "sshd", groups=("eu",)) as ssh_fleet:
+        fe, lab = ssh_fleet.fe, ssh_fleet.lab
         data_root = Path(f"/var/lib/dbfleet/{fe.name}-eu")
         assert data_root.is_dir()
         fe.run("destroy", "--yes", "-q", timeout=900)
@@ -279,7 +279,7 @@ def test_destroy_and_lab_down_leave_nothing_behind(local_vault) -> None:
         with pytest.raises(KeyError):
             pwd.getpwnam(f"{fe.name}-eu")
         namespaces = [lab.namespace(h) for h in lab.spec.hosts]
-        _close_masters(control)
+        _close_masters(Path(fe.env["DBFLEET_SSH_CONTROL_DIR"]))
         lab.down(fe.env)
         listed = subprocess.run(
             ["ip", "netns", "list"], capture_output=True, text=True, check=False
@@ -289,9 +289,3 @@ def test_destroy_and_lab_down_leave_nothing_behind(local_vault) -> None:
             ["ip", "-o", "link"], capture_output=True, text=True, check=False
         ).stdout
         assert lab.bridge not in links and not any(lab.veth(h) in links for h in lab.spec.hosts)
-    finally:
-        fe.run("destroy", "--yes", "-q", check=False, timeout=900)
-        _close_masters(control)
-        lab.down(fe.env)
-        shutil.rmtree(control, ignore_errors=True)
-        shutil.rmtree(fe.root, ignore_errors=True)
