@@ -4,6 +4,7 @@ the next `up` completes once space is back, with no data lost."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 
 import hvac
@@ -31,6 +32,7 @@ def small_disk_fleet(local_vault):
     finally:
         fe.run("destroy", "--yes", check=False)
         subprocess.run(["umount", str(data)], check=False)
+        shutil.rmtree(fe.root, ignore_errors=True)
 
 
 def test_a_full_data_root_fails_clearly_and_the_next_up_completes(small_disk_fleet):

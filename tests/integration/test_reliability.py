@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ def fleet(local_vault):
     fe.run("up")
     yield fe
     fe.run("destroy", "--yes", check=False)
+    shutil.rmtree(fe.root, ignore_errors=True)
 
 
 def _descendants(root: int) -> dict[int, bytes]:
