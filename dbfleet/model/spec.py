@@ -259,6 +259,32 @@ def _check_kv_path(value: str) -> str:
 
 GroupName = Annotated[StrictStr, AfterValidator(_check_group_name)]
 RegionCode = Annotated[StrictStr, AfterValidator(_check_region_code)]
+_SIZE_UNITS = {"B": 1, "kB": 1024, "MB": 1024**2, "GB": 1024**3}
+_SIZE_RE = re.compile(r"^([0-9]+)\s*(B|kB|MB|GB)$")
+
+
+def size_bytes(text: str) -> int:
+    """`16MB` -> 16777216 (PostgreSQL's units: kB, MB, GB are powers of 1024)."""
+    match = _SIZE_RE.match(text.strip())
+    if not match:
+        raise ValueError(text)
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _check_size(text: str) -> str:
+    try:
+        size = size_bytes(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "size",
+            "{value!r} is not a size: write a number and B, kB, MB or GB, e.g. 16MB",
+            {"value": text},
+        ) from None
+    if size < 1:
+        raise PydanticCustomError("size", "must be more than 0 bytes")
+    return text
+
+
 Port = Annotated[StrictInt, Field(ge=1024, le=65535)]
 
 
@@ -308,13 +334,30 @@ class SshSpec(_Model):
 
 
 class GroupSpec(_Model):
-    """A region group: data stays in `zone`; writes go to `primary`."""
+    """A region group: data stays in `zone`; writes go to `primary` (the preferred
+    primary: Patroni may fail over elsewhere, and `up` switches back)."""
 
     zone: Annotated[StrictStr, AfterValidator(_check_zone)]
     primary: StrictStr
     regions: Annotated[dict[RegionCode, RegionSpec], Field(min_length=1)]
     # None means "the fleet's target".
     target: Target | None = None
+    # async: a failover may lose at most `max_lag_on_failover` of acknowledged WAL;
+    # sync: Patroni's synchronous mode, a commit waits for one replica (RPO 0).
+    durability: Literal["async", "sync"] = "async"
+    # A replica further behind the primary than this (bytes of WAL not yet replayed)
+    # leaves its region's read pool until it catches up; status turns DEGRADED.
+    read_lag_budget: Annotated[StrictStr, AfterValidator(_check_size)] = "16MB"
+    # async only: the most WAL a replica may miss and still be promoted by a failover.
+    max_lag_on_failover: Annotated[StrictStr, AfterValidator(_check_size)] = "1MB"
+
+    @property
+    def read_lag_budget_bytes(self) -> int:
+        return size_bytes(self.read_lag_budget)
+
+    @property
+    def max_lag_on_failover_bytes(self) -> int:
+        return size_bytes(self.max_lag_on_failover)
 
 
 class NetworkSpec(_Model):
@@ -327,6 +370,11 @@ class NetworkSpec(_Model):
     stats_port: Port = 6434
     # Each region's PgBouncer (docs/pooling.md), in front of the region's HAProxy.
     pool_port: Port = 6435
+    # Node k's Patroni REST API listens on patroni_port + k (docs/high-availability.md).
+    patroni_port: Port = 8008
+    # The region's etcd member: client and peer ports.
+    etcd_port: Port = 2379
+    etcd_peer_port: Port = 2380
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -337,35 +385,65 @@ class NetworkSpec(_Model):
         """Ports reserved for PostgreSQL nodes: one per possible node of a region."""
         return range(self.postgres_port, self.postgres_port + MAX_NODES)
 
+    @property
+    def patroni_port_range(self) -> range:
+        """Ports reserved for the nodes' Patroni REST APIs."""
+        return range(self.patroni_port, self.patroni_port + MAX_NODES)
+
     @model_validator(mode="after")
     def _ports_do_not_overlap(self) -> NetworkSpec:
         problems: RuleProblems = []
         nodes = self.node_port_range
-        if nodes[-1] > 65535:
-            problems.append(
-                (
-                    ("postgres_port",),
-                    (
-                        f"must be at most {65536 - MAX_NODES}: ports postgres_port to "
-                        f"postgres_port+{MAX_NODES - 1} are reserved for nodes"
-                    ),
-                )
-            )
         taken: dict[int, str] = {}
-        for field in ("read_port", "write_port", "stats_port", "pool_port"):
-            port = getattr(self, field)
-            if port in nodes:
+        for name, reserved in (("postgres_port", nodes), ("patroni_port", self.patroni_port_range)):
+            if reserved[-1] > 65535:
                 problems.append(
                     (
-                        (field,),
+                        (name,),
                         (
-                            f"port {port} overlaps the PostgreSQL node ports {nodes[0]}-"
-                            f"{nodes[-1]} (postgres_port to postgres_port+{MAX_NODES - 1})"
+                            f"must be at most {65536 - MAX_NODES}: ports {name} to "
+                            f"{name}+{MAX_NODES - 1} are reserved for nodes"
                         ),
                     )
                 )
-            elif port in taken:
-                problems.append(((field,), f"port {port} is already the {taken[port]}"))
+        if set(nodes) & set(self.patroni_port_range):
+            problems.append(
+                (
+                    ("patroni_port",),
+                    (
+                        f"ports {self.patroni_port}-{self.patroni_port + MAX_NODES - 1} overlap "
+                        f"the PostgreSQL node ports {nodes[0]}-{nodes[-1]}"
+                    ),
+                )
+            )
+        for field in (
+            "read_port",
+            "write_port",
+            "stats_port",
+            "pool_port",
+            "etcd_port",
+            "etcd_peer_port",
+        ):
+            port = getattr(self, field)
+            for label, reserved in (
+                ("PostgreSQL node", nodes),
+                ("Patroni REST", self.patroni_port_range),
+            ):
+                if port in reserved:
+                    base = "postgres_port" if reserved is nodes else "patroni_port"
+                    problems.append(
+                        (
+                            (field,),
+                            (
+                                f"port {port} overlaps the {label} ports {reserved[0]}-"
+                                f"{reserved[-1]} ({base} to {base}+{MAX_NODES - 1})"
+                            ),
+                        )
+                    )
+                    break
+            else:
+                if port in taken:
+                    problems.append(((field,), f"port {port} is already the {taken[port]}"))
             taken.setdefault(port, field)
         if problems:
             raise _rules_error(problems)
@@ -413,6 +491,24 @@ class PoolingSpec(_Model):
         return self
 
 
+class LimitsSpec(_Model):
+    """Connection limits: every node's `max_connections`, and how long a client
+    waits in a proxy's queue for a free server slot before it gets an error.
+
+    Each region's proxy gives every node a share of the node's slots (its
+    max_connections less `RESERVED_CONNECTIONS` for superusers, Patroni and dbfleet
+    status), so the group's proxies together never open more than the node
+    accepts; a client beyond that queues instead of failing."""
+
+    max_connections: Annotated[StrictInt, Field(ge=20, le=10000)] = 100
+    queue_timeout_s: Annotated[StrictInt, Field(ge=1, le=3600)] = 10
+
+
+# Slots of every node kept out of the proxies' shares: PostgreSQL's
+# superuser_reserved_connections (3), Patroni's own sessions and dbfleet status.
+RESERVED_CONNECTIONS = 10
+
+
 class FleetSpec(_Model):
     """The whole fleet file."""
 
@@ -422,6 +518,7 @@ class FleetSpec(_Model):
     ssh: SshSpec | None = None
     firewall: FirewallSpec = Field(default_factory=FirewallSpec)
     pooling: PoolingSpec = Field(default_factory=PoolingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
     groups: Annotated[dict[GroupName, GroupSpec], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -52,6 +52,11 @@ class RegionNet:
     node_hosts: tuple[str, ...] = ()
     # The region's PgBouncer, on `host` beside the proxy (0: a plan made before pooling).
     pool_port: int = 0
+    # Node k's Patroni REST API: node_hosts[k]:patroni_ports[k].
+    patroni_ports: tuple[int, ...] = ()
+    # The region's etcd member, on `host`: client and peer ports.
+    etcd_port: int = 0
+    etcd_peer_port: int = 0
 
 
 def region_host(fleet: FleetSpec, region: str) -> str:
@@ -85,6 +90,9 @@ def plan_network(fleet: FleetSpec, group: str) -> dict[str, RegionNet]:
             node_ports=tuple(net.postgres_port + k for k in range(region.nodes)),
             node_hosts=hosts,
             pool_port=net.pool_port,
+            patroni_ports=tuple(net.patroni_port + k for k in range(region.nodes)),
+            etcd_port=net.etcd_port,
+            etcd_peer_port=net.etcd_peer_port,
         )
     return plans
 
@@ -98,6 +106,9 @@ def group_addresses(fleet: FleetSpec, group: str) -> list[str]:
 
 def _listeners(net: RegionNet) -> list[tuple[int, str]]:
     nodes = [(port, f"PostgreSQL node {k}") for k, port in enumerate(net.node_ports)]
+    nodes += [(port, f"Patroni REST API of node {k}") for k, port in enumerate(net.patroni_ports)]
+    if net.etcd_port:
+        nodes += [(net.etcd_port, "etcd client port"), (net.etcd_peer_port, "etcd peer port")]
     proxies = [
         (net.read_port, "read listener"),
         (net.write_port, "write listener"),

@@ -157,7 +157,7 @@ def test_the_networks_layer_puts_a_firewall_on_every_host() -> None:
     fra = fw["fra-0-firewall"]
     assert fra["FW_TABLE"] == "dbfleet_lab_eu"
     assert fra["HOST_ADDRESS"] == "198.18.3.11"
-    assert fra["NODE_PORTS"] == "5432" and fra["CLIENT_PORTS"] == "6432 6433 6435"
+    assert fra["NODE_PORTS"] == "5432 8008 2379 2380" and fra["CLIENT_PORTS"] == "6432 6433 6435"
     assert fra["STATS_PORT"] == "6434"
     assert set(fra["GROUP_SOURCES"].split()) == {
         "198.18.3.11",
@@ -169,7 +169,7 @@ def test_the_networks_layer_puts_a_firewall_on_every_host() -> None:
     assert "198.18.3.14:2222" in fra["PEERS"].split() and "198.18.3.11:22" not in fra["PEERS"]
     # the second host of lhr runs no proxy: only its own node port is guarded there
     lhr1 = fw["lhr-1-firewall"]
-    assert (lhr1["NODE_PORTS"], lhr1["CLIENT_PORTS"], lhr1["STATS_PORT"]) == ("5433", "", "")
+    assert (lhr1["NODE_PORTS"], lhr1["CLIENT_PORTS"], lhr1["STATS_PORT"]) == ("5433 8009", "", "")
 
 
 def test_nodes_listen_on_their_hosts_and_admit_only_the_group_and_operators() -> None:

@@ -262,11 +262,11 @@ def test_nodes_default_to_one() -> None:
     [
         (
             "colour",
-            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
+            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, groups)",
         ),
         (
             "groups.eu.colour",
-            "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)",
+            "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover)",
         ),
         (
             "groups.eu.regions.fra.colour",
@@ -276,7 +276,7 @@ def test_nodes_default_to_one() -> None:
             "network.colour",
             (
                 "network.colour: unknown key "
-                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port)"
+                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port, patroni_port, etcd_port, etcd_peer_port)"
             ),
         ),
     ],
@@ -561,7 +561,7 @@ def test_cross_field_rules_skip_a_group_whose_shape_failed() -> None:
     # eu has both a shape problem and a zone problem: only the shape problem is reported.
     data = fleet(**{"groups.eu.colour": "blue", "groups.eu.regions.sjc": {}})
     assert problems(data) == [
-        "groups.eu.colour: unknown key (allowed: zone, primary, regions, target)"
+        "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover)"
     ]
 
 
@@ -587,7 +587,7 @@ def test_several_rule_problems_in_one_group_are_all_reported_in_file_order() -> 
 def test_problems_follow_the_file_not_the_schema() -> None:
     text = "colour: blue\ngroups:\n  eu: {zone: EU, primary: fra, regions: {fra: {nodes: 0}}}\n"
     assert problems(text) == [
-        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

@@ -96,6 +96,9 @@ def test_plan_network_for_eu() -> None:
         node_ports=(5432,),
         node_hosts=("127.77.20.1",),
         pool_port=6435,
+        patroni_ports=(8008,),
+        etcd_port=2379,
+        etcd_peer_port=2380,
     )
 
 
@@ -189,8 +192,8 @@ def test_no_clashes_when_everything_is_free() -> None:
         return True
 
     assert find_port_clashes(nets, is_free, group="eu") == []
-    # 3 regions x (1 node + read + write + stats + pooler)
-    assert len(asked) == 15
+    # 3 regions x (1 node + its Patroni + etcd client and peer + read + write + stats + pooler)
+    assert len(asked) == 24
     assert ("127.77.20.1", 6432) in asked and ("127.77.2.1", 5432) in asked
 
 

@@ -46,6 +46,9 @@ def build(ctx: LayerContext) -> None:
         for r in previous_regions.values()
         for port in (
             *r.get("node_ports", []),
+            *r.get("patroni_ports", []),
+            r.get("etcd_port"),
+            r.get("etcd_peer_port"),
             r.get("read_port"),
             r.get("write_port"),
             r.get("stats_port"),
@@ -82,6 +85,9 @@ def _region_output(net: RegionNet) -> dict:
         "write_port": net.write_port,
         "stats_port": net.stats_port,
         "pool_port": net.pool_port,
+        "patroni_ports": list(net.patroni_ports),
+        "etcd_port": net.etcd_port,
+        "etcd_peer_port": net.etcd_peer_port,
     }
 
 
@@ -123,9 +129,15 @@ def _firewalls(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
                 connection=ctx.node_connection(region, k),
                 table=table,
                 host=me,
+                # PostgreSQL, Patroni REST and (beside the proxy) etcd: the group's
+                # own hosts and the operators only.
                 node_ports=tuple(
-                    p for j, p in enumerate(net.node_ports) if net.node_hosts[j] == me
-                ),
+                    p
+                    for j in range(len(net.node_ports))
+                    if net.node_hosts[j] == me
+                    for p in (net.node_ports[j], *net.patroni_ports[j : j + 1])
+                )
+                + ((net.etcd_port, net.etcd_peer_port) if proxy_here and net.etcd_port else ()),
                 stats_port=net.stats_port if proxy_here else None,
                 client_ports=(net.read_port, net.write_port, net.pool_port) if proxy_here else (),
                 group_sources=group,
