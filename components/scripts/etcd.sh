@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+#
+# etcd.sh create|update|delete|check - one member of a region group's etcd
+# cluster (the consensus store Patroni keeps the group's leader key in).
+# One member per region of the group; a group's cluster never spans another
+# group.  etcd 3.4, API v3, plain http on the region's own address.
+#
+# Environment:
+#   RUN_AS            OS user running etcd (the group's user)
+#   ETCD_DIR          absolute directory (0700, dbfleet marker): data/ (etcd's
+#                     data dir), etcd.log, etcd.pid, etcd.flags (the flags the
+#                     running member was started with)
+#   MEMBER_NAME       this member's name, the region code (e.g. fra)
+#   ETCD_HOST         address etcd listens on (clients and peers): loopback on
+#                     the local target, the host's own address with TARGET=ssh;
+#                     never 0.0.0.0
+#   ETCD_CLIENT_PORT  client port (http://ETCD_HOST:ETCD_CLIENT_PORT)
+#   ETCD_PEER_PORT    peer port (http://ETCD_HOST:ETCD_PEER_PORT)
+#   ETCD_CLUSTER      every member of the group, this one included, in etcd's
+#                     --initial-cluster form: name=http://host:peerport,...
+#   ETCD_CLIENTS      space-separated host:clientport of every member (this
+#                     one included), in the order of ETCD_CLUSTER
+#   ETCD_TOKEN        --initial-cluster-token (<fleet>-<group>): two groups
+#                     started alike can never merge into one cluster
+#   FLEET_NAME        optional: the fleet named in the directory's marker
+#   TARGET            optional: "ssh" lets ETCD_HOST be any IPv4 address
+#
+# create/update (idempotent):
+#   * running (pid file, /proc/PID/exe is etcd) with the recorded flags:
+#     nothing happens ("unchanged"); with other flags: stopped and started
+#     again ("restarted").  The bootstrap flags (--initial-*) are not among
+#     the recorded ones: etcd reads them only once, so a region added to the
+#     group (a longer ETCD_CLUSTER) restarts no running member.
+#   * not running, data present: started ("started").  If the other members
+#     answer and no longer list this one (it was removed while it was down),
+#     its data is useless (etcd would refuse to start with it): it is wiped
+#     and the member joins afresh ("rejoined").
+#   * not running, no data: the OTHER members are asked (short timeouts) for
+#     their member list.  No answer: start as a member of a new cluster made
+#     of ETCD_CLUSTER ("started").  A brand-new group starts every member at
+#     once; none has quorum yet, so none answers (etcd 3.4 serves no client
+#     request before it has joined a quorum), and all of them start "new",
+#     which is what bootstraps the cluster.  An answer: the cluster exists, so
+#     this member is added to it (etcdctl member add, unless it is listed as
+#     not yet started) and joins it with --initial-cluster-state existing
+#     ("joined").  A listed, started member without data lost its data: it is
+#     removed and added again.
+#   The script waits (deadline) until the member listens on its client port,
+#   not for quorum (the first member of a new group alone has none); a
+#   joining member is also waited for until it serves its client port, since
+#   a failed join makes etcd exit after it opened its ports.
+# delete: if the other members answer and list this one, it is removed from
+#   the cluster first (member remove: the group's quorum is then counted
+#   without it), then the process is stopped (TERM, deadline, KILL) and
+#   ETCD_DIR removed (only with this fleet's marker).  Removal that would
+#   cost the rest of the group its quorum (a member down or just restarted)
+#   is refused by etcd; the script then stops with that reason.  Idempotent.
+# check: read-only; exits DRIFT_EXIT_CODE (lib.sh) when the member is not
+#   running or not listening on its client port, 0 otherwise.
+#
+# Output: one summary line on stdout; progress/errors on stderr.  etcd logs
+# (zap, JSON lines) to ETCD_DIR/etcd.log.  Nothing here is secret: the group's
+# etcd trusts its network (loopback locally, the firewall on ssh hosts).
+set -euo pipefail
+
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+ETCD_BIN=${ETCD_BIN:-/usr/bin/etcd}
+ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
+# Patroni keeps a handful of keys per group; 256 MiB is far more than it
+# needs and small enough that a runaway writer hits the quota (and an alarm)
+# long before the disk is full.
+QUOTA_BACKEND_BYTES=268435456
+# etcd.log is moved to etcd.log.1 when a start finds it larger than this.
+LOG_ROTATE_BYTES=16777216
+# Deadlines (seconds).
+LISTEN_TIMEOUT=15
+JOIN_TIMEOUT=20
+# member add/remove are refused as "unhealthy cluster" while any member has
+# been connected for less than 5 s (etcd's HealthInterval); retried this long.
+RECONFIG_TIMEOUT=15
+STOP_TIMEOUT=15
+
+init_vars() {
+    # shellcheck disable=SC2153  # ETCD_DIR comes from the environment
+    DATA=$ETCD_DIR/data
+    LOGFILE=$ETCD_DIR/etcd.log
+    PIDFILE=$ETCD_DIR/etcd.pid
+    FLAGSFILE=$ETCD_DIR/etcd.flags
+    CLIENT_URL=http://$ETCD_HOST:$ETCD_CLIENT_PORT
+    PEER_URL=http://$ETCD_HOST:$ETCD_PEER_PORT
+}
+
+# check_member_name NAME VALUE : an etcd member name (a region code: a DNS
+# label), which needs no quoting in --initial-cluster.
+check_member_name() {
+    [[ "$2" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] ||
+        die "$1: '$2' is not a member name (lower-case letters, digits, -)"
+}
+
+# parse_cluster : check ETCD_CLUSTER and ETCD_CLIENTS; set CLUSTER_NAMES,
+# CLUSTER_URLS (parallel arrays) and OTHERS (the other members' client
+# endpoints, comma-separated; "" for a group of one).
+parse_cluster() {
+    local entry name url hostport seen_names=" " seen_urls=" " own=0 entries=()
+    CLUSTER_NAMES=()
+    CLUSTER_URLS=()
+    IFS=',' read -r -a entries <<<"$ETCD_CLUSTER"
+    for entry in "${entries[@]}"; do
+        [[ "$entry" == *=http://* ]] || die "ETCD_CLUSTER: '$entry' is not name=http://host:port"
+        name=${entry%%=*}
+        url=${entry#*=}
+        check_member_name ETCD_CLUSTER "$name"
+        hostport=${url#http://}
+        check_hostport ETCD_CLUSTER "$hostport"
+        check_bind ETCD_CLUSTER "${hostport%:*}"
+        [[ "$seen_names" != *" $name "* ]] || die "ETCD_CLUSTER: member $name is listed twice"
+        [[ "$seen_urls" != *" $url "* ]] || die "ETCD_CLUSTER: peer URL $url is listed twice"
+        seen_names+="$name "
+        seen_urls+="$url "
+        CLUSTER_NAMES+=("$name")
+        CLUSTER_URLS+=("$url")
+        if [[ "$name" == "$MEMBER_NAME" ]]; then
+            [[ "$url" == "$PEER_URL" ]] ||
+                die "ETCD_CLUSTER gives member $MEMBER_NAME the peer URL $url, not $PEER_URL"
+            own=1
+        elif [[ "$url" == "$PEER_URL" ]]; then
+            die "ETCD_CLUSTER gives this member's peer URL $PEER_URL to member $name"
+        fi
+    done
+    ((own)) || die "ETCD_CLUSTER does not list this member ($MEMBER_NAME=$PEER_URL)"
+
+    local clients=() seen=" " others=()
+    read -r -a clients <<<"$ETCD_CLIENTS"
+    ((${#clients[@]} == ${#CLUSTER_NAMES[@]})) ||
+        die "ETCD_CLIENTS has ${#clients[@]} endpoints, ETCD_CLUSTER ${#CLUSTER_NAMES[@]} members"
+    own=0
+    for hostport in "${clients[@]}"; do
+        check_hostport ETCD_CLIENTS "$hostport"
+        check_bind ETCD_CLIENTS "${hostport%:*}"
+        [[ "$seen" != *" $hostport "* ]] || die "ETCD_CLIENTS: $hostport is listed twice"
+        seen+="$hostport "
+        if [[ "$hostport" == "$ETCD_HOST:$ETCD_CLIENT_PORT" ]]; then
+            own=1
+        else
+            others+=("$hostport")
+        fi
+    done
+    ((own)) || die "ETCD_CLIENTS does not list this member ($ETCD_HOST:$ETCD_CLIENT_PORT)"
+    OTHERS=$(
+        IFS=,
+        printf '%s' "${others[*]}"
+    )
+}
+
+check_inputs() {
+    check_run_as
+    check_fleet
+    require_env ETCD_DIR MEMBER_NAME ETCD_HOST ETCD_CLIENT_PORT ETCD_PEER_PORT ETCD_CLUSTER \
+        ETCD_CLIENTS ETCD_TOKEN
+    check_abs_path ETCD_DIR
+    check_member_name MEMBER_NAME "$MEMBER_NAME"
+    check_bind ETCD_HOST "$ETCD_HOST"
+    check_port ETCD_CLIENT_PORT "$ETCD_CLIENT_PORT"
+    check_port ETCD_PEER_PORT "$ETCD_PEER_PORT"
+    [[ "$ETCD_CLIENT_PORT" != "$ETCD_PEER_PORT" ]] ||
+        die "ETCD_CLIENT_PORT and ETCD_PEER_PORT are both $ETCD_PEER_PORT"
+    [[ "$ETCD_TOKEN" =~ ^[A-Za-z0-9._-]{1,128}$ ]] ||
+        die "ETCD_TOKEN: '$ETCD_TOKEN' may only contain letters, digits and . _ - (1..128)"
+    init_vars
+    parse_cluster
+}
+
+# ctl ENDPOINTS ARGS... : etcdctl (API v3) against ENDPOINTS (comma-separated
+# host:port), as RUN_AS, with short timeouts and a clean environment: an
+# inherited ETCDCTL_* (endpoints, credentials) must not change whom we ask.
+ctl() {
+    local endpoints=$1
+    shift
+    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" \
+        --dial-timeout=1s --command-timeout=3s "$@"
+}
+
+# cluster_members : the other members' `member list` (etcdctl's simple
+# format: "id, status, name, peer-urls, client-urls, is-learner" per line);
+# fails when none of them answers.
+cluster_members() {
+    [[ -n "$OTHERS" ]] || return 1
+    ctl "$OTHERS" member list -w simple 2>/dev/null
+}
+
+# member_field LINE INDEX : field INDEX (0 id, 1 status, 2 name, 3 peer URLs)
+# of a `member list` line; fields are separated by ", ", URLs by ",".
+member_field() {
+    local rest=$1 i
+    for ((i = 0; i < $2; i++)); do rest=${rest#*, }; done
+    printf '%s' "${rest%%, *}"
+}
+
+# own_member LIST : the line of LIST whose peer URLs include PEER_URL.
+own_member() {
+    local line
+    while IFS= read -r line; do
+        [[ ",$(member_field "$line" 3)," == *",$PEER_URL,"* ]] && printf '%s\n' "$line" && return 0
+    done <<<"$1"
+    return 1
+}
+
+# reconfigure WHAT ARGS... : a member add/remove through the other members;
+# "unhealthy cluster" (a member connected less than 5 s ago) is retried until
+# RECONFIG_TIMEOUT.  On failure prints etcdctl's reason and returns 1.
+reconfigure() {
+    local what=$1 out now deadline
+    shift
+    now=${EPOCHREALTIME//[!0-9]/}
+    deadline=$((now + RECONFIG_TIMEOUT * 1000000))
+    while :; do
+        if out=$(ctl "$OTHERS" "$@" 2>&1); then
+            return 0
+        fi
+        now=${EPOCHREALTIME//[!0-9]/}
+        if [[ "$out" != *"unhealthy cluster"* ]] || ((now >= deadline)); then
+            out=$(grep '^Error:' <<<"$out" | tail -n 1)
+            printf '%s\n' "${out:-etcdctl $what failed without a reason}"
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+# initial_cluster_from LIST : --initial-cluster for joining the cluster of
+# LIST: every listed member and peer URL.  Members that have not started yet
+# have no name in the list; they get theirs from ETCD_CLUSTER (etcd matches
+# members by peer URL, and needs only this member's own name).
+initial_cluster_from() {
+    local line id name url out=() i urls=()
+    while IFS= read -r line; do
+        [[ -n "$line" ]] || continue
+        id=$(member_field "$line" 0)
+        name=$(member_field "$line" 2)
+        if [[ -n "$(own_member "$line")" ]]; then
+            name=$MEMBER_NAME
+        elif [[ -z "$name" ]]; then
+            name=member-$id
+            for i in "${!CLUSTER_URLS[@]}"; do
+                [[ ",$(member_field "$line" 3)," == *",${CLUSTER_URLS[i]},"* ]] &&
+                    name=${CLUSTER_NAMES[i]}
+            done
+        fi
+        IFS=',' read -r -a urls <<<"$(member_field "$line" 3)"
+        for url in "${urls[@]}"; do out+=("$name=$url"); done
+    done <<<"$1"
+    (
+        IFS=,
+        printf '%s' "${out[*]}"
+    )
+}
+
+# join_cluster LIST : make this member a member of the cluster of LIST (it
+# answered), so that it can start with --initial-cluster-state existing; sets
+# INITIAL_CLUSTER.
+join_cluster() {
+    local list=$1 line id why other
+    # This region's old identity under another peer URL (its address or peer
+    # port changed): it would count as a dead member forever.
+    while IFS= read -r other; do
+        [[ -n "$other" && "$(member_field "$other" 2)" == "$MEMBER_NAME" ]] || continue
+        own_member "$other" >/dev/null && continue
+        id=$(member_field "$other" 0)
+        info "removing member $MEMBER_NAME's old identity $id ($(member_field "$other" 3))"
+        why=$(reconfigure "member remove" member remove "$id") ||
+            die "cannot remove member $MEMBER_NAME's old identity $id: $why"
+    done <<<"$list"
+    if line=$(own_member "$list"); then
+        id=$(member_field "$line" 0)
+        if [[ "$(member_field "$line" 1)" == started ]]; then
+            # Listed and started, yet no data here: its data was lost.  The old
+            # identity goes, a new one is added.
+            info "member $MEMBER_NAME ($id) is in the cluster but has no data here: re-adding it"
+            why=$(reconfigure "member remove" member remove "$id") ||
+                die "cannot remove the stale member $MEMBER_NAME ($id): $why"
+            line=
+        fi
+    fi
+    if [[ -z "$line" ]]; then
+        why=$(reconfigure "member add" member add "$MEMBER_NAME" --peer-urls="$PEER_URL") ||
+            die "cannot add member $MEMBER_NAME to the group's etcd cluster ($OTHERS): $why"
+    fi
+    list=$(cluster_members) || die "the group's etcd cluster ($OTHERS) stopped answering"
+    own_member "$list" >/dev/null || die "member $MEMBER_NAME is not listed after member add"
+    INITIAL_CLUSTER=$(initial_cluster_from "$list")
+}
+
+# etcd_pid : the pid in the pid file if it is a running etcd.
+etcd_pid() {
+    local pid=
+    [[ -f "$PIDFILE" ]] && read -r pid <"$PIDFILE"
+    if proc_exe_is "$pid" "$ETCD_BIN"; then printf '%s' "$pid"; fi
+}
+
+# has_data : etcd's data dir holds this member's write-ahead log, i.e. the
+# member has been created (bootstrapped or joined) here before.
+has_data() { compgen -G "$DATA/member/wal/*.wal" >/dev/null; }
+
+# render_flags : the flags of a running member, one per line (recorded in
+# etcd.flags; a change restarts the member).
+render_flags() {
+    cat <<EOF
+--name=$MEMBER_NAME
+--data-dir=$DATA
+--listen-client-urls=$CLIENT_URL
+--advertise-client-urls=$CLIENT_URL
+--listen-peer-urls=$PEER_URL
+--initial-advertise-peer-urls=$PEER_URL
+--heartbeat-interval=100
+--election-timeout=1000
+--auto-compaction-mode=periodic
+--auto-compaction-retention=1
+--quota-backend-bytes=$QUOTA_BACKEND_BYTES
+--snapshot-count=10000
+--strict-reconfig-check=true
+--enable-v2=false
+--logger=zap
+--log-outputs=stderr
+EOF
+}
+
+listening() { (exec 3<>"/dev/tcp/$ETCD_HOST/$ETCD_CLIENT_PORT") 2>/dev/null; }
+
+# up PID : PID still runs etcd and the client port accepts connections.
+up() { proc_exe_is "$1" "$ETCD_BIN" && listening; }
+
+# serving PID : PID still runs etcd and answers on its client port (it has
+# joined its cluster).
+serving() { proc_exe_is "$1" "$ETCD_BIN" && ctl "$ETCD_HOST:$ETCD_CLIENT_PORT" endpoint status >/dev/null 2>&1; }
+
+# start_etcd [BOOTSTRAP_FLAGS...] : start etcd detached (its own session,
+# stdin /dev/null, stdout/stderr appended to etcd.log) as RUN_AS, with a
+# clean environment (etcd reads any ETCD_* variable as a flag); record its
+# pid and wait until it listens.  Sets PID.
+start_etcd() {
+    local flags=()
+    mapfile -t flags < <(render_flags)
+    if [[ -f "$LOGFILE" ]] && (($(stat -c %s -- "$LOGFILE") > LOG_ROTATE_BYTES)); then
+        run_as mv -f -- "$LOGFILE" "$LOGFILE.1" || die "cannot rotate $LOGFILE"
+    fi
+    [[ -e "$PIDFILE" ]] && rm -f -- "$PIDFILE"
+    # setsid execs without forking (the background job is no process group
+    # leader), so $! is etcd's pid.
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    PID=$(run_as bash -c 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & printf "%s" "$!"' \
+        start_etcd "$LOGFILE" env -i "$ETCD_BIN" "${flags[@]}" "$@") ||
+        die "cannot start $ETCD_BIN as $RUN_AS"
+    printf '%s\n' "$PID" | put_file "$PIDFILE" || true
+    wait_for "$LISTEN_TIMEOUT" "etcd to listen on $CLIENT_URL" up "$PID" ||
+        die "etcd $MEMBER_NAME did not come up on $CLIENT_URL (see $LOGFILE)"
+}
+
+gone() { ! proc_exe_is "$1" "$ETCD_BIN"; }
+
+# stop_etcd PID : TERM (a leader first hands its leadership over), then KILL
+# after STOP_TIMEOUT.
+stop_etcd() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$STOP_TIMEOUT" "etcd $pid to exit" gone "$pid"; then
+        warn "etcd $pid ignored SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 5 "etcd $pid to die" gone "$pid" || die "etcd $pid is still running"
+    fi
+}
+
+do_create() {
+    check_inputs
+    [[ -x "$ETCD_BIN" ]] || die "etcd not found at $ETCD_BIN (package etcd-server)"
+    [[ -x "$ETCDCTL_BIN" ]] || die "etcdctl not found at $ETCDCTL_BIN (package etcd-client)"
+    claim_dir "$ETCD_DIR" use
+    make_dirs "$ETCD_DIR"
+    mark_dir "$ETCD_DIR" "etcd member"
+    lock_dir "$ETCD_DIR"
+
+    local what flags_changed=0 list
+    render_flags | put_file "$FLAGSFILE" && flags_changed=1
+    PID=$(etcd_pid)
+    if [[ -n "$PID" ]]; then
+        if ((!flags_changed)); then
+            what=unchanged
+        else
+            stop_etcd "$PID"
+            start_etcd
+            what="restarted (flags changed)"
+        fi
+    elif has_data; then
+        what=started
+        if list=$(cluster_members) && ! own_member "$list" >/dev/null; then
+            info "the group's etcd cluster no longer lists member $MEMBER_NAME: wiping its data, joining again"
+            run_as rm -rf -- "$DATA" || die "cannot remove $DATA"
+            join_cluster "$list"
+            start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
+                --initial-cluster-token="$ETCD_TOKEN"
+            wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
+                die "etcd $MEMBER_NAME did not join its cluster (see $LOGFILE)"
+            what=rejoined
+        else
+            start_etcd
+        fi
+    elif list=$(cluster_members); then
+        join_cluster "$list"
+        start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
+            --initial-cluster-token="$ETCD_TOKEN"
+        wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
+            die "etcd $MEMBER_NAME did not join its cluster (see $LOGFILE)"
+        what=joined
+    else
+        start_etcd --initial-cluster="$ETCD_CLUSTER" --initial-cluster-state=new \
+            --initial-cluster-token="$ETCD_TOKEN"
+        what=started
+    fi
+    printf '%s: member %s %s (pid %s) %s in %s\n' \
+        "$SCRIPT_NAME" "$MEMBER_NAME" "$CLIENT_URL" "$PID" "$what" "$(elapsed)"
+}
+
+do_delete() {
+    check_inputs
+    local removed="not removed from the cluster (no other member answered)" list line id why
+    if [[ -d "$ETCD_DIR" ]]; then
+        # Another fleet's directory: refuse before touching any cluster.
+        claim_dir "$ETCD_DIR" delete
+        lock_dir "$ETCD_DIR"
+    fi
+    # Leave the cluster first, so that the rest of the group counts its quorum
+    # without this member; etcd refuses if that would cost them their quorum.
+    if list=$(cluster_members); then
+        removed="not a member of the cluster"
+        if line=$(own_member "$list"); then
+            id=$(member_field "$line" 0)
+            if why=$(reconfigure "member remove" member remove "$id"); then
+                removed="removed from the cluster"
+            elif [[ "$why" == *"unhealthy cluster"* || "$why" == *"not enough started members"* ]]; then
+                die "etcd refuses to remove member $MEMBER_NAME ($why): the other members would lose their quorum; bring the group's other members back up, then run again"
+            else
+                # No quorum at all (the group is going away member by member):
+                # stopping this member cannot make that worse.
+                warn "cannot remove member $MEMBER_NAME from the cluster ($why); stopping it anyway"
+                removed="not removed from the cluster (no quorum)"
+            fi
+        fi
+    fi
+    if [[ -d "$ETCD_DIR" ]]; then
+        local pid
+        pid=$(etcd_pid)
+        [[ -z "$pid" ]] || stop_etcd "$pid"
+        safe_remove_dir "$ETCD_DIR"
+    fi
+    printf '%s: member %s %s, deleted %s in %s\n' \
+        "$SCRIPT_NAME" "$MEMBER_NAME" "$removed" "$ETCD_DIR" "$(elapsed)"
+}
+
+# do_check : read-only drift probe.
+do_check() {
+    require_env ETCD_DIR ETCD_HOST ETCD_CLIENT_PORT ETCD_PEER_PORT
+    init_vars
+    [[ -n "$(etcd_pid)" ]] || exit "$DRIFT_EXIT_CODE"
+    listening || exit "$DRIFT_EXIT_CODE"
+    exit 0
+}
+
+case "${1:-}" in
+create | update) do_create ;;
+delete) do_delete ;;
+check) do_check ;;
+*) die "usage: $SCRIPT_NAME create|update|delete|check (configuration in the environment)" ;;
+esac

@@ -1,0 +1,257 @@
+"""etcd.sh run for real (as root, acting as a throw-away OS user) for a group of three
+members on loopback addresses: started together they form one cluster; a second run
+changes nothing; a killed member is drift that create repairs; a deleted member leaves
+the cluster (the other two stay healthy) and comes back by joining it."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from components.hostcmd import DRIFT_EXIT_CODE, SCRIPTS_DIR
+from tests.integration.vault_fixture import free_ports
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="useradd/runuser need root")
+
+ETCD = Path("/usr/bin/etcd")
+ETCDCTL = "/usr/bin/etcdctl"
+if not ETCD.exists():
+    pytestmark = pytest.mark.skip(reason="no /usr/bin/etcd (package etcd-server)")
+
+GROUP = "eu"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+
+    @property
+    def client(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+
+@dataclass
+class Group:
+    base: Path
+    root: Path
+    user: str
+    fleet: str
+    members: list[Member]
+    # Every etcd pid a run recorded: the teardown stops these and only these.
+    pids: set[int] = field(default_factory=set)
+
+    def dir(self, m: Member) -> Path:
+        return self.root / f"etcd-{m.name}"
+
+    def env(self, m: Member) -> dict[str, str]:
+        """etcd.sh's environment as the EtcdMember component gives it."""
+        return {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "RUN_AS": self.user,
+            "FLEET_NAME": self.fleet,
+            "ETCD_DIR": str(self.dir(m)),
+            "MEMBER_NAME": m.name,
+            "ETCD_HOST": m.host,
+            "ETCD_CLIENT_PORT": str(m.client_port),
+            "ETCD_PEER_PORT": str(m.peer_port),
+            "ETCD_CLUSTER": ",".join(
+                f"{o.name}=http://{o.host}:{o.peer_port}" for o in self.members
+            ),
+            "ETCD_CLIENTS": " ".join(o.client for o in self.members),
+            "ETCD_TOKEN": f"{self.fleet}-{GROUP}",
+        }
+
+    def start(self, action: str, m: Member) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["bash", str(SCRIPTS_DIR / "etcd.sh"), action],
+            env=self.env(m),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(self, m: Member, proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+        out, err = proc.communicate(timeout=90)
+        self.record_pid(m)
+        return proc.returncode, out, err
+
+    def run(self, action: str, m: Member) -> tuple[int, str, str]:
+        return self.finish(m, self.start(action, m))
+
+    def ok(self, action: str, m: Member) -> str:
+        rc, out, err = self.run(action, m)
+        assert rc == 0, err
+        assert len(out.splitlines()) == 1, out  # one summary line
+        return out
+
+    def check(self, m: Member) -> int:
+        return self.run("check", m)[0]
+
+    def pid(self, m: Member) -> int:
+        return int((self.dir(m) / "etcd.pid").read_text())
+
+    def record_pid(self, m: Member) -> None:
+        pidfile = self.dir(m) / "etcd.pid"
+        if pidfile.exists():
+            self.pids.add(int(pidfile.read_text()))
+
+
+def ctl(endpoints: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            ETCDCTL,
+            f"--endpoints={','.join(endpoints)}",
+            "--dial-timeout=1s",
+            "--command-timeout=3s",
+            *args,
+        ],
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def eventually(what: str, probe: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def healthy(members: list[Member]) -> bool:
+    proc = ctl([m.client for m in members], "endpoint", "health")
+    return proc.returncode == 0
+
+
+def started_members(via: Member) -> dict[str, str]:
+    """name -> peer URL of every started member, as `via` lists them."""
+    proc = ctl([via.client], "member", "list", "-w", "simple")
+    assert proc.returncode == 0, proc.stderr
+    listed = {}
+    for line in proc.stdout.splitlines():
+        _id, status, name, peers, *_ = line.split(", ")
+        if status == "started":
+            listed[name] = peers
+    return listed
+
+
+def alive_etcd(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == str(ETCD)
+    except OSError:
+        return False
+
+
+def refused(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) != 0
+
+
+@pytest.fixture
+def group() -> Iterator[Group]:
+    tag = os.urandom(3).hex()
+    fleet, user = f"et{tag}", f"et{tag}-{GROUP}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--", user],
+        check=True,
+        capture_output=True,
+    )
+    base = Path(tempfile.mkdtemp(prefix="dbfleet-etcd-", dir="/tmp"))
+    base.chmod(0o755)  # the user must reach its data root
+    root = base / f"{fleet}-{GROUP}"
+    root.mkdir(mode=0o700)
+    shutil.chown(root, user, user)
+    first = random.randrange(10, 240)
+    members = []
+    for i, name in enumerate(("fra", "ams", "waw")):
+        host = f"127.77.250.{first + i}"
+        client_port, peer_port = free_ports(2, host)
+        members.append(Member(name, host, client_port, peer_port))
+    g = Group(base, root, user, fleet, members)
+    yield g
+    # Stop what the runs started, by recorded pid, then remove the dirs and the user.
+    for m in members:
+        g.record_pid(m)
+    for pid in g.pids:
+        if alive_etcd(pid):
+            os.kill(pid, signal.SIGKILL)
+    for pid in g.pids:
+        eventually(f"etcd {pid} to die", lambda p=pid: not alive_etcd(p), timeout=10)
+    shutil.rmtree(base, ignore_errors=True)
+    subprocess.run(["userdel", "--", user], check=False, capture_output=True)
+
+
+def test_three_members_form_a_group_survive_loss_and_rejoin(group):
+    fra, ams, waw = members = group.members
+
+    # A brand-new group: every member starts at once; none finds a cluster to join.
+    procs = [(m, group.start("create", m)) for m in members]
+    for m, proc in procs:
+        rc, out, err = group.finish(m, proc)
+        assert rc == 0, err
+        assert f"member {m.name} http://{m.client} (pid " in out and ") started in" in out
+    eventually("the three members to be healthy", lambda: healthy(members))
+    assert started_members(fra) == {m.name: f"http://{m.host}:{m.peer_port}" for m in members}
+    # Listening on its own address only: not the wildcard, not 127.0.0.1.
+    assert refused("127.0.0.1", fra.client_port) and refused("127.0.0.1", fra.peer_port)
+    etcd_dir = group.dir(fra)
+    assert etcd_dir.stat().st_mode & 0o777 == 0o700
+    assert (
+        etcd_dir / ".dbfleet"
+    ).read_text() == f"dbfleet managed etcd member\nfleet={group.fleet}\n"
+    assert etcd_dir.stat().st_uid == (etcd_dir / "data").stat().st_uid != 0
+
+    # Idempotent: a second run restarts nothing; check sees no drift.
+    pids = {m: group.pid(m) for m in members}
+    for m in members:
+        assert ") unchanged in" in group.ok("update", m)
+        assert group.pid(m) == pids[m]
+        assert group.check(m) == 0
+
+    # Deleting a member removes it from the cluster first; the other two keep a
+    # healthy cluster of two.
+    out = group.ok("delete", waw)
+    assert "member waw removed from the cluster, deleted" in out
+    assert not group.dir(waw).exists() and not alive_etcd(pids[waw])
+    assert set(started_members(fra)) == {"fra", "ams"}
+    assert healthy([fra, ams])
+    assert group.check(waw) == DRIFT_EXIT_CODE
+    assert "not a member of the cluster" in group.ok("delete", waw)  # idempotent
+
+    # Created again, it joins the existing cluster (member add, state existing).
+    assert ") joined in" in group.ok("create", waw)
+    eventually("the rejoined group to be healthy", lambda: healthy(members))
+    eventually(
+        "waw to be listed as started", lambda: set(started_members(ams)) == {"fra", "ams", "waw"}
+    )
+    assert "--initial-cluster-state=existing" in Path(
+        f"/proc/{group.pid(waw)}/cmdline"
+    ).read_text().replace("\0", " ")
+
+    # A killed member is drift; create starts it again on its data.
+    os.kill(group.pid(ams), signal.SIGKILL)
+    eventually("the killed member to die", lambda: not alive_etcd(pids[ams]), timeout=10)
+    assert group.check(ams) == DRIFT_EXIT_CODE
+    assert ") started in" in group.ok("create", ams)
+    assert group.pid(ams) != pids[ams]
+    assert group.check(ams) == 0
+    eventually("the restarted member to be healthy", lambda: healthy(members))
+    assert set(started_members(waw)) == {"fra", "ams", "waw"}
