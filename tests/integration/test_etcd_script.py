@@ -255,3 +255,18 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     assert group.check(ams) == 0
     eventually("the restarted member to be healthy", lambda: healthy(members))
     assert set(started_members(waw)) == {"fra", "ams", "waw"}
+
+    # Removed from the cluster while it was down, its data is useless (etcd would
+    # refuse to start on it): create wipes it and joins again.
+    os.kill(group.pid(ams), signal.SIGKILL)
+    eventually("ams to die", lambda: not alive_etcd(group.pid(ams)), timeout=10)
+    ams_id = next(
+        line.split(", ")[0]
+        for line in ctl([fra.client], "member", "list", "-w", "simple").stdout.splitlines()
+        if ", ams, " in line
+    )
+    removed = ctl([fra.client, waw.client], "member", "remove", ams_id)
+    assert removed.returncode == 0, removed.stderr
+    assert ") rejoined in" in group.ok("create", ams)
+    eventually("the rejoined member to be healthy", lambda: healthy(members))
+    eventually("ams to be listed again", lambda: "ams" in started_members(fra))
