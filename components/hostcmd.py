@@ -641,6 +641,12 @@ def close_master(connection: Mapping[str, Any]) -> bool:
 
 
 # Inputs whose change re-runs the script (an update) ...
+# Scripts an older dbfleet ran whose resources a newer one no longer declares, and
+# whose delete has nothing to undo: the primary fence (pg_fence.sh) only ever
+# checked and stopped nodes, which Patroni now runs. Deleting such a resource from
+# a deployed stack is then a no-op instead of a failure on the missing script.
+RETIRED_SCRIPTS = frozenset({"pg_fence.sh"})
+
 _UPDATE_ON = ("connection", "script", "script_sha", "environment", "secret_environment")
 # ... and those whose change replaces the resource (delete, then create).
 _REPLACE_ON = ("connection", "name")
@@ -784,6 +790,10 @@ class HostScriptProvider(ResourceProvider):
         return UpdateResult(outs={**news, "summary": summary})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("script") in RETIRED_SCRIPTS:
+            # Declared by an older dbfleet; nothing of it is left to undo (see
+            # RETIRED_SCRIPTS), and its text is no longer shipped.
+            return
         self._run(props, "delete")
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

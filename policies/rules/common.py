@@ -9,6 +9,7 @@ plan), so they use the same catalogue, parser and topology as the program
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,11 +40,11 @@ STACK_REFERENCE = "pulumi:pulumi:StackReference"
 PROVIDER_PREFIX = "pulumi:providers:"
 
 ACCOUNT_SCRIPT = "account.sh"
-NODE_SCRIPTS = ("pg_primary.sh", "pg_replica.sh")
-PRIMARY_SCRIPT = "pg_primary.sh"
+NODE_SCRIPTS = ("patroni.sh",)
+LEADER_SCRIPT = "patroni_leader.sh"
+ETCD_SCRIPT = "etcd.sh"
 PROXY_SCRIPT = "haproxy.sh"
 POOLER_SCRIPT = "pgbouncer.sh"
-FENCE_SCRIPT = "pg_fence.sh"
 FIREWALL_SCRIPT = "firewall.sh"
 
 MANDATORY = EnforcementLevel.MANDATORY
@@ -188,9 +189,20 @@ def leaves(value: Any, path: tuple[str, ...] = (), secret: bool = False) -> Iter
 # --------------------------------------------------------------------------- addresses
 
 
+_IPV4_PREFIX = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})(?::|$)")
+
+
 def host_of(endpoint: str) -> str:
-    """The address of `host:port`, `[v6]:port`, or a bare address."""
+    """The address of `host:port`, `[v6]:port`, or a bare address; also of the
+    forms the HA scripts list: `name=http://host:port` (etcd's initial cluster)
+    and `name=host:port:port` (a Patroni member)."""
     endpoint = endpoint.strip()
+    if "=" in endpoint:
+        endpoint = endpoint.split("=", 1)[1]
+    if "://" in endpoint:
+        endpoint = endpoint.split("://", 1)[1].split("/", 1)[0]
+    if match := _IPV4_PREFIX.match(endpoint):
+        return match.group(1)
     if endpoint.startswith("["):
         return endpoint[1:].split("]", 1)[0]
     if endpoint.count(":") == 1:
@@ -432,9 +444,10 @@ class HostScriptView:
         return region_in_name(self.name)
 
     def listed(self, key: str) -> list[str]:
-        """The items an environment variable lists, space-separated (none when unset)."""
+        """The items an environment variable lists, separated by spaces or commas
+        (none when unset)."""
         value = self.environment.get(key)
-        return value.split() if isinstance(value, str) else []
+        return value.replace(",", " ").split() if isinstance(value, str) else []
 
     def addresses(self, key: str) -> list[str]:
         """The addresses an environment variable lists (`host`, `host:port`, space-separated)."""

@@ -1,10 +1,11 @@
 """Durability: enough regions per group, and a primary that a delete cannot take away.
 
 Like Fauna's region groups, which keep three geographically distributed replicas, a
-group should span at least `minRegions` regions (default 3). Outside the local demo a
-group's primary holds the only writable copy, so its HostScript must be protected
-(`protect=True`, inherited from its PostgresNode) so that no `up` or `destroy` deletes
-it by accident.
+group should span at least `minRegions` regions (default 3): its etcd cluster has one
+member per region and needs a majority, so a group of fewer than three regions cannot
+fail over after losing a region. Outside the local demo the node the fleet file
+prefers as leader must be protected (`protect=True`, inherited from its PatroniNode)
+so that no `up` or `destroy` deletes it by accident.
 
 Advisory by default (a one- or two-region group is a valid choice for a test fleet);
 set `enforcementLevel: mandatory` in the pack config to block instead.
@@ -19,7 +20,6 @@ from pulumi_policy import PolicyConfigSchema, PolicyResource, StackValidationPol
 
 from .common import (
     ADVISORY,
-    PRIMARY_SCRIPT,
     HostScriptView,
     StackContext,
     config_bool,
@@ -35,7 +35,7 @@ DESCRIPTION = (
 REMEDIATION = (
     "add regions of the group's zone to the group in the fleet file (`dbfleet validate`, then "
     "`dbfleet up <group>`), and protect the primary (ResourceOptions(protect=True) on its "
-    "PostgresNode) on any target but local; or lower minRegions in the pack config."
+    "PatroniNode) on any target but local; or lower minRegions in the pack config."
 )
 
 DEFAULT_MIN_REGIONS = 3
@@ -72,13 +72,14 @@ def problems(
                 None,
                 (
                     f"group {ctx.group_name} {where} {counted} region(s) ({', '.join(regions)}); "
-                    f"at least {min_regions} are required to survive the loss of a region"
+                    f"at least {min_regions} are required to survive the loss of a region (its "
+                    "etcd cluster, one member per region, needs a majority to fail over)"
                 ),
             )
         )
     protect_local = config_bool(config, "protectPrimaryOnLocal", False)
     for resource, view in nodes:
-        if view.script != PRIMARY_SCRIPT:
+        if view.environment.get("MEMBER_NAME") != f"{ctx.group.primary}-0":
             continue
         demo = view.is_local and ctx.target == "local"
         if (protect_local or not demo) and not resource.opts.protect:

@@ -54,11 +54,14 @@ OUTPUTS_REMEDIATION = (
 
 # Where a resource lives: a region here must be in the group's zone. (Whom a node
 # admits, ALLOWED_HOSTS, is the authentication policy's to judge.)
-_PLACED = ("PG_HOST", "PROXY_HOST", "POOL_HOST")
+_PLACED = ("PG_HOST", "PROXY_HOST", "POOL_HOST", "ETCD_HOST")
 # Where a resource sends data: only the group's own regions.
 _SENDS = {
-    "PRIMARY_HOST": "replica's primary",
-    "WRITE_BACKEND": "proxy's write backend",
+    "ETCD_HOSTS": "node's etcd member",
+    "ETCD_CLUSTER": "etcd member's peer",
+    "ETCD_CLIENTS": "etcd member's peer",
+    "MEMBERS": "group's Patroni member",
+    "WRITE_SERVERS": "proxy's write server",
     "READ_LOCAL": "proxy's local read backend",
     "READ_BACKUPS": "proxy's read backup",
     "WRITE_TARGET": "pooler's write target",
@@ -67,6 +70,7 @@ _SENDS = {
 }
 _NODE_DIR = re.compile(r"(?P<region>[a-z]{3})-\d+")
 _PROXY_DIR = re.compile(r"proxy-(?P<region>[a-z]{3})")
+_ETCD_DIR = re.compile(r"etcd-(?P<region>[a-z]{3})")
 _POOL_DIR = re.compile(r"pooler-(?P<region>[a-z]{3})")
 
 
@@ -116,8 +120,7 @@ def resource_problems(ctx: StackContext, view: HostScriptView) -> list[str]:
 _PATHS: tuple[tuple[str, str, re.Pattern[str] | None], ...] = (
     ("DATA_ROOT", "data root", None),
     ("NODE_DIR", "node directory", _NODE_DIR),
-    ("PRIMARY_NODE", "node directory", _NODE_DIR),  # the primary fence
-    ("FENCED_NODES", "node directory", _NODE_DIR),
+    ("ETCD_DIR", "etcd directory", _ETCD_DIR),
     ("PROXY_DIR", "proxy directory", _PROXY_DIR),
     ("POOL_DIR", "pooler directory", _POOL_DIR),
 )

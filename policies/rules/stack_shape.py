@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from components import account, fence, firewall, pooler, postgres, proxy
+from components import account, etcd, firewall, patroni, pooler, proxy
 
 from .common import (
     ACCOUNT_SCRIPT,
-    FENCE_SCRIPT,
+    ETCD_SCRIPT,
     FIREWALL_SCRIPT,
     HOST_SCRIPT,
+    LEADER_SCRIPT,
     MANDATORY,
     NODE_SCRIPTS,
     POOLER_SCRIPT,
@@ -47,14 +48,15 @@ DESCRIPTION = (
 )
 REMEDIATION = (
     "declare each resource in the stack of its layer and group (accounts: GroupAccount; "
-    "networks: HostFirewall (ssh target); replicas: PostgresNode, PrimaryFence; proxies: RegionProxy, RegionPooler), name stacks "
+    "networks: HostFirewall (ssh target); replicas: EtcdMember, PatroniNode, GroupLeader; proxies: RegionProxy, RegionPooler), name stacks "
     "<layer>-<group> after a group of the fleet file, and keep every region in the group the "
     "fleet file gives it."
 )
 
 ACCOUNT = account.TYPE
-NODE = postgres.TYPE
-FENCE = fence.TYPE
+NODE = patroni.NODE_TYPE
+LEADER = patroni.LEADER_TYPE
+ETCD = etcd.TYPE
 PROXY = proxy.TYPE
 FIREWALL = firewall.TYPE
 POOLER = pooler.TYPE
@@ -64,13 +66,14 @@ LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "accounts": (ACCOUNT,),
     # the ssh target's host firewalls; nothing on the local target
     "networks": (FIREWALL,),
-    "replicas": (NODE, FENCE),
+    "replicas": (ETCD, NODE, LEADER),
     "proxies": (PROXY, POOLER),
 }
 COMPONENT_SCRIPTS = {
     ACCOUNT: (ACCOUNT_SCRIPT,),
     NODE: NODE_SCRIPTS,
-    FENCE: (FENCE_SCRIPT,),
+    LEADER: (LEADER_SCRIPT,),
+    ETCD: (ETCD_SCRIPT,),
     PROXY: (PROXY_SCRIPT,),
     POOLER: (POOLER_SCRIPT,),
     FIREWALL: (FIREWALL_SCRIPT,),
@@ -78,7 +81,8 @@ COMPONENT_SCRIPTS = {
 WHAT = {
     ACCOUNT: "a group account",
     NODE: "a database",
-    FENCE: "a primary fence",
+    LEADER: "a group's leadership",
+    ETCD: "an etcd member",
     PROXY: "a proxy",
     POOLER: "a connection pooler",
     FIREWALL: "a host firewall",
@@ -131,7 +135,7 @@ def problems(ctx: StackContext, resource_type: str, urn: str, name: str, props) 
     named = region_in_name(name)
     regions = {named} if named else set()
     if view is not None:
-        for key in ("PG_HOST", "PROXY_HOST", "POOL_HOST"):
+        for key in ("PG_HOST", "PROXY_HOST", "POOL_HOST", "ETCD_HOST"):
             regions |= {r for a in view.addresses(key) if (r := ctx.region_of_address(a))}
     for region in sorted(regions - set(ctx.group.regions)):
         found.append(

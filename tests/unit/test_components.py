@@ -3,6 +3,7 @@ and the host scripts' rule for what a fleet may take over or remove."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pulumi
@@ -17,7 +18,13 @@ from components.hostcmd import (
     script_digest,
     script_text,
 )
-from components.postgres import PostgresNode, PostgresNodeArgs
+from components.patroni import (
+    GroupLeader,
+    GroupLeaderArgs,
+    PatroniNode,
+    PatroniNodeArgs,
+    dcs_config,
+)
 from components.proxy import RegionProxy, RegionProxyArgs
 from tests.unit.conftest import is_secret, resolve
 
@@ -29,40 +36,44 @@ PASSWORDS = {
 DYN = "pulumi-python:dynamic:Resource"
 
 
-def node_args(**over) -> PostgresNodeArgs:
+def node_args(**over) -> PatroniNodeArgs:
     base = {
         "connection": LOCAL,
-        "role": "primary",
         "run_as": "dbfleet-eu",
         "node_dir": "/srv/dbfleet/eu/fra-0",
+        "member": "fra-0",
+        "scope": "dbfleet-eu",
         "host": "127.77.12.1",
         "port": 5432,
+        "rest_port": 8008,
+        "etcd_hosts": ("127.77.12.1:2379", "127.77.20.1:2379"),
         "allowed_hosts": ("127.77.12.1", "127.77.20.1"),
+        "dcs": dcs_config("async", 1048576, 100),
         "passwords": pulumi.Output.secret(PASSWORDS),
-        "replica_slots": ("dbfleet_lhr_0",),
     }
     base.update(over)
-    return PostgresNodeArgs(**base)
+    return PatroniNodeArgs(**base)
 
 
 @pulumi.runtime.test
-def test_primary_runs_primary_script_with_secrets_only_in_secret_env(mocks):
-    node = PostgresNode("fra-0", node_args())
-    assert resolve(node.role) == "primary"
+def test_node_runs_patroni_with_secrets_only_in_secret_env(mocks):
+    node = PatroniNode("fra-0", node_args())
+    assert resolve(node.rest_port) == 8008
     server = mocks.named("fra-0-server")
     assert server.typ == DYN
-    assert server.inputs["script"] == "pg_primary.sh"
+    assert server.inputs["script"] == "patroni.sh"
     env = server.inputs["environment"]
-    assert env["REPLICA_SLOTS"] == "dbfleet_lhr_0"
     assert env["ALLOWED_HOSTS"] == "127.77.12.1 127.77.20.1"
+    assert env["ETCD_HOSTS"] == "127.77.12.1:2379 127.77.20.1:2379"
+    assert (env["MEMBER_NAME"], env["SCOPE"], env["REST_PORT"]) == ("fra-0", "dbfleet-eu", "8008")
+    assert json.loads(env["DCS_CONFIG"])["ttl"] == 10
     assert not any(v in str(env) for v in PASSWORDS.values())
-    assert resolve(node.role) == "primary"
     assert resolve(node.port) == 5432
 
 
 @pulumi.runtime.test
 def test_secret_environment_is_a_secret_output(mocks):
-    resolve(PostgresNode("fra-0", node_args()).port)
+    resolve(PatroniNode("fra-0", node_args()).port)
     # The secret environment carries every password, under the names the script reads.
     res = next(r for r in mocks.resources if r.name == "fra-0-server")
     sec = res.inputs["secret_environment"]
@@ -88,41 +99,63 @@ def test_host_script_marks_secret_environment_secret():
     assert captured == {"secret": True, "plain": False}
 
 
+@pytest.mark.parametrize(
+    ("durability", "sync"), [pytest.param("async", False), pytest.param("sync", True)]
+)
+def test_durability_sets_patronis_synchronous_mode(durability, sync):
+    dcs = dcs_config(durability, 4096, 150)
+    assert dcs["synchronous_mode"] is sync
+    assert dcs["maximum_lag_on_failover"] == 4096
+    assert dcs["postgresql"]["parameters"]["max_connections"] == 150
+    # Patroni's own rule: a leader must be able to retry etcd twice within its ttl.
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+
+
 @pulumi.runtime.test
-def test_replica_points_at_primary_through_its_slot(mocks):
-    node = PostgresNode(
-        "lhr-0",
-        node_args(
-            role="replica",
-            host="127.77.20.1",
-            node_dir="/srv/x/lhr-0",
-            replica_slots=(),
-            primary_host="127.77.12.1",
-            primary_port=5432,
-            slot="dbfleet_lhr_0",
+def test_group_leader_names_every_member_and_the_preferred_one(mocks):
+    leader = GroupLeader(
+        "leader",
+        GroupLeaderArgs(
+            connection=LOCAL,
+            run_as="dbfleet-eu",
+            scope="dbfleet-eu",
+            members={"fra-0": ("127.77.12.1", 5432, 8008), "lhr-0": ("127.77.20.1", 5432, 8008)},
+            preferred="lhr-0",
+            dcs=dcs_config("sync", 1, 100),
+            passwords=pulumi.Output.secret(PASSWORDS),
         ),
     )
-    assert resolve(node.role) == "replica"
-    server = mocks.named("lhr-0-server")
-    assert server.inputs["script"] == "pg_replica.sh"
-    env = server.inputs["environment"]
-    assert (env["PRIMARY_HOST"], env["PRIMARY_PORT"], env["SLOT"]) == (
-        "127.77.12.1",
-        "5432",
-        "dbfleet_lhr_0",
-    )
-    assert "REPLICA_SLOTS" not in env
+    resolve(leader.summary)
+    res = mocks.named("leader-leader")
+    env = res.inputs["environment"]
+    assert res.inputs["script"] == "patroni_leader.sh" and res.inputs["check_drift"] is True
+    assert env["MEMBERS"] == "fra-0=127.77.12.1:5432:8008 lhr-0=127.77.20.1:5432:8008"
+    assert env["PREFERRED"] == "lhr-0"
 
 
-def test_replica_without_primary_is_refused():
-    with pytest.raises(ValueError, match="primary_host"):
-        node_args(role="replica", replica_slots=())
+def test_a_preferred_leader_outside_the_members_is_refused():
+    with pytest.raises(ValueError, match="not a member"):
+        GroupLeaderArgs(
+            connection=LOCAL,
+            run_as="u",
+            scope="f-eu",
+            members={"fra-0": ("127.77.12.1", 5432, 8008)},
+            preferred="lhr-0",
+            dcs={},
+            passwords=pulumi.Output.secret(PASSWORDS),
+        )
 
 
+def test_a_node_without_etcd_is_refused():
+    with pytest.raises(ValueError, match="etcd"):
+        node_args(etcd_hosts=())
+
+
+@pytest.mark.parametrize("field", ["port", "rest_port"])
 @pytest.mark.parametrize("port", [80, 70000])
-def test_node_port_out_of_range_is_refused(port):
+def test_node_port_out_of_range_is_refused(field, port):
     with pytest.raises(ValueError, match="outside"):
-        node_args(port=port)
+        node_args(**{field: port})
 
 
 def test_relative_node_dir_is_refused():
@@ -281,13 +314,13 @@ def test_what_a_fleet_may_take_over_or_remove(owner, name, fleet, allowed):
 
 
 def test_script_text_inlines_library_and_drops_source_line():
-    text = script_text("pg_primary.sh")
+    text = script_text("patroni.sh")
     assert "lib.sh - helpers shared" in text
     assert not any(
         line.strip().startswith((". ", "source ")) and "lib.sh" in line
         for line in text.splitlines()
     )
-    assert len(script_digest("pg_primary.sh")) == 64
+    assert len(script_digest("patroni.sh")) == 64
 
 
 def test_unknown_script_is_refused():

@@ -14,7 +14,17 @@ from dbfleet import vault
 from dbfleet.program.layers.context import LayerContext
 
 # What a host of the ssh target needs from its package manager.
-HOST_PACKAGES = ("postgresql-15", "postgresql-client-15", "haproxy", "pgbouncer", "nftables")
+HOST_PACKAGES = (
+    "postgresql-15",
+    "postgresql-client-15",
+    "patroni",
+    "etcd-server",
+    "etcd-client",
+    "curl",
+    "haproxy",
+    "pgbouncer",
+    "nftables",
+)
 
 
 def build(ctx: LayerContext) -> None:

@@ -1,13 +1,24 @@
-"""replicas-<group>: the primary PostgreSQL and one streaming replica per other node."""
+"""replicas-<group>: the group's etcd cluster (a member per region) and its PostgreSQL
+nodes run by Patroni, the fleet file's primary preferred as leader."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import pulumi
 
-from components.fence import PrimaryFence, PrimaryFenceArgs
-from components.postgres import PostgresNode, PostgresNodeArgs
+from components.etcd import EtcdMember, EtcdMemberArgs
+from components.patroni import (
+    GroupLeader,
+    GroupLeaderArgs,
+    PatroniNode,
+    PatroniNodeArgs,
+    dcs_config,
+    member_name,
+)
 from dbfleet import vault
-from dbfleet.model.topology import LOCAL_SOURCE, slot_name
+from dbfleet.model.topology import LOCAL_SOURCE
 from dbfleet.program.layers.context import LayerContext
 from dbfleet.program.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
@@ -60,94 +71,97 @@ def build(ctx: LayerContext) -> None:
         # passwords (scram-sha-256) are what keep other groups out on this target.
         allowed = (*allowed, LOCAL_SOURCE)
 
-    # Primary first, then the replicas of every region in the file's order.
+    # The preferred leader first, then the nodes of every region in the file's order.
     members = [
         (region, k)
         for region in [primary_region, *(r for r in ctx.group.regions if r != primary_region)]
         for k in range(ctx.group.regions[region].nodes)
     ]
-    primary_net = regions[primary_region]
-    replica_slots = tuple(slot_name(r, k) for r, k in members[1:])
+    scope = f"{ctx.fleet.name}-{ctx.group_name}"
+    dcs = dcs_config(
+        ctx.group.durability,
+        ctx.group.max_lag_on_failover_bytes,
+        ctx.fleet.limits.max_connections,
+    )
+    etcd = _etcd_members(ctx, accounts, regions, scope)
 
-    def args(region: str, k: int) -> PostgresNodeArgs:
+    def address(region: str, k: int) -> tuple[str, int, int]:
         net = regions[region]
-        common = {
-            "connection": ctx.node_connection(region, k),
-            "run_as": accounts["user"],
-            "node_dir": f"{accounts['data_root']}/{region}-{k}",
-            "host": _node_hosts(net)[k],
-            "port": net["node_ports"][k],
-            "allowed_hosts": allowed,
-            "passwords": passwords,
-            "app_db": APP_DB,
-            "app_user": APP_USER,
-            "fleet": ctx.fleet.name,
-        }
-        if (region, k) == members[0]:
-            return PostgresNodeArgs(role="primary", replica_slots=replica_slots, **common)
-        return PostgresNodeArgs(
-            role="replica",
-            primary_host=_node_hosts(primary_net)[0],
-            primary_port=primary_net["node_ports"][0],
-            slot=slot_name(region, k),
-            **common,
+        return _node_hosts(net)[k], net["node_ports"][k], _rest_ports(net)[k]
+
+    def args(region: str, k: int) -> PatroniNodeArgs:
+        host, port, rest = address(region, k)
+        return PatroniNodeArgs(
+            connection=ctx.node_connection(region, k),
+            run_as=accounts["user"],
+            node_dir=f"{accounts['data_root']}/{region}-{k}",
+            member=member_name(region, k),
+            scope=scope,
+            host=host,
+            port=port,
+            rest_port=rest,
+            # Its own region's member first: the nearest, and the one it shares a
+            # fate with.
+            etcd_hosts=_etcd_hosts(regions, region),
+            allowed_hosts=allowed,
+            dcs=dcs,
+            passwords=passwords,
+            fleet=ctx.fleet.name,
         )
 
-    node_dir = {m: args(*m).node_dir for m in members}
     if previous and previous != primary_region:
         # Made visible in every preview: a switchover is the one change here that
-        # moves writes. Order: fence (clean stop of the old primary), promote the
-        # new primary, then re-point every replica, the old primary included.
+        # moves writes.
         pulumi.log.warn(
-            f"switchover in group {ctx.group_name}: {previous} -> {primary_region}: "
-            f"{previous}-0 is stopped cleanly, {primary_region}-0 is promoted, "
-            f"{', '.join(f'{r}-{k}' for r, k in members[1:])} follow {primary_region}-0"
+            f"switchover in group {ctx.group_name}: {previous} -> {primary_region}: Patroni "
+            f"stops {previous}'s leader cleanly (every committed write reaches "
+            f"{member_name(primary_region, 0)} first), promotes {member_name(primary_region, 0)}, "
+            "and the other nodes follow it"
         )
-    if ctx.target == "ssh":
-        # Each host fences the declared replica it runs (a node's processes are
-        # visible only on its own host).
-        fences = [
-            PrimaryFence(
-                f"primary-{m[0]}-{m[1]}",
-                PrimaryFenceArgs(
-                    connection=ctx.node_connection(*m),
-                    run_as=accounts["user"],
-                    primary_node_dir=node_dir[members[0]],
-                    replica_node_dirs=(node_dir[m],),
-                ),
-            )
-            for m in members[1:]
-        ]
-    else:
-        fences = [
-            PrimaryFence(
-                "primary",
-                PrimaryFenceArgs(
-                    connection=ctx.connection,
-                    run_as=accounts["user"],
-                    primary_node_dir=node_dir[members[0]],
-                    replica_node_dirs=tuple(node_dir[m] for m in members[1:]),
-                ),
-            )
-        ]
-    primary = PostgresNode(
-        f"{primary_region}-0", args(*members[0]), pulumi.ResourceOptions(depends_on=fences)
+    _warn_if_failed_over(ctx, [member_name(*m) for m in members], [address(*m) for m in members])
+    # The preferred leader's node first: on a new group it bootstraps the cluster
+    # (initdb), and every other node clones it.
+    primary = PatroniNode(
+        member_name(*members[0]), args(*members[0]), pulumi.ResourceOptions(depends_on=etcd)
     )
     nodes = {members[0]: primary}
     for region, k in members[1:]:
-        nodes[(region, k)] = PostgresNode(
-            f"{region}-{k}", args(region, k), pulumi.ResourceOptions(depends_on=[primary])
+        nodes[(region, k)] = PatroniNode(
+            member_name(region, k), args(region, k), pulumi.ResourceOptions(depends_on=[primary])
         )
+    GroupLeader(
+        "leader",
+        GroupLeaderArgs(
+            connection=ctx.node_connection(*members[0]),
+            run_as=accounts["user"],
+            scope=scope,
+            members={member_name(*m): address(*m) for m in members},
+            preferred=member_name(*members[0]),
+            dcs=dcs,
+            passwords=passwords,
+            app_db=APP_DB,
+            app_user=APP_USER,
+        ),
+        pulumi.ResourceOptions(depends_on=list(nodes.values())),
+    )
 
     def node_out(region: str) -> dict:
         mine = sorted(((k, n) for (r, k), n in nodes.items() if r == region), key=lambda x: x[0])
         first = mine[0][1]
         hosts = _node_hosts(regions[region])
+        role = "primary" if region == primary_region else "replica"
+
+        def role_of(k: int) -> str:
+            return "primary" if (region, k) == members[0] else "replica"
+
         return {
             "host": hosts[0],
             "port": first.port,
-            "role": first.role,
-            "members": [{"host": hosts[k], "port": n.port, "role": n.role} for k, n in mine],
+            "role": role,
+            "members": [
+                {"host": hosts[k], "port": n.port, "role": role_of(k), "rest_port": n.rest_port}
+                for k, n in mine
+            ],
         }
 
     pulumi.export("primary_region", primary_region)
@@ -156,6 +170,82 @@ def build(ctx: LayerContext) -> None:
     pulumi.export("secret_path", accounts["secret_path"])
     pulumi.export("app_db", APP_DB)
     pulumi.export("app_user", APP_USER)
+    pulumi.export("read_lag_budget", ctx.group.read_lag_budget_bytes)
+    pulumi.export(
+        "etcd", {r: f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in regions}
+    )
+
+
+def _rest_ports(net: dict) -> list[int]:
+    """Node k's Patroni REST port (a networks stack of an older dbfleet has none:
+    the default plan's)."""
+    return list(net.get("patroni_ports") or [8008 + k for k in range(len(net["node_ports"]))])
+
+
+def _etcd_hosts(regions: dict, first: str) -> tuple[str, ...]:
+    order = [first, *(r for r in regions if r != first)]
+    return tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in order)
+
+
+def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) -> list:
+    """One etcd member per region of the group, beside the region's first node:
+    the group's consensus never spans another group (nor leaves its zone)."""
+    cluster = tuple(
+        (r, _node_hosts(regions[r])[0], regions[r]["etcd_peer_port"]) for r in ctx.group.regions
+    )
+    clients = tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in regions)
+    return [
+        EtcdMember(
+            f"etcd-{region}",
+            EtcdMemberArgs(
+                connection=ctx.node_connection(region, 0),
+                run_as=accounts["user"],
+                etcd_dir=f"{accounts['data_root']}/etcd-{region}",
+                member_name=region,
+                host=_node_hosts(regions[region])[0],
+                client_port=regions[region]["etcd_port"],
+                peer_port=regions[region]["etcd_peer_port"],
+                cluster=cluster,
+                clients=clients,
+                token=scope,
+                fleet=ctx.fleet.name,
+            ),
+        )
+        for region in ctx.group.regions
+    ]
+
+
+def _warn_if_failed_over(
+    ctx: LayerContext, names: list[str], addresses: list[tuple[str, int, int]]
+) -> None:
+    """After an automatic failover the live leader is not the fleet file's
+    preferred one: say so, with both ways out, instead of switching back unasked."""
+    live = live_leader([(host, rest) for host, _, rest in addresses])
+    if live is None or live == names[0]:
+        return
+    region = live.rsplit("-", 1)[0]
+    pulumi.log.warn(
+        f"group {ctx.group_name} is led by {live}, not by {names[0]} as the fleet file "
+        f"prefers (a failover happened). Either keep {live}: set groups.{ctx.group_name}."
+        f"primary: {region} in the fleet file and commit it; or switch back: "
+        f"`dbfleet up {ctx.group_name}` (a switchover to {names[0]}, no committed write lost)"
+    )
+
+
+def live_leader(rest: list[tuple[str, int]], timeout_s: float = 1.0) -> str | None:
+    """The group's live leader as Patroni's REST API reports it (None when no
+    member answers: a new group, or one this machine cannot reach)."""
+    for host, port in rest:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/cluster", timeout=timeout_s) as r:
+                view = json.load(r)
+        except (OSError, ValueError):
+            continue
+        for m in view.get("members", []):
+            if m.get("role") in ("leader", "master", "primary"):
+                return str(m["name"])
+        return None
+    return None
 
 
 def _previous_primary(stack: str) -> str | None:
