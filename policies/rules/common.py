@@ -189,12 +189,16 @@ def leaves(value: Any, path: tuple[str, ...] = (), secret: bool = False) -> Iter
 
 
 def host_of(endpoint: str) -> str:
-    """The address of `host:port`, `[v6]:port`, or a bare address."""
+    """The address of `host:port`, `[v6]:port`, `ipv4:port:port` (a proxy's
+    `host:pgport:restport`), or a bare address."""
     endpoint = endpoint.strip()
     if endpoint.startswith("["):
         return endpoint[1:].split("]", 1)[0]
     if endpoint.count(":") == 1:
         return endpoint.rsplit(":", 1)[0]
+    head = endpoint.split(":", 1)[0]
+    if "." in head:  # an IPv4 address never holds ":", a bare IPv6 one has no "." before one
+        return head
     return endpoint
 
 

@@ -58,7 +58,8 @@ _PLACED = ("PG_HOST", "PROXY_HOST", "POOL_HOST")
 # Where a resource sends data: only the group's own regions.
 _SENDS = {
     "PRIMARY_HOST": "replica's primary",
-    "WRITE_BACKEND": "proxy's write backend",
+    "WRITE_BACKEND": "proxy's write backend",  # a proxy deployed before Patroni
+    "WRITE_SERVERS": "proxy's write server",
     "READ_LOCAL": "proxy's local read backend",
     "READ_BACKUPS": "proxy's read backup",
     "WRITE_TARGET": "pooler's write target",
