@@ -5,7 +5,8 @@
 #
 # Environment (create/update/render):
 #   RUN_AS          OS user running haproxy
-#   PROXY_DIR       absolute directory: haproxy.cfg, haproxy.pid, haproxy.sock
+#   PROXY_DIR       absolute directory: haproxy.cfg, haproxy.pid, haproxy.sock,
+#                   haproxy.state
 #   PROXY_HOST      the address all three listeners bind to; it is also the
 #                   SOURCE address of haproxy's connections (and checks) to
 #                   the nodes (so pg_hba sees the region's address, not
@@ -36,7 +37,11 @@
 # if it runs and the configuration changed, reload it seamlessly (new
 # process takes the listening sockets over the stats socket with -x, old
 # one finishes its sessions, -sf; hard-stop-after bounds that to 30 s).
-# Nothing happens when nothing changed.  render prints the configuration
+# Nothing happens when nothing changed.  Every start and reload begins from
+# haproxy.state (server_state): write servers start DOWN until their first
+# passing check, and on a reload each server keeps the state the old process
+# had, so neither a cold start nor a reload sends a write to a replica during
+# the first check interval.  render prints the configuration
 # the environment gives and changes nothing.
 #
 # Health checks ask each node's Patroni REST API (HTTP GET on restport,
@@ -65,6 +70,7 @@ init_vars() {
     CFG=$PROXY_DIR/haproxy.cfg
     PIDFILE=$PROXY_DIR/haproxy.pid
     SOCK=$PROXY_DIR/haproxy.sock
+    STATE=$PROXY_DIR/haproxy.state
 }
 
 # haproxy_pid : the pid in the pid file if it is a running haproxy.
@@ -126,6 +132,7 @@ global
     hard-stop-after 30s
     stats socket $SOCK mode 600 level admin expose-fd listeners
     stats timeout 30s
+    server-state-file $STATE
 
 defaults
     mode tcp
@@ -137,6 +144,8 @@ defaults
     # gets an error) instead of PostgreSQL's "remaining connection slots
     # are reserved".
     timeout queue ${QUEUE_TIMEOUT_S}s
+    # Servers start in the state server_state (haproxy.sh) wrote.
+    load-server-state-from-file global
 
 # Writes: every node of the group; only the one whose Patroni answers
 # /primary with 200 is up, so writes follow a failover with no "up" and
@@ -207,6 +216,73 @@ check_env() {
     check_count QUEUE_TIMEOUT_S "$QUEUE_TIMEOUT_S"
 }
 
+# server_state OLD_PID : the server-state file (stdout) a new haproxy starts
+# from.  HAProxy starts every server UP until its first check, which runs up
+# to "inter" later: for that long a new process would send writes to any
+# node.  So every write server starts DOWN (comes up at its first passing
+# check) unless the running process OLD_PID knows better: on a reload each
+# server the old process has - same name, address, port and check port -
+# keeps the state it had (the leader stays up, a lagging replica stays out).
+# Read servers the old process lacks start UP (a read on a node that is down
+# is retried on another).  python3 is there: Patroni needs it on every node.
+server_state() {
+    python3 - "$SOCK" "${1:-}" <<'PY'
+import os
+import socket
+import sys
+
+sock, old_pid = sys.argv[1], sys.argv[2]
+
+
+def servers(listener, prefix, items):
+    out = {}
+    for i, item in enumerate(items.split(), 1):
+        host, pg, rest = item.split(":")
+        out[(listener, f"{prefix}{i}_{host}:{pg}")] = (host, pg, rest)
+    return out
+
+
+want = servers("write", "node", os.environ["WRITE_SERVERS"])
+want.update(servers("read", "local", os.environ.get("READ_LOCAL", "")))
+want.update(servers("read", "backup", os.environ.get("READ_BACKUPS", "")))
+dump = b""
+if old_pid:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(sock)
+            s.sendall(b"show servers state\n")
+            while chunk := s.recv(65536):
+                dump += chunk
+    except OSError as exc:
+        print(f"haproxy.sh: warning: no server state from {sock}: {exc}", file=sys.stderr)
+kept = {}
+for line in dump.decode(errors="replace").splitlines():
+    f = line.split()
+    # be_id be_name srv_id srv_name srv_addr ... srv_port(18) ... srv_check_port(21)
+    if len(f) >= 25 and not line.startswith("#"):
+        key = (f[1], f[3])
+        if want.get(key) == (f[4], f[18], f[21]):
+            kept[key] = line
+print("1")
+print(
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr "
+    "srv_agent_addr srv_agent_port"
+)
+for (listener, name), (host, pg, rest) in want.items():
+    if (listener, name) in kept:
+        print(kept[(listener, name)])
+    elif listener == "write":
+        # As haproxy itself dumps a server whose check failed: operational state
+        # 0 (stopped), check health 0, check state 6 (configured, enabled; 0 would
+        # crash haproxy 2.6 at the first check); ids 0: found by name.
+        print(f"0 write 0 {name} {host} 0 0 1 1 0 8 2 0 6 0 0 0 - {pg} - 0 {rest} - - {rest}")
+PY
+}
+
 # listening HOST PORT... : every port accepts TCP connections.
 listening() {
     local host=$1 port
@@ -235,7 +311,7 @@ do_create() {
     mark_dir "$PROXY_DIR" "haproxy"
     lock_dir "$PROXY_DIR"
 
-    local done_=() changed=0 content current=
+    local done_=() changed=0 content state current=
     content=$(render_cfg)
     [[ -f "$CFG" ]] && current=$(<"$CFG")
     if [[ "$content" != "$current" ]]; then
@@ -252,12 +328,16 @@ do_create() {
     pid=$(haproxy_pid)
     if [[ -z "$pid" ]]; then
         [[ -e "$PIDFILE" ]] && rm -f -- "$PIDFILE"
+        state=$(server_state "") || die "cannot write the server state for haproxy (python3)"
+        printf '%s\n' "$state" | put_file "$STATE" || true
         run_as "$HAPROXY_BIN" -f "$CFG" -D -p "$PIDFILE" >&2 ||
             die "haproxy failed to start with $CFG"
         wait_for 10 "haproxy to write $PIDFILE" new_pid_running "" ||
             die "haproxy did not start (no running pid in $PIDFILE)"
         done_+=(started)
     elif ((changed)); then
+        state=$(server_state "$pid") || die "cannot write the server state for haproxy (python3)"
+        printf '%s\n' "$state" | put_file "$STATE" || true
         run_as "$HAPROXY_BIN" -f "$CFG" -D -p "$PIDFILE" -x "$SOCK" -sf "$pid" >&2 ||
             die "haproxy reload failed; the old process $pid keeps running"
         wait_for 10 "the reloaded haproxy to write $PIDFILE" new_pid_running "$pid" ||

@@ -254,7 +254,11 @@ def test_haproxy_config_checks_every_node_through_patroni():
         "server backup2_127.77.12.1:5433 127.77.12.1:5433 check port 8009 backup",
         "server backup3_127.77.2.1:5432 127.77.2.1:5432 check port 8008 backup",
     ]
-    assert "timeout queue 10s" in [line.strip() for line in cfg.splitlines()]
+    lines = [line.strip() for line in cfg.splitlines()]
+    assert "timeout queue 10s" in lines
+    # Servers start from the state haproxy.sh writes (write servers DOWN until checked).
+    assert "server-state-file /srv/x/proxy-lhr/haproxy.state" in lines
+    assert "load-server-state-from-file global" in lines
 
 
 @pytest.mark.parametrize(
