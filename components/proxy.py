@@ -1,8 +1,11 @@
-"""RegionProxy: the HAProxy that serves one region of a group.
+"""RegionProxy: the HAProxy that serves one region of a group managed by Patroni.
 
-Writes go to the group's primary. Reads go to this region's own nodes first and,
-when none of them is healthy, to the nearest other regions of the same group in
-order (as HAProxy backup servers); health checks route around a dead node.
+Writes go to whichever node of the group Patroni's REST API calls the primary
+(`/primary`), so they follow a failover with no `up`. Reads go to this region's own
+nodes while Patroni says they are within the lag budget (`/read-only?lag=`) and,
+when none is, to the nearest other regions of the same group in order (as HAProxy
+backup servers). Each node takes at most `server_maxconn` connections per listener;
+more clients queue for `queue_timeout_s`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,28 @@ TYPE = "dbfleet:proxy:RegionProxy"
 
 
 @dataclass(frozen=True)
+class ProxyServer:
+    """One PostgreSQL node as the proxy sees it: where clients go (`host:port`) and
+    where its Patroni REST API answers the health checks (`host:rest_port`)."""
+
+    host: str
+    port: int
+    rest_port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def env(self) -> str:
+        """`host:pgport:restport`, the form haproxy.sh reads."""
+        return f"{self.host}:{self.port}:{self.rest_port}"
+
+
+def _servers(items: tuple[ProxyServer, ...]) -> str:
+    return " ".join(s.env() for s in items)
+
+
+@dataclass(frozen=True)
 class RegionProxyArgs:
     connection: Connection
     run_as: str
@@ -25,9 +50,13 @@ class RegionProxyArgs:
     read_port: int
     write_port: int
     stats_port: int
-    write_backend: str
-    read_local: tuple[str, ...]
-    read_backups: tuple[str, ...]
+    # Every node of the group, the declared primary region first.
+    write_servers: tuple[ProxyServer, ...]
+    read_local: tuple[ProxyServer, ...]
+    read_backups: tuple[ProxyServer, ...]
+    read_lag_bytes: int
+    server_maxconn: int
+    queue_timeout_s: int
     # The fleet the proxy belongs to: its directory's marker names it, and only
     # that fleet's haproxy.sh reuses or deletes the directory. "" marks no fleet.
     fleet: str = ""
@@ -38,9 +67,15 @@ class RegionProxyArgs:
         ports = {self.read_port, self.write_port, self.stats_port}
         if len(ports) != 3:
             raise ValueError(f"proxy {self.host}: read, write and stats ports must differ")
-        overlap = set(self.read_local) & set(self.read_backups)
+        if not self.write_servers:
+            raise ValueError(f"proxy {self.host}: the write listener needs the group's nodes")
+        local = {s.address for s in self.read_local}
+        overlap = local & {s.address for s in self.read_backups}
         if overlap:
             raise ValueError(f"proxy {self.host}: {sorted(overlap)} are both local and backup")
+        for name in ("read_lag_bytes", "server_maxconn", "queue_timeout_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"proxy {self.host}: {name} must be at least 1")
 
     def environment(self) -> dict[str, str]:
         env = {
@@ -50,9 +85,12 @@ class RegionProxyArgs:
             "READ_PORT": str(self.read_port),
             "WRITE_PORT": str(self.write_port),
             "STATS_PORT": str(self.stats_port),
-            "WRITE_BACKEND": self.write_backend,
-            "READ_LOCAL": " ".join(self.read_local),
-            "READ_BACKUPS": " ".join(self.read_backups),
+            "WRITE_SERVERS": _servers(self.write_servers),
+            "READ_LOCAL": _servers(self.read_local),
+            "READ_BACKUPS": _servers(self.read_backups),
+            "READ_LAG_BYTES": str(self.read_lag_bytes),
+            "SERVER_MAXCONN": str(self.server_maxconn),
+            "QUEUE_TIMEOUT_S": str(self.queue_timeout_s),
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet

@@ -207,6 +207,9 @@ def host_of(endpoint: str) -> str:
         return endpoint[1:].split("]", 1)[0]
     if endpoint.count(":") == 1:
         return endpoint.rsplit(":", 1)[0]
+    head = endpoint.split(":", 1)[0]
+    if "." in head:  # an IPv4 address never holds ":", a bare IPv6 one has no "." before one
+        return head
     return endpoint
 
 

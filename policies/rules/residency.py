@@ -61,6 +61,7 @@ _SENDS = {
     "ETCD_CLUSTER": "etcd member's peer",
     "ETCD_CLIENTS": "etcd member's peer",
     "MEMBERS": "group's Patroni member",
+    "WRITE_BACKEND": "proxy's write backend",  # a proxy deployed before Patroni
     "WRITE_SERVERS": "proxy's write server",
     "READ_LOCAL": "proxy's local read backend",
     "READ_BACKUPS": "proxy's read backup",

@@ -242,6 +242,7 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
                     "write_port": n.write_port,
                     "stats_port": n.stats_port,
                     "pool_port": n.pool_port,
+                    "patroni_ports": list(n.patroni_ports),
                 }
                 for r, n in nets.items()
             },

@@ -25,7 +25,7 @@ from components.patroni import (
     PatroniNodeArgs,
     dcs_config,
 )
-from components.proxy import RegionProxy, RegionProxyArgs
+from components.proxy import ProxyServer, RegionProxy, RegionProxyArgs
 from tests.unit.conftest import is_secret, resolve
 
 PASSWORDS = {
@@ -163,46 +163,153 @@ def test_relative_node_dir_is_refused():
         node_args(node_dir="data/fra-0")
 
 
+FRA0 = ProxyServer("127.77.12.1", 5432, 8008)
+FRA1 = ProxyServer("127.77.12.1", 5433, 8009)
+LHR0 = ProxyServer("127.77.20.1", 5432, 8008)
+ARN0 = ProxyServer("127.77.2.1", 5432, 8008)
+
+
+def proxy_args(**over) -> RegionProxyArgs:
+    base = {
+        "connection": LOCAL,
+        "run_as": "u",
+        "proxy_dir": "/srv/x/proxy-lhr",
+        "host": "127.77.20.1",
+        "read_port": 6432,
+        "write_port": 6433,
+        "stats_port": 6434,
+        "write_servers": (FRA0, FRA1, LHR0, ARN0),
+        "read_local": (LHR0,),
+        "read_backups": (FRA0, FRA1, ARN0),
+        "read_lag_bytes": 16 * 1024 * 1024,
+        "server_maxconn": 15,
+        "queue_timeout_s": 10,
+    }
+    base.update(over)
+    return RegionProxyArgs(**base)
+
+
 @pulumi.runtime.test
 def test_proxy_reads_local_first_then_backups_in_order(mocks):
-    proxy = RegionProxy(
-        "lhr",
-        RegionProxyArgs(
-            connection=LOCAL,
-            run_as="u",
-            proxy_dir="/srv/x/proxy-lhr",
-            host="127.77.20.1",
-            read_port=6432,
-            write_port=6433,
-            stats_port=6434,
-            write_backend="127.77.12.1:5432",
-            read_local=("127.77.20.1:5432",),
-            read_backups=("127.77.12.1:5432", "127.77.2.1:5432"),
-        ),
-    )
+    proxy = RegionProxy("lhr", proxy_args())
     resolve(proxy.read_endpoint)
     env = mocks.named("lhr-haproxy").inputs["environment"]
-    assert env["READ_LOCAL"] == "127.77.20.1:5432"
-    assert env["READ_BACKUPS"] == "127.77.12.1:5432 127.77.2.1:5432"
-    assert env["WRITE_BACKEND"] == "127.77.12.1:5432"
+    # host:pgport:restport - clients go to the first port, checks to Patroni's.
+    assert env["READ_LOCAL"] == "127.77.20.1:5432:8008"
+    assert env["READ_BACKUPS"] == "127.77.12.1:5432:8008 127.77.12.1:5433:8009 127.77.2.1:5432:8008"
+    assert env["WRITE_SERVERS"] == (
+        "127.77.12.1:5432:8008 127.77.12.1:5433:8009 127.77.20.1:5432:8008 127.77.2.1:5432:8008"
+    )
+    assert "WRITE_BACKEND" not in env
+    assert (env["READ_LAG_BYTES"], env["SERVER_MAXCONN"], env["QUEUE_TIMEOUT_S"]) == (
+        "16777216",
+        "15",
+        "10",
+    )
     assert resolve(proxy.read_endpoint) == "127.77.20.1:6432"
     assert resolve(proxy.write_endpoint) == "127.77.20.1:6433"
 
 
 def test_proxy_refuses_same_node_local_and_backup():
+    # The same node (host:port), even if a REST port differed, is not both.
     with pytest.raises(ValueError, match="both local and backup"):
-        RegionProxyArgs(
-            connection=LOCAL,
-            run_as="u",
-            proxy_dir="/p",
-            host="h",
-            read_port=1,
-            write_port=2,
-            stats_port=3,
-            write_backend="a:1",
-            read_local=("a:1",),
-            read_backups=("a:1",),
-        )
+        proxy_args(read_local=(LHR0,), read_backups=(ProxyServer(LHR0.host, LHR0.port, 9),))
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"write_servers": ()}, "write listener needs"),
+        ({"server_maxconn": 0}, "server_maxconn must be at least 1"),
+        ({"read_lag_bytes": 0}, "read_lag_bytes must be at least 1"),
+        ({"queue_timeout_s": 0}, "queue_timeout_s must be at least 1"),
+    ],
+)
+def test_proxy_refuses_inputs_that_would_admit_nobody(over, message):
+    with pytest.raises(ValueError, match=message):
+        proxy_args(**over)
+
+
+def render_haproxy(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`haproxy.sh render`: the configuration the environment gives, nothing changed."""
+    return subprocess.run(
+        ["bash", str(SCRIPTS_DIR / "haproxy.sh"), "render"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def listen_block(cfg: str, name: str) -> list[str]:
+    """The stripped lines of `listen <name>` up to the next blank line."""
+    lines = cfg.splitlines()
+    start = lines.index(f"listen {name}")
+    block = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        block.append(line.strip())
+    return block
+
+
+def test_haproxy_config_checks_every_node_through_patroni():
+    proc = render_haproxy(proxy_args().environment())
+    assert proc.returncode == 0, proc.stderr
+    cfg = proc.stdout
+    write = listen_block(cfg, "write")
+    # Every node in the write listener, checked on its REST port with /primary;
+    # one failed check or refused connection takes it out and cuts its sessions.
+    assert "http-check send meth GET uri /primary" in write
+    assert "http-check expect status 200" in write
+    assert "option pgsql-check" not in cfg
+    (defaults,) = [line for line in write if line.startswith("default-server")]
+    for word in ("inter 1s", "fall 1", "rise 1", "on-marked-down shutdown-sessions"):
+        assert word in defaults
+    assert "observe layer4" in defaults and "on-error mark-down" in defaults
+    assert "maxconn 15" in defaults
+    assert [line for line in write if line.startswith("server")] == [
+        "server node1_127.77.12.1:5432 127.77.12.1:5432 check port 8008",
+        "server node2_127.77.12.1:5433 127.77.12.1:5433 check port 8009",
+        "server node3_127.77.20.1:5432 127.77.20.1:5432 check port 8008",
+        "server node4_127.77.2.1:5432 127.77.2.1:5432 check port 8008",
+    ]
+    read = listen_block(cfg, "read")
+    assert "http-check send meth GET uri /read-only?lag=16777216" in read
+    assert {"balance leastconn", "retries 2", "option redispatch 1"} <= set(read)
+    assert "option allbackups" not in read
+    (defaults,) = [line for line in read if line.startswith("default-server")]
+    assert "observe layer4" in defaults and "maxconn 15" in defaults
+    # Local first, then backups nearest first.
+    assert [line for line in read if line.startswith("server")] == [
+        "server local1_127.77.20.1:5432 127.77.20.1:5432 check port 8008",
+        "server backup1_127.77.12.1:5432 127.77.12.1:5432 check port 8008 backup",
+        "server backup2_127.77.12.1:5433 127.77.12.1:5433 check port 8009 backup",
+        "server backup3_127.77.2.1:5432 127.77.2.1:5432 check port 8008 backup",
+    ]
+    lines = [line.strip() for line in cfg.splitlines()]
+    assert "timeout queue 10s" in lines
+    # Servers start from the state haproxy.sh writes (write servers DOWN until checked).
+    assert "server-state-file /srv/x/proxy-lhr/haproxy.state" in lines
+    assert "load-server-state-from-file global" in lines
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("WRITE_SERVERS", "127.77.12.1:5432", "not host:pgport:restport"),
+        ("READ_LOCAL", "127.77.20.1:5432:0", "not a TCP port"),
+        ("READ_BACKUPS", "fra:5432:8008", "not an IPv4 address"),
+        ("SERVER_MAXCONN", "0", "SERVER_MAXCONN"),
+        ("READ_LAG_BYTES", "16MB", "READ_LAG_BYTES"),
+        ("QUEUE_TIMEOUT_S", "", "QUEUE_TIMEOUT_S"),
+    ],
+)
+def test_haproxy_script_refuses_bad_servers_and_limits(var, value, message):
+    proc = render_haproxy({**proxy_args().environment(), var: value})
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert proc.stdout == ""
 
 
 def account_args(**over) -> GroupAccountArgs:
@@ -247,20 +354,8 @@ def test_nodes_and_proxies_name_their_fleet_only_when_given():
     # Without a fleet their environment is what deployed stacks hold (no update).
     assert "FLEET_NAME" not in node_args().environment()
     assert node_args(fleet="ncfleet").environment()["FLEET_NAME"] == "ncfleet"
-    proxy = {
-        "connection": LOCAL,
-        "run_as": "u",
-        "proxy_dir": "/p/proxy-a",
-        "host": "127.0.0.1",
-        "read_port": 1,
-        "write_port": 2,
-        "stats_port": 3,
-        "write_backend": "a:1",
-        "read_local": ("a:1",),
-        "read_backups": (),
-    }
-    assert "FLEET_NAME" not in RegionProxyArgs(**proxy).environment()
-    assert RegionProxyArgs(**proxy, fleet="f").environment()["FLEET_NAME"] == "f"
+    assert "FLEET_NAME" not in proxy_args().environment()
+    assert proxy_args(fleet="f").environment()["FLEET_NAME"] == "f"
 
 
 @pulumi.runtime.test

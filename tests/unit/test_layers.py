@@ -70,7 +70,8 @@ def node(host, port, role):
         "host": host,
         "port": port,
         "role": role,
-        "members": [{"host": host, "port": port, "role": role}],
+        # rest_port: the node's Patroni REST API, which the proxies check.
+        "members": [{"host": host, "port": port, "role": role, "rest_port": 8008}],
     }
 
 
@@ -172,18 +173,113 @@ def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypa
     )
 
 
-def test_proxies_read_local_first_then_nearest_and_write_to_primary(env):
-    s = {n: i for n, i in scripts(run_stack("proxies-eu")).items() if i["script"] == "haproxy.sh"}
+def haproxies(upstream: dict | None = None) -> dict[str, dict]:
+    s = scripts(run_stack("proxies-eu", upstream))
+    return {n: i["environment"] for n, i in s.items() if i["script"] == "haproxy.sh"}
+
+
+def test_proxies_read_local_first_then_nearest_and_write_to_every_node(env):
+    s = haproxies()
     assert set(s) == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
-    lhr = s["lhr-haproxy"]["environment"]
-    assert lhr["READ_LOCAL"] == "127.77.20.1:5432"
-    assert lhr["READ_BACKUPS"] == "127.77.12.1:5432 127.77.2.1:5432"
-    assert lhr["WRITE_BACKEND"] == "127.77.12.1:5432"
+    lhr = s["lhr-haproxy"]
+    assert lhr["READ_LOCAL"] == "127.77.20.1:5432:8008"
+    assert lhr["READ_BACKUPS"] == "127.77.12.1:5432:8008 127.77.2.1:5432:8008"
+    # Every node, the declared primary first: Patroni's /primary picks the live one.
+    for inputs in s.values():
+        assert inputs["WRITE_SERVERS"] == (
+            "127.77.12.1:5432:8008 127.77.20.1:5432:8008 127.77.2.1:5432:8008"
+        )
+        assert "WRITE_BACKEND" not in inputs
     assert lhr["PROXY_HOST"] == "127.77.20.1"
     # Backups never leave the group: every backup is one of the group's nodes.
-    group_nodes = {f"{n['host']}:{n['port']}" for n in EU_REPLICAS["nodes"].values()}
+    group_nodes = {f"{n['host']}:{n['port']}:8008" for n in EU_REPLICAS["nodes"].values()}
     for inputs in s.values():
-        assert set(inputs["environment"]["READ_BACKUPS"].split()) <= group_nodes
+        assert set(inputs["READ_BACKUPS"].split()) <= group_nodes
+
+
+def test_proxies_take_the_lag_budget_and_connection_limits_from_the_fleet_file(
+    env, monkeypatch, tmp_path
+):
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "limits: {max_connections: 200, queue_timeout_s: 30}\n"
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    read_lag_budget: 1MB\n"
+        "    regions:\n      fra: {nodes: 2}\n      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    for inputs in haproxies().values():
+        # (200 - 10 reserved) // (2 listeners x 3 regions) = 31
+        assert inputs["SERVER_MAXCONN"] == "31"
+        assert inputs["QUEUE_TIMEOUT_S"] == "30"
+        assert inputs["READ_LAG_BYTES"] == str(1024 * 1024)
+
+
+def test_the_defaults_share_a_hundred_connections_between_six_listeners(env):
+    lhr = haproxies()["lhr-haproxy"]
+    assert (lhr["SERVER_MAXCONN"], lhr["QUEUE_TIMEOUT_S"]) == ("15", "10")
+    assert lhr["READ_LAG_BYTES"] == str(16 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("max_connections", "regions", "share"),
+    [(100, 3, 15), (100, 1, 45), (200, 3, 31), (20, 3, 1), (20, 10, 1), (10000, 2, 2497)],
+)
+def test_server_maxconn_shares_a_nodes_slots_between_every_listener(
+    max_connections, regions, share
+):
+    from dbfleet.program.layers.proxies import server_maxconn
+
+    assert server_maxconn(max_connections, regions) == share
+    # The group's proxies together never exceed the node's unreserved slots (unless
+    # that would mean admitting no one).
+    assert share * 2 * regions <= max(max_connections - 10, 2 * regions)
+
+
+def test_without_rest_port_the_networks_stacks_patroni_ports_are_used(env):
+    nodes = {
+        r: {
+            **n,
+            "members": [{k: v for k, v in m.items() if k != "rest_port"} for m in n["members"]],
+        }
+        for r, n in EU_REPLICAS["nodes"].items()
+    }
+    nets = {
+        r: dict(n, patroni_ports=[9100 + i for i, _ in enumerate(n["patroni_ports"])])
+        for r, n in EU_NETWORKS["regions"].items()
+    }
+    upstream = dict(
+        UPSTREAM,
+        **{
+            "replicas-eu": dict(EU_REPLICAS, nodes=nodes),
+            "networks-eu": dict(EU_NETWORKS, regions=nets),
+        },
+    )
+    lhr = haproxies(upstream)["lhr-haproxy"]
+    assert lhr["READ_LOCAL"] == "127.77.20.1:5432:9100"
+    assert lhr["WRITE_SERVERS"].split()[0] == "127.77.12.1:5432:9100"
+
+
+def test_a_node_without_any_rest_port_says_to_update_the_networks_stack(env):
+    nodes = {
+        r: {
+            **n,
+            "members": [{k: v for k, v in m.items() if k != "rest_port"} for m in n["members"]],
+        }
+        for r, n in EU_REPLICAS["nodes"].items()
+    }
+    nets = {
+        r: {k: v for k, v in n.items() if k != "patroni_ports"}
+        for r, n in EU_NETWORKS["regions"].items()
+    }
+    upstream = dict(
+        UPSTREAM,
+        **{
+            "replicas-eu": dict(EU_REPLICAS, nodes=nodes),
+            "networks-eu": dict(EU_NETWORKS, regions=nets),
+        },
+    )
+    with pytest.raises(Exception, match="networks-eu has no Patroni REST port for node"):
+        run_stack("proxies-eu", upstream)
 
 
 def test_each_region_pools_in_front_of_its_own_proxy(env):

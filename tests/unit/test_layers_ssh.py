@@ -45,6 +45,7 @@ NETWORKS = {
             "write_port": 6433,
             "stats_port": 6434,
             "pool_port": 6435,
+            "patroni_ports": [8008 + k for k in range(len(hosts))],
         }
         for r, hosts in {
             "fra": ["198.18.3.11"],
@@ -208,7 +209,10 @@ def test_each_region_proxy_runs_on_the_regions_first_host() -> None:
     assert (
         lhr["environment"]["PROXY_HOST"] == "198.18.3.12" and lhr["environment"]["TARGET"] == "ssh"
     )
-    assert lhr["environment"]["READ_LOCAL"].split() == ["198.18.3.12:5432", "198.18.3.14:5433"]
+    assert lhr["environment"]["READ_LOCAL"].split() == [
+        "198.18.3.12:5432:8008",
+        "198.18.3.14:5433:8009",
+    ]
 
 
 def test_each_region_pooler_runs_beside_its_proxy_on_the_first_host() -> None:

@@ -49,6 +49,15 @@ def test_a_read_backup_in_another_group_of_the_same_zone_is_refused():
     assert "read backup 127.77.7.1 is region cdg (zone EU, group eu2)" in text
 
 
+def test_a_write_server_in_another_zone_is_refused():
+    # host:pgport:restport (Patroni's REST port last): the host is still judged.
+    proxy = host_scripts("proxies-eu")["lhr-haproxy"]
+    servers = f"{FRA}:5432:8008 {IAD}:5432:8008"
+    text = check("proxies-eu", with_env(proxy, WRITE_SERVERS=servers))
+    assert "the proxy's write server 127.77.17.1 is region iad (zone US, group us)" in text
+    assert FRA not in text
+
+
 def test_a_write_backend_outside_the_fleet_cannot_be_shown_to_stay_in_the_zone():
     proxy = host_scripts("proxies-eu")["arn-haproxy"]
     text = check("proxies-eu", with_env(proxy, WRITE_BACKEND="10.0.0.1:5432"))

@@ -1,5 +1,7 @@
-"""proxies-<group>: one HAProxy per region — reads local first, writes to the primary —
-and in front of each, the region's PgBouncer (transaction pooling; docs/pooling.md)."""
+"""proxies-<group>: one HAProxy per region — reads local first while within the lag
+budget, writes to whichever node Patroni calls the primary, each node behind a
+connection limit — and in front of each, the region's PgBouncer (transaction pooling;
+docs/pooling.md)."""
 
 from __future__ import annotations
 
@@ -8,14 +10,45 @@ from urllib.parse import quote
 import pulumi
 
 from components.pooler import READ_SUFFIX, RegionPooler, RegionPoolerArgs
-from components.proxy import RegionProxy, RegionProxyArgs
+from components.proxy import ProxyServer, RegionProxy, RegionProxyArgs
 from dbfleet import vault
+from dbfleet.model.spec import RESERVED_CONNECTIONS
 from dbfleet.program.layers.context import LayerContext
 from dbfleet.program.upstream import UpstreamError, prefetch, read_outputs, require_regions
 
 
-def _members(node: dict) -> tuple[str, ...]:
-    return tuple(f"{m['host']}:{m['port']}" for m in node["members"])
+def server_maxconn(max_connections: int, regions: int) -> int:
+    """Connections one listener of one region's proxy may open to one node.
+
+    Every region of the group runs a proxy with a read and a write listener, and
+    either may reach any node of the group (writes follow the leader anywhere, reads
+    fall back to other regions), so a node's slots — its `max_connections` less the
+    `RESERVED_CONNECTIONS` kept for superusers, Patroni and `dbfleet status` — are
+    shared by 2 × `regions` listeners. With each one capped at that share the proxies
+    together never exceed what the node accepts, and a client beyond it waits in
+    HAProxy's queue instead of getting "remaining connection slots are reserved".
+    Never below 1: a proxy that admits nobody is no proxy.
+    """
+    return max(1, (max_connections - RESERVED_CONNECTIONS) // (2 * regions))
+
+
+def _servers(stack: str, region: str, node: dict, net: dict) -> tuple[ProxyServer, ...]:
+    """A region's nodes with their Patroni REST ports: the replicas stack's `rest_port`
+    of each member, or else the networks stack's `patroni_ports` entry of the node
+    listening on that port (node k: node_ports[k], patroni_ports[k])."""
+    servers = []
+    for m in node["members"]:
+        rest_port = m.get("rest_port")
+        if rest_port is None:
+            node_ports, rest_ports = net.get("node_ports", []), net.get("patroni_ports") or []
+            if m["port"] not in node_ports or node_ports.index(m["port"]) >= len(rest_ports):
+                raise UpstreamError(
+                    f"{stack} has no Patroni REST port for node {m['host']}:{m['port']} of "
+                    f"region {region}: run `up` on the networks layer first"
+                )
+            rest_port = rest_ports[node_ports.index(m["port"])]
+        servers.append(ProxyServer(m["host"], int(m["port"]), int(rest_port)))
+    return tuple(servers)
 
 
 def build(ctx: LayerContext) -> None:
@@ -29,8 +62,25 @@ def build(ctx: LayerContext) -> None:
     require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
     require_regions(ctx.stack.upstream("replicas"), replicas, "nodes", ctx.group.regions)
     nodes: dict = replicas["nodes"]
-    primary = nodes[replicas["primary_region"]]
+    primary_region = replicas["primary_region"]
+    primary = nodes[primary_region]
+    # The declared primary: the pooler's hint only; the write listeners follow the
+    # live leader through Patroni.
     write_backend = f"{primary['members'][0]['host']}:{primary['members'][0]['port']}"
+    servers = {
+        region: _servers(
+            ctx.stack.upstream("networks"), region, nodes[region], networks["regions"][region]
+        )
+        for region in ctx.group.regions
+    }
+    # Every node of the group, the declared primary region first (a stable order: the
+    # config changes only when the group does, not when Patroni moves the leader).
+    write_servers = tuple(
+        s
+        for region in [primary_region, *(r for r in ctx.group.regions if r != primary_region)]
+        for s in servers[region]
+    )
+    maxconn = server_maxconn(ctx.fleet.limits.max_connections, len(ctx.group.regions))
 
     secrets = vault.read_group_secrets(
         vault.client_from_env(), replicas["secret_mount"], replicas["secret_path"]
@@ -41,7 +91,7 @@ def build(ctx: LayerContext) -> None:
     reads, writes, pooled = {}, {}, {}
     for region in ctx.group.regions:
         net = networks["regions"][region]
-        backups = tuple(m for other in networks["nearest"][region] for m in _members(nodes[other]))
+        backups = tuple(s for other in networks["nearest"][region] for s in servers[other])
         proxy = RegionProxy(
             region,
             RegionProxyArgs(
@@ -54,9 +104,12 @@ def build(ctx: LayerContext) -> None:
                 read_port=net["read_port"],
                 write_port=net["write_port"],
                 stats_port=net["stats_port"],
-                write_backend=write_backend,
-                read_local=_members(nodes[region]),
+                write_servers=write_servers,
+                read_local=servers[region],
                 read_backups=backups,
+                read_lag_bytes=ctx.group.read_lag_budget_bytes,
+                server_maxconn=maxconn,
+                queue_timeout_s=ctx.fleet.limits.queue_timeout_s,
             ),
         )
         reads[region] = proxy.read_endpoint
