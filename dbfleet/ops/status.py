@@ -937,7 +937,7 @@ def _backends_text(p: ProxyStatus) -> str:
             hidden = len(bs) - len(shown)
             text = ", ".join(_backend_text(b) for b in shown) or "none UP"
             if hidden:
-                text += f" (+{hidden} standby DOWN)"
+                text += f" (+{hidden} others DOWN)"
         else:
             text = ", ".join(_backend_text(b) for b in bs) or "none"
         parts.append(f"{listener}: {text}")

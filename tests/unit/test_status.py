@@ -229,7 +229,7 @@ def test_one_write_server_up_the_leader_is_healthy() -> None:
     assert g.healthy
     text = status.render([g])
     assert text.splitlines()[0] == "group eu  leader fra-0 (timeline 3)  healthy"
-    assert "write: fra-0 UP (+2 standby DOWN); read: lhr-0 UP, fra-0 (backup) UP" in text
+    assert "write: fra-0 UP (+2 others DOWN); read: lhr-0 UP, fra-0 (backup) UP" in text
     assert "etcd     fra up, lhr up, arn up" in text
 
 
