@@ -1,74 +1,123 @@
-"""`dbfleet failover GROUP`: restore writes after a group's primary region is lost.
+"""`dbfleet failover GROUP [--to REGION]`: make a node lead a group that has no leader.
 
-The operator path for an unplanned failover: pick the most up-to-date replica
-(the highest WAL position it has received), make it the group's primary in the
-fleet file, and run the replicas and proxies layers. The replicas layer fences the
-old primary, promotes the chosen node and re-points every other node — the old
-primary too, which rejoins as a replica (rewound if it had diverged) when it is
-back, so there is never a second primary.
+Patroni fails a group over by itself when its leader is lost. This command is for
+the case it does not: no member holds the leader key — every replica is further
+behind than `max_lag_on_failover` allows, say — and an operator accepts losing
+what the best replica lacks. It is a thin wrapper over Patroni:
+
+1. it asks Patroni's view of the group (`GET /cluster` on every member's REST API,
+   as `dbfleet status` does) and prints one line per member;
+2. when the group has a leader it refuses: moving a healthy leader is a planned
+   switchover (set `primary:` in the fleet file and run `dbfleet up`, which asks
+   Patroni for one and loses no committed write);
+3. otherwise it asks the candidate's Patroni to fail over to it (`POST /failover`
+   with `{"candidate": member}`, REST basic auth `patroni` and the group's
+   superuser password from Vault, sent in a header only). The candidate is the
+   running replica of `--to REGION`, else the group's running replica with the
+   least lag (a synchronous standby first: it has every committed write);
+4. it waits until the candidate leads, then rewrites `primary:` in the fleet file
+   and says which file changed and that it must be committed: `primary:` is the
+   preferred leader, and a clone or CI job still holding the old value would
+   switch the leader back on its next `dbfleet up`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from dbfleet import vault
 from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
 from dbfleet.ops.commands import fleet_groups, guard, load_fleet_file
-from dbfleet.ops.results import ExitCode, Status
+from dbfleet.ops.results import ExitCode
+
+# Patroni answers POST /failover once it has seen the new leader, or after polling
+# for 2 × max(10, loop_wait) s: wait a little longer than that for its answer.
+POST_TIMEOUT_S = 45.0
+# How long the new leader may take to show as running in /cluster.
+LEAD_DEADLINE_S = 60.0
+POLL_S = 0.5
+# The user of Patroni's REST API for unsafe methods (restapi.authentication).
+REST_USER = "patroni"
+
+Endpoint = tuple[str, str, int]  # member name, host, REST port
 
 
-@dataclass(frozen=True)
-class NodeState:
-    region: str
-    host: str
-    port: int
-    reachable: bool
-    in_recovery: bool | None = None
-    received_lsn: int | None = None
-    error: str = ""
+def _say(text: str, *, err: bool = False) -> None:
+    print(f"failover: {text}", file=sys.stderr if err else sys.stdout, flush=True)
 
 
-def parse_lsn(text: str | None) -> int | None:
-    if not text:
-        return None
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
+def candidates(doc: Mapping[str, Any], order: list[str], region: str | None = None) -> list[dict]:
+    """The members of a /cluster document that may lead: running replicas (of
+    `region` when given), a synchronous standby first, then least lag (Patroni's
+    figure; "unknown" last), ties in `order` (the group's node order)."""
+
+    def key(m: dict) -> tuple:
+        lag = m.get("lag")
+        known = isinstance(lag, int)
+        rank = order.index(m["name"]) if m["name"] in order else len(order)
+        return (m.get("role") != "sync_standby", not known, lag if known else 0, rank)
+
+    found = [
+        m
+        for m in doc.get("members", [])
+        if m.get("role") in ("replica", "sync_standby")
+        and m.get("state") == "running"
+        and (region is None or str(m.get("name", "")).rsplit("-", 1)[0] == region)
+    ]
+    return sorted(found, key=key)
 
 
-def probe(region: str, host: str, port: int, password: str, timeout_s: int = 2) -> NodeState:
-    import psycopg
-
+def post_failover(
+    host: str, rest_port: int, candidate: str, password: str, timeout_s: float = POST_TIMEOUT_S
+) -> tuple[int, str]:
+    """Patroni's POST /failover to `candidate`: (HTTP status, Patroni's answer text).
+    The password goes in the Authorization header only (never argv, never logs)."""
+    token = base64.b64encode(f"{REST_USER}:{password}".encode()).decode("ascii")
+    request = urllib.request.Request(
+        f"http://{host}:{rest_port}/failover",
+        data=json.dumps({"candidate": candidate}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
+    )
     try:
-        with psycopg.connect(
-            host=host,
-            port=port,
-            user="postgres",
-            password=password,
-            dbname="postgres",
-            connect_timeout=timeout_s,
-            autocommit=True,
-        ) as conn:
-            in_recovery, received, current = conn.execute(
-                "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, "
-                "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
-            ).fetchone()
-            return NodeState(region, host, port, True, in_recovery, parse_lsn(received or current))
-    except psycopg.Error as exc:
-        return NodeState(region, host, port, False, error=str(exc).strip().splitlines()[0])
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.status, resp.read().decode("utf-8", "replace").strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace").strip()
 
 
-def choose(states: list[NodeState], old_primary: str) -> NodeState:
-    """The reachable replica outside the lost region that has received the most WAL."""
-    candidates = [s for s in states if s.reachable and s.in_recovery and s.region != old_primary]
-    if not candidates:
-        raise RuntimeError("no reachable replica to promote")
-    # Most WAL first; ties go to the first region in the fleet file's order.
-    return max(candidates, key=lambda s: (s.received_lsn or 0, -states.index(s)))
+def wait_until_leads(
+    endpoints: list[Endpoint],
+    candidate: str,
+    pool: ThreadPoolExecutor,
+    deadline_s: float = LEAD_DEADLINE_S,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+) -> dict | None:
+    """Polls Patroni's view until `candidate` holds the leader key and runs: that
+    view, or None at the deadline."""
+    from dbfleet.ops import status
+
+    end = clock() + deadline_s
+    while True:
+        doc, _ = status.read_cluster(endpoints, pool)
+        leader = status.cluster_leader(doc) if doc else None
+        if leader and leader.get("name") == candidate and leader.get("state") == "running":
+            return doc
+        if clock() >= end:
+            return None
+        pause(POLL_S)
 
 
 def set_primary(spec: Path, group: str, region: str) -> None:
@@ -99,71 +148,105 @@ def set_primary(spec: Path, group: str, region: str) -> None:
     raise RuntimeError(f"groups.{group}.primary not found in {spec}")
 
 
+def _shown(path: Path) -> str:
+    """The fleet file as an operator would type it: relative to here when inside."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _member_line(m: Mapping[str, Any]) -> str:
+    lag = m.get("lag")
+    tail = "" if lag is None else f", lag {lag} B" if isinstance(lag, int) else f", lag {lag}"
+    return f"{m.get('name')}: {m.get('role')}, {m.get('state')}, timeline {m.get('timeline', '?')}{tail}"
+
+
 def cmd_failover(args) -> int:
     # Imported here: `failover` registers with every start of the CLI, which must
-    # not load the Automation API (see commands.py).
-    from dbfleet.ops import rollout
+    # not load the Automation API (see commands.py); status reads stacks through it.
+    from dbfleet.ops import rollout, status
 
     spec = default_spec_path()
-    [group] = fleet_groups([args.group], fleet=load_fleet_file())
+    fleet = load_fleet_file()
+    [group] = fleet_groups([args.group], fleet=fleet)
+    declared = fleet.groups[group].primary
     t0 = time.monotonic()
     reps = rollout.outputs(f"replicas-{group}")
-    secrets = vault.read_group_secrets(
-        vault.client_from_env(), reps["secret_mount"], reps["secret_path"]
-    )
-    old = reps["primary_region"]
-    states = [
-        probe(region, m["host"], int(m["port"]), secrets["superuser_password"])
-        for region, node in reps["nodes"].items()
-        for m in node["members"]
-    ]
-    for s in states:
-        where = f"{s.region} {s.host}:{s.port}"
-        if not s.reachable:
-            print(f"failover: {where}: unreachable ({s.error})")
-        else:
-            role = "replica" if s.in_recovery else "PRIMARY"
-            print(f"failover: {where}: {role}, WAL position {s.received_lsn}")
-    alive_primary = [s for s in states if s.reachable and s.in_recovery is False]
-    if alive_primary and not args.force:
-        print(
-            f"failover: the primary in {alive_primary[0].region} is alive: for a planned switchover set "
-            f"groups.{group}.primary in {spec} and run `dbfleet up {group}` (or pass --force)",
-            file=sys.stderr,
+    if args.to and args.to not in reps["nodes"]:
+        _say(f"--to {args.to}: group {group} has no region {args.to}", err=True)
+        return ExitCode.ERROR
+    nodes = status.group_nodes(group, reps)
+    endpoints = [(n.name, n.host, n.rest_port) for n in nodes if n.rest_port]
+    if not endpoints:
+        _say(f"replicas-{group} has no Patroni REST API: run `dbfleet up {group}` first", err=True)
+        return ExitCode.ERROR
+    with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
+        doc, why = status.read_cluster(endpoints, pool)
+        if doc is None:
+            _say(
+                f"Patroni's view of group {group} cannot be read: {why}. Patroni cannot fail "
+                f"over without its REST API and etcd: see `dbfleet status {group}`",
+                err=True,
+            )
+            return ExitCode.ERROR
+        for m in doc.get("members", []):
+            _say(_member_line(m))
+        leader = status.cluster_leader(doc)
+        if leader:
+            name, state = leader.get("name"), leader.get("state")
+            why = "a healthy leader" if state == "running" else f"a leader ({state})"
+            _say(
+                f"group {group} has {why}, {name}: there is nothing to fail over. To move "
+                f"the leader, set groups.{group}.primary in {_shown(spec)} and run "
+                f"`dbfleet up {group}` (a Patroni switchover: no committed write is lost)",
+                err=True,
+            )
+            return ExitCode.ERROR
+        found = candidates(doc, [n.name for n in nodes], args.to)
+        if not found:
+            where = f" in {args.to}" if args.to else ""
+            _say(f"group {group} has no leader and no running replica{where} to lead", err=True)
+            return ExitCode.ERROR
+        target = found[0]["name"]
+        node = next(n for n in nodes if n.name == target)
+        secrets = vault.read_group_secrets(
+            vault.client_from_env(), reps["secret_mount"], reps["secret_path"]
         )
-        return ExitCode.ERROR
-    try:
-        target = next(s for s in states if s.region == args.to) if args.to else choose(states, old)
-    except (RuntimeError, StopIteration):
-        print(
-            f"failover: no reachable replica{' in ' + args.to if args.to else ''} to promote",
-            file=sys.stderr,
+        _say(f"asking Patroni to fail over to {target} ({_member_line(found[0])})")
+        code, answer = post_failover(
+            node.host, node.rest_port, target, secrets["superuser_password"]
         )
-        return ExitCode.ERROR
-    best = max((s.received_lsn or 0) for s in states if s.reachable)
-    print(
-        f"failover: promoting {target.region} (WAL position {target.received_lsn}; "
-        f"{best - (target.received_lsn or 0)} bytes behind the most advanced reachable node)"
-    )
-    set_primary(spec, group, target.region)
-    print(f"failover: {spec}: groups.{group}.primary: {old} -> {target.region}")
-    results = rollout.run([group], "up", layers=["replicas", "proxies"])
-    failed = [r for rs in results.values() for r in rs if r.status == Status.FAILED]
-    for r in (r for rs in results.values() for r in rs):
-        print(f"failover: {r.stack}: {r.status} {r.error}".rstrip())
-    if failed:
-        return ExitCode.ERROR
-    print(f"failover: writes go to {target.region} ({time.monotonic() - t0:.1f} s)")
+        _say(f"Patroni answered HTTP {code}: {answer}")
+        if code != 200:
+            return ExitCode.ERROR
+        if wait_until_leads(endpoints, target, pool) is None:
+            _say(f"{target} did not lead within {LEAD_DEADLINE_S:.0f} s", err=True)
+            return ExitCode.ERROR
+    _say(f"{target} leads: writes go to {node.region} ({time.monotonic() - t0:.1f} s)")
+    if node.region == declared:
+        _say(f"{_shown(spec)} unchanged: groups.{group}.primary is already {declared}")
+    else:
+        set_primary(spec, group, node.region)
+        _say(f"changed {_shown(spec)}: groups.{group}.primary: {declared} -> {node.region}")
+        _say(
+            f"commit it: git commit {_shown(spec)} — a clone or CI job that still holds "
+            f"primary: {declared} switches the leader back to {declared} on its next "
+            f"`dbfleet up {group}`"
+        )
+    _say(f"then `dbfleet up {group}` restarts the lost node(s): they rejoin as replicas")
     return ExitCode.OK
 
 
 def register(commands) -> None:
     p = commands.add_parser(
-        "failover", help="promote the most up-to-date replica of a group whose primary is lost"
+        "failover",
+        help="make a replica lead a group that has no leader (Patroni's failover)",
+        description="When a group has no leader, ask Patroni to fail over to the running "
+        "replica with the least lag (or that of --to REGION), then record it as primary: in "
+        "the fleet file. Refuses when the group has a leader: for a switchover set primary: "
+        "and run `dbfleet up`.",
     )
     p.add_argument("group", metavar="GROUP")
     p.add_argument(
-        "--to", metavar="REGION", help="promote this region instead of the most up-to-date one"
+        "--to", metavar="REGION", help="this region's replica instead of the least lagging"
     )
-    p.add_argument("--force", action="store_true", help="even when the primary still answers")
     p.set_defaults(handler=guard(cmd_failover, engine=True))

@@ -1,20 +1,36 @@
-"""`dbfleet status`: the live state of every region, read from the fleet itself.
+"""`dbfleet status`: the live state of every region group, read from the fleet itself.
 
 Where things are comes from the stack outputs (`networks-<g>`: each region's
-address and stats port; `replicas-<g>`: every node and its declared role), but
-every fact reported is asked of the running processes:
+address and stats port; `replicas-<g>`: every node, its declared role, its Patroni
+REST port, the group's etcd members and its `read_lag_budget`), but every fact
+reported is asked of the running processes:
 
+- Patroni's view of the group (`GET /cluster`, asked of every node's REST API in
+  parallel; the first answer that names a leader wins): the live leader and its
+  timeline, and each member's Patroni role and state. The declared primary is
+  only the fleet file's preference: a live leader elsewhere means a failover
+  happened, which is reported but is not by itself a fault;
+- each etcd member of the group (`GET /health`): up or down, and whether the
+  members that answer still form a quorum (without one Patroni cannot fail over);
 - each PostgreSQL node: reachable or not, its actual role (`pg_is_in_recovery`),
-  and for a replica its lag behind the primary — bytes (the primary's
-  `pg_stat_replication`, or the slot's retained WAL when the replica is not
-  connected) and seconds (the replica's `pg_last_xact_replay_timestamp`, zero
-  when it has replayed everything the primary sent);
+  whether a replica's WAL receiver streams, and its lag behind the leader — bytes
+  from the leader's `pg_stat_replication` (keyed by application_name, the Patroni
+  member name) or, for a replica that is not connected, the WAL its slot retains;
+  seconds from the replica's `pg_last_xact_replay_timestamp`, 0 whenever the
+  leader has nothing outstanding for it, never negative;
 - each region's HAProxy: whether its stats listener answers, and the state of
-  every backend server it checks (write → primary, read → local nodes, then the
-  backups in failover order), from its CSV stats page (or its stats socket);
+  every backend server it checks, from its CSV stats page (or its stats socket).
+  Each server is judged against what Patroni says it should be: in the write
+  listener exactly the leader is UP; a read server is UP unless its node is down
+  or behind the read lag budget (then its DOWN is expected, and the node carries
+  the fault);
 - each region's PgBouncer: whether it answers, and its pools (`SHOW POOLS` on its
   admin console, asked as the application user, whom the pooler lets run SHOW
   commands and nothing else).
+
+A group is healthy when every node runs under Patroni in the role Patroni gives
+it, every replica streams within the lag budget, there is a leader, every etcd
+member is up, and every proxy backend is in the state it should be in.
 
 Probes run in parallel with short timeouts, so a dead node costs at most one
 connect timeout, not one per node.
@@ -24,17 +40,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dbfleet import vault
-from dbfleet.model.topology import slot_name
 from dbfleet.ops import rollout
 
 CONNECT_TIMEOUT_S = 2
@@ -42,6 +58,20 @@ HTTP_TIMEOUT_S = 2.0
 
 OutputsReader = Callable[[str], "dict | None"]
 SecretReader = Callable[[str, str], Mapping[str, str]]
+
+# Patroni's roles (GET /cluster) of the member that holds the leader key.
+LEADER_ROLES = ("leader", "standby_leader")
+
+
+def member_name(region: str, index: int) -> str:
+    """Patroni's member name of node `index` of `region` (also the walsender's
+    application_name)."""
+    return f"{region}-{index}"
+
+
+def member_slot(name: str) -> str:
+    """The replication slot Patroni keeps for a member: its name with `-` as `_`."""
+    return name.replace("-", "_")
 
 
 @dataclass
@@ -53,7 +83,7 @@ class NodeStatus:
     port: int
     declared_role: str
     up: bool = False
-    role: str | None = None  # what the node says it is: primary | replica
+    role: str | None = None  # what PostgreSQL says it is: primary | replica
     lag_bytes: int | None = None
     lag_seconds: float | None = None
     streaming: bool | None = None  # a replica's WAL receiver is streaming
@@ -61,18 +91,76 @@ class NodeStatus:
     # False when the node could not be asked at all (no password: Vault cannot be
     # read): its state is unknown, which is not the same as down.
     probed: bool = True
+    rest_port: int | None = None  # its Patroni REST API, on `host`
+    # Patroni's view (GET /cluster): None when Patroni could not be asked;
+    # patroni_state "absent" when the cluster has no such member (Patroni does
+    # not run there, or its member key expired).
+    patroni_role: str | None = None  # leader | replica | sync_standby | standby_leader
+    patroni_state: str | None = None  # running | stopped | starting | ... | absent
+    timeline: int | None = None
+    patroni_lag: int | str | None = None  # Patroni's own lag figure (bytes or "unknown")
+    lag_budget: int | None = None  # the group's read_lag_budget (bytes)
 
     @property
     def name(self) -> str:
-        return f"{self.region}-{self.index}"
+        return member_name(self.region, self.index)
 
     @property
     def slot(self) -> str:
-        return slot_name(self.region, self.index)
+        return member_slot(self.name)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_leader(self) -> bool:
+        return self.patroni_role in LEADER_ROLES
+
+    @property
+    def lagging(self) -> bool:
+        """Behind the leader by more than the read lag budget (HAProxy takes it out
+        of the read pool)."""
+        return (
+            self.up
+            and self.role == "replica"
+            and self.lag_budget is not None
+            and self.lag_bytes is not None
+            and self.lag_bytes > self.lag_budget
+        )
+
+    @property
+    def problem(self) -> str:
+        """Why the node is not healthy; "" when it is."""
+        if not self.probed or not self.up:
+            return self.error or ("not probed" if not self.probed else "down")
+        return self._patroni_problem() or self._replica_problem()
+
+    def _patroni_problem(self) -> str:
+        if self.patroni_state == "absent":
+            return "Patroni does not run it (not a member of the cluster)"
+        if self.patroni_state not in (None, "running"):
+            return f"Patroni: {self.patroni_state}"
+        if self.patroni_role is not None:
+            if self.is_leader and self.role != "primary":
+                return "Patroni's leader, but PostgreSQL is still in recovery"
+            if not self.is_leader and self.role == "primary":
+                return "runs as a primary but is not Patroni's leader"
+        return ""
+
+    def _replica_problem(self) -> str:
+        if self.role == "replica" and self.streaming is False:
+            return "not streaming from the leader"
+        if self.lagging:
+            return (
+                f"lag above the read_lag_budget ({_bytes(self.lag_budget or 0)}): "
+                "out of the read pool until it catches up"
+            )
+        return ""
 
     @property
     def healthy(self) -> bool:
-        return self.up and self.role == self.declared_role and self.streaming is not False
+        return not self.problem
 
 
 @dataclass
@@ -80,12 +168,21 @@ class BackendStatus:
     listener: str  # read | write
     server: str  # node name (fra-0) when the address is a known node, else the address
     address: str
-    kind: str  # primary | local | backup
+    kind: str  # write | local | backup
     status: str  # UP, DOWN, MAINT, no check ... as HAProxy reports it
+    # What Patroni's view says the state should be: True (must be UP), False (must
+    # be DOWN: a write server that is not the leader), None (either: its node is
+    # down or lagging, a fault already counted on the node, or nothing is known).
+    expected_up: bool | None = True
+    note: str = ""  # why its DOWN is expected (node down, lag) or what is wrong
 
     @property
     def up(self) -> bool:
         return self.status.upper().startswith("UP") or self.status.lower() == "no check"
+
+    @property
+    def ok(self) -> bool:
+        return self.expected_up is None or self.up == self.expected_up
 
 
 @dataclass
@@ -131,13 +228,30 @@ class PoolerStatus:
 
 
 @dataclass
+class EtcdStatus:
+    region: str
+    endpoint: str  # host:port, the member's client URL
+    up: bool = False  # it answered /health at all
+    healthy: bool = False  # it answered {"health": "true"}: it sees a raft leader
+    error: str = ""
+
+
+@dataclass
 class GroupStatus:
     group: str
-    primary_region: str = ""
+    primary_region: str = ""  # the DECLARED primary (the fleet file's preference)
     nodes: list[NodeStatus] = field(default_factory=list)
     proxies: list[ProxyStatus] = field(default_factory=list)
     poolers: list[PoolerStatus] = field(default_factory=list)
     error: str = ""
+    # Patroni's view: asked when the nodes have a REST port (a replicas stack from
+    # before Patroni has none, and then there is no view to ask for).
+    patroni_asked: bool = False
+    leader: str | None = None  # the live leader's member name
+    timeline: int | None = None
+    patroni_error: str = ""  # why no member answered GET /cluster
+    etcd: list[EtcdStatus] = field(default_factory=list)
+    read_lag_budget: int | None = None
 
     @property
     def readable(self) -> bool:
@@ -146,11 +260,51 @@ class GroupStatus:
         return not (self.error and not self.nodes) and all(n.probed for n in self.nodes)
 
     @property
+    def preferred_leader(self) -> str | None:
+        """The node the fleet file prefers as leader (the declared primary)."""
+        return next((n.name for n in self.nodes if n.declared_role == "primary"), None)
+
+    @property
+    def failed_over(self) -> bool:
+        """The live leader is not the declared primary: served, but not as declared."""
+        return bool(self.leader and self.preferred_leader and self.leader != self.preferred_leader)
+
+    @property
+    def etcd_up(self) -> int:
+        return sum(1 for e in self.etcd if e.up)
+
+    @property
+    def etcd_quorum(self) -> bool | None:
+        if not self.etcd:
+            return None
+        return self.etcd_up >= len(self.etcd) // 2 + 1
+
+    @property
+    def primaries(self) -> list[NodeStatus]:
+        return [n for n in self.nodes if n.up and n.role == "primary"]
+
+    @property
+    def problems(self) -> list[str]:
+        """Every group-level reason it is not healthy (node faults are on the nodes)."""
+        out = []
+        if self.error:
+            out.append(self.error)
+        if self.patroni_asked and self.patroni_error:
+            out.append(f"Patroni: {self.patroni_error}")
+        elif self.patroni_asked and self.nodes and not self.leader:
+            out.append("Patroni has no leader")
+        if len(self.primaries) > 1:
+            out.append("more than one node runs as a primary")
+        if any(not e.up or not e.healthy for e in self.etcd):
+            out.append("etcd")
+        return out
+
+    @property
     def healthy(self) -> bool:
         return (
-            not self.error
+            not self.problems
             and all(n.healthy for n in self.nodes)
-            and all(p.healthy and all(b.up for b in p.backends) for p in self.proxies)
+            and all(p.healthy and all(b.ok for b in p.backends) for p in self.proxies)
             and all(p.healthy for p in self.poolers if p.probed)
         )
 
@@ -158,13 +312,19 @@ class GroupStatus:
         doc = asdict(self)
         doc["healthy"] = self.healthy
         doc["readable"] = self.readable
+        doc["preferred_leader"] = self.preferred_leader
+        doc["failed_over"] = self.failed_over
+        doc["etcd_quorum"] = self.etcd_quorum
         for node, raw in zip(self.nodes, doc["nodes"], strict=True):
             raw["name"] = node.name
             raw["healthy"] = node.healthy
+            raw["lagging"] = node.lagging
+            raw["problem"] = node.problem
         for proxy, raw in zip(self.proxies, doc["proxies"], strict=True):
             raw["healthy"] = proxy.healthy
             for b, rb in zip(proxy.backends, raw["backends"], strict=True):
                 rb["up"] = b.up
+                rb["ok"] = b.ok
         for pooler, raw in zip(self.poolers, doc["poolers"], strict=True):
             raw["healthy"] = pooler.healthy
         return doc
@@ -179,8 +339,10 @@ def _first_line(exc: BaseException) -> str:
 def probe_node(
     node: NodeStatus, password: str, timeout_s: int = CONNECT_TIMEOUT_S
 ) -> dict[str, Any]:
-    """Connects to one node; fills in up/role and returns what a primary knows of its
-    replicas: {slot: {"bytes": int, "seconds": float | None}} (empty for a replica)."""
+    """Connects to one node; fills in up/role/streaming and returns what it knows of
+    replication: a replica {"self": {"unreplayed": bytes, "age": s | None}}; a
+    primary, per walsender application_name (member name) and per inactive slot
+    (slot name), {"bytes": int, "seconds": float | None}."""
     import psycopg
 
     replicas: dict[str, dict[str, Any]] = {}
@@ -199,9 +361,11 @@ def probe_node(
             node.up = True
             node.role = "replica" if in_recovery else "primary"
             if in_recovery:
+                # clock_timestamp(), not now(): now() is the start of this
+                # transaction, which a commit replayed since can postdate.
                 behind, age, streaming = conn.execute(
                     "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()),"
-                    " EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()),"
+                    " EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()),"
                     " EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')"
                 ).fetchone()
                 node.streaming = bool(streaming)
@@ -210,13 +374,13 @@ def probe_node(
                     "age": float(age) if age is not None else None,
                 }
             else:
-                for slot, sent_behind, lag in conn.execute(
+                for name, sent_behind, lag in conn.execute(
                     "SELECT s.application_name, pg_wal_lsn_diff(pg_current_wal_lsn(), s.replay_lsn),"
                     " EXTRACT(EPOCH FROM s.replay_lag) FROM pg_stat_replication s"
                 ).fetchall():
-                    replicas[slot] = {
+                    replicas[name] = {
                         "bytes": int(sent_behind or 0),
-                        "seconds": float(lag) if lag else None,
+                        "seconds": float(lag) if lag is not None else None,
                     }
                 for slot, retained in conn.execute(
                     "SELECT slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)"
@@ -232,22 +396,148 @@ def probe_node(
 
 
 def _lag(nodes: list[NodeStatus], facts: dict[str, dict[str, Any]]) -> None:
-    """Replication lag of each replica, from the primary's view and its own."""
-    primaries = [n for n in nodes if n.up and n.role == "primary"]
-    seen = facts.get(primaries[0].name, {}) if primaries else {}
+    """Replication lag of each replica: bytes from the leader's view (its walsender
+    for the member, else the member's inactive slot).
+
+    Seconds are 0 whenever the leader has nothing outstanding for the replica: the
+    replica's last replayed commit may be old (an idle group, a node demoted a
+    while ago), which is not lag. Otherwise they are the walsender's replay_lag
+    (PostgreSQL makes a stuck replay's grow), else — a replica not connected —
+    the age of its last replayed commit. Never negative: the leader's clock stamps
+    a commit, the replica's reads it."""
+    leaders = [n for n in nodes if n.up and n.role == "primary"]
+    # With two primaries, the one Patroni calls leader is the one the others follow.
+    leaders.sort(key=lambda n: not n.is_leader)
+    seen = facts.get(leaders[0].name, {}) if leaders else {}
     for n in nodes:
         if not n.up or n.role != "replica":
             continue
         own = facts.get(n.name, {}).get("self", {})
-        from_primary = seen.get(n.slot)
-        if from_primary is not None:
-            n.lag_bytes = from_primary["bytes"]
-        if n.lag_bytes == 0 and not own.get("unreplayed"):
-            n.lag_seconds = 0.0  # caught up: no transaction is waiting to be replayed
+        from_leader = seen.get(n.name) or seen.get(n.slot)
+        if from_leader is None:
+            continue  # nothing known of what is outstanding: bytes and seconds stay "?"
+        n.lag_bytes = max(0, int(from_leader["bytes"]))
+        if n.lag_bytes == 0:
+            n.lag_seconds = 0.0
+        elif from_leader.get("seconds") is not None:
+            n.lag_seconds = round(max(0.0, from_leader["seconds"]), 3)
         elif own.get("age") is not None:
-            n.lag_seconds = round(own["age"], 3)
-        elif from_primary is not None:
-            n.lag_seconds = from_primary.get("seconds")
+            n.lag_seconds = round(max(0.0, own["age"]), 3)
+
+
+# -- Patroni and etcd --------------------------------------------------------------------
+def http_json(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
+    """GET `url`: (HTTP status, decoded JSON body). An error status with a JSON body
+    is an answer (etcd says 503 {"health": "false"}), not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.status, json.loads(resp.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode("utf-8", "replace")
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            raise OSError(f"HTTP {exc.code}: {body.strip()[:200]}") from None
+
+
+def fetch_cluster(host: str, rest_port: int, timeout_s: float = HTTP_TIMEOUT_S) -> dict:
+    """Patroni's GET /cluster of one member: {"members": [...], ...}."""
+    code, doc = http_json(f"http://{host}:{rest_port}/cluster", timeout_s)
+    if code != 200 or not isinstance(doc, dict) or "members" not in doc:
+        raise OSError(f"GET /cluster answered HTTP {code}")
+    return doc
+
+
+def cluster_leader(doc: Mapping[str, Any]) -> dict | None:
+    """The member of a /cluster document that holds the leader key, if any."""
+    return next((m for m in doc.get("members", []) if m.get("role") in LEADER_ROLES), None)
+
+
+def read_cluster(
+    endpoints: list[tuple[str, str, int]], pool: ThreadPoolExecutor
+) -> tuple[dict | None, str]:
+    """Asks every (name, host, rest_port) for GET /cluster at once: the first answer,
+    in the given order, that names a leader, else the first answer at all; or
+    (None, why none answered)."""
+    jobs = [(name, pool.submit(fetch_cluster, host, port)) for name, host, port in endpoints]
+    answers, errors = [], []
+    for name, job in jobs:
+        try:
+            answers.append(job.result())
+        except Exception as exc:  # noqa: BLE001 — a silent member is a status
+            errors.append(f"{name}: {_first_line(exc)}")
+    for doc in answers:
+        if cluster_leader(doc):
+            return doc, ""
+    if answers:
+        return answers[0], ""
+    return None, "no member's REST API answered GET /cluster (" + "; ".join(errors) + ")"
+
+
+def apply_cluster(status: GroupStatus, doc: Mapping[str, Any]) -> None:
+    """Patroni's view onto the group: leader, timeline, each node's role and state."""
+    members = {m.get("name"): m for m in doc.get("members", [])}
+    leader = cluster_leader(doc)
+    status.leader = leader.get("name") if leader else None
+    status.timeline = leader.get("timeline") if leader else None
+    for n in status.nodes:
+        m = members.get(n.name)
+        if m is None:
+            n.patroni_state = "absent"
+            continue
+        n.patroni_role = m.get("role")
+        n.patroni_state = m.get("state") or "?"
+        n.timeline = m.get("timeline")
+        n.patroni_lag = m.get("lag")
+
+
+def probe_etcd(member: EtcdStatus, timeout_s: float = HTTP_TIMEOUT_S) -> EtcdStatus:
+    try:
+        _, doc = http_json(f"http://{member.endpoint}/health", timeout_s)
+    except Exception as exc:  # noqa: BLE001 — a dead member is a status
+        member.error = _first_line(exc)
+        return member
+    member.up = True
+    health = doc.get("health") if isinstance(doc, dict) else None
+    member.healthy = health in ("true", True)
+    if not member.healthy:
+        member.error = str(doc.get("reason") or "unhealthy") if isinstance(doc, dict) else "?"
+    return member
+
+
+def expect_backends(status: GroupStatus) -> None:
+    """Sets what each proxy backend's state should be, from Patroni's view and the
+    nodes: the write listener holds every node and only the leader passes its
+    /primary check; a read server passes /read-only?lag=<budget> unless its node
+    is down or lagging — then DOWN is expected and the fault is the node's."""
+    by_address = {n.address: n for n in status.nodes}
+    for proxy in status.proxies:
+        for b in proxy.backends:
+            n = by_address.get(b.address)
+            b.expected_up, b.note = True, ""
+            if n is None:
+                b.expected_up = None if b.listener == "write" else True
+            elif b.listener == "write":
+                if not status.patroni_asked:
+                    b.expected_up = n.declared_role == "primary"
+                elif status.patroni_error or not n.probed:
+                    b.expected_up = None  # nothing known to judge it by
+                elif n.name == status.leader:
+                    b.expected_up = True if n.up else None
+                    b.note = "" if b.up else "the leader: writes have nowhere to go"
+                else:
+                    b.expected_up = False
+                    b.note = "" if not b.up else "UP but not the leader"
+            elif not n.probed:
+                b.expected_up = None
+            elif not n.up or n.patroni_state not in (None, "running"):
+                b.expected_up, b.note = None, "node down"
+            elif n.lagging:
+                b.expected_up, b.note = None, "lag"
+            elif not n.healthy:
+                b.expected_up, b.note = None, "node unhealthy"
+            if b.expected_up is True and not b.up and not b.note:
+                b.note = "should be up"
 
 
 # -- HAProxy -----------------------------------------------------------------------------
@@ -276,15 +566,23 @@ def fetch_stats_socket(path: str, timeout_s: float = HTTP_TIMEOUT_S) -> str:
 
 
 def backends_from_rows(rows: list[dict[str, str]], names: Mapping[str, str]) -> list[BackendStatus]:
-    """Server rows of the `read` and `write` listeners; `names` maps host:port → node name."""
+    """Server rows of the `read` and `write` listeners; `names` maps host:port → node name.
+
+    A server is matched to its node by address: HAProxy's `addr` column when it has
+    one, else the part of the server name after its first `_` (`node1_h:5432`,
+    `local1_h:5432`, `backup2_h:5432`); a server named after the node itself
+    (`fra-0`) is matched by that name, so a change of naming does not hide a node."""
+    by_name = {name: address for address, name in names.items()}
     out = []
     for row in rows:
         listener, server = row.get("pxname", ""), row.get("svname", "")
         if listener not in ("read", "write") or server in ("FRONTEND", "BACKEND"):
             continue
         address = row.get("addr") or (server.split("_", 1)[1] if "_" in server else server)
+        if address not in names and server in by_name:
+            address = by_name[server]
         if listener == "write":
-            kind = "primary"
+            kind = "write"
         else:
             kind = "backup" if row.get("bck") == "1" or server.startswith("backup") else "local"
         out.append(
@@ -292,9 +590,10 @@ def backends_from_rows(rows: list[dict[str, str]], names: Mapping[str, str]) -> 
                 listener, names.get(address, address), address, kind, row.get("status", "?")
             )
         )
-    # Primary first, then local nodes, then backups in the proxy's failover order.
-    rank = {"primary": 0, "local": 1, "backup": 2}
-    return sorted(out, key=lambda b: (b.listener != "write", rank[b.kind]))
+    # Writes first, then local nodes, then backups in the proxy's failover order
+    # (the sort is stable: within a kind, the configuration's order).
+    rank = {"write": 0, "local": 1, "backup": 2}
+    return sorted(out, key=lambda b: rank[b.kind])
 
 
 def probe_proxy(
@@ -385,6 +684,31 @@ def _default_secrets(mount: str, path: str) -> Mapping[str, str]:
     return vault.read_group_secrets(vault.client_from_env(), mount, path)
 
 
+def group_nodes(group: str, reps: Mapping[str, Any]) -> list[NodeStatus]:
+    """The nodes a `replicas-<g>` stack declares: the primary's region first, then the
+    others (outputs come sorted by name)."""
+    primary = reps.get("primary_region", "")
+    budget = reps.get("read_lag_budget")
+    nodes = []
+    for region in sorted(reps["nodes"], key=lambda r: (r != primary, r)):
+        node = reps["nodes"][region]
+        for k, m in enumerate(node.get("members") or [node]):
+            rest = m.get("rest_port")
+            nodes.append(
+                NodeStatus(
+                    group,
+                    region,
+                    k,
+                    m["host"],
+                    int(m["port"]),
+                    m.get("role") or node.get("role", ""),
+                    rest_port=int(rest) if rest else None,
+                    lag_budget=int(budget) if budget is not None else None,
+                )
+            )
+    return nodes
+
+
 def collect_group(
     group: str,
     *,
@@ -404,22 +728,18 @@ def collect_group(
         )
         return status
     status.primary_region = reps.get("primary_region", "")
-    # The primary's region first, then the others (outputs come sorted by name).
-    order = sorted(reps["nodes"], key=lambda r: (r != status.primary_region, r))
-    for region in order:
-        node = reps["nodes"][region]
-        for k, m in enumerate(node.get("members") or [node]):
-            status.nodes.append(
-                NodeStatus(
-                    group,
-                    region,
-                    k,
-                    m["host"],
-                    int(m["port"]),
-                    m.get("role") or node.get("role", ""),
-                )
-            )
-    names = {f"{n.host}:{n.port}": n.name for n in status.nodes}
+    budget = reps.get("read_lag_budget")
+    status.read_lag_budget = int(budget) if budget is not None else None
+    status.nodes = group_nodes(group, reps)
+    names = {n.address: n.name for n in status.nodes}
+    rest = [(n.name, n.host, n.rest_port) for n in status.nodes if n.rest_port]
+    status.patroni_asked = bool(rest)
+    status.etcd = [
+        EtcdStatus(region, endpoint)
+        for region, endpoint in sorted(
+            (reps.get("etcd") or {}).items(), key=lambda kv: (kv[0] != status.primary_region, kv[0])
+        )
+    ]
 
     def socket_of(region: str) -> Callable[[], str | None]:
         def path() -> str | None:
@@ -444,13 +764,16 @@ def collect_group(
     app_user, app_db = reps.get("app_user", "app"), reps.get("app_db", "app")
 
     own_pool = pool is None
-    pool = pool or ThreadPoolExecutor(max_workers=8)
+    # Every probe of the group at once: Patroni's /cluster on each member, each
+    # etcd member, node, proxy and pooler.
+    pool = pool or ThreadPoolExecutor(max_workers=16)
     try:
         node_jobs = (
             {n.name: pool.submit(probe_node, n, password) for n in status.nodes}
             if password is not None
             else {}
         )
+        etcd_jobs: list[Future] = [pool.submit(probe_etcd, e) for e in status.etcd]
         proxy_jobs = [
             pool.submit(probe_proxy, p, names, socket_of(p.region)) for p in status.proxies
         ]
@@ -462,12 +785,15 @@ def collect_group(
             if app_password is not None
             else []
         )
+        cluster, status.patroni_error = read_cluster(rest, pool) if rest else (None, "")
         facts = {name: job.result() for name, job in node_jobs.items()}
-        for job in proxy_jobs + pooler_jobs:
+        for job in etcd_jobs + proxy_jobs + pooler_jobs:
             job.result()
     finally:
         if own_pool:
             pool.shutdown(wait=True)
+    if cluster is not None:
+        apply_cluster(status, cluster)
     if password is None:
         for n in status.nodes:
             n.probed = False
@@ -477,6 +803,7 @@ def collect_group(
             p.probed = False
             p.error = "not probed: no application password (Vault)"
     _lag(status.nodes, facts)
+    expect_backends(status)
     return status
 
 
@@ -514,6 +841,15 @@ def _lag_text(n: NodeStatus) -> str:
     return f"{b}, {s}"
 
 
+def _patroni_text(n: NodeStatus) -> str:
+    if n.patroni_state is None:
+        return "?"
+    if n.patroni_state == "absent":
+        return "ABSENT"
+    state = n.patroni_state if n.patroni_state == "running" else n.patroni_state.upper()
+    return f"{n.patroni_role or '?'}, {state}"
+
+
 def _bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -523,54 +859,121 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _header(g: GroupStatus) -> str:
+    head = f"group {g.group}"
+    if g.leader:
+        head += f"  leader {g.leader}"
+        if g.timeline is not None:
+            head += f" (timeline {g.timeline})"
+    elif g.patroni_asked and g.nodes:
+        head += "  leader ?" if g.patroni_error else "  NO LEADER"
+    elif g.primary_region:
+        head += f"  primary {g.primary_region}"
+    return head + ("  healthy" if g.healthy else ("  DEGRADED" if g.readable else "  UNKNOWN"))
+
+
+def _group_notes(g: GroupStatus) -> list[str]:
+    """The lines under a group's header that say what is wrong (or unusual) in it."""
+    lines = []
+    if g.error:
+        lines.append(g.error)
+    if g.patroni_asked and g.patroni_error:
+        lines.append(f"Patroni: {g.patroni_error}")
+    elif g.patroni_asked and g.nodes and not g.leader:
+        lines.append(
+            "Patroni has no leader: writes fail until one is elected; if none is (every "
+            f"replica too far behind, say), `dbfleet failover {g.group}` makes one lead"
+        )
+    if g.failed_over:
+        region = next((n.region for n in g.nodes if n.name == g.leader), "?")
+        lines.append(
+            f"leader {g.leader} — the fleet file prefers {g.preferred_leader} (a failover "
+            f"happened: dbfleet up {g.group} switches back, or set primary: {region})"
+        )
+    if len(g.primaries) > 1:
+        lines.append(
+            "more than one node runs as a primary: " + ", ".join(n.name for n in g.primaries)
+        )
+    if g.etcd and not g.etcd_quorum:
+        lines.append(
+            f"etcd has no quorum ({g.etcd_up} of {len(g.etcd)}): Patroni cannot fail over; "
+            "the leader keeps writes only while it reaches every member (failsafe mode)"
+        )
+    return [f"  ! {line}" for line in lines]
+
+
+def _etcd_text(g: GroupStatus) -> str:
+    parts = []
+    for e in g.etcd:
+        if not e.up:
+            parts.append(f"{e.region} DOWN")
+        elif not e.healthy and g.etcd_quorum:
+            parts.append(f"{e.region} up ({e.error})")
+        else:
+            parts.append(f"{e.region} up")
+    text = ", ".join(parts)
+    up, total = g.etcd_up, len(g.etcd)
+    if g.etcd_quorum and up < total:
+        text += f" ({up} of {total}"
+        text += ": no failover possible if one more is lost)" if up == total // 2 + 1 else ")"
+    return text
+
+
+def _backend_text(b: BackendStatus) -> str:
+    text = f"{b.server}{' (backup)' if b.kind == 'backup' else ''} {b.status}"
+    if b.note:
+        text += f" ({b.note})" if b.ok else f" (!{b.note})"
+    return text
+
+
+def _backends_text(p: ProxyStatus) -> str:
+    parts = []
+    for listener in ("write", "read"):
+        bs = [b for b in p.backends if b.listener == listener]
+        if listener == "write":
+            # Every node is a write server and only the leader passes: the others
+            # being DOWN is the normal case, so only what is UP or wrong is listed.
+            shown = [b for b in bs if b.up or not b.ok]
+            hidden = len(bs) - len(shown)
+            text = ", ".join(_backend_text(b) for b in shown) or "none UP"
+            if hidden:
+                text += f" (+{hidden} others DOWN)"
+        else:
+            text = ", ".join(_backend_text(b) for b in bs) or "none"
+        parts.append(f"{listener}: {text}")
+    return "; ".join(parts)
+
+
 def render(groups: list[GroupStatus]) -> str:
     lines: list[str] = []
     for g in groups:
         if lines:
             lines.append("")
-        head = f"group {g.group}"
-        if g.primary_region:
-            head += f"  primary {g.primary_region}"
-        head += "  healthy" if g.healthy else ("  DEGRADED" if g.readable else "  UNKNOWN")
-        lines.append(head)
-        if g.error:
-            lines.append(f"  ! {g.error}")
+        lines.append(_header(g))
+        lines.extend(_group_notes(g))
         if g.nodes:
             lines.append(
-                f"  {'node':<8} {'address':<22} {'role':<9} {'state':<6} {'lag (bytes, seconds)':<22} note"
+                f"  {'node':<8} {'address':<22} {'role':<9} {'patroni':<21} {'state':<6} "
+                f"{'lag (bytes, seconds)':<22} note"
             )
             for n in g.nodes:
                 role = n.role or n.declared_role
-                note = n.error
-                if n.up and n.role != n.declared_role:
-                    note = f"declared {n.declared_role}, runs as {n.role}"
-                elif n.up and n.streaming is False:
-                    note = "not streaming from the primary"
-                lines.append(
-                    f"  {n.name:<8} {n.host + ':' + str(n.port):<22} {role:<9} "
-                    f"{_state_text(n):<6} {_lag_text(n):<22} {note}".rstrip()
+                note = n.problem if n.probed else n.error
+                row = (
+                    f"  {n.name:<8} {n.address:<22} {role:<9} {_patroni_text(n):<21} "
+                    f"{_state_text(n):<6} {_lag_text(n):<22} {note}"
                 )
+                lines.append(row.rstrip())
+        if g.etcd:
+            lines.append(f"  {'etcd':<8} {_etcd_text(g)}")
         if g.proxies:
             lines.append(f"  {'proxy':<8} {'stats':<22} {'state':<6} backends")
             for p in g.proxies:
+                where = f"{p.host}:{p.stats_port}"
                 if not p.up:
-                    lines.append(
-                        f"  {p.region:<8} {p.host + ':' + str(p.stats_port):<22} {'DOWN':<6} {p.error}"
-                    )
+                    lines.append(f"  {p.region:<8} {where:<22} {'DOWN':<6} {p.error}")
                     continue
-                parts = []
-                for listener in ("write", "read"):
-                    bs = [b for b in p.backends if b.listener == listener]
-                    parts.append(
-                        f"{listener}: "
-                        + ", ".join(
-                            f"{b.server}{' (backup)' if b.kind == 'backup' else ''} {b.status}"
-                            for b in bs
-                        )
-                    )
-                lines.append(
-                    f"  {p.region:<8} {p.host + ':' + str(p.stats_port):<22} {'up':<6} {'; '.join(parts)}"
-                )
+                lines.append(f"  {p.region:<8} {where:<22} {'up':<6} {_backends_text(p)}")
         if g.poolers:
             lines.append(f"  {'pooler':<8} {'address':<22} {'state':<6} pools")
             for pl in g.poolers:
