@@ -8,6 +8,11 @@ target: ``eval "$(scripts/vault.sh env)"``). Optional, as for the Vault CLI: ``V
 ``VAULT_SKIP_VERIFY``, ``VAULT_CLIENT_CERT`` / ``VAULT_CLIENT_KEY``, ``VAULT_NAMESPACE``,
 ``VAULT_CLIENT_TIMEOUT`` (seconds, default 5).
 
+Access control (issue 14) goes through here too: a token's capabilities on paths
+(``sys/capabilities-self``), ACL policies, the Transit key that encrypts a group's stacks (mount
+``transit`` by default, one key per group), token roles and token creation. Which paths and
+policies a group has is decided in ``dbfleet.ops.access``; this module only speaks the API.
+
 Every failure is raised as :class:`VaultError`, whose message says what to do and names
 ``VAULT_ADDR`` (with its value) and, where one is involved, the secret path. Secret values
 never reach a log line or an exception message, and no hvac/requests exception is chained
@@ -32,18 +37,27 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MOUNT",
     "SECRET_KEYS",
+    "TRANSIT_MOUNT",
     "VaultError",
+    "capabilities",
     "client_from_env",
+    "create_token",
     "delete_group_secrets",
     "ensure_group_secrets",
+    "ensure_policy",
+    "ensure_token_role",
+    "ensure_transit_key",
     "read_group_secrets",
     "secret_path",
+    "transit_key_exists",
 ]
 
 log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("superuser_password", "replication_password", "app_password")
 DEFAULT_MOUNT = "secret"
+#: where the Transit engine that encrypts the stacks' secrets is mounted (gocloud's default)
+TRANSIT_MOUNT = "transit"
 
 #: bytes of randomness per generated password; token_urlsafe(32) gives 43 characters, 256 bits
 TOKEN_BYTES = 32
@@ -512,3 +526,192 @@ def read_ssh_login(client, mount: str, path: str) -> dict[str, str]:
             "target needs the login's private key and every host's pinned host key"
         )
     return {k: str(data[k]) for k in SSH_LOGIN_KEYS}
+
+
+# --------------------------------------------------------------------------------------------
+# access control: capabilities, policies, Transit keys, token roles, tokens
+
+
+def _api_error(exc: BaseException, addr: str, what: str, api_path: str, caps: str) -> VaultError:
+    """`_translate` for a non-KV path: a 403 names the capability and the path."""
+    import hvac.exceptions
+
+    if isinstance(exc, hvac.exceptions.Forbidden):
+        return VaultError(
+            f"permission denied at VAULT_ADDR={addr} while {what}: VAULT_TOKEN's policies must "
+            f"allow {caps} on {api_path}"
+        )
+    return _translate(exc, addr, what)
+
+
+def capabilities(client, paths: Iterable[str]) -> dict[str, frozenset[str]]:
+    """VAULT_TOKEN's capabilities on each path (``sys/capabilities-self``, allowed by Vault's
+    default policy). Asking reads nothing at those paths: the audit log shows one request to
+    sys/capabilities-self. `root` in a set means everything."""
+    wanted = list(dict.fromkeys(paths))
+    addr = _addr_of(client)
+    try:
+        resp = client.write_data("sys/capabilities-self", data={"paths": wanted})
+    except _translated() as exc:
+        raise _api_error(
+            exc, addr, "asking VAULT_TOKEN's capabilities", "sys/capabilities-self", "update"
+        ) from None
+    body = resp.get("data") if isinstance(resp, Mapping) and resp.get("data") else resp
+    if not isinstance(body, Mapping):
+        raise VaultError(f"unexpected answer from sys/capabilities-self at VAULT_ADDR={addr}")
+    out: dict[str, frozenset[str]] = {}
+    for path in wanted:
+        got = body.get(path)
+        if got is None and len(wanted) == 1:  # old servers answer {"capabilities": [...]}
+            got = body.get("capabilities")
+        out[path] = frozenset(str(c) for c in (got or ()))
+    return out
+
+
+def ensure_policy(client, name: str, text: str) -> bool:
+    """Writes the ACL policy `name` when it is missing or differs; True when it wrote."""
+    import hvac.exceptions
+
+    addr = _addr_of(client)
+    api_path = f"sys/policies/acl/{_check_segment('policy name', name)}"
+    try:
+        current = client.read(api_path)
+    except hvac.exceptions.InvalidPath:
+        current = None
+    except _translated() as exc:
+        raise _api_error(exc, addr, f"reading policy {name}", api_path, "read") from None
+    if isinstance(current, Mapping) and (current.get("data") or {}).get("policy") == text:
+        return False
+    try:
+        client.write_data(api_path, data={"policy": text})
+    except _translated() as exc:
+        raise _api_error(exc, addr, f"writing policy {name}", api_path, "create, update") from None
+    log.info("wrote Vault policy %s", name)
+    return True
+
+
+def transit_key_exists(client, mount: str, key: str) -> bool:
+    """Whether Transit key `key` exists at `mount` (VaultError when the token may not say)."""
+    import hvac.exceptions
+
+    mount = _norm_mount(mount)
+    addr = _addr_of(client)
+    api_path = f"{mount}/keys/{_check_segment('transit key', key)}"
+    try:
+        found = client.read(api_path)  # None on 404: no such key (or no such mount)
+    except hvac.exceptions.InvalidPath:
+        return False
+    except _translated() as exc:
+        raise _api_error(exc, addr, f"reading Transit key {key}", api_path, "read") from None
+    return found is not None
+
+
+def ensure_transit_key(client, mount: str, key: str) -> list[str]:
+    """A Transit engine at `mount` and an aes256-gcm96 key `key` in it; returns what it
+    created (empty when both existed). Needs an admin token (sys/mounts, keys)."""
+    mount = _norm_mount(mount)
+    addr = _addr_of(client)
+    made: list[str] = []
+    try:
+        mounts = client.sys.list_mounted_secrets_engines()
+    except _translated() as exc:
+        raise _api_error(exc, addr, "listing secrets engines", "sys/mounts", "read") from None
+    table = mounts.get("data", mounts) if isinstance(mounts, Mapping) else {}
+    found = table.get(f"{mount}/")
+    if found is None:
+        try:
+            client.sys.enable_secrets_engine(
+                backend_type="transit", path=mount, description="dbfleet stack secrets"
+            )
+        except _translated() as exc:
+            raise _api_error(
+                exc, addr, f"enabling Transit at {mount}/", f"sys/mounts/{mount}", "create, update"
+            ) from None
+        made.append(f"Transit engine {mount}/")
+    elif found.get("type") != "transit":
+        raise VaultError(
+            f"mount '{mount}' at VAULT_ADDR={addr} is {found.get('type')}, not transit; "
+            f"dbfleet encrypts stack secrets with Transit there"
+        )
+    if not transit_key_exists(client, mount, key):
+        api_path = f"{mount}/keys/{key}"
+        try:
+            client.write_data(api_path, data={"type": "aes256-gcm96"})
+        except _translated() as exc:
+            raise _api_error(
+                exc, addr, f"creating Transit key {key}", api_path, "create, update"
+            ) from None
+        made.append(f"Transit key {mount}/keys/{key}")
+    for what in made:
+        log.info("created %s", what)
+    return made
+
+
+def ensure_token_role(client, role: str, settings: Mapping[str, object]) -> bool:
+    """Writes token role `role` (auth/token/roles/<role>) when missing or when one of
+    `settings` differs; True when it wrote."""
+    import hvac.exceptions
+
+    addr = _addr_of(client)
+    api_path = f"auth/token/roles/{_check_segment('token role', role)}"
+    try:
+        current = client.read(api_path)
+    except hvac.exceptions.InvalidPath:
+        current = None
+    except _translated() as exc:
+        raise _api_error(exc, addr, f"reading token role {role}", api_path, "read") from None
+    data = (current or {}).get("data") or {} if isinstance(current, Mapping) else {}
+
+    def same(key: str, want: object) -> bool:
+        have = data.get(key)
+        if isinstance(want, (list, tuple)):
+            return sorted(have or []) == sorted(want)
+        return have == want
+
+    if data and all(same(k, v) for k, v in settings.items()):
+        return False
+    try:
+        client.write_data(api_path, data=dict(settings))
+    except _translated() as exc:
+        raise _api_error(
+            exc, addr, f"writing token role {role}", api_path, "create, update"
+        ) from None
+    log.info("wrote token role %s", role)
+    return True
+
+
+def create_token(
+    client,
+    role: str,
+    policies: list[str],
+    ttl: str,
+    display_name: str,
+    meta: Mapping[str, str] | None = None,
+) -> str:
+    """A new token from role `role` with `policies`; returns the token (a secret: the caller
+    prints it once and never logs it)."""
+    addr = _addr_of(client)
+    api_path = f"auth/token/create/{_check_segment('token role', role)}"
+    try:
+        resp = client.auth.token.create(
+            role_name=role,
+            policies=list(policies),
+            ttl=ttl,
+            display_name=display_name,
+            meta=dict(meta or {}),
+        )
+    except _translated() as exc:
+        raise _api_error(
+            exc, addr, f"creating a token from role {role}", api_path, "update"
+        ) from None
+    try:
+        token = str(resp["auth"]["client_token"])
+    except (KeyError, TypeError):
+        raise VaultError(f"Vault at VAULT_ADDR={addr} created no token from role {role}") from None
+    granted = set((resp.get("auth") or {}).get("policies") or [])
+    if not set(policies) <= granted:
+        # the role does not allow them (an old role): refuse rather than hand out a weaker token
+        raise VaultError(
+            f"token role {role} at VAULT_ADDR={addr} did not grant {', '.join(sorted(set(policies) - granted))}"
+        )
+    return token

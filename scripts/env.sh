@@ -32,8 +32,11 @@ export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK=true
 export PULUMI_HOME="${PULUMI_HOME:-$DBFLEET_HOME/pulumi-home}"
 export PULUMI_BACKEND_URL="file://$DBFLEET_HOME/state"
 
-# The local target encrypts stack secrets with a passphrase made once per clone
-# and kept in a 0600 file (never on a command line).
+# Stack secrets: stacks dbfleet creates are encrypted by their group's Vault Transit
+# key (secrets provider hashivault://dbfleet-<fleet>-<group>, dbfleet/ops/access.py),
+# which plain `pulumi` reaches through VAULT_ADDR/VAULT_TOKEN below. The passphrase is
+# the fallback (no Vault, or DBFLEET_SECRETS_PROVIDER=passphrase) and opens stacks made
+# before: made once per clone and kept in a 0600 file (never on a command line).
 if [ ! -s "$DBFLEET_HOME/passphrase" ]; then
   (umask 077 && head -c 32 /dev/urandom | base64 >"$DBFLEET_HOME/passphrase")
 fi
@@ -68,4 +71,9 @@ if [ -z "${VAULT_ADDR:-}" ] || [ -n "${DBFLEET_LOCAL_VAULT:-}" ]; then
     export VAULT_ADDR=http://127.0.0.1:8200
   fi
 fi
+# gocloud's hashivault driver prefers VAULT_SERVER_URL/VAULT_SERVER_TOKEN to
+# VAULT_ADDR/VAULT_TOKEN: a leftover one (say an admin token) would open every group's
+# state behind the group token in VAULT_TOKEN. dbfleet sets them from VAULT_*; here
+# they go, so that plain `pulumi` uses VAULT_ADDR/VAULT_TOKEN too.
+unset VAULT_SERVER_URL VAULT_SERVER_TOKEN
 unset _dbfleet_root _dbfleet_pulumi_dir

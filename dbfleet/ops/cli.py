@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TextIO
 
 from dbfleet.model.spec import SPEC_ENV_VAR, FleetError, FleetSpec, default_spec_path, load_fleet
+from dbfleet.ops import access, failover
 from dbfleet.ops import commands as ops
-from dbfleet.ops import failover
 from dbfleet.ops.results import ExitCode
 
 # argparse exits with 2 on a usage error.
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=cmd_validate)
     ops.register(commands)
+    access.register(commands)
     failover.register(commands)
     return parser
 

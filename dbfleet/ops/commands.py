@@ -54,16 +54,49 @@ def load_fleet_file(*, deployed: bool = True) -> FleetSpec:
     return fleet
 
 
-def vault_ready() -> None:
+def vault_ready():
     """Vault reachable, unsealed, and VAULT_TOKEN valid for it: checked once, before
     any stack runs. Otherwise every stack's program finds out on its own, one after
-    the other (seconds each), and says so once per stack."""
+    the other (seconds each), and says so once per stack. Returns the client."""
     from dbfleet import vault
 
     try:
-        vault.client_from_env()
+        return vault.client_from_env()
     except vault.VaultError as exc:
         raise Abort(f"dbfleet: {exc}") from None
+
+
+def group_vault(
+    fleet: FleetSpec, groups: list[str], action: str, *, required: bool = True
+) -> dict[str, str]:
+    """VAULT_TOKEN's access to the groups for `action` (dbfleet.ops.access): one line
+    per refused group, before any of their stacks is read. `required`: Vault must answer
+    (up, preview); otherwise a Vault that cannot be asked is left for the command to
+    report. Returns the secrets provider of the groups' new stacks (group → URL;
+    empty: the passphrase)."""
+    try:
+        client = vault_ready()
+    except Abort:
+        if required:
+            raise
+        return {}
+    if client is None:  # no Vault to ask (a stand-in)
+        return {}
+    from dbfleet.ops import access
+
+    if not required:
+        access.require(client, fleet, groups, action)
+        return {}
+    providers = access.prepare(client, fleet, groups, action)
+    note = access.passphrase_note(access.project_dir(), groups) if providers else None
+    if note:
+        _err(note)
+    return providers
+
+
+def group_access(fleet: FleetSpec, groups: list[str], action: str) -> None:
+    """`group_vault` for commands that need no Vault of their own (status, endpoints, ...)."""
+    group_vault(fleet, groups, action, required=False)
 
 
 def fleet_groups(
@@ -106,7 +139,11 @@ def _write(path: str, text: str, stdout: TextIO | None = None) -> None:
 
 # -- up / destroy ----------------------------------------------------------------------
 def _apply(
-    args: argparse.Namespace, action: str, groups: list[str], fleet: FleetSpec | None = None
+    args: argparse.Namespace,
+    action: str,
+    groups: list[str],
+    fleet: FleetSpec | None = None,
+    providers: dict[str, str] | None = None,
 ) -> int:
     from dbfleet.ops import progress as progress_mod
     from dbfleet.ops import report, rollout
@@ -118,7 +155,9 @@ def _apply(
         action,
         layers=_layers(args),
         progress=progress,
-        options=rollout.RunOptions(printer=_printer(args.verbose)),
+        options=rollout.RunOptions(
+            printer=_printer(args.verbose), secrets_providers=dict(providers or {})
+        ),
     )
     flat = rollout.flat(results)
     code = report.exit_code(flat, preview=False)
@@ -136,8 +175,8 @@ def _apply(
 def cmd_up(args: argparse.Namespace) -> int:
     fleet = load_fleet_file()
     groups = fleet_groups(args.groups, fleet=fleet)
-    vault_ready()
-    return _apply(args, "up", groups, fleet)
+    providers = group_vault(fleet, groups, "up")
+    return _apply(args, "up", groups, fleet, providers)
 
 
 def _stack_groups() -> dict[str, list[str]]:
@@ -171,6 +210,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     if fleet is not None:
         fleet = load_fleet_file()  # never destroy another fleet's stacks
         groups = fleet_groups(args.groups, fleet=fleet, extra=set(live))
+        group_access(fleet, groups, "destroy")
     else:
         unknown = [g for g in args.groups if g not in live]
         if unknown:
@@ -227,7 +267,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     fleet = load_fleet_file()
     groups = fleet_groups(args.groups, fleet=fleet)
-    vault_ready()
+    providers = group_vault(fleet, groups, "preview")
     packs: list[str] = []
     pack = None if args.no_policies else rollout.policy_pack_dir()
     if pack is not None:
@@ -239,7 +279,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
         layers=_layers(args),
         progress=progress,
         options=rollout.RunOptions(
-            policy_packs=packs, printer=_printer(args.verbose), chain=not args.no_chain
+            policy_packs=packs,
+            printer=_printer(args.verbose),
+            chain=not args.no_chain,
+            secrets_providers=providers,
         ),
     )
     flat = rollout.flat(results)
@@ -303,7 +346,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from dbfleet.ops import status
 
-    groups = fleet_groups(args.groups)
+    fleet = load_fleet_file()
+    groups = fleet_groups(args.groups, fleet=fleet)
+    group_access(fleet, groups, "status")
     states = status.collect(groups)
     if args.json:
         print(json.dumps({"groups": [g.to_json() for g in states]}, indent=2))
@@ -345,6 +390,7 @@ def app_environment(region: str, fleet: FleetSpec, *, show_secrets: bool = False
     if group is None:
         known = ", ".join(r for spec in fleet.groups.values() for r in spec.regions)
         raise Abort(f"endpoints: no region {region!r} in {default_spec_path()} (regions: {known})")
+    group_access(fleet, [group], "endpoints")
     proxies = rollout.stack_outputs(f"proxies-{group}", show_secrets=True)
     if not proxies or region not in (proxies.get("connection_uris") or {}):
         raise Abort(f"endpoints: proxies-{group} is not deployed (run: dbfleet up {group})")
@@ -392,7 +438,10 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
         return cmd_app_environment(args)
     if args.show_secrets:
         raise Abort("endpoints: --show-secrets goes with --env REGION")
-    eps = endpoints(fleet_groups(args.groups))
+    fleet = load_fleet_file()
+    groups = fleet_groups(args.groups, fleet=fleet)
+    group_access(fleet, groups, "endpoints")
+    eps = endpoints(groups)
     if args.json:
         print(json.dumps(eps, indent=2))
         return ExitCode.OK
@@ -470,7 +519,9 @@ def prove(groups: list[str], deadline_s: float = 5.0, log=print) -> list[str]:
 
 
 def cmd_prove(args: argparse.Namespace) -> int:
-    groups = fleet_groups(args.groups)
+    fleet = load_fleet_file()
+    groups = fleet_groups(args.groups, fleet=fleet)
+    group_access(fleet, groups, "prove")
     failures = prove(groups, args.deadline)
     for f in failures:
         _err(f"prove: FAILED {f}")
@@ -529,6 +580,10 @@ def guard(handler, *, engine: bool = False):
         try:
             if engine:
                 engine_ready()
+                from dbfleet.ops import access
+
+                # gocloud's hashivault driver in every pulumi process uses VAULT_TOKEN
+                access.point_engine_at_vault()
             return handler(args)
         except Abort as exc:
             _err(str(exc))

@@ -13,7 +13,10 @@
 Environment: DBFLEET_HOME (default: ``.dbfleet`` in the project, as scripts/env.sh), BAO_BIN
 (default ``bao`` on PATH), DBFLEET_VAULT_ADDR (an ``http://`` loopback address),
 DBFLEET_VAULT_CLUSTER_ADDR (raft cluster listener; a single node never gets connections on it,
-but OpenBao binds it when unsealed), DBFLEET_SPEC (remembered by ``start``, see below).
+but OpenBao binds it when unsealed), DBFLEET_SPEC (remembered by ``start``, see below),
+DBFLEET_VAULT_AUDIT_LOG (an absolute path: a file audit device logging every request there,
+values HMAC'd, paths in clear; OpenBao 2.x enables audit devices only from its config file, so
+it is read when ``start`` writes the config: a running server keeps the config it started with).
 
 Layout of ``$DBFLEET_HOME/vault`` (0700): config.hcl, data/ (raft storage: survives restarts),
 init.json (unseal key + root token, 0600), bao.pid, bao.log, .lock.
@@ -53,7 +56,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,6 +124,7 @@ class Server:
     cluster_host: str
     cluster_port: int
     bao_bin: str = "bao"
+    audit_log: Path | None = None
 
     @property
     def vault_dir(self) -> Path:
@@ -227,7 +231,17 @@ def server_from_env(env: Mapping[str, str]) -> Server:
         cluster = cluster or remembered[1]
     else:
         addr = DEFAULT_ADDR
-    return parse_addresses(addr, cluster, home, bao_bin)
+    server = parse_addresses(addr, cluster, home, bao_bin)
+    audit = (env.get("DBFLEET_VAULT_AUDIT_LOG") or "").strip()
+    if audit:
+        # it goes into the HCL config between quotes
+        if not os.path.isabs(audit) or any(c in audit for c in '"\\\n$'):
+            raise LocalVaultError(
+                f"DBFLEET_VAULT_AUDIT_LOG={audit!r} must be an absolute path without quotes, "
+                "backslashes or $"
+            )
+        server = replace(server, audit_log=Path(audit))
+    return server
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:
@@ -635,6 +649,21 @@ api_addr     = "{server.addr}"
 cluster_addr = "{server.cluster_addr}"
 ui           = false
 log_level    = "info"
+""" + (_audit_stanza(server.audit_log) if server.audit_log else "")
+
+
+def _audit_stanza(path: Path) -> str:
+    # hmac_accessor off: an audit reader can tell which token made a request (accessors
+    # are not secrets: they cannot be used as a token)
+    return f"""
+audit "file" "dbfleet-file" {{
+  description = "every request, values HMAC'd (DBFLEET_VAULT_AUDIT_LOG)"
+  options {{
+    file_path     = "{path}"
+    hmac_accessor = "false"
+    mode          = "0600"
+  }}
+}}
 """
 
 

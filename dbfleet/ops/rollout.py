@@ -139,13 +139,16 @@ def policy_pack_dir() -> Path | None:
 Printer = Callable[[str, str], None]  # (stack, engine output line)
 
 
-def select(stack: str, known: Mapping[str, int] | None = None) -> auto.Stack:
-    """`stack` for one operation; created, with the clone's passphrase salt, when the
-    backend does not have it (`known`: the backend's stacks, read when not given)."""
+def select(
+    stack: str, known: Mapping[str, int] | None = None, secrets_provider: str | None = None
+) -> auto.Stack:
+    """`stack` for one operation; created when the backend does not have it (`known`:
+    the backend's stacks, read when not given), with `secrets_provider` (the group's
+    Vault Transit key), else with the clone's passphrase salt."""
     known = deployed_stacks() if known is None else known
     if stack in known:
         return workspace.existing(project_dir(), stack)
-    return workspace.create(project_dir(), stack, list(known))
+    return workspace.create(project_dir(), stack, list(known), secrets_provider=secrets_provider)
 
 
 def deployed_stacks() -> dict[str, int]:
@@ -248,6 +251,8 @@ class RunOptions:
     policy_packs: list[str] = field(default_factory=list)
     printer: Printer | None = None  # raw engine output, for --verbose
     chain: bool = True  # preview downstream stacks against planned upstream outputs
+    # group → secrets provider URL of its new stacks (dbfleet.ops.access); absent: the passphrase
+    secrets_providers: dict[str, str] = field(default_factory=dict)
 
 
 class _GroupRun:
@@ -404,7 +409,10 @@ class _GroupRun:
         )
 
     def _stack(self, stack: str) -> auto.Stack:
-        st = select(stack, self.known)
+        provider = self.options.secrets_providers.get(self.group)
+        # only named when there is one: select's callers (and test doubles) without
+        # providers keep the two-argument call
+        st = select(stack, self.known, provider) if provider else select(stack, self.known)
         self.known.setdefault(stack, 0)
         return st
 

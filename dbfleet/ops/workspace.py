@@ -9,11 +9,16 @@ to exist is used without selecting it (every command names its stack with
 `--stack`), and `up`/`destroy` leave their results to the engine events of the
 same run, which `dbfleet.ops.changes.ChangeCollector` already records.
 
-A stack's config file (`stacks/Pulumi.<stack>.yaml`) holds only that salt, which
-belongs to the clone's passphrase: it is per clone, not tracked in git. A stack that
-exists in the backend but whose file has no salt (a clone that lost its files when
-they were untracked, say) gets back the salt its state was last encrypted with,
-before the engine would make up a new one.
+A stack's config file (`stacks/Pulumi.<stack>.yaml`) holds only how its secrets are
+encrypted: the passphrase salt, or (issue 14) the Vault Transit secrets provider URL
+(`hashivault://<key>`, one key per group, see dbfleet.ops.access) and the data key that
+key encrypted. It is per clone, not tracked in git. A stack that exists in the backend
+but whose file lacks them (a clone that lost its files when they were untracked, say)
+gets back what its state was last encrypted with, before the engine would make up a new
+passphrase salt — which, for a Transit stack, would silently move it to the passphrase.
+
+New stacks are created with the group's Transit key when the caller names one
+(`secrets_provider`); the passphrase and its salt are the fallback without a Vault.
 
 New stacks share the clone's passphrase salt: a StackReference to a stack with
 another salt makes the engine derive that stack's key again (PBKDF2, 1,000,000
@@ -35,9 +40,12 @@ from dbfleet.model.stackname import StackNameError, parse_stack_name
 from dbfleet.ops.backend import stack_config_file
 
 SALT_KEY = "encryptionsalt"
+PROVIDER_KEY = "secretsprovider"
+ENCRYPTED_KEY = "encryptedkey"
 
 _lock = threading.Lock()
 _workspaces: dict[str, auto.LocalWorkspace] = {}
+_provider_workspaces: dict[tuple[str, str], auto.LocalWorkspace] = {}
 
 
 def workspace(project: Path) -> auto.LocalWorkspace:
@@ -51,10 +59,24 @@ def workspace(project: Path) -> auto.LocalWorkspace:
         return ws
 
 
+def provider_workspace(project: Path, secrets_provider: str) -> auto.LocalWorkspace:
+    """A workspace whose `stack init` passes `--secrets-provider` (one per provider:
+    the Automation API takes it per workspace, not per stack)."""
+    key = (str(project), secrets_provider)
+    with _lock:
+        ws = _provider_workspaces.get(key)
+        if ws is None:
+            ws = _provider_workspaces[key] = auto.LocalWorkspace(
+                work_dir=str(project), secrets_provider=secrets_provider
+            )
+        return ws
+
+
 def forget_workspaces() -> None:
     """Drops the cached workspaces (for tests that change PATH or the project)."""
     with _lock:
         _workspaces.clear()
+        _provider_workspaces.clear()
 
 
 class RolloutStack(auto.Stack):
@@ -116,13 +138,19 @@ def clone_salt(project: Path, stack: str, existing: list[str]) -> str | None:
     return None
 
 
-def create(project: Path, stack: str, existing: list[str]) -> RolloutStack:
-    """Creates `stack` (`pulumi stack init`) with the clone's salt when there is one.
+def create(
+    project: Path, stack: str, existing: list[str], secrets_provider: str | None = None
+) -> RolloutStack:
+    """Creates `stack` (`pulumi stack init`): with `secrets_provider` when given (the
+    group's Vault Transit key), else with the clone's salt when there is one.
 
     The salt is written into the stack's config file first; `stack init` checks it
     against the passphrase. If that check fails (a salt made with another
     passphrase), the file is put back as it was and the stack gets its own salt."""
     ws = workspace(project)
+    if secrets_provider:
+        provider_workspace(project, secrets_provider).create_stack(stack)
+        return RolloutStack(stack, ws)
     path = stack_config_file(project, stack)
     salt = clone_salt(project, stack, existing)
     before = path.read_text() if path.exists() else None
@@ -153,8 +181,44 @@ def _restore(path: Path, before: str | None) -> None:
 
 
 def existing(project: Path, stack: str) -> RolloutStack:
-    restore_salt(project, stack)
+    if restore_salt(project, stack) is None:
+        restore_provider(project, stack)
     return RolloutStack(stack, workspace(project))
+
+
+def _config_has(path: Path, key: str) -> bool:
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    return any(
+        line.startswith(f"{key}:") and line.split(":", 1)[1].strip() for line in text.splitlines()
+    )
+
+
+def restore_provider(project: Path, stack: str) -> str | None:
+    """Writes the cloud secrets provider (URL and encrypted data key) of `stack`'s state
+    into its config file when that file names no provider and no salt; returns the URL
+    written (None: nothing to do, or the state is not a cloud provider's)."""
+    path = stack_config_file(project, stack)
+    if _config_has(path, PROVIDER_KEY) or _salt_of(path) is not None:
+        return None
+    provider = _state_provider(project, stack)
+    if provider is None or provider.get("type") != "cloud":
+        return None
+    state = provider.get("state") or {}
+    url, key = state.get("url"), state.get(ENCRYPTED_KEY)
+    if not (isinstance(url, str) and url and isinstance(key, str) and key):
+        return None
+    text = path.read_text() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the data key is ciphertext of the Transit key: useless without Vault, safe in the file
+    path.write_text(
+        text
+        + ("" if not text or text.endswith("\n") else "\n")
+        + f"{PROVIDER_KEY}: {url}\n{ENCRYPTED_KEY}: {key}\n"
+    )
+    return url
 
 
 def restore_salt(project: Path, stack: str) -> str | None:
@@ -174,8 +238,8 @@ def restore_salt(project: Path, stack: str) -> str | None:
     return salt
 
 
-def _state_salt(project: Path, stack: str) -> str | None:
-    """The passphrase salt `stack`'s checkpoint was encrypted with (file backend only)."""
+def _state_provider(project: Path, stack: str) -> dict | None:
+    """The secrets provider `stack`'s checkpoint was encrypted with (file backend only)."""
     from dbfleet.ops.identity import stack_checkpoint
 
     try:
@@ -183,7 +247,13 @@ def _state_salt(project: Path, stack: str) -> str | None:
     except (OSError, ValueError):
         return None
     latest = ((data or {}).get("checkpoint") or {}).get("latest") or {}
-    provider = latest.get("secrets_providers") or {}
+    provider = latest.get("secrets_providers")
+    return provider if isinstance(provider, dict) else None
+
+
+def _state_salt(project: Path, stack: str) -> str | None:
+    """The passphrase salt `stack`'s checkpoint was encrypted with (file backend only)."""
+    provider = _state_provider(project, stack) or {}
     if provider.get("type") != "passphrase":
         return None
     salt = (provider.get("state") or {}).get("salt")
