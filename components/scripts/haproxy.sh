@@ -148,8 +148,11 @@ defaults
     load-server-state-from-file global
 
 # Writes: every node of the group; only the one whose Patroni answers
-# /primary with 200 is up, so writes follow a failover with no "up" and
-# never reach a read-only node.  Sessions are cut when it is marked down.
+# /primary with 200 AND whose PostgreSQL already runs as the primary is up,
+# so writes follow a failover with no "up" and never reach a read-only
+# node (Patroni answers 200 as soon as it holds the leader lock, while
+# PostgreSQL may still be finishing its promotion: the role in the answer
+# says which).  Sessions are cut when it is marked down.
 listen write
     bind $PROXY_HOST:$WRITE_PORT
     source $PROXY_HOST
@@ -158,6 +161,7 @@ listen write
     option httpchk
     http-check send meth GET uri /primary
     http-check expect status 200
+    http-check expect rstring "\"role\": \"(master|primary)\""
     default-server inter 1s fall 1 rise 1 on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN
 EOF
     server_lines node "" "$WRITE_SERVERS"

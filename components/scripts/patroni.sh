@@ -169,6 +169,18 @@ rest_is() { [[ "$(rest_code "$1")" == "$2" ]]; }
 
 has_role() { rest_is /primary 200 || rest_is /replica 200; }
 
+# listening_on HOST PORT : something accepts TCP connections there.
+listening_on() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# running_or_failed : PostgreSQL runs under Patroni - or Patroni gave up
+# starting it (then waiting longer is pointless).
+running_or_failed() {
+    rest_is /health 200 && return 0
+    local state
+    state=$(curl -s -m 3 "http://$PG_HOST:$REST_PORT/patroni" 2>/dev/null) || return 1
+    [[ "$state" == *'"state": "start failed"'* || "$state" == *'"state": "bootstrap failed"'* ]]
+}
+
 # start_patroni : Patroni detached from this script (its own session, output
 # in its log), as RUN_AS; the secrets are not exported, so it inherits none.
 start_patroni() {
@@ -216,6 +228,14 @@ do_create() {
     if render_config | put_file "$PATRONI_CONF"; then changed=1; fi
     pid=$(patroni_pid)
     if [[ -z "$pid" ]]; then
+        # Another program on the node's ports would keep PostgreSQL (or Patroni's
+        # API) from starting, which Patroni only retries: say so now.
+        if ! pg_running && listening_on "$PG_HOST" "$PG_PORT"; then
+            die "$PG_HOST:$PG_PORT is already in use by another program; PostgreSQL of $MEMBER_NAME cannot listen there"
+        fi
+        if listening_on "$PG_HOST" "$REST_PORT"; then
+            die "$PG_HOST:$REST_PORT is already in use by another program; Patroni of $MEMBER_NAME cannot listen there"
+        fi
         # A postgres left running by a killed Patroni is adopted by the new one.
         start_patroni
         done_+=("Patroni started")
@@ -226,7 +246,8 @@ do_create() {
 
     # Running: Patroni answers and its PostgreSQL runs (a new replica first
     # copies the leader: pg_basebackup, so the deadline is generous).
-    if ! wait_for 600 "Patroni of $MEMBER_NAME to run PostgreSQL" rest_is /health 200; then
+    wait_for 600 "Patroni of $MEMBER_NAME to run PostgreSQL" running_or_failed || true
+    if ! rest_is /health 200; then
         patroni_log_tail
         [[ -n "$(patroni_pid)" ]] || die "Patroni of $MEMBER_NAME exited (see $PATRONI_LOG)"
         die "PostgreSQL of $MEMBER_NAME is not running under Patroni after 600 s (see $PATRONI_LOG and $LOG_FILE)"

@@ -136,6 +136,17 @@ switchover() {
         die "Patroni refused the switchover $LEADER -> $PREFERRED: $out"
     wait_for 120 "$PREFERRED to lead $SCOPE" preferred_leads_and_runs ||
         die "$PREFERRED does not lead $SCOPE 120 s after the switchover from $LEADER was accepted: $out"
+    # The old leader and the other replicas restart to follow the new one: the
+    # run ends with the group whole again, not halfway.
+    wait_for 120 "every member of $SCOPE to run again" all_running ||
+        warn "not every member of $SCOPE runs 120 s after the switchover: $VIEW"
+}
+
+# all_running : every member in Patroni's view runs (and there is a leader).
+all_running() {
+    leader || return 1
+    local w
+    for w in ${VIEW#* }; do [[ "$w" == *=running/* ]] || return 1; done
 }
 
 # leader_psql [ARGS] : psql as postgres on the leader, over TCP.

@@ -38,7 +38,7 @@ from typing import Any
 
 from dbfleet import vault
 from dbfleet.model.spec import FleetError, default_spec_path, load_fleet
-from dbfleet.ops.commands import fleet_groups, guard, load_fleet_file
+from dbfleet.ops.commands import fleet_groups, group_access, guard, load_fleet_file
 from dbfleet.ops.results import ExitCode
 
 # Patroni answers POST /failover once it has seen the new leader, or after polling
@@ -168,6 +168,8 @@ def cmd_failover(args) -> int:
     spec = default_spec_path()
     fleet = load_fleet_file()
     [group] = fleet_groups([args.group], fleet=fleet)
+    # A token for another group stops here, before any of this group's stacks is read.
+    group_access(fleet, [group], "up")
     declared = fleet.groups[group].primary
     t0 = time.monotonic()
     reps = rollout.outputs(f"replicas-{group}")

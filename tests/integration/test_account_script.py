@@ -168,7 +168,7 @@ def test_old_state_deletes_an_old_account_as_before(host, fleets):
 
 
 @pytest.mark.parametrize(
-    ("script", "var"), [("pg_primary.sh", "NODE_DIR"), ("haproxy.sh", "PROXY_DIR")]
+    ("script", "var"), [("patroni.sh", "NODE_DIR"), ("haproxy.sh", "PROXY_DIR")]
 )
 def test_node_and_proxy_deletes_refuse_another_fleets_directory(host, fleets, script, var):
     a, b = fleets

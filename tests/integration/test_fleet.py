@@ -48,20 +48,14 @@ def test_up_applies_every_stack_in_order(deployed):
         assert positions == sorted(positions)
 
 
-def test_a_groups_stacks_share_one_passphrase_salt(fleet_env, deployed):
-    # One salt per group: a StackReference to an upstream stack then reuses the key
-    # the engine derived already instead of running PBKDF2 again (BENCHMARKS.md).
+def test_every_stack_is_encrypted_by_its_groups_transit_key(fleet_env, deployed):
+    # With Vault configured, a stack's secrets are encrypted by its group's Transit
+    # key (docs/security.md), never by the clone's passphrase.
     for g in GROUPS:
-        salts = {}
         for layer in LAYERS:
             text = (fleet_env.project / "stacks" / f"Pulumi.{layer}-{g}.yaml").read_text()
-            found = [
-                ln.split(":", 1)[1].strip()
-                for ln in text.splitlines()
-                if ln.startswith("encryptionsalt:")
-            ]
-            salts[layer] = found[0] if found else None
-        assert None not in salts.values() and len(set(salts.values())) == 1, salts
+            assert f"secretsprovider: hashivault://dbfleet-{fleet_env.name}-{g}" in text, text
+            assert "encryptionsalt:" not in text
 
 
 def test_outputs_follow_the_contract(fleet_env, deployed):

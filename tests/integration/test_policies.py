@@ -345,7 +345,7 @@ def test_stack_shape_blocks_a_database_and_a_us_region_in_proxies_eu(runs):
     assert_blocked(
         runs.case("stack-shape"), "stack-shape",
         "fra-0: proxies-eu is a proxies stack and declares a database; that belongs in replicas-eu",
-        "proxies-eu is a proxies stack and declares a database (pg_primary.sh); that belongs in replicas-eu",
+        "proxies-eu is a proxies stack and declares a database (patroni.sh); that belongs in replicas-eu",
         "iad: proxies-eu declares region iad (zone US, group us); group eu has only fra, lhr, arn",
     )  # fmt: skip
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -266,6 +267,88 @@ def test_a_partitioned_replica_is_routed_around_and_catches_up(fleet: SshFleet) 
             return False
 
     wait_for(lhr_caught_up, 60, "lhr to catch up after the partition")
+
+
+# A writer run inside a host's namespace: unique keys straight to a node, one line
+# "<key> <CLOCK_MONOTONIC>" per acknowledged write, until its deadline.
+_INSIDE_WRITER = """
+import os, sys, time, psycopg
+deadline = time.monotonic() + float(sys.argv[1])
+conn, i = None, 0
+while time.monotonic() < deadline:
+    i += 1
+    try:
+        if conn is None:
+            conn = psycopg.connect(os.environ["URI"], autocommit=True, connect_timeout=1)
+        conn.execute("INSERT INTO split_t VALUES (%s)", (f"in-{i}",))
+        print(f"in-{i} {time.monotonic()}", flush=True)
+    except psycopg.Error:
+        conn = None
+    time.sleep(0.02)
+"""
+
+
+def test_an_isolated_leader_demotes_itself_and_two_nodes_never_take_writes(
+    fleet: SshFleet,
+) -> None:
+    """The leader's host loses its link: its Patroni can reach no etcd member and
+    demotes it, the other regions elect a new leader, and at no instant do two nodes
+    acknowledge writes (a writer on each side, unique keys, acknowledgement times)."""
+    import psycopg
+
+    fe, net = fleet.fe, fleet.net
+    uris = fe.outputs("proxies-eu", show_secrets=True)["connection_uris"]
+    fra = f"{net}.21"
+    with psycopg.connect(uris["fra"]["write"], autocommit=True, connect_timeout=5) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS split_t (k text PRIMARY KEY)")
+    direct = uris["fra"]["write"].rsplit("@", 1)[0] + f"@{fra}:5432/app"
+    inside = subprocess.Popen(
+        fleet.lab.exec_argv(fra, [sys.executable, "-c", _INSIDE_WRITER, "40"]),
+        env=dict(os.environ, URI=direct),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    outside: list[tuple[float, str]] = []
+    host = fleet.host(fra)
+    # The outside writer goes through arn's proxy from this machine (an operator).
+    try:
+        subprocess.run(["ip", "link", "set", fleet.lab.veth(host), "down"], check=True)
+        t_cut = time.monotonic()
+        while time.monotonic() < t_cut + 40 and len(outside) < 50:
+            try:
+                with psycopg.connect(uris["arn"]["write"], autocommit=True, connect_timeout=2) as c:
+                    by = c.execute(
+                        "INSERT INTO split_t VALUES (%s) RETURNING host(inet_server_addr())",
+                        (f"out-{len(outside)}",),
+                    ).fetchone()[0]
+                    outside.append((time.monotonic(), by))
+            except psycopg.Error:
+                time.sleep(0.1)  # the outside writer's retry interval
+        out, _ = inside.communicate(timeout=60)
+    finally:
+        subprocess.run(["ip", "link", "set", fleet.lab.veth(host), "up"], check=True)
+        if inside.poll() is None:
+            inside.kill()
+            inside.wait()
+    acked_inside = [float(line.split()[1]) for line in out.splitlines() if line.strip()]
+    assert acked_inside and outside, (len(acked_inside), len(outside))
+    new_leader = outside[0][1]
+    assert new_leader != fra, "a write through arn was acknowledged by the isolated node"
+    last_inside, first_outside = max(acked_inside), outside[0][0]
+    assert last_inside < first_outside, (
+        f"two writers: the isolated node acknowledged a write {last_inside - first_outside:.2f} s "
+        "after the new leader's first"
+    )
+    # The old leader rejoins (rewound) and the group switches back to it on the next up.
+    fe.run("up", "eu", timeout=900)
+    doc = json.loads(fe.run("status", "eu", "--json").stdout)["groups"][0]
+    assert doc.get("leader") == "fra-0", doc.get("leader")
+    print(
+        f"measured: isolated leader stopped acknowledging {last_inside - t_cut:.1f} s after the cut; "
+        f"the new leader ({new_leader}) acknowledged its first write {first_outside - t_cut:.1f} s "
+        f"after it; gap {first_outside - last_inside:.1f} s with no writer on two nodes"
+    )
 
 
 def test_destroy_and_lab_down_leave_nothing_behind(local_vault) -> None:

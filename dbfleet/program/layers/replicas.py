@@ -102,7 +102,7 @@ def build(ctx: LayerContext) -> None:
             rest_port=rest,
             # Its own region's member first: the nearest, and the one it shares a
             # fate with.
-            etcd_hosts=_etcd_hosts(regions, region),
+            etcd_hosts=_etcd_hosts(regions, list(ctx.group.regions), region),
             allowed_hosts=allowed,
             dcs=dcs,
             passwords=passwords,
@@ -172,7 +172,8 @@ def build(ctx: LayerContext) -> None:
     pulumi.export("app_user", APP_USER)
     pulumi.export("read_lag_budget", ctx.group.read_lag_budget_bytes)
     pulumi.export(
-        "etcd", {r: f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in regions}
+        "etcd",
+        {r: f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in ctx.group.regions},
     )
 
 
@@ -182,8 +183,8 @@ def _rest_ports(net: dict) -> list[int]:
     return list(net.get("patroni_ports") or [8008 + k for k in range(len(net["node_ports"]))])
 
 
-def _etcd_hosts(regions: dict, first: str) -> tuple[str, ...]:
-    order = [first, *(r for r in regions if r != first)]
+def _etcd_hosts(regions: dict, group_regions: list[str], first: str) -> tuple[str, ...]:
+    order = [first, *(r for r in group_regions if r != first)]
     return tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in order)
 
 
@@ -193,7 +194,9 @@ def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) 
     cluster = tuple(
         (r, _node_hosts(regions[r])[0], regions[r]["etcd_peer_port"]) for r in ctx.group.regions
     )
-    clients = tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in regions)
+    clients = tuple(
+        f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in ctx.group.regions
+    )
     return [
         EtcdMember(
             f"etcd-{region}",

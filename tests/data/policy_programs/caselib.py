@@ -15,7 +15,7 @@ import pulumi
 
 from components.account import TYPE as ACCOUNT
 from components.hostcmd import LOCAL, HostScript
-from components.postgres import TYPE as NODE
+from components.patroni import NODE_TYPE as NODE
 from components.proxy import TYPE as PROXY
 from dbfleet.model.spec import default_spec_path, load_fleet
 from dbfleet.model.stackname import parse_stack_name
@@ -60,18 +60,16 @@ class Group:
             "NODE_DIR": f"{self.data_root}/{region}-0",
             "PG_HOST": self.host(region),
             "PG_PORT": str(self.fleet.network.postgres_port),
+            "REST_PORT": str(self.fleet.network.patroni_port),
+            "MEMBER_NAME": f"{region}-0",
+            "SCOPE": f"{self.fleet.name}-{self.name}",
+            "ETCD_HOSTS": " ".join(
+                f"{self.host(r)}:{self.fleet.network.etcd_port}"
+                for r in [region, *(o for o in self.regions if o != region)]
+            ),
             "ALLOWED_HOSTS": self.allowed_hosts(),
-            "APP_DB": "app",
-            "APP_USER": "app",
+            "DCS_CONFIG": "{}",
         }
-        if region == self.primary:
-            env["REPLICA_SLOTS"] = " ".join(f"dbfleet_{r}_0" for r in self.regions if r != region)
-        else:
-            env.update(
-                PRIMARY_HOST=self.host(self.primary),
-                PRIMARY_PORT=str(self.fleet.network.postgres_port),
-                SLOT=f"dbfleet_{region}_0",
-            )
         return {**env, **changes}
 
     def node(
@@ -81,15 +79,15 @@ class Group:
         return HostScript(
             f"{region}-0-server",
             connection=LOCAL,
-            script="pg_primary.sh" if region == self.primary else "pg_replica.sh",
+            script="patroni.sh",
             environment=env or self.node_env(region),
             secret_environment=secrets or PASSWORDS,
             opts=pulumi.ResourceOptions(parent=component),
         )
 
     def proxy_env(self, region: str, **changes: str) -> dict[str, str]:
-        port = self.fleet.network.postgres_port
         net = self.fleet.network
+        port = f"{net.postgres_port}:{net.patroni_port}"
         env = {
             "RUN_AS": "nobody",
             "PROXY_DIR": f"{self.data_root}/proxy-{region}",
@@ -97,7 +95,7 @@ class Group:
             "READ_PORT": str(net.read_port),
             "WRITE_PORT": str(net.write_port),
             "STATS_PORT": str(net.stats_port),
-            "WRITE_BACKEND": f"{self.host(self.primary)}:{port}",
+            "WRITE_SERVERS": " ".join(f"{self.host(r)}:{port}" for r in self.regions),
             "READ_LOCAL": f"{self.host(region)}:{port}",
             "READ_BACKUPS": " ".join(f"{self.host(r)}:{port}" for r in self.regions if r != region),
         }
