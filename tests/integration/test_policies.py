@@ -337,7 +337,7 @@ def test_authentication_blocks_md5_a_foreign_address_and_a_shared_role(runs):
         runs.case("authentication"), "authentication",
         "fra-0-server: PG_AUTH_METHOD asks for 'md5'; PostgreSQL must use scram-sha-256 only",
         "lhr-0-server: ALLOWED_HOSTS admits 203.0.113.7, which is not an address of group eu",
-        "arn-0-server: APP_USER is 'replicator'; the application must not share the replication role",
+        "leader-leader: APP_USER is 'replicator'; the application must not share the replication role",
     )  # fmt: skip
 
 
@@ -345,7 +345,7 @@ def test_stack_shape_blocks_a_database_and_a_us_region_in_proxies_eu(runs):
     assert_blocked(
         runs.case("stack-shape"), "stack-shape",
         "fra-0: proxies-eu is a proxies stack and declares a database; that belongs in replicas-eu",
-        "proxies-eu is a proxies stack and declares a database (pg_primary.sh); that belongs in replicas-eu",
+        "proxies-eu is a proxies stack and declares a database (patroni.sh); that belongs in replicas-eu",
         "iad: proxies-eu declares region iad (zone US, group us); group eu has only fra, lhr, arn",
     )  # fmt: skip
 

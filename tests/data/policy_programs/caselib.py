@@ -9,13 +9,16 @@ would go if a policy let it through; the tests check that nothing ever appears t
 
 from __future__ import annotations
 
+import json
 import os
 
 import pulumi
 
 from components.account import TYPE as ACCOUNT
 from components.hostcmd import LOCAL, HostScript
-from components.postgres import TYPE as NODE
+from components.patroni import LEADER_TYPE as LEADER
+from components.patroni import NODE_TYPE as NODE
+from components.patroni import dcs_config
 from components.proxy import TYPE as PROXY
 from dbfleet.model.spec import default_spec_path, load_fleet
 from dbfleet.model.stackname import parse_stack_name
@@ -54,24 +57,38 @@ class Group:
     def allowed_hosts(self) -> str:
         return " ".join([*sorted(self.host(r) for r in self.regions), "127.0.0.1"])
 
+    @property
+    def scope(self) -> str:
+        return f"{self.fleet.name}-{self.name}"
+
+    def dcs(self) -> str:
+        spec = self.fleet.groups[self.name]
+        return json.dumps(
+            dcs_config(
+                spec.durability,
+                spec.max_lag_on_failover_bytes,
+                self.fleet.limits.max_connections,
+            ),
+            sort_keys=True,
+        )
+
+    def etcd_hosts(self, first: str) -> str:
+        order = [first, *(r for r in self.regions if r != first)]
+        return " ".join(f"{self.host(r)}:{self.fleet.network.etcd_port}" for r in order)
+
     def node_env(self, region: str, **changes: str) -> dict[str, str]:
         env = {
             "RUN_AS": "nobody",
             "NODE_DIR": f"{self.data_root}/{region}-0",
             "PG_HOST": self.host(region),
             "PG_PORT": str(self.fleet.network.postgres_port),
+            "REST_PORT": str(self.fleet.network.patroni_port),
+            "MEMBER_NAME": f"{region}-0",
+            "SCOPE": self.scope,
+            "ETCD_HOSTS": self.etcd_hosts(region),
             "ALLOWED_HOSTS": self.allowed_hosts(),
-            "APP_DB": "app",
-            "APP_USER": "app",
+            "DCS_CONFIG": self.dcs(),
         }
-        if region == self.primary:
-            env["REPLICA_SLOTS"] = " ".join(f"dbfleet_{r}_0" for r in self.regions if r != region)
-        else:
-            env.update(
-                PRIMARY_HOST=self.host(self.primary),
-                PRIMARY_PORT=str(self.fleet.network.postgres_port),
-                SLOT=f"dbfleet_{region}_0",
-            )
         return {**env, **changes}
 
     def node(
@@ -81,9 +98,36 @@ class Group:
         return HostScript(
             f"{region}-0-server",
             connection=LOCAL,
-            script="pg_primary.sh" if region == self.primary else "pg_replica.sh",
+            script="patroni.sh",
             environment=env or self.node_env(region),
             secret_environment=secrets or PASSWORDS,
+            opts=pulumi.ResourceOptions(parent=component),
+        )
+
+    def leader_env(self, **changes: str) -> dict[str, str]:
+        net = self.fleet.network
+        first = [self.primary, *(r for r in self.regions if r != self.primary)]
+        env = {
+            "RUN_AS": "nobody",
+            "SCOPE": self.scope,
+            "MEMBERS": " ".join(
+                f"{r}-0={self.host(r)}:{net.postgres_port}:{net.patroni_port}" for r in first
+            ),
+            "PREFERRED": f"{self.primary}-0",
+            "DCS_CONFIG": self.dcs(),
+            "APP_DB": "app",
+            "APP_USER": "app",
+        }
+        return {**env, **changes}
+
+    def leader(self, env: dict[str, str] | None = None):
+        component = pulumi.ComponentResource(LEADER, "leader")
+        return HostScript(
+            "leader-leader",
+            connection=LOCAL,
+            script="patroni_leader.sh",
+            environment=env or self.leader_env(),
+            secret_environment=PASSWORDS,
             opts=pulumi.ResourceOptions(parent=component),
         )
 
