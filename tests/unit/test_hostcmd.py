@@ -165,9 +165,7 @@ def test_drift_from_check(probe, answer, changes):
     result = HostScriptProvider().diff("id", olds, news(check_drift=True))
     assert (result.changes, result.replaces) == (changes, [])
     # The probe runs the deployed script (old inputs, secrets included) with a short deadline.
-    assert calls == [
-        ("patroni.sh", "check", OLDS["environment"], OLDS["secret_environment"], 30)
-    ]
+    assert calls == [("patroni.sh", "check", OLDS["environment"], OLDS["secret_environment"], 30)]
 
 
 def test_no_probe_when_the_inputs_already_changed(probe):
