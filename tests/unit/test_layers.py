@@ -6,6 +6,7 @@ import pulumi
 import pytest
 
 from dbfleet import vault
+from dbfleet.program.layers.replicas import live_leader as _REAL_LIVE_LEADER
 from tests.unit.conftest import RecordingMocks, run_program
 
 DYN = "pulumi-python:dynamic:Resource"
@@ -272,6 +273,48 @@ def test_the_groups_durability_decides_synchronous_mode(
         dcs = json.loads(s[name]["environment"]["DCS_CONFIG"])
         assert dcs["synchronous_mode"] is synchronous, name
         assert dcs["maximum_lag_on_failover"] == 4 * 1024 * 1024
+
+
+def test_live_leader_reads_patronis_cluster_view(monkeypatch):
+    """The real live_leader (the layer tests replace it), against a mocked urlopen."""
+    import io
+    import json
+    import urllib.request
+
+    real = _REAL_LIVE_LEADER
+    views = {
+        "127.77.12.1:8008": OSError("connection refused"),  # the preferred leader is down
+        "127.77.20.1:8008": {
+            "members": [
+                {"name": "fra-0", "role": "replica"},
+                {"name": "lhr-0", "role": "leader"},
+            ]
+        },
+    }
+    asked: list[tuple[str, float]] = []
+
+    def fake_urlopen(url, timeout):
+        asked.append((url, timeout))
+        view = views[url.split("//", 1)[1].split("/", 1)[0]]
+        if isinstance(view, Exception):
+            raise view
+        return io.BytesIO(json.dumps(view).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    rest = [("127.77.12.1", 8008), ("127.77.20.1", 8008), ("127.77.2.1", 8008)]
+    assert real(rest) == "lhr-0"
+    # The first member that answers is believed; nobody else is asked.
+    assert [u for u, _ in asked] == [
+        "http://127.77.12.1:8008/cluster",
+        "http://127.77.20.1:8008/cluster",
+    ]
+    assert {t for _, t in asked} == {1.0}
+    # An answer without a leader (mid-failover) is no leader, not the next member's word.
+    views["127.77.20.1:8008"] = {"members": [{"name": "fra-0", "role": "replica"}]}
+    assert real(rest[:2]) is None
+    # Nobody answers (a new group): None.
+    views["127.77.20.1:8008"] = ValueError("not JSON")
+    assert real(rest[:2]) is None
 
 
 def test_extra_nodes_in_a_region_are_members_of_their_own(env, monkeypatch, tmp_path):
