@@ -1,12 +1,13 @@
 """Authentication: scram-sha-256 only, pg_hba open only to the group, a replication role.
 
-The node scripts render pg_hba.conf from ALLOWED_HOSTS alone, one scram-sha-256 line per
-address (components/scripts/pg_lib.sh), and replicate as the script-defined role
-`replicator`. So a node is sound when ALLOWED_HOSTS lists only its group's region
-addresses (plus 127.0.0.1 on the local target, the source address of every loopback
-client there: `dbfleet.model.topology.LOCAL_SOURCE`), nothing asks for another method
-or extra pg_hba lines, replication runs as `replicator`, and that role has a password
-of its own.
+The node script renders pg_hba.conf from ALLOWED_HOSTS alone, one scram-sha-256 line per
+address (components/scripts/patroni.sh), and replicates as the script-defined role
+`replicator`; the group's leadership (patroni_leader.sh) creates the roles. So a node is
+sound when ALLOWED_HOSTS lists only its group's region addresses (plus 127.0.0.1 on the
+local target, the source address of every loopback client there:
+`dbfleet.model.topology.LOCAL_SOURCE`), nothing asks for another method or extra pg_hba
+lines, replication runs as `replicator`, and that role has a password of its own; the
+leadership is judged the same way (the application's role is created there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 from dbfleet.model.topology import LOCAL_SOURCE
 
 from .common import (
+    LEADER_SCRIPT,
     MANDATORY,
     HostScriptView,
     StackContext,
@@ -58,7 +60,8 @@ def allowed_sources(ctx: StackContext, view: HostScriptView, config: Mapping[str
 
 
 def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any]) -> list[str]:
-    if not view.is_node:
+    # The leadership too: it creates the application's role and sets the passwords.
+    if not (view.is_node or view.script == LEADER_SCRIPT):
         return []
     found: list[str] = []
     env = view.environment

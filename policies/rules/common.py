@@ -382,8 +382,10 @@ def try_context(urn: str) -> StackContext | None:
 
 
 def region_in_name(name: str) -> str | None:
-    """dbfleet names resources after their region: `fra-0`, `fra-0-server`, `fra-haproxy`."""
-    first = name.split("-", 1)[0]
+    """dbfleet names resources after their region: `fra-0`, `fra-0-server`, `fra-haproxy`;
+    an etcd member after its cluster first: `etcd-fra`, `etcd-fra-etcd`."""
+    parts = name.split("-", 2)
+    first = parts[1] if parts[0] == "etcd" and len(parts) > 1 else parts[0]
     return first if first in REGIONS else None
 
 

@@ -1,7 +1,8 @@
 """Exposure: databases and proxies listen only where the networks layer put them.
 
-A PostgreSQL node listens on PG_HOST:PG_PORT, a proxy on PROXY_HOST with its read,
-write and stats ports, and a pooler on POOL_HOST:POOL_PORT. Each must be its own region's address and ports from the network
+A PostgreSQL node listens on PG_HOST:PG_PORT and its Patroni REST API on
+PG_HOST:REST_PORT, an etcd member on ETCD_HOST with its client and peer ports, a proxy on
+PROXY_HOST with its read, write and stats ports, and a pooler on POOL_HOST:POOL_PORT. Each must be its own region's address and ports from the network
 plan of the fleet file (`dbfleet.model.topology.plan_network`, the function the networks layer
 exports). A bind to every interface (0.0.0.0, ::) or to an address outside loopback is
 a public bind: refused unless the pack config names that exact resource and address,
@@ -16,6 +17,7 @@ from typing import Any
 from pulumi_policy import PolicyConfigSchema, ResourceValidationPolicy
 
 from .common import (
+    ETCD_SCRIPT,
     MANDATORY,
     HostScriptView,
     StackContext,
@@ -42,7 +44,11 @@ def _listeners(view: HostScriptView) -> list[tuple[str, str, str, str | None]]:
     A variable that is missing (or not known yet, in a preview) is not judged."""
     env = view.environment
     if view.is_node:
-        pairs = [("PG_HOST", "PG_PORT")]
+        # Patroni's REST API listens beside PostgreSQL (it can switch the leader over).
+        pairs = [("PG_HOST", "PG_PORT"), ("PG_HOST", "REST_PORT")]
+    elif view.script == ETCD_SCRIPT:
+        # etcd has no authentication here: whoever reaches it can take the leader lock.
+        pairs = [("ETCD_HOST", "ETCD_CLIENT_PORT"), ("ETCD_HOST", "ETCD_PEER_PORT")]
     elif view.is_proxy:
         pairs = [("PROXY_HOST", p) for p in ("READ_PORT", "WRITE_PORT", "STATS_PORT")]
     elif view.is_pooler:
@@ -72,7 +78,9 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
     region = view.region_in_name
     if region not in nets:
         region = None
+    # An address is judged once, however many ports listen on it.
     seen_public: set[str] = set()
+    seen_unassigned: set[str] = set()
     for host_var, host, port_var, port in _listeners(view):
         # On the ssh target a host's own address is where its services listen; the
         # networks layer's firewall decides who reaches it.
@@ -91,6 +99,9 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
             continue
         own = set(nets[region].node_hosts or (nets[region].host,)) if region else set()
         if host not in assigned or (own and host not in own):
+            if host in seen_unassigned:
+                continue
+            seen_unassigned.add(host)
             expected = " or ".join(sorted(own or assigned))
             found.append(
                 f"{view.name}: {host_var} {host} is not the address the networks layer assigned "
@@ -98,18 +109,16 @@ def problems(ctx: StackContext, view: HostScriptView, config: Mapping[str, Any])
             )
             continue
         net = nets[assigned[host]]
-        allowed = (
-            set(net.node_ports)
-            if port_var == "PG_PORT"
-            else {
-                {
-                    "READ_PORT": net.read_port,
-                    "WRITE_PORT": net.write_port,
-                    "STATS_PORT": net.stats_port,
-                    "POOL_PORT": net.pool_port,
-                }[port_var]
-            }
-        )
+        allowed = {
+            "PG_PORT": set(net.node_ports),
+            "REST_PORT": set(net.patroni_ports),
+            "ETCD_CLIENT_PORT": {net.etcd_port},
+            "ETCD_PEER_PORT": {net.etcd_peer_port},
+            "READ_PORT": {net.read_port},
+            "WRITE_PORT": {net.write_port},
+            "STATS_PORT": {net.stats_port},
+            "POOL_PORT": {net.pool_port},
+        }[port_var]
         if port is not None and (not port.isdigit() or int(port) not in allowed):
             found.append(
                 f"{view.name}: {port_var} {port or '(empty)'} is not a port the networks layer "

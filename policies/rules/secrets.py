@@ -63,6 +63,9 @@ _SECRET_NAME = re.compile(
 )
 # ...unless it only names where a secret is kept (secret_path, secret_mount, passfile).
 _REFERENCE_NAME = re.compile(r"(?i)(^|_)(path|mount|file|dir|name|names|id|ref|length|sha|digest)$")
+# ...nor these, named like a secret but public by design: etcd's initial cluster token
+# is the group's `<fleet>-<group>`, which only keeps two clusters from merging.
+_PUBLIC_NAMES = frozenset({"ETCD_TOKEN"})
 # postgresql://user:password@host, and NAME_WITH_PASSWORD=value (a command line or conninfo).
 _URI_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^@\s/]+@")
 _ASSIGNED_SECRET = re.compile(
@@ -73,7 +76,11 @@ DEFAULT_MIN_SECRET_LENGTH = 8
 
 
 def secret_named(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name)) and not _REFERENCE_NAME.search(name)
+    return (
+        bool(_SECRET_NAME.search(name))
+        and not _REFERENCE_NAME.search(name)
+        and name not in _PUBLIC_NAMES
+    )
 
 
 def carries_credential(text: str) -> bool:

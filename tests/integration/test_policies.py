@@ -337,7 +337,7 @@ def test_authentication_blocks_md5_a_foreign_address_and_a_shared_role(runs):
         runs.case("authentication"), "authentication",
         "fra-0-server: PG_AUTH_METHOD asks for 'md5'; PostgreSQL must use scram-sha-256 only",
         "lhr-0-server: ALLOWED_HOSTS admits 203.0.113.7, which is not an address of group eu",
-        "arn-0-server: APP_USER is 'replicator'; the application must not share the replication role",
+        "leader-leader: APP_USER is 'replicator'; the application must not share the replication role",
     )  # fmt: skip
 
 

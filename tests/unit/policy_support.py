@@ -218,9 +218,15 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
     path = vault.secret_path(fleet.name, group)
 
     def members(region: str) -> list[dict]:
-        role = "primary" if region == spec.primary else "replica"
+        net = nets[region]
         return [
-            {"host": nets[region].host, "port": p, "role": role} for p in nets[region].node_ports
+            {
+                "host": net.node_hosts[k],
+                "port": port,
+                "role": "primary" if (region, k) == (spec.primary, 0) else "replica",
+                "rest_port": net.patroni_ports[k],
+            }
+            for k, port in enumerate(net.node_ports)
         ]
 
     return {
@@ -236,6 +242,7 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
             "regions": {
                 r: {
                     "host": n.host,
+                    "node_hosts": list(n.node_hosts),
                     "postgres_port": n.postgres_port,
                     "node_ports": list(n.node_ports),
                     "read_port": n.read_port,
@@ -243,6 +250,8 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
                     "stats_port": n.stats_port,
                     "pool_port": n.pool_port,
                     "patroni_ports": list(n.patroni_ports),
+                    "etcd_port": n.etcd_port,
+                    "etcd_peer_port": n.etcd_peer_port,
                 }
                 for r, n in nets.items()
             },
@@ -255,6 +264,8 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
             "secret_path": path,
             "app_db": "app",
             "app_user": "app",
+            "read_lag_budget": spec.read_lag_budget_bytes,
+            "etcd": {r: f"{n.host}:{n.etcd_port}" for r, n in nets.items()},
         },
     }
 
@@ -270,6 +281,8 @@ def _recorded(stack: str) -> tuple:
         mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
         # The networks layer checks its ports on this machine; the plan is what matters here.
         mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
+        # The replicas layer asks Patroni's REST API for the live leader: no network here.
+        mp.setattr("dbfleet.program.layers.replicas.live_leader", lambda *a, **k: None)
         mocks = run_program(stack, RecordingMocks(stack_outputs=upstream_outputs(group)))
     return tuple(mocks.resources)
 

@@ -19,19 +19,20 @@ from components.hostcmd import (
 )
 
 SCRIPTS = sorted(p.name for p in hostcmd.SCRIPTS_DIR.glob("*.sh") if not p.name.endswith("lib.sh"))
-PG_SCRIPTS = ("pg_primary.sh", "pg_replica.sh", "pg_fence.sh")
+# The scripts that run PostgreSQL themselves (Patroni's node script), and so carry pg_lib.sh.
+PG_SCRIPTS = ("patroni.sh",)
 
 OLDS: dict[str, Any] = {
     "name": "fra-0-server",
     "connection": {"kind": "local", "host": "localhost", "user": "", "port": 22},
-    "script": "pg_primary.sh",
+    "script": "patroni.sh",
     "script_sha": "a" * 64,
     "environment": {"NODE_DIR": "/srv/d/fra-0", "RUN_AS": "dbfleet-eu", "PG_PORT": "5432"},
     "secret_environment": {"PG_APP_PASSWORD": "old-Secret"},
     "replace_on_env": ["NODE_DIR", "RUN_AS"],
     "check_drift": False,
     "timeout_s": 600,
-    "summary": "pg_primary.sh: primary ready",
+    "summary": "patroni.sh: fra-0 running",
 }
 
 
@@ -66,7 +67,6 @@ def probe(monkeypatch):
     [
         pytest.param(news(), False, [], id="no change"),
         pytest.param(news(script_sha="b" * 64), True, [], id="script edited: update"),
-        pytest.param(news(script="pg_replica.sh"), True, [], id="role moved: update, no replace"),
         pytest.param(news(environment=env(PG_PORT="5433")), True, [], id="plain env: update"),
         pytest.param(
             news(secret_environment={"PG_APP_PASSWORD": "new-Secret"}),
@@ -122,6 +122,16 @@ def test_diff(probe, new, changes, replaces):
     assert calls == [], "check_drift is off: the host is not asked"
 
 
+@pytest.mark.parametrize("before", ["pg_primary.sh", "pg_replica.sh"])
+def test_a_node_deployed_before_patroni_is_updated_in_place(probe, before):
+    # Same name and data directory, another script: Patroni takes the node over
+    # (an update); a replacement would delete its data directory first.
+    calls, _ = probe
+    result = HostScriptProvider().diff("id", {**OLDS, "script": before}, news())
+    assert (result.changes, result.replaces) == (True, [])
+    assert calls == []
+
+
 def test_keys_an_older_hostscript_stored_cause_no_change(probe):
     # State written by an older HostScript may hold keys it no longer registers
     # (`triggers`, `replace_on`): deployed stacks must not update or replace for them.
@@ -155,9 +165,7 @@ def test_drift_from_check(probe, answer, changes):
     result = HostScriptProvider().diff("id", olds, news(check_drift=True))
     assert (result.changes, result.replaces) == (changes, [])
     # The probe runs the deployed script (old inputs, secrets included) with a short deadline.
-    assert calls == [
-        ("pg_primary.sh", "check", OLDS["environment"], OLDS["secret_environment"], 30)
-    ]
+    assert calls == [("patroni.sh", "check", OLDS["environment"], OLDS["secret_environment"], 30)]
 
 
 def test_no_probe_when_the_inputs_already_changed(probe):
@@ -174,6 +182,30 @@ def test_check_accepts_a_known_script_unchanged():
     result = HostScriptProvider().check({}, props)
     assert result.inputs is props
     assert result.failures == []
+
+
+def test_deleting_a_resource_of_a_retired_script_runs_nothing(probe):
+    # A stack deployed before Patroni holds a primary fence (pg_fence.sh), which
+    # dbfleet no longer declares nor ships: its delete has nothing to undo.
+    calls, reply = probe
+    reply["code"] = 1  # were the script run, the delete would fail
+    fence = {**OLDS, "name": "primary-fence", "script": "pg_fence.sh"}
+    assert "pg_fence.sh" in hostcmd.RETIRED_SCRIPTS
+    assert HostScriptProvider().delete("id", fence) is None
+    assert calls == []
+
+
+def test_deleting_a_resource_of_a_current_script_runs_its_delete(probe):
+    calls, _ = probe
+    HostScriptProvider().delete("id", OLDS)
+    assert [(script, action) for script, action, *_ in calls] == [("patroni.sh", "delete")]
+
+
+def test_retired_scripts_are_no_longer_shipped():
+    # A retired script that is still shipped would have a delete worth running.
+    for name in hostcmd.RETIRED_SCRIPTS:
+        assert not (hostcmd.SCRIPTS_DIR / name).exists(), name
+        assert name not in SCRIPTS
 
 
 def test_check_refuses_an_unknown_script():
@@ -273,9 +305,9 @@ def test_embedding_a_file_outside_components_is_refused(components_tree):
         script_text("t.sh")
 
 
-def test_scram_module_is_the_text_pg_primary_runs():
-    # What pg_primary.sh calls is the tested module itself, not a copy.
-    assert Path(scram.__file__).read_text() in _unquote_embedded(script_text("pg_primary.sh"))
+def test_scram_module_is_the_text_patroni_leader_runs():
+    # What patroni_leader.sh calls is the tested module itself, not a copy.
+    assert Path(scram.__file__).read_text() in _unquote_embedded(script_text("patroni_leader.sh"))
 
 
 def _unquote_embedded(program: str) -> str:

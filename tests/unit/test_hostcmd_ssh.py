@@ -393,7 +393,7 @@ def _props(**over: Any) -> dict[str, Any]:
         "name": "fra-0-server",
         "connection": Connection(kind="ssh", host=HOST).to_inputs(),
         "credentials": dict(CREDS),
-        "script": "pg_primary.sh",
+        "script": "patroni.sh",
         "script_sha": "a" * 64,
         "environment": {"NODE_DIR": "/srv/d/fra-0"},
         "secret_environment": {"PG_APP_PASSWORD": "x-Secret"},

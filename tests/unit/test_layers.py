@@ -6,6 +6,7 @@ import pulumi
 import pytest
 
 from dbfleet import vault
+from dbfleet.program.layers.replicas import live_leader as _REAL_LIVE_LEADER
 from tests.unit.conftest import RecordingMocks, run_program
 
 DYN = "pulumi-python:dynamic:Resource"
@@ -107,6 +108,28 @@ def env(monkeypatch, tmp_path):
     return calls
 
 
+@pytest.fixture(autouse=True)
+def live(monkeypatch) -> dict:
+    """Patroni's REST API is never asked: the replicas layer's live_leader answers
+    `live["leader"]` (None: no member answered) and records whom it was asked."""
+    state: dict = {"leader": None, "asked": []}
+
+    def fake_live_leader(rest, timeout_s=1.0):
+        state["asked"].append(list(rest))
+        return state["leader"]
+
+    monkeypatch.setattr("dbfleet.program.layers.replicas.live_leader", fake_live_leader)
+    return state
+
+
+@pytest.fixture
+def warnings(monkeypatch) -> list[str]:
+    """What the program says with pulumi.log.warn."""
+    said: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: said.append(msg))
+    return said
+
+
 def run_stack(
     stack: str, upstream: dict | None = None, mocks: RecordingMocks | None = None
 ) -> RecordingMocks:
@@ -130,33 +153,171 @@ def test_accounts_ensures_secrets_and_creates_user_and_root(env):
     assert env[0] == ("ensure", "secret", "dbfleet/dbfleet/eu/postgres")
 
 
-def test_replicas_primary_in_primary_region_and_one_replica_per_other_node(env, monkeypatch):
+def test_replicas_run_every_node_under_patroni_with_the_preferred_leader_first(env, live):
     mocks = run_stack("replicas-eu")
     s = scripts(mocks)
-    assert set(s) == {"primary-fence", "fra-0-server", "lhr-0-server", "arn-0-server"}
-    fence = s["primary-fence"]["environment"]
-    assert (
-        fence["FENCED_NODES"]
-        == "/srv/dbfleet/data/dbfleet-eu/lhr-0 /srv/dbfleet/data/dbfleet-eu/arn-0"
-    )
-    primary = s["fra-0-server"]
-    assert primary["script"] == "pg_primary.sh"
-    assert primary["environment"]["REPLICA_SLOTS"] == "dbfleet_lhr_0 dbfleet_arn_0"
-    assert primary["environment"]["NODE_DIR"] == "/srv/dbfleet/data/dbfleet-eu/fra-0"
-    hosts = primary["environment"]["ALLOWED_HOSTS"].split()
-    assert {"127.77.12.1", "127.77.20.1", "127.77.2.1"} <= set(hosts)
-    for name in ("lhr-0-server", "arn-0-server"):
-        e = s[name]["environment"]
-        assert s[name]["script"] == "pg_replica.sh"
-        assert (e["PRIMARY_HOST"], e["PRIMARY_PORT"]) == ("127.77.12.1", "5432")
-    assert s["lhr-0-server"]["environment"]["SLOT"] == "dbfleet_lhr_0"
+    assert set(s) == {
+        "etcd-fra-etcd",
+        "etcd-lhr-etcd",
+        "etcd-arn-etcd",
+        "fra-0-server",
+        "lhr-0-server",
+        "arn-0-server",
+        "leader-leader",
+    }
+    assert {r.name for r in mocks.of_type("dbfleet:patroni:PatroniNode")} == {
+        "fra-0",
+        "lhr-0",
+        "arn-0",
+    }
+    for name, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
+        node = s[f"{name}-0-server"]
+        e = node["environment"]
+        assert node["script"] == "patroni.sh"
+        assert (e["PG_HOST"], e["PG_PORT"], e["REST_PORT"]) == (host, "5432", "8008")
+        assert (e["MEMBER_NAME"], e["SCOPE"]) == (f"{name}-0", "dbfleet-eu")
+        assert e["NODE_DIR"] == f"/srv/dbfleet/data/dbfleet-eu/{name}-0"
+        assert e["RUN_AS"] == "dbfleet-eu"
+        hosts = e["ALLOWED_HOSTS"].split()
+        assert {"127.77.12.1", "127.77.20.1", "127.77.2.1"} <= set(hosts)
+        # Passwords travel only in the secret environment, all three of them.
+        assert node["secret_environment"]["value"] == {
+            "PG_SUPERUSER_PASSWORD": SECRETS["superuser_password"],
+            "PG_REPLICATION_PASSWORD": SECRETS["replication_password"],
+            "PG_APP_PASSWORD": SECRETS["app_password"],
+        }
     # Passwords come from the accounts layer's Vault path, never recomputed.
     assert ("read", "secret", "dbfleet/dbfleet/eu/postgres") in env
     for inputs in s.values():
-        assert SECRETS["app_password"] not in str(inputs["environment"])
+        for password in SECRETS.values():
+            assert password not in str(inputs["environment"])
+    # The layer asked Patroni's REST API (mocked here) who leads, preferred leader first.
+    assert live["asked"][0][0] == ("127.77.12.1", 8008)
 
 
-def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypatch, tmp_path):
+def test_each_region_has_one_etcd_member_of_the_groups_cluster(env):
+    s = scripts(run_stack("replicas-eu"))
+    members = {n: i for n, i in s.items() if i["script"] == "etcd.sh"}
+    assert set(members) == {"etcd-fra-etcd", "etcd-lhr-etcd", "etcd-arn-etcd"}
+    cluster = "fra=http://127.77.12.1:2380,lhr=http://127.77.20.1:2380,arn=http://127.77.2.1:2380"
+    for region, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
+        e = members[f"etcd-{region}-etcd"]["environment"]
+        assert (e["MEMBER_NAME"], e["ETCD_HOST"]) == (region, host)
+        assert (e["ETCD_CLIENT_PORT"], e["ETCD_PEER_PORT"]) == ("2379", "2380")
+        assert e["ETCD_DIR"] == f"/srv/dbfleet/data/dbfleet-eu/etcd-{region}"
+        # The group's members only, the same list for every member; the token keeps
+        # two groups' clusters from ever merging.
+        assert e["ETCD_CLUSTER"] == cluster
+        assert sorted(e["ETCD_CLIENTS"].split()) == [
+            "127.77.12.1:2379",
+            "127.77.2.1:2379",
+            "127.77.20.1:2379",
+        ]
+        assert e["ETCD_TOKEN"] == "dbfleet-eu"
+        # etcd holds no password: none of the group's secrets reaches it.
+        assert not any(p in str(members[f"etcd-{region}-etcd"]) for p in SECRETS.values())
+
+
+def test_a_node_asks_its_own_regions_etcd_member_first(env):
+    s = scripts(run_stack("replicas-eu"))
+    assert s["fra-0-server"]["environment"]["ETCD_HOSTS"].split() == [
+        "127.77.12.1:2379",
+        "127.77.20.1:2379",
+        "127.77.2.1:2379",
+    ]
+    assert s["lhr-0-server"]["environment"]["ETCD_HOSTS"].split() == [
+        "127.77.20.1:2379",
+        "127.77.12.1:2379",
+        "127.77.2.1:2379",
+    ]
+    assert s["arn-0-server"]["environment"]["ETCD_HOSTS"].split()[0] == "127.77.2.1:2379"
+
+
+def test_the_leadership_prefers_the_fleet_files_primary(env):
+    s = scripts(run_stack("replicas-eu"))
+    leader = s["leader-leader"]
+    assert leader["script"] == "patroni_leader.sh"
+    e = leader["environment"]
+    assert e["PREFERRED"] == "fra-0"
+    assert e["SCOPE"] == "dbfleet-eu"
+    assert e["MEMBERS"].split() == [
+        "fra-0=127.77.12.1:5432:8008",
+        "lhr-0=127.77.20.1:5432:8008",
+        "arn-0=127.77.2.1:5432:8008",
+    ]
+    assert (e["APP_DB"], e["APP_USER"]) == ("app", "app")
+    # The dynamic configuration is the one every node bootstraps with.
+    assert e["DCS_CONFIG"] == s["lhr-0-server"]["environment"]["DCS_CONFIG"]
+    assert SECRETS["app_password"] not in str(e)
+    assert leader["secret_environment"]["value"]["PG_APP_PASSWORD"] == SECRETS["app_password"]
+
+
+@pytest.mark.parametrize(
+    ("durability", "synchronous"), [(None, False), ("async", False), ("sync", True)]
+)
+def test_the_groups_durability_decides_synchronous_mode(
+    env, monkeypatch, tmp_path, durability, synchronous
+):
+    import json
+
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n"
+        + (f"    durability: {durability}\n" if durability else "")
+        + "    max_lag_on_failover: 4MB\n"
+        "    regions:\n      fra: {nodes: 1}\n      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
+    )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    s = scripts(run_stack("replicas-eu"))
+    for name in ("leader-leader", "fra-0-server", "lhr-0-server", "arn-0-server"):
+        dcs = json.loads(s[name]["environment"]["DCS_CONFIG"])
+        assert dcs["synchronous_mode"] is synchronous, name
+        assert dcs["maximum_lag_on_failover"] == 4 * 1024 * 1024
+
+
+def test_live_leader_reads_patronis_cluster_view(monkeypatch):
+    """The real live_leader (the layer tests replace it), against a mocked urlopen."""
+    import io
+    import json
+    import urllib.request
+
+    real = _REAL_LIVE_LEADER
+    views = {
+        "127.77.12.1:8008": OSError("connection refused"),  # the preferred leader is down
+        "127.77.20.1:8008": {
+            "members": [
+                {"name": "fra-0", "role": "replica"},
+                {"name": "lhr-0", "role": "leader"},
+            ]
+        },
+    }
+    asked: list[tuple[str, float]] = []
+
+    def fake_urlopen(url, timeout):
+        asked.append((url, timeout))
+        view = views[url.split("//", 1)[1].split("/", 1)[0]]
+        if isinstance(view, Exception):
+            raise view
+        return io.BytesIO(json.dumps(view).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    rest = [("127.77.12.1", 8008), ("127.77.20.1", 8008), ("127.77.2.1", 8008)]
+    assert real(rest) == "lhr-0"
+    # The first member that answers is believed; nobody else is asked.
+    assert [u for u, _ in asked] == [
+        "http://127.77.12.1:8008/cluster",
+        "http://127.77.20.1:8008/cluster",
+    ]
+    assert {t for _, t in asked} == {1.0}
+    # An answer without a leader (mid-failover) is no leader, not the next member's word.
+    views["127.77.20.1:8008"] = {"members": [{"name": "fra-0", "role": "replica"}]}
+    assert real(rest[:2]) is None
+    # Nobody answers (a new group): None.
+    views["127.77.20.1:8008"] = ValueError("not JSON")
+    assert real(rest[:2]) is None
+
+
+def test_extra_nodes_in_a_region_are_members_of_their_own(env, monkeypatch, tmp_path):
     spec = tmp_path / "fleet.yaml"
     spec.write_text(
         "groups:\n  eu:\n    zone: EU\n    primary: fra\n    regions:\n      fra: {nodes: 2}\n"
@@ -164,13 +325,64 @@ def test_extra_nodes_in_a_region_replicate_through_their_own_slots(env, monkeypa
     )
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     s = scripts(run_stack("replicas-eu"))
-    assert s["fra-1-server"]["script"] == "pg_replica.sh"
-    assert s["fra-1-server"]["environment"]["PG_PORT"] == "5433"
-    assert s["fra-1-server"]["environment"]["SLOT"] == "dbfleet_fra_1"
-    assert (
-        s["fra-0-server"]["environment"]["REPLICA_SLOTS"]
-        == "dbfleet_fra_1 dbfleet_lhr_0 dbfleet_arn_0"
+    e = s["fra-1-server"]["environment"]
+    assert s["fra-1-server"]["script"] == "patroni.sh"
+    assert (e["PG_PORT"], e["REST_PORT"], e["MEMBER_NAME"]) == ("5433", "8009", "fra-1")
+    assert e["NODE_DIR"] == "/srv/dbfleet/data/dbfleet-eu/fra-1"
+    assert e["ETCD_HOSTS"].split()[0] == "127.77.12.1:2379"
+    # One etcd member per region, not per node.
+    assert sorted(n for n, i in s.items() if i["script"] == "etcd.sh") == [
+        "etcd-arn-etcd",
+        "etcd-fra-etcd",
+        "etcd-lhr-etcd",
+    ]
+    assert s["leader-leader"]["environment"]["MEMBERS"].split() == [
+        "fra-0=127.77.12.1:5432:8008",
+        "fra-1=127.77.12.1:5433:8009",
+        "lhr-0=127.77.20.1:5432:8008",
+        "arn-0=127.77.2.1:5432:8008",
+    ]
+    assert s["leader-leader"]["environment"]["PREFERRED"] == "fra-0"
+
+
+def test_replicas_export_the_nodes_with_their_rest_ports_the_lag_budget_and_etcd(
+    env, monkeypatch, tmp_path, exports
+):
+    from tests.unit.conftest import resolve
+
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(
+        "groups:\n  eu:\n    zone: EU\n    primary: fra\n    read_lag_budget: 2MB\n"
+        "    regions:\n      fra: {nodes: 2}\n      lhr: {nodes: 1}\n      arn: {nodes: 1}\n"
     )
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    run_stack("replicas-eu")
+    assert exports["primary_region"] == "fra"
+    nodes = resolve(pulumi.Output.from_input(exports["nodes"]))
+    assert nodes["fra"] == {
+        "host": "127.77.12.1",
+        "port": 5432,
+        "role": "primary",
+        "members": [
+            {"host": "127.77.12.1", "port": 5432, "role": "primary", "rest_port": 8008},
+            {"host": "127.77.12.1", "port": 5433, "role": "replica", "rest_port": 8009},
+        ],
+    }
+    assert nodes["lhr"]["role"] == "replica"
+    assert nodes["lhr"]["members"] == [
+        {"host": "127.77.20.1", "port": 5432, "role": "replica", "rest_port": 8008}
+    ]
+    assert exports["read_lag_budget"] == 2 * 1024 * 1024
+    assert exports["etcd"] == {
+        "fra": "127.77.12.1:2379",
+        "lhr": "127.77.20.1:2379",
+        "arn": "127.77.2.1:2379",
+    }
+
+
+def test_the_default_read_lag_budget_is_exported(env, exports):
+    run_stack("replicas-eu")
+    assert exports["read_lag_budget"] == 16 * 1024 * 1024
 
 
 def haproxies(upstream: dict | None = None) -> dict[str, dict]:
@@ -402,7 +614,9 @@ def test_an_invalid_fleet_file_stops_every_stack_with_its_problems(env, monkeypa
         run_stack("accounts-eu", {})
 
 
-def test_a_moved_primary_fences_the_old_one_and_promotes_the_new(env, monkeypatch, tmp_path):
+def test_a_moved_primary_is_a_switchover_to_the_new_preferred_leader(
+    env, monkeypatch, tmp_path, warnings, exports
+):
     spec = tmp_path / "fleet.yaml"
     spec.write_text(
         "groups:\n  eu:\n    zone: EU\n    primary: lhr\n    regions:\n      fra: {nodes: 1}\n"
@@ -411,12 +625,46 @@ def test_a_moved_primary_fences_the_old_one_and_promotes_the_new(env, monkeypatc
     monkeypatch.setenv("DBFLEET_SPEC", str(spec))
     upstream = dict(UPSTREAM, **{"replicas-eu": EU_REPLICAS})  # last deployed with fra as primary
     s = scripts(run_stack("replicas-eu", upstream))
-    assert s["lhr-0-server"]["script"] == "pg_primary.sh"
-    assert s["fra-0-server"]["script"] == "pg_replica.sh"
-    assert s["fra-0-server"]["environment"]["PRIMARY_HOST"] == "127.77.20.1"
-    assert s["arn-0-server"]["environment"]["PRIMARY_HOST"] == "127.77.20.1"
-    assert "/fra-0" in s["primary-fence"]["environment"]["FENCED_NODES"]
-    assert "/lhr-0" not in s["primary-fence"]["environment"]["FENCED_NODES"]
+    leader = s["leader-leader"]["environment"]
+    assert leader["PREFERRED"] == "lhr-0"
+    assert leader["MEMBERS"].split()[0] == "lhr-0=127.77.20.1:5432:8008"
+    # The leadership runs from the new preferred leader's node.
+    assert s["leader-leader"]["connection"] == s["lhr-0-server"]["connection"]
+    # Every node stays a Patroni node: nothing is re-created, Patroni moves the lock.
+    assert {s[f"{r}-0-server"]["script"] for r in ("fra", "lhr", "arn")} == {"patroni.sh"}
+    (said,) = [w for w in warnings if "switchover" in w]
+    assert "switchover in group eu: fra -> lhr" in said
+    assert "promotes lhr-0" in said
+    assert exports["primary_region"] == "lhr"
+
+
+def test_an_unmoved_primary_warns_of_nothing(env, warnings):
+    run_stack("replicas-eu")
+    assert warnings == []
+
+
+def test_a_live_leader_other_than_the_preferred_one_is_named_with_both_ways_out(
+    env, live, warnings
+):
+    live["leader"] = "lhr-0"  # Patroni failed over by itself
+    s = scripts(run_stack("replicas-eu"))
+    (said,) = warnings
+    assert "group eu is led by lhr-0, not by fra-0 as the fleet file prefers" in said
+    # Accept it: edit the file (and commit it)...
+    assert "set groups.eu.primary: lhr in the fleet file and commit it" in said
+    # ...or switch back with `up`.
+    assert "`dbfleet up eu` (a switchover to fra-0" in said
+    # Nothing flaps by itself: the file's preference is still what is declared.
+    assert s["leader-leader"]["environment"]["PREFERRED"] == "fra-0"
+
+
+@pytest.mark.parametrize("answer", [None, "fra-0"])
+def test_no_failover_warning_when_the_preferred_leader_leads_or_none_answers(
+    env, live, warnings, answer
+):
+    live["leader"] = answer
+    run_stack("replicas-eu")
+    assert warnings == []
 
 
 def test_a_region_not_yet_in_the_networks_stack_is_named(env, monkeypatch, tmp_path):

@@ -46,6 +46,8 @@ NETWORKS = {
             "stats_port": 6434,
             "pool_port": 6435,
             "patroni_ports": [8008 + k for k in range(len(hosts))],
+            "etcd_port": 2379,
+            "etcd_peer_port": 2380,
         }
         for r, hosts in {
             "fra": ["198.18.3.11"],
@@ -64,8 +66,8 @@ ACCOUNTS = {
 }
 
 
-def _member(host: str, port: int, role: str) -> dict:
-    return {"host": host, "port": port, "role": role}
+def _member(host: str, port: int, role: str, rest_port: int = 8008) -> dict:
+    return {"host": host, "port": port, "role": role, "rest_port": rest_port}
 
 
 REPLICAS = {
@@ -79,7 +81,7 @@ REPLICAS = {
             **_member("198.18.3.12", 5432, "replica"),
             "members": [
                 _member("198.18.3.12", 5432, "replica"),
-                _member("198.18.3.14", 5433, "replica"),
+                _member("198.18.3.14", 5433, "replica", 8009),
             ],
         },
         "arn": {
@@ -108,6 +110,9 @@ def ssh_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
     monkeypatch.setattr(
         vault, "read_ssh_login", lambda c, m, p: reads.append((m, p)) or dict(LOGIN)
     )
+    # The replicas layer asks Patroni's REST API for the live leader: these hosts are
+    # not loopback, so it is never asked here.
+    monkeypatch.setattr("dbfleet.program.layers.replicas.live_leader", lambda *a, **k: None)
     return reads
 
 
@@ -182,7 +187,13 @@ def test_nodes_listen_on_their_hosts_and_admit_only_the_group_and_operators() ->
     assert (
         lhr1["environment"]["PG_HOST"] == "198.18.3.14" and lhr1["environment"]["PG_PORT"] == "5433"
     )
-    assert lhr1["environment"]["PRIMARY_HOST"] == "198.18.3.11"
+    assert lhr1["environment"]["REST_PORT"] == "8009"
+    # Its region's etcd member (on the region's first host) first, then the others'.
+    assert lhr1["environment"]["ETCD_HOSTS"].split() == [
+        "198.18.3.12:2379",
+        "198.18.3.11:2379",
+        "198.18.3.13:2379",
+    ]
     assert fra["environment"]["TARGET"] == "ssh"
     allowed = fra["environment"]["ALLOWED_HOSTS"].split()
     assert "127.0.0.1" not in allowed
@@ -193,13 +204,33 @@ def test_nodes_listen_on_their_hosts_and_admit_only_the_group_and_operators() ->
         "198.18.3.14",
         "198.18.3.1/32",
     }
-    fences = {n: i for n, i in s.items() if i["script"] == "pg_fence.sh"}
-    assert sorted(fences) == ["primary-arn-0-fence", "primary-lhr-0-fence", "primary-lhr-1-fence"]
-    assert fences["primary-lhr-1-fence"]["connection"]["host"] == "198.18.3.14"
-    assert (
-        fences["primary-lhr-1-fence"]["environment"]["FENCED_NODES"]
-        == "/var/lib/dbfleet/lab-eu/lhr-1"
+    # The leadership reaches every member at its own host and ports, from the
+    # preferred leader's host.
+    leader = s["leader-leader"]
+    assert leader["connection"]["host"] == "198.18.3.11"
+    assert leader["environment"]["MEMBERS"].split() == [
+        "fra-0=198.18.3.11:5432:8008",
+        "lhr-0=198.18.3.12:5432:8008",
+        "lhr-1=198.18.3.14:5433:8009",
+        "arn-0=198.18.3.13:5432:8008",
+    ]
+
+
+def test_each_region_has_one_etcd_member_on_its_first_host() -> None:
+    s = scripts(run_stack("replicas-eu"))
+    members = {n: i for n, i in s.items() if i["script"] == "etcd.sh"}
+    assert sorted(members) == ["etcd-arn-etcd", "etcd-fra-etcd", "etcd-lhr-etcd"]
+    lhr = members["etcd-lhr-etcd"]
+    # lhr's second host (198.18.3.14) runs no etcd member.
+    assert lhr["connection"]["host"] == "198.18.3.12"
+    assert lhr["connection"]["kind"] == "ssh"
+    env = lhr["environment"]
+    assert (env["ETCD_HOST"], env["TARGET"]) == ("198.18.3.12", "ssh")
+    assert env["ETCD_DIR"] == "/var/lib/dbfleet/lab-eu/etcd-lhr"
+    assert env["ETCD_CLUSTER"] == (
+        "fra=http://198.18.3.11:2380,lhr=http://198.18.3.12:2380,arn=http://198.18.3.13:2380"
     )
+    assert "198.18.3.14" not in env["ETCD_CLUSTER"] + env["ETCD_CLIENTS"]
 
 
 def test_each_region_proxy_runs_on_the_regions_first_host() -> None:

@@ -88,9 +88,19 @@ def test_replication_runs_as_its_own_role():
         with_env(node("lhr-0-server"), REPLICATION_USER="postgres")
     )
     assert check(with_env(node("lhr-0-server"), REPLICATION_USER="replicator")) == ""
-    assert "APP_USER is 'replicator'; the application must not share the replication role" in check(
-        with_env(node(), APP_USER="replicator")
+
+
+def test_the_application_has_a_role_of_its_own():
+    # The group's leadership creates the application's role (patroni_leader.sh): with
+    # APP_USER=replicator it would give the replication role the application's password.
+    leader = node("leader-leader")
+    assert leader.props["environment"]["APP_USER"] == "app"
+    assert check(leader) == ""
+    assert (
+        "leader-leader: APP_USER is 'replicator'; the application must not share the "
+        "replication role" in check(with_env(leader, APP_USER="replicator"))
     )
+    assert "must not share the superuser role" in check(with_env(leader, APP_USER="postgres"))
     assert "must not share the superuser role" in check(with_env(node(), APP_USER="postgres"))
 
 
@@ -100,12 +110,15 @@ def test_the_replication_role_needs_a_password_of_its_own():
         "PG_REPLICATION_PASSWORD": "p" * 32,
         "PG_APP_PASSWORD": "a" * 32,
     }
-    text = check(replace_props(node(), secret_environment=secret(same)))
-    assert "PG_REPLICATION_PASSWORD is the same as PG_SUPERUSER_PASSWORD" in text
-    assert "p" * 32 not in text
+    for name in ("fra-0-server", "leader-leader"):  # both hold the group's passwords
+        text = check(replace_props(node(name), secret_environment=secret(same)))
+        assert f"{name}: PG_REPLICATION_PASSWORD is the same as PG_SUPERUSER_PASSWORD" in text
+        assert "p" * 32 not in text
 
 
-def test_only_database_nodes_are_judged():
+def test_only_database_nodes_and_the_leadership_are_judged():
+    member = node("etcd-fra-etcd")
+    assert check(with_env(member, ALLOWED_HOSTS="0.0.0.0/0", APP_USER="replicator")) == ""
     proxy = host_scripts("proxies-eu")["fra-haproxy"]
     assert (
         messages(

@@ -102,6 +102,43 @@ def test_another_regions_address_is_not_the_assigned_one():
         "PG_HOST 127.77.20.1 is not the address the networks layer assigned to region fra (127.77.12.1)"
         in text
     )
+    # PostgreSQL and Patroni's REST API share the address: it is reported once.
+    assert text.count("PG_HOST 127.77.20.1") == 1
+
+
+def etcd_member() -> Resource:
+    return host_scripts("replicas-eu")["etcd-lhr-etcd"]
+
+
+def test_an_etcd_member_on_its_regions_ports_passes():
+    env = etcd_member().props["environment"]
+    assert (env["ETCD_HOST"], env["ETCD_CLIENT_PORT"], env["ETCD_PEER_PORT"]) == (
+        "127.77.20.1",
+        "2379",
+        "2380",
+    )
+    assert check(etcd_member()) == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"), [("0.0.0.0", "every interface"), ("192.0.2.10", "outside loopback")]
+)
+def test_an_etcd_member_listening_publicly_is_refused_once(address, kind):
+    # etcd has no authentication here: whoever reaches it can take the leader lock.
+    violations = run_resource_policy(
+        exposure, "replicas-eu", with_env(etcd_member(), ETCD_HOST=address)
+    )
+    assert len(violations) == 1
+    assert f"etcd-lhr-etcd: ETCD_HOST {address} is a public bind" in violations[0].message
+    assert kind in violations[0].message
+
+
+def test_an_etcd_member_on_another_regions_address_is_refused():
+    text = check(with_env(etcd_member(), ETCD_HOST="127.77.12.1"))
+    assert (
+        "ETCD_HOST 127.77.12.1 is not the address the networks layer assigned to region lhr "
+        "(127.77.20.1)" in text
+    )
 
 
 def test_an_unassigned_loopback_address_is_refused():
@@ -116,15 +153,18 @@ def test_an_unassigned_loopback_address_is_refused():
     ("resource", "variable", "port", "allowed"),
     [
         ("node", "PG_PORT", "5499", "5432, 5433"),
+        ("node", "REST_PORT", "5432", "8008, 8009"),
+        ("etcd", "ETCD_CLIENT_PORT", "2381", "2379"),
+        ("etcd", "ETCD_PEER_PORT", "2379", "2380"),
         ("proxy", "READ_PORT", "7000", "6432"),
         ("proxy", "STATS_PORT", "", "6434"),
     ],
 )
 def test_a_port_the_networks_layer_did_not_assign_is_refused(resource, variable, port, allowed):
-    target = node() if resource == "node" else proxy()
+    target = {"node": node, "etcd": etcd_member, "proxy": proxy}[resource]()
     text = check(
         with_env(target, **{variable: port}),
-        stack="replicas-eu" if resource == "node" else "proxies-eu",
+        stack="proxies-eu" if resource == "proxy" else "replicas-eu",
     )
     assert f"{variable} {port or '(empty)'} is not a port the networks layer assigned" in text
     assert f"({allowed})" in text

@@ -67,10 +67,34 @@ def test_a_write_backend_outside_the_fleet_cannot_be_shown_to_stay_in_the_zone()
     )
 
 
-def test_a_replica_following_a_primary_of_another_group_is_refused():
-    replica = host_scripts("replicas-eu")["lhr-0-server"]
-    text = check("replicas-eu", with_env(replica, PRIMARY_HOST=IAD))
-    assert "the replica's primary 127.77.17.1 is region iad" in text
+def test_a_node_whose_etcd_is_another_groups_is_refused():
+    # Patroni follows whoever holds the leader lock in the etcd it is given: an etcd
+    # member of another group makes the node replicate from (or lead) that group.
+    node = host_scripts("replicas-eu")["lhr-0-server"]
+    hosts = node.props["environment"]["ETCD_HOSTS"]
+    text = check("replicas-eu", with_env(node, ETCD_HOSTS=f"{hosts} {IAD}:2379"))
+    assert "the node's etcd member 127.77.17.1 is region iad (zone US, group us)" in text
+    text = check("replicas-eu", with_env(node, ETCD_HOSTS=f"{CDG}:2379"))
+    assert "the node's etcd member 127.77.7.1 is region cdg (zone EU, group eu2)" in text
+
+
+def test_a_leader_whose_members_name_another_groups_node_is_refused():
+    leader = host_scripts("replicas-eu")["leader-leader"]
+    members = leader.props["environment"]["MEMBERS"] + f" iad-0={IAD}:5432:8008"
+    text = check("replicas-eu", with_env(leader, MEMBERS=members))
+    assert "the group's Patroni member 127.77.17.1 is region iad (zone US, group us)" in text
+    # The group's own members, in the same form, are not what is reported.
+    assert FRA not in text
+
+
+def test_an_etcd_member_whose_peers_are_another_groups_is_refused():
+    member = host_scripts("replicas-eu")["etcd-fra-etcd"]
+    cluster = member.props["environment"]["ETCD_CLUSTER"] + f",iad=http://{IAD}:2380"
+    text = check("replicas-eu", with_env(member, ETCD_CLUSTER=cluster))
+    assert "the etcd member's peer 127.77.17.1 is region iad (zone US, group us)" in text
+    clients = member.props["environment"]["ETCD_CLIENTS"] + f" {CDG}:2379"
+    text = check("replicas-eu", with_env(member, ETCD_CLIENTS=clients))
+    assert "the etcd member's peer 127.77.7.1 is region cdg (zone EU, group eu2)" in text
 
 
 def test_a_node_listening_in_another_zone_is_refused():
@@ -88,6 +112,11 @@ def test_a_resource_named_after_a_region_of_another_zone_is_refused():
     assert "sjc-0-server is named after region sjc (zone US, group us), outside zone EU" in check(
         "replicas-eu", renamed
     )
+    member = host_scripts("replicas-eu")["etcd-arn-etcd"]
+    renamed = Resource(member.typ, "etcd-sjc-etcd", member.props, member.parents)
+    assert "etcd-sjc-etcd is named after region sjc (zone US, group us), outside zone EU" in check(
+        "replicas-eu", renamed
+    )
 
 
 def test_a_node_directory_under_another_groups_data_root_is_refused():
@@ -100,16 +129,21 @@ def test_a_node_directory_under_another_groups_data_root_is_refused():
     assert "the data root of group us" in text
 
 
-def test_a_fenced_node_of_another_zone_is_refused():
-    fence = host_scripts("replicas-eu")["primary-fence"]
-    fenced = fence.props["environment"]["FENCED_NODES"] + " /srv/dbfleet/data/dbfleet-us/iad-0"
-    text = check("replicas-eu", with_env(fence, FENCED_NODES=fenced))
+def test_an_etcd_member_of_another_zone_is_refused():
+    member = host_scripts("replicas-eu")["etcd-arn-etcd"]
+    text = check("replicas-eu", with_env(member, ETCD_DIR="/srv/dbfleet/data/dbfleet-us/etcd-arn"))
     assert (
-        "FENCED_NODES /srv/dbfleet/data/dbfleet-us/iad-0 is not inside the data root of group eu"
+        "ETCD_DIR /srv/dbfleet/data/dbfleet-us/etcd-arn is not inside the data root of group eu"
         in text
     )
+    text = check("replicas-eu", with_env(member, ETCD_DIR="/srv/dbfleet/data/dbfleet-eu/etcd-iad"))
     assert (
-        "node directory /srv/dbfleet/data/dbfleet-us/iad-0 is for region iad (zone US, group us)"
+        "etcd directory /srv/dbfleet/data/dbfleet-eu/etcd-iad is for region iad (zone US, group us)"
+        in text
+    )
+    text = check("replicas-eu", with_env(member, ETCD_HOST=IAD))
+    assert (
+        "ETCD_HOST 127.77.17.1 is the address of region iad (zone US, group us), outside zone EU of group eu"
         in text
     )
 

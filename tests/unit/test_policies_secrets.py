@@ -41,6 +41,17 @@ def test_the_programs_resources_pass(stack):
         assert check(resource, stack) == "", resource.name
 
 
+def test_the_etcd_cluster_token_is_public_but_other_tokens_are_not():
+    """etcd's initial cluster token is the group's `<fleet>-<group>`, named like a secret
+    but public by design; the exemption is for that one name only."""
+    member = host_scripts("replicas-eu")["etcd-fra-etcd"]
+    assert member.props["environment"]["ETCD_TOKEN"]
+    assert check(member) == ""
+    text = check(with_env(member, ETCD_TOKEN=None, ETCD_AUTH_TOKEN=PASSWORD))
+    assert "etcd-fra-etcd: environment.ETCD_AUTH_TOKEN carries a secret in plaintext" in text
+    assert PASSWORD not in text
+
+
 def test_a_password_in_the_plain_environment_is_refused_by_name_without_showing_it():
     node = host_scripts("replicas-eu")["fra-0-server"]
     text = check(with_env(node, PG_SUPERUSER_PASSWORD=PASSWORD))

@@ -18,7 +18,9 @@ from tests.unit.policy_support import (
 
 pytestmark = pytest.mark.usefixtures("unit_fleet")
 
-NODE = "dbfleet:postgres:PostgresNode"
+NODE = "dbfleet:patroni:PatroniNode"
+LEADER = "dbfleet:patroni:GroupLeader"
+ETCD = "dbfleet:etcd:EtcdMember"
 PROXY = "dbfleet:proxy:RegionProxy"
 
 
@@ -42,7 +44,7 @@ def test_a_proxies_stack_never_declares_a_database():
     database = host_scripts("replicas-eu")["fra-0-server"]
     text = check("proxies-eu", database)
     assert (
-        "proxies-eu is a proxies stack and declares a database (pg_primary.sh); that belongs in replicas-eu"
+        "proxies-eu is a proxies stack and declares a database (patroni.sh); that belongs in replicas-eu"
         in text
     )
     assert "fra-0: proxies-eu is a proxies stack and declares a database" in check(
@@ -68,13 +70,32 @@ def test_a_proxies_stack_never_declares_a_database():
         (
             "networks-eu",
             "replicas-eu",
-            "primary-fence",
-            "declares a primary fence (pg_fence.sh); that belongs in replicas-eu",
+            "etcd-fra-etcd",
+            "declares an etcd member (etcd.sh); that belongs in replicas-eu",
+        ),
+        (
+            "proxies-eu",
+            "replicas-eu",
+            "leader-leader",
+            "declares a group's leadership (patroni_leader.sh); that belongs in replicas-eu",
         ),
     ],
 )
 def test_a_resource_of_another_layer_is_refused(stack, source, name, said):
     assert said in check(stack, host_scripts(source)[name])
+
+
+@pytest.mark.parametrize(
+    ("component", "name", "said"),
+    [
+        (ETCD, "etcd-fra", "accounts-eu is a accounts stack and declares an etcd member"),
+        (LEADER, "leader", "accounts-eu is a accounts stack and declares a group's leadership"),
+    ],
+)
+def test_the_group_components_belong_in_replicas_only(component, name, said):
+    text = check("accounts-eu", Resource(component, name))
+    assert f"{name}: {said}; that belongs in replicas-eu" in text
+    assert check("replicas-eu", Resource(component, name)) == ""
 
 
 def test_an_eu_stack_never_declares_a_us_region():
@@ -85,6 +106,12 @@ def test_an_eu_stack_never_declares_a_us_region():
         in text
     )
     assert "declares region iad" in check("replicas-eu", Resource(NODE, "iad-0"))
+    # The etcd members are named etcd-<region>, and listen on their region's address.
+    us_etcd = host_scripts("replicas-us")["etcd-iad-etcd"]
+    assert "replicas-eu declares region iad (zone US, group us)" in check("replicas-eu", us_etcd)
+    assert "replicas-eu declares region iad (zone US, group us)" in check(
+        "replicas-eu", Resource(ETCD, "etcd-iad")
+    )
 
 
 def test_a_region_of_another_group_in_the_same_zone_is_refused_too():
@@ -107,8 +134,18 @@ def test_a_script_under_the_wrong_component_is_refused():
     proxy = host_script("fra-0-server", "haproxy.sh", {}, parent=NODE)
     text = check("proxies-eu", proxy)
     assert (
-        "fra-0-server: runs haproxy.sh under dbfleet:postgres:PostgresNode, which runs only pg_primary.sh, pg_replica.sh"
+        "fra-0-server: runs haproxy.sh under dbfleet:patroni:PatroniNode, which runs only patroni.sh"
         in text
+    )
+    # Within the replicas layer too: each of its components runs only its own script.
+    leader = host_script("fra-0-server", "patroni_leader.sh", {}, parent=NODE)
+    assert "runs patroni_leader.sh under dbfleet:patroni:PatroniNode" in check(
+        "replicas-eu", leader
+    )
+    etcd = host_script("leader-leader", "etcd.sh", {}, parent=LEADER)
+    assert (
+        "leader-leader: runs etcd.sh under dbfleet:patroni:GroupLeader, which runs only "
+        "patroni_leader.sh" in check("replicas-eu", etcd)
     )
 
 
@@ -127,8 +164,12 @@ def test_a_script_under_the_wrong_component_is_refused():
             host_script("fra-0-extra", "pg_dump.sh", {}, parent=NODE),
             "host script pg_dump.sh is not one of dbfleet's scripts",
         ),
+        (
+            host_script("primary-fence", "pg_fence.sh", {}),
+            "host script pg_fence.sh is not one of dbfleet's scripts",
+        ),
     ],
-    ids=["other provider", "other dynamic resource", "unknown script"],
+    ids=["other provider", "other dynamic resource", "unknown script", "retired script"],
 )
 def test_anything_that_is_not_a_dbfleet_resource_is_refused(resource, said):
     assert said in check("replicas-eu", resource)
@@ -157,7 +198,7 @@ def test_a_stack_that_cannot_be_placed_is_reported_once_on_the_stack(stack, said
     violations = run_policy(
         stack_shape,
         stack,
-        [Resource(NODE, "fra-0"), host_script("fra-0-server", "pg_primary.sh", {})],
+        [Resource(NODE, "fra-0"), host_script("fra-0-server", "patroni.sh", {})],
     )
     assert len(violations) == 1
     assert said in violations[0].message

@@ -9,13 +9,16 @@ would go if a policy let it through; the tests check that nothing ever appears t
 
 from __future__ import annotations
 
+import json
 import os
 
 import pulumi
 
 from components.account import TYPE as ACCOUNT
 from components.hostcmd import LOCAL, HostScript
+from components.patroni import LEADER_TYPE as LEADER
 from components.patroni import NODE_TYPE as NODE
+from components.patroni import dcs_config
 from components.proxy import TYPE as PROXY
 from dbfleet.model.spec import default_spec_path, load_fleet
 from dbfleet.model.stackname import parse_stack_name
@@ -54,6 +57,25 @@ class Group:
     def allowed_hosts(self) -> str:
         return " ".join([*sorted(self.host(r) for r in self.regions), "127.0.0.1"])
 
+    @property
+    def scope(self) -> str:
+        return f"{self.fleet.name}-{self.name}"
+
+    def dcs(self) -> str:
+        spec = self.fleet.groups[self.name]
+        return json.dumps(
+            dcs_config(
+                spec.durability,
+                spec.max_lag_on_failover_bytes,
+                self.fleet.limits.max_connections,
+            ),
+            sort_keys=True,
+        )
+
+    def etcd_hosts(self, first: str) -> str:
+        order = [first, *(r for r in self.regions if r != first)]
+        return " ".join(f"{self.host(r)}:{self.fleet.network.etcd_port}" for r in order)
+
     def node_env(self, region: str, **changes: str) -> dict[str, str]:
         env = {
             "RUN_AS": "nobody",
@@ -62,13 +84,10 @@ class Group:
             "PG_PORT": str(self.fleet.network.postgres_port),
             "REST_PORT": str(self.fleet.network.patroni_port),
             "MEMBER_NAME": f"{region}-0",
-            "SCOPE": f"{self.fleet.name}-{self.name}",
-            "ETCD_HOSTS": " ".join(
-                f"{self.host(r)}:{self.fleet.network.etcd_port}"
-                for r in [region, *(o for o in self.regions if o != region)]
-            ),
+            "SCOPE": self.scope,
+            "ETCD_HOSTS": self.etcd_hosts(region),
             "ALLOWED_HOSTS": self.allowed_hosts(),
-            "DCS_CONFIG": "{}",
+            "DCS_CONFIG": self.dcs(),
         }
         return {**env, **changes}
 
@@ -85,9 +104,36 @@ class Group:
             opts=pulumi.ResourceOptions(parent=component),
         )
 
-    def proxy_env(self, region: str, **changes: str) -> dict[str, str]:
+    def leader_env(self, **changes: str) -> dict[str, str]:
         net = self.fleet.network
-        port = f"{net.postgres_port}:{net.patroni_port}"
+        first = [self.primary, *(r for r in self.regions if r != self.primary)]
+        env = {
+            "RUN_AS": "nobody",
+            "SCOPE": self.scope,
+            "MEMBERS": " ".join(
+                f"{r}-0={self.host(r)}:{net.postgres_port}:{net.patroni_port}" for r in first
+            ),
+            "PREFERRED": f"{self.primary}-0",
+            "DCS_CONFIG": self.dcs(),
+            "APP_DB": "app",
+            "APP_USER": "app",
+        }
+        return {**env, **changes}
+
+    def leader(self, env: dict[str, str] | None = None):
+        component = pulumi.ComponentResource(LEADER, "leader")
+        return HostScript(
+            "leader-leader",
+            connection=LOCAL,
+            script="patroni_leader.sh",
+            environment=env or self.leader_env(),
+            secret_environment=PASSWORDS,
+            opts=pulumi.ResourceOptions(parent=component),
+        )
+
+    def proxy_env(self, region: str, **changes: str) -> dict[str, str]:
+        port = self.fleet.network.postgres_port
+        net = self.fleet.network
         env = {
             "RUN_AS": "nobody",
             "PROXY_DIR": f"{self.data_root}/proxy-{region}",
@@ -95,7 +141,7 @@ class Group:
             "READ_PORT": str(net.read_port),
             "WRITE_PORT": str(net.write_port),
             "STATS_PORT": str(net.stats_port),
-            "WRITE_SERVERS": " ".join(f"{self.host(r)}:{port}" for r in self.regions),
+            "WRITE_BACKEND": f"{self.host(self.primary)}:{port}",
             "READ_LOCAL": f"{self.host(region)}:{port}",
             "READ_BACKUPS": " ".join(f"{self.host(r)}:{port}" for r in self.regions if r != region),
         }

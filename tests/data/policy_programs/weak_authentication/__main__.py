@@ -1,4 +1,4 @@
-"""replicas-eu: three nodes, each weakening authentication in one way."""
+"""replicas-eu: two nodes and the group's leadership, each weakening authentication in one way."""
 
 from caselib import Group
 
@@ -6,4 +6,5 @@ eu = Group()
 fra, lhr, arn = eu.regions
 eu.node(fra, eu.node_env(fra, PG_AUTH_METHOD="md5"))
 eu.node(lhr, eu.node_env(lhr, ALLOWED_HOSTS=f"{eu.allowed_hosts()} 203.0.113.7"))
-eu.node(arn, eu.node_env(arn, APP_USER="replicator"))
+eu.node(arn)
+eu.leader(eu.leader_env(APP_USER="replicator"))
