@@ -104,6 +104,8 @@ def _patroni(monkeypatch: pytest.MonkeyPatch, members: list[dict]) -> FakePatron
     fake = FakePatroni(members)
     monkeypatch.setattr(status, "http_json", fake.http_json)
     monkeypatch.setattr(failover, "post_failover", fake.post)
+    # A token for the group is allowed (tests/unit/test_access.py covers refusals).
+    monkeypatch.setattr(failover, "group_access", lambda fleet, groups, action: None)
     return fake
 
 

@@ -132,8 +132,8 @@ class Group:
         )
 
     def proxy_env(self, region: str, **changes: str) -> dict[str, str]:
-        port = self.fleet.network.postgres_port
         net = self.fleet.network
+        port = f"{net.postgres_port}:{net.patroni_port}"
         env = {
             "RUN_AS": "nobody",
             "PROXY_DIR": f"{self.data_root}/proxy-{region}",
@@ -141,7 +141,7 @@ class Group:
             "READ_PORT": str(net.read_port),
             "WRITE_PORT": str(net.write_port),
             "STATS_PORT": str(net.stats_port),
-            "WRITE_BACKEND": f"{self.host(self.primary)}:{port}",
+            "WRITE_SERVERS": " ".join(f"{self.host(r)}:{port}" for r in self.regions),
             "READ_LOCAL": f"{self.host(region)}:{port}",
             "READ_BACKUPS": " ".join(f"{self.host(r)}:{port}" for r in self.regions if r != region),
         }
