@@ -359,7 +359,9 @@ def test_a_replica_beyond_the_lag_budget_leaves_the_read_pool_until_it_catches_u
         os.kill(receiver, signal.SIGCONT)
     wait_until(lambda: served_by() == lhr["host"], 20, what="reads to come back to lhr")
     wait_until(lambda: fleet.run("status", check=False).returncode == 0, 20, what="status healthy")
-    print(f"measured: a paused replica left the read pool {moved_s:.1f} s after passing the budget")
+    print(
+        f"measured: a replica that stopped receiving WAL left the read pool {moved_s:.1f} s after passing the budget"
+    )
 
 
 def test_connections_beyond_a_nodes_share_queue_instead_of_failing(fleet):
