@@ -47,8 +47,9 @@ class Switchover:
 
     def text(self) -> str:
         return (
-            f"SWITCHOVER {self.group}: primary {self.old} -> {self.new} (the old primary is "
-            "stopped, the new one promoted, every node follows it; writes pause meanwhile)"
+            f"SWITCHOVER {self.group}: primary {self.old} -> {self.new} (Patroni hands over: "
+            f"the old leader stops cleanly once {self.new} has every committed write; no "
+            "committed write is lost; writes pause for a few seconds)"
         )
 
 
