@@ -74,6 +74,24 @@ ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
 QUOTA_BACKEND_BYTES=268435456
 # etcd.log is moved to etcd.log.1 when a start finds it larger than this.
 LOG_ROTATE_BYTES=16777216
+
+# start_failure : why etcd did not start, for the error line: a full disk
+# (which may not even leave room for etcd to log it), else etcd's last
+# error-level log line.
+start_failure() {
+    local avail_kb cause
+    # shellcheck disable=SC2153  # ETCD_DIR is an input (environment)
+    avail_kb=$(df -Pk -- "$ETCD_DIR" 2>/dev/null | awk 'NR == 2 { print $4 }' || true)
+    if [[ "$avail_kb" =~ ^[0-9]+$ ]] && ((avail_kb < 32768)); then
+        printf 'not enough space left on device: %s KiB free on the file system of %s' \
+            "$avail_kb" "$ETCD_DIR"
+        return 0
+    fi
+    cause=$(grep -E '"level":"(fatal|error|panic)"' "$LOGFILE" 2>/dev/null | tail -n 1 |
+        sed -n 's/.*"msg":"\([^"]*\)".*"error":"\([^"]*\)".*/\1: \2/p' | cut -c1-300 || true)
+    printf '%s' "${cause:-no error in its log}"
+}
+
 # Deadlines (seconds).
 LISTEN_TIMEOUT=15
 JOIN_TIMEOUT=20
@@ -354,7 +372,7 @@ start_etcd() {
         die "cannot start $ETCD_BIN as $RUN_AS"
     printf '%s\n' "$PID" | put_file "$PIDFILE" || true
     wait_for "$LISTEN_TIMEOUT" "etcd to listen on $CLIENT_URL" up "$PID" ||
-        die "etcd $MEMBER_NAME did not come up on $CLIENT_URL (see $LOGFILE)"
+        die "etcd $MEMBER_NAME did not come up on $CLIENT_URL: $(start_failure) (see $LOGFILE)"
 }
 
 gone() { ! proc_exe_is "$1" "$ETCD_BIN"; }

@@ -132,6 +132,18 @@ switchover() {
     [[ "$state" == running/* ]] ||
         die "cannot switch the leader of $SCOPE from $LEADER to $PREFERRED: $PREFERRED is ${state%%/*}; bring it up first (or set primary: to the live leader's region in the fleet file)"
     info "switchover of $SCOPE: $LEADER -> $PREFERRED"
+    # In synchronous mode Patroni hands over only to the synchronous standby,
+    # which it chose itself. For the handover the group goes asynchronous for a
+    # moment: a switchover loses no committed write either way (the old leader
+    # stops cleanly only once the candidate has all its WAL); step 2 of the next
+    # run - below, right after - turns synchronous mode back on.
+    if [[ "$state" != */sync_standby/* && "$DCS_CONFIG" == *'"synchronous_mode": true'* ]]; then
+        info "$PREFERRED is not $SCOPE's synchronous standby: synchronous mode off for the handover"
+        rest_change PATCH "$LEADER" /config '{"synchronous_mode": false}' >/dev/null ||
+            die "Patroni refused to turn synchronous mode off for the switchover to $PREFERRED"
+        wait_for 30 "$SCOPE to leave synchronous mode" no_sync_standby ||
+            die "$SCOPE is still synchronous 30 s after synchronous mode was turned off"
+    fi
     out=$(rest_change POST "$LEADER" /switchover "{\"leader\": \"$LEADER\", \"candidate\": \"$PREFERRED\"}" 2>&1) ||
         die "Patroni refused the switchover $LEADER -> $PREFERRED: $out"
     wait_for 120 "$PREFERRED to lead $SCOPE" preferred_leads_and_runs ||
@@ -141,6 +153,9 @@ switchover() {
     wait_for 120 "every member of $SCOPE to run again" all_running ||
         warn "not every member of $SCOPE runs 120 s after the switchover: $VIEW"
 }
+
+# no_sync_standby : Patroni's view names no synchronous standby any more.
+no_sync_standby() { leader && [[ " $VIEW" != *"/sync_standby/"* ]]; }
 
 # all_running : every member in Patroni's view runs (and there is a leader).
 all_running() {
@@ -243,6 +258,11 @@ do_create() {
     if [[ "$LEADER" != "$PREFERRED" ]]; then
         switchover
         DONE+=("switched over from $before")
+        # Back to the declared configuration (synchronous mode, if it was lifted).
+        if config_differs; then
+            rest_change PATCH "$LEADER" /config "$DCS_CONFIG" >/dev/null ||
+                die "Patroni refused the dynamic configuration of $SCOPE"
+        fi
     fi
     leader || die "$SCOPE lost its leader"
     ensure_roles

@@ -222,7 +222,9 @@ class GroupAccess:
 
 def for_group(fleet: FleetSpec, group: str) -> GroupAccess:
     extra: tuple[str, ...] = ()
-    if fleet.group_target(group) == "ssh" and fleet.ssh is not None:
+    # A group no longer in the fleet file (orphaned stacks that destroy may remove)
+    # is reached like any other; its target is unknown, so no ssh key is asked for.
+    if group in fleet.groups and fleet.group_target(group) == "ssh" and fleet.ssh is not None:
         extra = (fleet.ssh.key.strip("/"),)
     return GroupAccess(fleet.name, group, extra_read=extra)
 

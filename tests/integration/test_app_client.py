@@ -8,7 +8,7 @@ from `dbfleet endpoints --env REGION --json --show-secrets` (a pipe, not a termi
 2. read-your-writes: 2000 write-then-read iterations in lhr and 300 in every other
    region of both groups (plus 50 through fleet.read() in each), 0 stale reads, the added latency
    printed (p50/p95);
-3. with lhr's replica paused (pg_wal_replay_pause), reads fall back to the primary
+3. with lhr's replica held back (its WAL receiver frozen), reads fall back to the primary
    within max_wait and are never stale, while a plain read is;
 4. the example app (examples/rywapp) served by wsgiref: a note written in lhr is read
    in arn with the cookie; fly-replay outside the primary region, handled inside.
@@ -18,22 +18,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
+import signal
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import psycopg
 import pytest
 
-from dbfleet import vault
 from dbfleet.client import Fleet, FleetConfig
 from examples.rywapp.app import create_schema, make_app
 from tests.fleets import default_fleet_text
-from tests.integration.conftest import FleetEnv, make_fleet_env
+from tests.integration.conftest import FleetEnv, command_lines, make_fleet_env
 
 REGIONS = ("fra", "lhr", "arn", "iad", "ord", "sjc")  # fra and iad are the primaries
 CONNECT = {"connect_timeout": 5}
@@ -158,26 +160,24 @@ def test_read_your_writes_is_never_stale_in_any_region(
 
 @contextmanager
 def replay_paused(fleet_env: FleetEnv, region: str) -> Iterator[None]:
-    """Pauses WAL replay on `region`'s node (as the superuser; password from Vault)."""
-    reps = fleet_env.outputs("replicas-eu")
-    node = reps["nodes"][region]
-    secrets = vault.read_group_secrets(
-        vault.client_from_env(fleet_env.env), reps["secret_mount"], reps["secret_path"]
+    """Holds `region`'s replica back: its WAL receiver frozen (SIGSTOP), as a stalled
+    link would. (Patroni resumes a replay paused with pg_wal_replay_pause() by itself.)"""
+    data_root = Path(fleet_env.outputs("accounts-eu")["data_root"])
+    postmaster = int(
+        (data_root / f"{region}-0" / "pgdata" / "postmaster.pid").read_text().split()[0]
     )
-    with psycopg.connect(
-        host=node["host"],
-        port=int(node["port"]),
-        user="postgres",
-        password=secrets["superuser_password"],
-        dbname="postgres",
-        autocommit=True,
-        **CONNECT,
-    ) as su:
-        su.execute("SELECT pg_wal_replay_pause()")
-        try:
-            yield
-        finally:
-            su.execute("SELECT pg_wal_replay_resume()")
+    receiver = next(
+        pid
+        for pid, cmd in command_lines().items()
+        if cmd.startswith("postgres: ")
+        and "walreceiver" in cmd
+        and int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]) == postmaster
+    )
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(receiver, signal.SIGCONT)
 
 
 def test_with_the_local_replica_paused_reads_fall_back_to_the_primary_within_max_wait(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import http.server
 import io
+import json
 import os
 import random
 import signal
@@ -78,7 +79,8 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         self.server.seen.append(self.path)
         code = self.server.statuses.get(url.path, 503)
-        body = b"{}"
+        # As Patroni: the JSON body names the role PostgreSQL runs in.
+        body = json.dumps({"state": "running", "role": self.server.role}).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -94,6 +96,7 @@ class _RestServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int]) -> None:
         self.statuses: dict[str, int] = {}
+        self.role = "replica"
         self.seen: list[str] = []
         super().__init__(address, _RestHandler)
 
@@ -112,9 +115,11 @@ class Node:
     def env(self) -> str:
         return f"{self.host}:{self.pg.server_address[1]}:{self.rest.server_address[1]}"
 
-    def answer(self, primary: int, read_only: int) -> None:
-        """What this node's stand-in Patroni answers from now on."""
+    def answer(self, primary: int, read_only: int, role: str | None = None) -> None:
+        """What this node's stand-in Patroni answers from now on: the statuses, and
+        the role in the body (by default: master exactly when /primary is 200)."""
         self.rest.statuses.update({"/primary": primary, "/read-only": read_only})
+        self.rest.role = role or ("master" if primary == 200 else "replica")
 
 
 @dataclass
@@ -290,6 +295,16 @@ def test_writes_go_only_to_the_node_patroni_calls_primary_and_follow_a_flip(rig)
     # No leader at all (mid-failover): writes are refused, never sent to a replica.
     nodes["local"].answer(primary=503, read_only=200)
     wait_until("writes are refused", lambda: proxy.who(proxy.write_port) == "", WRITE_FLIP_S)
+    # A new leader whose PostgreSQL is still being promoted: Patroni already answers
+    # /primary with 200 (it holds the lock), its PostgreSQL is still read-only. No
+    # write may reach it until the role says primary.
+    nodes["far"].answer(primary=200, read_only=200, role="replica")
+    deadline = time.monotonic() + 3 * WRITE_FLIP_S
+    while time.monotonic() < deadline:
+        assert proxy.who(proxy.write_port) == "", "a write reached a node still in recovery"
+        time.sleep(0.1)  # sampling interval while nothing may change
+    nodes["far"].answer(primary=200, read_only=200)
+    wait_until("writes reach the promoted leader", lambda: proxy.who(proxy.write_port) == "far")
 
 
 def test_reads_prefer_the_local_node_and_fall_back_nearest_first_while_it_lags(rig):

@@ -32,6 +32,16 @@ def server_maxconn(max_connections: int, regions: int) -> int:
     return max(1, (max_connections - RESERVED_CONNECTIONS) // (2 * regions))
 
 
+def _port(value: object) -> int:
+    """A port from the replicas stack's outputs. In a preview against planned outputs
+    a new node's port reads `(known after apply)`: kept as that text, so the plan
+    shows it instead of failing."""
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return value  # type: ignore[return-value]
+
+
 def _servers(stack: str, region: str, node: dict, net: dict) -> tuple[ProxyServer, ...]:
     """A region's nodes with their Patroni REST ports: the replicas stack's `rest_port`
     of each member, or else the networks stack's `patroni_ports` entry of the node
@@ -47,7 +57,7 @@ def _servers(stack: str, region: str, node: dict, net: dict) -> tuple[ProxyServe
                     f"region {region}: run `up` on the networks layer first"
                 )
             rest_port = rest_ports[node_ports.index(m["port"])]
-        servers.append(ProxyServer(m["host"], int(m["port"]), int(rest_port)))
+        servers.append(ProxyServer(m["host"], _port(m["port"]), _port(rest_port)))
     return tuple(servers)
 
 
