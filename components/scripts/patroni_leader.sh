@@ -135,8 +135,8 @@ switchover() {
     # In synchronous mode Patroni hands over only to the synchronous standby,
     # which it chose itself. For the handover the group goes asynchronous for a
     # moment: a switchover loses no committed write either way (the old leader
-    # stops cleanly only once the candidate has all its WAL); step 2 of the next
-    # run - below, right after - turns synchronous mode back on.
+    # stops cleanly only once the candidate has all its WAL), and do_create
+    # turns synchronous mode back on right after the handover.
     if [[ "$state" != */sync_standby/* && "$DCS_CONFIG" == *'"synchronous_mode": true'* ]]; then
         info "$PREFERRED is not $SCOPE's synchronous standby: synchronous mode off for the handover"
         rest_change PATCH "$LEADER" /config '{"synchronous_mode": false}' >/dev/null ||
