@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 # hvac with requests costs ≈ 0.15 s of start-up in every such process.
 
 __all__ = [
-    "DEFAULT_MOUNT",
     "BACKUP_KEY",
+    "DEFAULT_MOUNT",
     "GENERATED_KEYS",
     "SECRET_KEYS",
     "TRANSIT_MOUNT",
@@ -394,7 +394,9 @@ def _read(client, mount: str, path: str, capabilities: str) -> tuple[dict | None
 
 
 def _check_values(data: Mapping, addr: str, mount: str, path: str) -> None:
-    bad = sorted(k for k in GENERATED_KEYS if k in data and not isinstance(data[k], (str, type(None))))
+    bad = sorted(
+        k for k in GENERATED_KEYS if k in data and not isinstance(data[k], (str, type(None)))
+    )
     if bad:
         raise VaultError(
             f"secret {mount}/{path} at VAULT_ADDR={addr}: {', '.join(bad)} must be strings"
@@ -471,9 +473,7 @@ def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
     )
 
 
-def read_group_secrets(
-    client, mount: str, path: str, also: Iterable[str] = ()
-) -> dict[str, str]:
+def read_group_secrets(client, mount: str, path: str, also: Iterable[str] = ()) -> dict[str, str]:
     """The group's secret; VaultError when it or one of SECRET_KEYS (and of `also`) is
     missing."""
     mount, path = _norm_mount(mount), _norm_path(path)

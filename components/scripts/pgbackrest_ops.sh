@@ -172,6 +172,7 @@ do_restore() {
     latest) args=(--type=default) ;;
     *) die "RESTORE_TYPE '$RESTORE_TYPE' is not time, lsn or latest" ;;
     esac
+    # shellcheck disable=SC2153  # NODE_DIRS comes from the environment
     [[ " $NODE_DIRS " == *" $TARGET_DIR "* ]] || die "TARGET_DIR $TARGET_DIR is not one of NODE_DIRS"
     for d in $NODE_DIRS; do check_abs_path d; done
 

@@ -625,9 +625,11 @@ def _backup_rules(groups: Mapping[str, GroupSpec], fleet_target: str) -> RulePro
     return [
         (
             ("groups", name, "backup"),
-            "backups are available on the local target only for now: pgBackRest across "
-            "hosts needs its TLS server with the group's certificates (not issued yet); "
-            "remove backup: from this group",
+            (
+                "backups are available on the local target only for now: pgBackRest across "
+                "hosts needs its TLS server with the group's certificates (not issued yet); "
+                "remove backup: from this group"
+            ),
         )
         for name, group in groups.items()
         if group.backup is not None and (group.target or fleet_target) == "ssh"

@@ -99,7 +99,9 @@ def env(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
     monkeypatch.setattr(
-        vault, "read_group_secrets", lambda c, m, p, also=(): calls.append(("read", m, p)) or dict(SECRETS)
+        vault,
+        "read_group_secrets",
+        lambda c, m, p, also=(): calls.append(("read", m, p)) or dict(SECRETS),
     )
     monkeypatch.setattr(
         vault,

@@ -88,9 +88,7 @@ def build(ctx: LayerContext) -> None:
         ctx.group.durability,
         ctx.group.max_lag_on_failover_bytes,
         ctx.fleet.limits.max_connections,
-        archive_command=(
-            backup.archive_command(accounts["data_root"], scope) if backups else None
-        ),
+        archive_command=(backup.archive_command(accounts["data_root"], scope) if backups else None),
     )
     etcd = _etcd_members(ctx, accounts, regions, scope)
 
