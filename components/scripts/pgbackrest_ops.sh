@@ -211,7 +211,7 @@ ALTER SYSTEM RESET default_transaction_read_only;
 CHECKPOINT;
 SQL
     local where
-    where=$(node_psql "$TARGET_DIR" "$TARGET_PORT" -c 'SELECT pg_current_wal_lsn() || '' timeline '' || timeline_id FROM pg_control_checkpoint()')
+    where=$(node_psql "$TARGET_DIR" "$TARGET_PORT" -c "SELECT pg_current_wal_lsn() || ' timeline ' || timeline_id FROM pg_control_checkpoint()")
     run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -t 120 -s >&2 ||
         die "could not stop the restored PostgreSQL in $PGDATA_DIR"
     # 5. Patroni starts afresh: no cluster state, empty replicas.

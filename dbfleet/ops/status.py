@@ -271,10 +271,9 @@ class BackupStatus:
         out = []
         if self.error:
             out.append(f"backups: {self.error}")
-            return out
         if not self.asked:
-            return out
-        if self.newest_age_s is None:
+            pass
+        elif self.newest_age_s is None:
             out.append("no backup yet (the scheduler takes the first within a minute of `up`)")
         elif self.newest_age_s > self.schedule_hours * 3600 + BACKUP_GRACE_S:
             out.append(
