@@ -183,9 +183,9 @@ def test_restore_drill_brings_back_exactly_the_rows_before_t_in_every_region(fle
         ids = wait_for(lambda u=uri: _ids(u), 120, "the restored rows on every node", interval=0.5)
         assert ids == list(range(1, 151)), uri.split("host=")[-1]
     # Writes work through every region's write endpoint, and archiving goes on.
-    for region, pair in uris(fleet).items():
+    for i, pair in enumerate(uris(fleet).values()):
         with psycopg.connect(pair["write"], autocommit=True, connect_timeout=5) as c:
-            c.execute("INSERT INTO drill (id) VALUES (%s)", (1000 + len(region),))
+            c.execute("INSERT INTO drill (id) VALUES (%s)", (1000 + i,))
     pgbackrest(fleet, "check")
 
 
@@ -232,14 +232,19 @@ def test_archiving_continues_across_a_switchover(fleet):
 
 def test_an_unwritable_repository_shows_in_status_and_writes_keep_working(fleet):
     repo = Path(facts(fleet)["dir"]) / "repo"
-    mode = stat.S_IMODE(repo.stat().st_mode)
+    # The group's user may no longer write any directory of the WAL archive (root
+    # still may): archive-push fails where it would store the next segment.
+    dirs = [repo / "archive", *(p for p in (repo / "archive").rglob("*") if p.is_dir())]
+    modes = {d: stat.S_IMODE(d.stat().st_mode) for d in dirs}
     try:
-        repo.chmod(0o500)  # the group's user may no longer write it (root still may)
+        for d in dirs:
+            d.chmod(0o500)
         with psycopg.connect(write_uri(fleet), autocommit=True) as c:
             c.execute("CREATE TABLE IF NOT EXISTS during_fault (i int)")
             for i in range(20):
                 c.execute("INSERT INTO during_fault VALUES (%s)", (i,))
-            c.execute("SELECT pg_switch_wal()")
+        with psycopg.connect(superuser_uri(fleet, "fra-0"), autocommit=True) as c:
+            c.execute("SELECT pg_switch_wal()")  # a full segment for the archiver to push
         code, doc = wait_for(
             lambda: status_when(fleet, lambda c, d: d["backup"]["failing"]),
             120,
@@ -250,7 +255,8 @@ def test_an_unwritable_repository_shows_in_status_and_writes_keep_working(fleet)
         assert row_count(write_uri(fleet), "during_fault") >= 20
         print(f"archiving failure seen in status: {doc['backup']['failed_count']} failures")
     finally:
-        repo.chmod(mode)
+        for d, mode in modes.items():
+            d.chmod(mode)
     pgbackrest(fleet, "check")
     code, doc = wait_for(
         lambda: status_when(fleet, lambda c, d: c == 0), 120, "status healthy again", 1.0
