@@ -407,8 +407,8 @@ def run(ctx: Ctx) -> dict:
         "goal_up_ratio": GOAL_UP_RATIO,
         "before": BEFORE,
     }
-    out["converge"] = converge(ctx)
     out.update(failover(ctx))
+    out["converge"] = converge(ctx)
     modes = out["modes"]
     out["latency_ratio"] = {
         p: med(modes["sync"][f"latency_{p}_ms"]) / med(modes["async"][f"latency_{p}_ms"])
