@@ -59,6 +59,9 @@ RECOVERY_MAX_S = 60.0
 LEADER_MAX_S = 60.0
 SYNC_STANDBY_MAX_S = 60.0
 TABLE = "bench_ha"
+# A workaround measured in the first run of this figure (see `restore`): true while
+# `dbfleet up` cannot switch a sync group back to a node that is not its sync standby.
+SYNC_RESTORE_VIA_ASYNC = True
 GOAL_RECOVERY_S = 15.0
 GOAL_LOST_SYNC = 0
 GOAL_UP_RATIO = 1.25
@@ -229,13 +232,21 @@ def present(uri: str) -> set[str]:
 
 def restore(ctx: Ctx, fe: FleetEnv, g: Group, durability: str) -> float:
     """`dbfleet up eu` with the fleet file at `durability`: every member running, led by
-    the preferred node (and, in sync, a synchronous standby). Seconds of the up."""
-    fe.write_fleet(fleet_text(durability)(fe.name, fe.octet))
-    t = fe.dbfleet("up", GROUP, "-q", timeout=900)
+    the preferred node (and, in sync, a synchronous standby). Seconds of the up(s).
+
+    In sync the switch back to the preferred node goes through async (SYNC_RESTORE_VIA_ASYNC):
+    the rejoined old leader is not the synchronous standby, and Patroni refuses a
+    switchover to a candidate that is not ("candidate name does not match with
+    sync_standby"), so `dbfleet up eu` alone fails after its 120 s wait."""
+    seconds = 0.0
+    steps = ("async", "sync") if durability == "sync" and SYNC_RESTORE_VIA_ASYNC else (durability,)
+    for step in steps:
+        fe.write_fleet(fleet_text(step)(fe.name, fe.octet))
+        seconds += fe.dbfleet("up", GROUP, "-q", timeout=900).seconds
     wait_until(lambda: g.leader() == PREFERRED, LEADER_MAX_S, f"{PREFERRED} to lead")
     if durability == "sync":
         wait_until(g.has_sync_standby, SYNC_STANDBY_MAX_S, "a synchronous standby")
-    return t.seconds
+    return seconds
 
 
 def one_kill(ctx: Ctx, fe: FleetEnv, g: Group, uris: Mapping, tag: str) -> dict:
@@ -406,6 +417,7 @@ def run(ctx: Ctx) -> dict:
         "goal_recovery_s": GOAL_RECOVERY_S,
         "goal_up_ratio": GOAL_UP_RATIO,
         "before": BEFORE,
+        "sync_restore_via_async": SYNC_RESTORE_VIA_ASYNC,
     }
     out.update(failover(ctx))
     out["converge"] = converge(ctx)
@@ -563,8 +575,15 @@ def section(ha: Mapping) -> str:
             "postmaster. Recovery: from the kill to the first write acknowledged by the new leader "
             "(`RETURNING host(inet_server_addr())`), per endpoint. Lost: acknowledged keys missing on the "
             f"new leader. Latency: the steady load before each kill. `dbfleet up {ha.get('group')}` restores "
-            f"the group (rejoin, switch back to `{PREFERRED}`) between kills. Goals: recovery < {goal:.0f} s, "
-            "0 writes lost in sync. On a shared 2-core machine: indicative numbers."
+            f"the group (rejoin, switch back to `{PREFERRED}`) between kills"
+            + (
+                " — in `sync` through `async` and back (two ups: the rejoined node is not the "
+                "synchronous standby, and Patroni refuses a switchover to it)"
+                if ha.get("sync_restore_via_async")
+                else ""
+            )
+            + f". Goals: recovery < {goal:.0f} s, 0 writes lost in sync. On a shared 2-core "
+            "machine: indicative numbers."
         ),
         "",
         table(
