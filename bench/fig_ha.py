@@ -368,7 +368,9 @@ def converge(ctx: Ctx) -> dict:
             ctx.say(f"ha: default fleet up from nothing {i + 1}/{up_runs(ctx)} in {fe.root}")
             fe.start_vault()
             up = fe.dbfleet("up", "--json", timeout=1800)
-            pv = fe.dbfleet("preview", "--json", "-", timeout=900, ok_codes=(0, 2))
+            # Exit codes kept, not raised on: a preview the policy pack fails is a result.
+            pv = fe.dbfleet("preview", "--json", "-", timeout=900, ok_codes=None)
+            pn = fe.dbfleet("preview", "--no-policies", "--json", "-", timeout=900, ok_codes=None)
             floor = EmptyFleet(fe)
             try:
                 floor_up, floor_preview = floor.up(), floor.preview()
@@ -379,11 +381,16 @@ def converge(ctx: Ctx) -> dict:
                     "up_s": up.seconds,
                     "preview_s": pv.seconds,
                     "preview_exit": pv.returncode,
+                    "preview_no_policies_s": pn.seconds,
+                    "preview_no_policies_exit": pn.returncode,
                     "floor_up_s": floor_up,
                     "floor_preview_s": floor_preview,
                 }
             )
-            ctx.say(f"ha: up {up.seconds:.1f} s, no-change preview {pv.seconds:.1f} s")
+            ctx.say(
+                f"ha: up {up.seconds:.1f} s, no-change preview {pv.seconds:.1f} s (exit "
+                f"{pv.returncode}), without the policy pack {pn.seconds:.1f} s (exit {pn.returncode})"
+            )
         finally:
             problems = fe.close(keep=ctx.keep)
             if problems:
@@ -393,8 +400,8 @@ def converge(ctx: Ctx) -> dict:
 
 def summarize_converge(rows: list[dict]) -> dict:
     out: dict = {"runs": rows}
-    for key in ("up_s", "preview_s", "floor_up_s", "floor_preview_s"):
-        out[key] = Summary.of(r[key] for r in rows).to_json()
+    for key in ("up_s", "preview_s", "floor_up_s", "floor_preview_s", "preview_no_policies_s"):
+        out[key] = Summary.of(r.get(key) for r in rows).to_json()
     for what in ("up", "preview"):
         now = med(out[f"{what}_s"])
         before = BEFORE[f"{what}_s"]["median"]
@@ -404,6 +411,9 @@ def summarize_converge(rows: list[dict]) -> dict:
         floor_ratio = Summary.of(r[f"{what}_s"] / r[f"floor_{what}_s"] for r in rows)
         out[f"{what}_floor_ratio"] = floor_ratio.to_json()
     out["preview_exits"] = sorted({r["preview_exit"] for r in rows})
+    out["preview_no_policies_exits"] = sorted(
+        {r["preview_no_policies_exit"] for r in rows if "preview_no_policies_exit" in r}
+    )
     return out
 
 
@@ -420,7 +430,12 @@ def run(ctx: Ctx) -> dict:
         "sync_restore_via_async": SYNC_RESTORE_VIA_ASYNC,
     }
     out.update(failover(ctx))
-    out["converge"] = converge(ctx)
+    ctx.results["ha"] = out  # kept if what follows fails
+    ctx.save()
+    try:
+        out["converge"] = converge(ctx)
+    except Exception as exc:  # noqa: BLE001 — the failover figures stand without it
+        out["converge"] = {"error": f"{type(exc).__name__}: {exc}"}
     modes = out["modes"]
     out["latency_ratio"] = {
         p: med(modes["sync"][f"latency_{p}_ms"]) / med(modes["async"][f"latency_{p}_ms"])
@@ -449,7 +464,12 @@ def ok(ha: Mapping) -> tuple[bool | None, bool | None, bool | None]:
     cost = None
     if conv.get("up_s"):
         g = ha.get("goal_up_ratio", GOAL_UP_RATIO)
-        cost = conv["up_ratio_before"] <= g and conv["preview_ratio_before"] <= g
+        cost = (
+            conv["up_ratio_before"] <= g
+            and conv["preview_ratio_before"] <= g
+            # a preview that failed (exit 1) is no measure of a no-change preview
+            and set(conv.get("preview_exits") or [0]) <= {0, 2}
+        )
     return recovery, lost, cost
 
 
@@ -504,6 +524,11 @@ def summary_rows(ha: Mapping) -> list[list[str]]:
                 (
                     f"up {fmt(conv['up_s'])} → {conv['up_ratio_before']:.2f}×; preview "
                     f"{fmt(conv['preview_s'])} → {conv['preview_ratio_before']:.2f}×"
+                    + (
+                        f" (exited {conv['preview_exits']})"
+                        if set(conv.get("preview_exits") or [0]) - {0, 2}
+                        else ""
+                    )
                 ),
                 (
                     f"before ({ha['before']['commit']}): up {fmt(ha['before']['up_s'])}, preview "
@@ -642,6 +667,11 @@ def section(ha: Mapping) -> str:
         ]
     conv = ha.get("converge") or {}
     b = ha.get("before") or BEFORE
+    if conv.get("error"):
+        parts += [
+            "",
+            f"`dbfleet up` / `dbfleet preview` of the default fleet failed: {conv['error']}",
+        ]
     if conv.get("up_s"):
         g = ha.get("goal_up_ratio", GOAL_UP_RATIO)
         parts += [
@@ -677,8 +707,24 @@ def section(ha: Mapping) -> str:
                 ],
             ),
         ]
+        np = conv.get("preview_no_policies_s")
+        if np and np.get("n"):
+            parts += [
+                "",
+                (
+                    f"No-change `dbfleet preview --no-policies` (the same stacks, no policy pack): "
+                    f"{fmt(np)}, exit codes {conv.get('preview_no_policies_exits')}."
+                ),
+            ]
         if conv.get("preview_exits") not in ([0], None):
-            parts += ["", f"No-change preview exit codes: {conv['preview_exits']} (2: changes)."]
+            parts += [
+                "",
+                (
+                    f"**The no-change `dbfleet preview` exited {conv['preview_exits']}** (0: no change, "
+                    "2: changes, 1: failed — a stack failed, the stacks after it in its group were not "
+                    "previewed, so its time is not the whole command's)."
+                ),
+            ]
     return "\n".join(parts)
 
 
