@@ -955,7 +955,9 @@ def _ha_kill(new: str, lost: int, recovery: tuple[float, float, float], p50: flo
     }
 
 
-def _ha_results(sync_lost: int = 0, slowest: float = 13.0, up_s: float = 16.0) -> dict:
+def _ha_results(
+    sync_lost: int = 0, slowest: float = 13.0, up_s: float = 16.0, preview_exit: int = 0
+) -> dict:
     """Figure 9's results as results.json holds them."""
     modes = {
         "async": fig_ha.summarize_mode(
@@ -975,14 +977,14 @@ def _ha_results(sync_lost: int = 0, slowest: float = 13.0, up_s: float = 16.0) -
         {
             "up_s": up_s,
             "preview_s": 12.0,
-            "preview_exit": 0,
+            "preview_exit": preview_exit,
             "floor_up_s": 8.0,
             "floor_preview_s": 5.0,
         },
         {
             "up_s": up_s,
             "preview_s": 13.0,
-            "preview_exit": 0,
+            "preview_exit": preview_exit,
             "floor_up_s": 8.0,
             "floor_preview_s": 5.0,
         },
@@ -1025,6 +1027,11 @@ def test_ha_verdicts_hold_recovery_under_15_s_sync_losses_to_zero_and_up_to_125_
     assert fig_ha.ok(_ha_results(slowest=15.0)) == (False, True, True)
     assert fig_ha.ok(_ha_results(sync_lost=1)) == (True, False, True)
     assert fig_ha.ok(_ha_results(up_s=14.1 * 1.26)) == (True, True, False)
+    # a no-change preview that failed is no measure of one: the cost goal is missed
+    assert fig_ha.ok(_ha_results(preview_exit=1)) == (True, True, False)
+    text = fig_ha.section(_ha_results(preview_exit=1))
+    assert "**The no-change `dbfleet preview` exited [1]**" in text
+    assert "(exited [1])" in fig_ha.summary_rows(_ha_results(preview_exit=1))[3][2]
     assert fig_ha.ok({}) == (None, None, None)
 
 
