@@ -711,7 +711,10 @@ def section(ha: Mapping) -> str:
                         fmt_ratio(b[f"{w}_floor_ratio"]),
                         fmt_ratio(conv[f"{w}_floor_ratio"]),
                         f"{conv[f'{w}_normalised_before']:.2f}×",
-                        verdict(conv[f"{w}_normalised_before"] <= g),
+                        verdict(
+                            conv[f"{w}_normalised_before"] <= g
+                            and (w == "up" or set(conv.get("preview_exits") or [0]) <= {0, 2})
+                        ),
                     ]
                     for w in ("up", "preview")
                 ],
