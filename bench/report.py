@@ -22,6 +22,7 @@ from bench import (
     fig_apps,
     fig_converge,
     fig_engine,
+    fig_ha,
     fig_lag,
     fig_proxy,
     fig_scale,
@@ -40,6 +41,7 @@ FIGURE_MODULES = (
     ("unit", fig_unit),
     ("ssh", fig_ssh),
     ("apps", fig_apps),
+    ("ha", fig_ha),
 )
 INTRO = "intro"
 

@@ -15,6 +15,7 @@ from bench import (
     fig_apps,
     fig_converge,
     fig_engine,
+    fig_ha,
     fig_lag,
     fig_proxy,
     fig_scale,
@@ -935,6 +936,139 @@ def test_the_apps_figure_comes_after_the_ssh_figure_with_its_own_analysis_block(
     assert text.index("## 6. Unit suite") < text.index("## 8. Applications")
     assert "8c. `SELECT 1` throughput" in text.split("## 1. Engine floor")[0]
     assert list(report.analysis_blocks(text))[-1] == "apps"
+
+
+def _ha_kill(new: str, lost: int, recovery: tuple[float, float, float], p50: float) -> dict:
+    return {
+        "old": "fra-0",
+        "new": new,
+        "leader_s": min(recovery) - 1.0,
+        "recovery_s": dict(zip(("fra", "lhr", "arn"), recovery, strict=True)),
+        "acked": 3000,
+        "lost": lost,
+        "read_only_errors": 0,
+        "errors": 40,
+        "latency_p50_ms": p50,
+        "latency_p99_ms": 4 * p50,
+        "latency_n": 1500,
+        "restore_s": 20.0,
+    }
+
+
+def _ha_results(
+    sync_lost: int = 0, slowest: float = 13.0, up_s: float = 16.0, preview_exit: int = 0
+) -> dict:
+    """Figure 9's results as results.json holds them."""
+    modes = {
+        "async": fig_ha.summarize_mode(
+            [
+                _ha_kill("lhr-0", 2, (11.0, 12.0, 12.5), 1.0),
+                _ha_kill("arn-0", 0, (11.5, 12.0, 12.0), 1.2),
+            ]
+        ),
+        "sync": fig_ha.summarize_mode(
+            [
+                _ha_kill("lhr-0", sync_lost, (12.0, 12.5, slowest), 2.0),
+                _ha_kill("lhr-0", 0, (11.0, 11.0, 11.0), 2.4),
+            ]
+        ),
+    }
+    runs = [
+        {
+            "up_s": up_s,
+            "preview_s": 12.0,
+            "preview_exit": preview_exit,
+            "floor_up_s": 8.0,
+            "floor_preview_s": 5.0,
+        },
+        {
+            "up_s": up_s,
+            "preview_s": 13.0,
+            "preview_exit": preview_exit,
+            "floor_up_s": 8.0,
+            "floor_preview_s": 5.0,
+        },
+    ]
+    res = {
+        "group": "eu",
+        "rate": 200,
+        "warm_s": 8.0,
+        "kills_per_mode": 2,
+        "timings": fig_ha.TIMINGS,
+        "goal_recovery_s": 15.0,
+        "goal_up_ratio": 1.25,
+        "before": fig_ha.BEFORE,
+        "members": ["arn-0", "fra-0", "lhr-0"],
+        "modes": modes,
+        "latency_ratio": {"p50": 2.0, "p99": 2.0},
+        "converge": fig_ha.summarize_converge(runs),
+    }
+    return json.loads(json.dumps(res, default=_json_default))
+
+
+def test_ha_summaries_take_every_endpoint_of_every_kill_and_compare_with_before():
+    res = _ha_results()
+    a = res["modes"]["async"]
+    assert a["recovery_s"]["n"] == 6 and a["recovery_s"]["max"] == 12.5
+    # every endpoint back: the slowest endpoint of each kill
+    assert (a["all_endpoints_s"]["min"], a["all_endpoints_s"]["max"]) == (12.0, 12.5)
+    assert a["per_region_s"]["fra"]["median"] == pytest.approx(11.25)
+    assert (a["lost_total"], a["acked_total"]) == (2, 6000)
+    assert a["latency_p50_ms"]["median"] == pytest.approx(1.1)
+    conv = res["converge"]
+    assert conv["up_ratio_before"] == pytest.approx(16.0 / 14.1)
+    assert conv["preview_ratio_before"] == pytest.approx(12.5 / 11.0)
+    assert conv["up_floor_ratio"]["median"] == pytest.approx(2.0)
+    assert conv["up_normalised_before"] == pytest.approx(2.0 / 1.88)
+    assert conv["preview_exits"] == [0]
+
+
+def test_ha_verdicts_hold_recovery_under_15_s_sync_losses_to_zero_and_up_to_125_percent():
+    assert fig_ha.ok(_ha_results()) == (True, True, True)
+    assert fig_ha.ok(_ha_results(slowest=15.0)) == (False, True, True)
+    assert fig_ha.ok(_ha_results(sync_lost=1)) == (True, False, True)
+    # the goal compares ratios to the same-run empty program (here 8.0 s): 19/8 ÷ 1.88 > 1.25
+    assert fig_ha.ok(_ha_results(up_s=19.0)) == (True, True, False)
+    assert fig_ha.ok(_ha_results(up_s=18.0)) == (True, True, True)
+    # a no-change preview that failed is no measure of one: the cost goal is missed
+    assert fig_ha.ok(_ha_results(preview_exit=1)) == (True, True, False)
+    text = fig_ha.section(_ha_results(preview_exit=1))
+    assert "**The no-change `dbfleet preview` exited [1]**" in text
+    assert "(exited [1])" in fig_ha.summary_rows(_ha_results(preview_exit=1))[3][2]
+    assert fig_ha.ok({}) == (None, None, None)
+
+
+def test_ha_section_shows_both_modes_each_kill_the_latency_cost_and_the_before_numbers():
+    res = _ha_results(sync_lost=1)
+    text = fig_ha.section(res)
+    assert text.startswith("## 9. High availability (Patroni + etcd)")
+    assert "ttl 10 s, loop_wait 2 s, retry_timeout 4 s" in text
+    assert "| `async` | 10.2 s (10.0–10.5) | 12.2 s (12.0–12.5) | 11.2 s (11.0–11.5) |" in text
+    assert "| 2 of 6000 (1 (0–2) per kill) | 0 |" in text
+    assert (
+        "| `sync` 1 | fra-0 → lhr-0 | 11.0 s | arn 13.0 s, fra 12.0 s, lhr 12.5 s | 1 of 3000 | 2.00 / 8.00 ms | 20.0 s |"
+        in text
+    )
+    assert "| sync ÷ async | 2.00× | 2.00× |  |" in text
+    assert "before** Patroni (commit `cb84ddf142cf`" in text
+    assert (
+        "| `dbfleet up` from nothing | 14.1 s (13.4–18.3) | 16.0 s (16.0–16.0) | 1.13× | 1.88× (1.77–2.53) | 2.00× (2.00–2.00) | 1.06× | met |"
+        in text
+    )
+    assert "indicative" in text
+    rows = fig_ha.summary_rows(res)
+    assert [r[0][:3] for r in rows] == ["9a.", "9b.", "9c.", "9d."]
+    assert [r[-1] for r in rows] == ["met", "**missed**", "–", "met"]
+    assert rows[1][2] == "sync 1 of 6000" and rows[1][3] == "async: 2 of 6000"
+    assert fig_ha.section({"error": "RuntimeError: boom"}).endswith("Failed: RuntimeError: boom")
+    assert fig_ha.section({}) == "" and fig_ha.summary_rows({}) == []
+
+
+def test_the_ha_figure_comes_last_with_its_own_analysis_block():
+    text = report.render({**RESULTS, "apps": _apps_results(), "ha": _ha_results()})
+    assert text.index("## 8. Applications") < text.index("## 9. High availability")
+    assert "9d. `dbfleet up` from nothing" in text.split("## 1. Engine floor")[0]
+    assert list(report.analysis_blocks(text))[-1] == "ha"
 
 
 class _FakeConn:
