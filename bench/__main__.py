@@ -45,8 +45,8 @@ from bench.fleetenv import FleetEnv
 DOC = REPO / "BENCHMARKS.md"
 # Figures measured only when named with --only: `make test` once, the ssh target on a lab
 # (needs root, takes minutes), and applications on a fleet of their own (read-your-writes,
-# the pooler). (The place of ssh and apps is bench.context.OPTIONAL_FIGURES.)
-OPTIONAL = (*OPTIONAL_FIGURES, "ssh", "apps")
+# the pooler). (The place of ssh, apps and ha is bench.context.OPTIONAL_FIGURES.)
+OPTIONAL = (*OPTIONAL_FIGURES, "ssh", "apps", "ha")
 PLOT = REPO / "bench" / "scale.png"
 
 
@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             from bench import fig_apps
 
             figure("apps", lambda: fig_apps.run(ctx))
+        if "ha" in figures:
+            from bench import fig_ha
+
+            figure("ha", lambda: fig_ha.run(ctx))
         if "scale" in figures:
             from bench import fig_scale
 
