@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from components import account, backup, etcd, firewall, patroni, pooler, proxy
+from components import account, etcd, firewall, patroni, pooler, proxy
 
 from .common import (
     ACCOUNT_SCRIPT,
@@ -48,7 +48,7 @@ DESCRIPTION = (
 )
 REMEDIATION = (
     "declare each resource in the stack of its layer and group (accounts: GroupAccount; "
-    "networks: HostFirewall (ssh target); replicas: EtcdMember, PatroniNode, GroupLeader, GroupBackups; proxies: RegionProxy, RegionPooler), name stacks "
+    "networks: HostFirewall (ssh target); replicas: EtcdMember, PatroniNode, GroupLeader; proxies: RegionProxy, RegionPooler), name stacks "
     "<layer>-<group> after a group of the fleet file, and keep every region in the group the "
     "fleet file gives it."
 )
@@ -60,14 +60,13 @@ ETCD = etcd.TYPE
 PROXY = proxy.TYPE
 FIREWALL = firewall.TYPE
 POOLER = pooler.TYPE
-BACKUPS = backup.TYPE
 
 # What each layer owns: its component types, and the host scripts each component runs.
 LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "accounts": (ACCOUNT,),
     # the ssh target's host firewalls; nothing on the local target
     "networks": (FIREWALL,),
-    "replicas": (ETCD, NODE, LEADER, BACKUPS),
+    "replicas": (ETCD, NODE, LEADER),
     "proxies": (PROXY, POOLER),
 }
 COMPONENT_SCRIPTS = {
@@ -78,7 +77,6 @@ COMPONENT_SCRIPTS = {
     PROXY: (PROXY_SCRIPT,),
     POOLER: (POOLER_SCRIPT,),
     FIREWALL: (FIREWALL_SCRIPT,),
-    BACKUPS: (backup.SCRIPT,),
 }
 WHAT = {
     ACCOUNT: "a group account",
@@ -88,7 +86,6 @@ WHAT = {
     PROXY: "a proxy",
     POOLER: "a connection pooler",
     FIREWALL: "a host firewall",
-    BACKUPS: "a group's backups",
 }
 # Engine-owned resources every stack may have.
 _ALWAYS = (STACK, STACK_REFERENCE)

@@ -44,7 +44,6 @@ PASSWORDS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
-    "backup_passphrase": "B" * 43,
 }
 
 # --------------------------------------------------------------------------- engine-style resources
@@ -278,8 +277,8 @@ def _recorded(stack: str) -> tuple:
         mp.setenv("DBFLEET_SPEC", str(UNIT_FLEET_FILE))
         mp.setenv("DBFLEET_HOME", UNIT_HOME)
         mp.setattr(vault, "client_from_env", lambda: object())
-        mp.setattr(vault, "read_group_secrets", lambda c, m, p, also=(): dict(PASSWORDS))
-        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p, also=(): dict(PASSWORDS))
+        mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
+        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
         # The networks layer checks its ports on this machine; the plan is what matters here.
         mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
         # The replicas layer asks Patroni's REST API for the live leader: no network here.

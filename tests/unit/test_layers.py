@@ -14,7 +14,6 @@ SECRETS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
-    "backup_passphrase": "B" * 43,
 }
 
 EU_NETWORKS = {
@@ -99,9 +98,7 @@ def env(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
     monkeypatch.setattr(
-        vault,
-        "read_group_secrets",
-        lambda c, m, p, also=(): calls.append(("read", m, p)) or dict(SECRETS),
+        vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS)
     )
     monkeypatch.setattr(
         vault,
@@ -167,7 +164,6 @@ def test_replicas_run_every_node_under_patroni_with_the_preferred_leader_first(e
         "lhr-0-server",
         "arn-0-server",
         "leader-leader",
-        "backups-stanza",
     }
     assert {r.name for r in mocks.of_type("dbfleet:patroni:PatroniNode")} == {
         "fra-0",

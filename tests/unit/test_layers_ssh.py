@@ -15,7 +15,6 @@ SECRETS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
-    "backup_passphrase": "B" * 43,
 }
 LOGIN = {
     "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nk\n",
@@ -106,8 +105,8 @@ def ssh_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
     monkeypatch.setenv("DBFLEET_HOME", "/srv/dbfleet")
     reads: list = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
-    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p, also=(): dict(SECRETS))
-    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p, also=(): dict(SECRETS))
+    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: dict(SECRETS))
+    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(SECRETS))
     monkeypatch.setattr(
         vault, "read_ssh_login", lambda c, m, p: reads.append((m, p)) or dict(LOGIN)
     )

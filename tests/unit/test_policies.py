@@ -47,8 +47,6 @@ PACK_ORDER = [
     "durability",
     "authentication",
     "stack-shape",
-    "backup-residency",
-    "backups-configured",
 ]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 
@@ -88,7 +86,6 @@ def test_main_lists_every_policy_of_every_rule_module_once(monkeypatch):
 def test_levels_mandatory_except_durability():
     levels = {p.name: p.enforcement_level for p in ALL_POLICIES}
     assert levels.pop("durability") == pulumi_policy.EnforcementLevel.ADVISORY
-    assert levels.pop("backups-configured") == pulumi_policy.EnforcementLevel.ADVISORY
     assert set(levels.values()) == {pulumi_policy.EnforcementLevel.MANDATORY}
 
 
