@@ -205,11 +205,20 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
             "create",
             "update",
         }
-        assert ops("replicas-eu", "create") == {"ams-0", "ams-0-server"}
-        assert {"fra-0-server", "lhr-0-server", "arn-0-server"} <= ops("replicas-eu", "update")
+        # a region brings its node and its etcd member; every node learns the new
+        # member, and the group's leadership the new node
+        assert ops("replicas-eu", "create") == {
+            "ams-0",
+            "ams-0-server",
+            "etcd-ams",
+            "etcd-ams-etcd",
+        }
+        assert {"fra-0-server", "lhr-0-server", "arn-0-server", "leader-leader"} <= ops(
+            "replicas-eu", "update"
+        )
         fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
-        slots = next(d for d in fra["diffs"] if d["path"] == "environment.REPLICA_SLOTS")
-        assert "dbfleet_ams_0" in slots["new"] and "dbfleet_ams_0" not in slots["old"]
+        etcd = next(d for d in fra["diffs"] if d["path"] == "environment.ETCD_HOSTS")
+        assert len(etcd["new"].split()) == len(etcd["old"].split()) + 1, etcd
         # a region brings its proxy and its pooler; the other regions' poolers are untouched
         assert ops("proxies-eu", "create") == {
             "ams",

@@ -407,8 +407,15 @@ def test_etcd_members_lost_the_group_serves_and_never_splits(fleet):
         assert st.returncode == 3 and "etcd" in st.stdout, st.stdout
         pv = fleet.pulumi("preview", "-s", f"replicas-{GROUP}", "--expect-no-changes", check=False)
         assert pv.returncode != 0 and "etcd-arn" in pv.stdout, pv.stdout
+        # With 2 of 3 members the group still fails over: the leader dies, another leads.
+        old = leader(fleet)
+        os.kill(patroni_pid(fleet, old), signal.SIGKILL)
+        os.kill(postmaster_pid(fleet, old), signal.SIGKILL)
+        new = wait_until(
+            lambda: (lead := leader(fleet)) and lead != old and lead, 60, what="a failover"
+        )
         # A second one lost: no quorum, so no node can be promoted — one leader at most.
-        os.kill(etcd_pids["lhr"], signal.SIGKILL)
+        os.kill(etcd_pids["lhr" if new != "lhr-0" else "fra"], signal.SIGKILL)
         t0 = time.monotonic()
         while time.monotonic() - t0 < 15:
             leaders = [
