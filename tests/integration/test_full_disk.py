@@ -38,10 +38,12 @@ def small_disk_fleet(local_vault):
 
 def _fill(data: Path, leave_bytes: int) -> Path:
     """A root-owned file that leaves `leave_bytes` free on the data root's file system."""
-    free = shutil.disk_usage(data).free
     filler = data / "filler"
+    chunk = b"\0" * 2**20
     with open(filler, "wb") as f:
-        os.posix_fallocate(f.fileno(), 0, max(0, free - leave_bytes))
+        while shutil.disk_usage(data).free - len(chunk) >= leave_bytes:
+            f.write(chunk)
+            f.flush()
     return filler
 
 
