@@ -389,6 +389,21 @@ stop_etcd() {
     fi
 }
 
+# failed_join : the member was added to the cluster but did not start (a full
+# disk, say). Undo the add - a member that never runs would count against the
+# group's quorum - and the half-made data, then stop with the cause.
+failed_join() {
+    local cause list line
+    cause=$(start_failure)
+    [[ -n "${PID:-}" ]] && stop_etcd "$PID"
+    if list=$(cluster_members) && line=$(own_member "$list"); then
+        reconfigure "member remove" member remove "$(member_field "$line" 0)" >/dev/null ||
+            warn "could not take member $MEMBER_NAME back out of the cluster"
+    fi
+    run_as rm -rf -- "$DATA" || true
+    die "etcd $MEMBER_NAME did not join its cluster: $cause (see $LOGFILE)"
+}
+
 do_create() {
     check_inputs
     [[ -x "$ETCD_BIN" ]] || die "etcd not found at $ETCD_BIN (package etcd-server)"
@@ -418,7 +433,7 @@ do_create() {
             start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
                 --initial-cluster-token="$ETCD_TOKEN"
             wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
-                die "etcd $MEMBER_NAME did not join its cluster (see $LOGFILE)"
+                failed_join
             what=rejoined
         else
             start_etcd
@@ -428,7 +443,7 @@ do_create() {
         start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
             --initial-cluster-token="$ETCD_TOKEN"
         wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
-            die "etcd $MEMBER_NAME did not join its cluster (see $LOGFILE)"
+            failed_join
         what=joined
     else
         start_etcd --initial-cluster="$ETCD_CLUSTER" --initial-cluster-state=new \

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import hvac
@@ -21,18 +22,27 @@ from tests.integration.conftest import make_fleet_env
 def small_disk_fleet(local_vault):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs as the data root needs root")
+    # Roomy: a group of three regions takes about 600 MB here (each etcd member
+    # preallocates 64 MB of WAL); the test fills what is left itself.
     fe = make_fleet_env(local_vault, "disk")
     fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet, groups=("eu",)))
     data = fe.home / "data"
     data.mkdir()
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600m,mode=0755", "tmpfs", str(data)], check=True
+        ["mount", "-t", "tmpfs", "-o", "size=1500m,mode=0755", "tmpfs", str(data)], check=True
     )
     try:
         yield fe, data
     finally:
         fe.run("destroy", "--yes", check=False)
-        subprocess.run(["umount", str(data)], check=False)
+        # A failed destroy can leave a process on the mount for a moment: retry, and
+        # detach it lazily rather than leave it mounted.
+        deadline = time.monotonic() + 10
+        while subprocess.run(["umount", str(data)], check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                subprocess.run(["umount", "-l", str(data)], check=False)
+                break
+            time.sleep(0.5)  # retry interval
         shutil.rmtree(fe.root, ignore_errors=True)
 
 
