@@ -144,14 +144,38 @@ switchover() {
         wait_for 30 "$SCOPE to leave synchronous mode" no_sync_standby ||
             die "$SCOPE is still synchronous 30 s after synchronous mode was turned off"
     fi
-    out=$(rest_change POST "$LEADER" /switchover "{\"leader\": \"$LEADER\", \"candidate\": \"$PREFERRED\"}" 2>&1) ||
-        die "Patroni refused the switchover $LEADER -> $PREFERRED: $out"
-    wait_for 120 "$PREFERRED to lead $SCOPE" preferred_leads_and_runs ||
-        die "$PREFERRED does not lead $SCOPE 120 s after the switchover from $LEADER was accepted: $out"
+    # A candidate that just came back (restarted, rewound) may still be catching
+    # up; Patroni then keeps the old leader ("Switched over to X instead of Y").
+    # Wait until it streams with little lag, and try again a few times.
+    local try
+    for try in 1 2 3; do
+        wait_for 60 "$PREFERRED to catch up with $LEADER" candidate_ready ||
+            warn "$PREFERRED is not caught up with $SCOPE's leader after 60 s: $VIEW"
+        out=$(rest_change POST "$LEADER" /switchover "{\"leader\": \"$LEADER\", \"candidate\": \"$PREFERRED\"}" 2>&1) ||
+            die "Patroni refused the switchover $LEADER -> $PREFERRED: $out"
+        if wait_for 60 "$PREFERRED to lead $SCOPE" preferred_leads_and_runs; then
+            break
+        fi
+        ((try < 3)) || die "$PREFERRED does not lead $SCOPE after 3 switchovers from $LEADER were accepted: $out"
+        warn "switchover $LEADER -> $PREFERRED did not take ($out); trying again"
+        wait_for 30 "$SCOPE to have a leader" leader || die "$SCOPE has no leader after a switchover"
+    done
     # The old leader and the other replicas restart to follow the new one: the
     # run ends with the group whole again, not halfway.
     wait_for 120 "every member of $SCOPE to run again" all_running ||
         warn "not every member of $SCOPE runs 120 s after the switchover: $VIEW"
+}
+
+# candidate_ready : PREFERRED runs as a replica whose lag Patroni knows and is
+# under 1 MiB (Patroni's own bar for a switchover candidate is the group's
+# maximum_lag_on_failover; this keeps well below it).
+candidate_ready() {
+    leader || return 1
+    local st lag
+    st=$(member_state "$PREFERRED")
+    [[ "$st" == running/replica/* || "$st" == running/sync_standby/* ]] || return 1
+    lag=${st##*/}
+    [[ "$lag" =~ ^[0-9]+$ ]] && ((lag < 1048576))
 }
 
 # no_sync_standby : Patroni's view names no synchronous standby any more.
