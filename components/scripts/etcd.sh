@@ -404,6 +404,16 @@ failed_join() {
     die "etcd $MEMBER_NAME did not join its cluster: $cause (see $LOGFILE)"
 }
 
+# join_and_start LIST : add this member to the running cluster (LIST: its
+# `member list`), start it as an existing member and wait until it serves.
+join_and_start() {
+    join_cluster "$1"
+    start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
+        --initial-cluster-token="$ETCD_TOKEN"
+    wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
+        failed_join
+}
+
 do_create() {
     check_inputs
     [[ -x "$ETCD_BIN" ]] || die "etcd not found at $ETCD_BIN (package etcd-server)"
@@ -429,21 +439,13 @@ do_create() {
         if list=$(cluster_members) && ! own_member "$list" >/dev/null; then
             info "the group's etcd cluster no longer lists member $MEMBER_NAME: wiping its data, joining again"
             run_as rm -rf -- "$DATA" || die "cannot remove $DATA"
-            join_cluster "$list"
-            start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
-                --initial-cluster-token="$ETCD_TOKEN"
-            wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
-                failed_join
+            join_and_start "$list"
             what=rejoined
         else
             start_etcd
         fi
     elif list=$(cluster_members); then
-        join_cluster "$list"
-        start_etcd --initial-cluster="$INITIAL_CLUSTER" --initial-cluster-state=existing \
-            --initial-cluster-token="$ETCD_TOKEN"
-        wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to join its cluster" serving "$PID" ||
-            failed_join
+        join_and_start "$list"
         what=joined
     else
         start_etcd --initial-cluster="$ETCD_CLUSTER" --initial-cluster-state=new \
