@@ -570,16 +570,9 @@ def capabilities(client, paths: Iterable[str]) -> dict[str, frozenset[str]]:
 
 def ensure_policy(client, name: str, text: str) -> bool:
     """Writes the ACL policy `name` when it is missing or differs; True when it wrote."""
-    import hvac.exceptions
-
     addr = _addr_of(client)
     api_path = f"sys/policies/acl/{_check_segment('policy name', name)}"
-    try:
-        current = client.read(api_path)
-    except hvac.exceptions.InvalidPath:
-        current = None
-    except _translated() as exc:
-        raise _api_error(exc, addr, f"reading policy {name}", api_path, "read") from None
+    current = _read_or_none(client, api_path, f"policy {name}")
     if isinstance(current, Mapping) and (current.get("data") or {}).get("policy") == text:
         return False
     try:
@@ -590,20 +583,24 @@ def ensure_policy(client, name: str, text: str) -> bool:
     return True
 
 
-def transit_key_exists(client, mount: str, key: str) -> bool:
-    """Whether Transit key `key` exists at `mount` (VaultError when the token may not say)."""
+def _read_or_none(client, api_path: str, what: str) -> object:
+    """`client.read(api_path)`, None when nothing is there (404); any other failure
+    as one VaultError naming `what` ("reading <what>") and the path."""
     import hvac.exceptions
 
-    mount = _norm_mount(mount)
-    addr = _addr_of(client)
-    api_path = f"{mount}/keys/{_check_segment('transit key', key)}"
     try:
-        found = client.read(api_path)  # None on 404: no such key (or no such mount)
+        return client.read(api_path)
     except hvac.exceptions.InvalidPath:
-        return False
+        return None
     except _translated() as exc:
-        raise _api_error(exc, addr, f"reading Transit key {key}", api_path, "read") from None
-    return found is not None
+        raise _api_error(exc, _addr_of(client), f"reading {what}", api_path, "read") from None
+
+
+def transit_key_exists(client, mount: str, key: str) -> bool:
+    """Whether Transit key `key` exists at `mount` (VaultError when the token may not say)."""
+    api_path = f"{_norm_mount(mount)}/keys/{_check_segment('transit key', key)}"
+    # None on 404: no such key (or no such mount)
+    return _read_or_none(client, api_path, f"Transit key {key}") is not None
 
 
 def ensure_transit_key(client, mount: str, key: str) -> list[str]:
@@ -650,16 +647,9 @@ def ensure_transit_key(client, mount: str, key: str) -> list[str]:
 def ensure_token_role(client, role: str, settings: Mapping[str, object]) -> bool:
     """Writes token role `role` (auth/token/roles/<role>) when missing or when one of
     `settings` differs; True when it wrote."""
-    import hvac.exceptions
-
     addr = _addr_of(client)
     api_path = f"auth/token/roles/{_check_segment('token role', role)}"
-    try:
-        current = client.read(api_path)
-    except hvac.exceptions.InvalidPath:
-        current = None
-    except _translated() as exc:
-        raise _api_error(exc, addr, f"reading token role {role}", api_path, "read") from None
+    current = _read_or_none(client, api_path, f"token role {role}")
     data = (current or {}).get("data") or {} if isinstance(current, Mapping) else {}
 
     def same(key: str, want: object) -> bool:
