@@ -466,22 +466,33 @@ do_delete() {
     fi
     # Leave the cluster first, so that the rest of the group counts its quorum
     # without this member; etcd refuses if that would cost them their quorum.
-    if list=$(cluster_members); then
+    # When a whole group is deleted, every member leaves at the same time: etcd
+    # then refuses some removals for a moment (membership is changing), and the
+    # last members find nobody left to ask; both end the loop below.
+    local now deadline
+    now=${EPOCHREALTIME//[!0-9]/}
+    deadline=$((now + RECONFIG_TIMEOUT * 1000000))
+    while list=$(cluster_members); do
         removed="not a member of the cluster"
-        if line=$(own_member "$list"); then
-            id=$(member_field "$line" 0)
-            if why=$(reconfigure "member remove" member remove "$id"); then
-                removed="removed from the cluster"
-            elif [[ "$why" == *"unhealthy cluster"* || "$why" == *"not enough started members"* ]]; then
-                die "etcd refuses to remove member $MEMBER_NAME ($why): the other members would lose their quorum; bring the group's other members back up, then run again"
-            else
-                # No quorum at all (the group is going away member by member):
-                # stopping this member cannot make that worse.
-                warn "cannot remove member $MEMBER_NAME from the cluster ($why); stopping it anyway"
-                removed="not removed from the cluster (no quorum)"
-            fi
+        line=$(own_member "$list") || break
+        id=$(member_field "$line" 0)
+        if why=$(ctl "$OTHERS" member remove "$id" 2>&1); then
+            removed="removed from the cluster"
+            break
         fi
-    fi
+        why=$(grep '^Error:' <<<"$why" | tail -n 1)
+        if [[ "$why" != *"unhealthy cluster"* && "$why" != *"not enough started members"* ]]; then
+            # No quorum at all (the group is going away member by member):
+            # stopping this member cannot make that worse.
+            warn "cannot remove member $MEMBER_NAME from the cluster (${why:-no reason given}); stopping it anyway"
+            removed="not removed from the cluster (no quorum)"
+            break
+        fi
+        now=${EPOCHREALTIME//[!0-9]/}
+        ((now < deadline)) ||
+            die "etcd refuses to remove member $MEMBER_NAME ($why): the other members would lose their quorum; bring the group's other members back up, then run again"
+        sleep 0.5
+    done
     if [[ -d "$ETCD_DIR" ]]; then
         local pid
         pid=$(etcd_pid)

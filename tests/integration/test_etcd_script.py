@@ -166,7 +166,8 @@ def refused(host: str, port: int) -> bool:
 
 
 @pytest.fixture
-def group() -> Iterator[Group]:
+def group(request) -> Iterator[Group]:
+    names = getattr(request, "param", ("fra", "ams", "waw"))
     tag = os.urandom(3).hex()
     fleet, user = f"et{tag}", f"et{tag}-{GROUP}"
     subprocess.run(
@@ -181,7 +182,7 @@ def group() -> Iterator[Group]:
     shutil.chown(root, user, user)
     first = random.randrange(10, 240)
     members = []
-    for i, name in enumerate(("fra", "ams", "waw")):
+    for i, name in enumerate(names):
         host = f"127.77.250.{first + i}"
         client_port, peer_port = free_ports(2, host)
         members.append(Member(name, host, client_port, peer_port))
@@ -276,3 +277,23 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     assert ") rejoined in" in group.ok("create", ams)
     eventually("the rejoined member to be healthy", lambda: healthy(members))
     eventually("ams to be listed again", lambda: "ams" in started_members(fra))
+
+
+@pytest.mark.parametrize("group", [("fra", "ams", "arn", "lhr")], indirect=True)
+def test_a_whole_group_deleted_at_once_stops_every_member(group):
+    """`destroy` deletes every member of a group at the same time: none may stay
+    behind because the others left the cluster under it."""
+    members = group.members
+    procs = [(m, group.start("create", m)) for m in members]
+    for m, proc in procs:
+        rc, _out, err = group.finish(m, proc)
+        assert rc == 0, err
+    eventually("the four members to be healthy", lambda: healthy(members))
+    pids = {m: group.pid(m) for m in members}
+    procs = [(m, group.start("delete", m)) for m in members]
+    for m, proc in procs:
+        rc, out, err = group.finish(m, proc)
+        assert rc == 0, f"{m.name}: {err}"
+        assert f"member {m.name} " in out and ", deleted " in out
+    for m in members:
+        assert not alive_etcd(pids[m]) and not group.dir(m).exists()

@@ -343,13 +343,19 @@ def test_an_isolated_leader_demotes_itself_and_two_nodes_never_take_writes(
     # The old leader rejoins (rewound) and the group switches back to it on the next up.
     fe.run("up", "eu", timeout=900)
 
+    last: list[str] = [""]
+
     def fra_leads_a_whole_group() -> bool:
         # DEGRADED (exit 3) for as long as a rejoined node catches up
         proc = fe.run("status", "eu", "--json", check=False)
+        last[0] = proc.stdout
         doc = json.loads(proc.stdout)["groups"][0]
         return proc.returncode == 0 and doc.get("leader") == "fra-0"
 
-    wait_for(fra_leads_a_whole_group, 60, "fra-0 to lead a healthy group again")
+    try:
+        wait_for(fra_leads_a_whole_group, 180, "fra-0 to lead a healthy group again")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last status: {last[0]}") from None
     print(
         f"measured: isolated leader stopped acknowledging {last_inside - t_cut:.1f} s after the cut; "
         f"the new leader ({new_leader}) acknowledged its first write {first_outside - t_cut:.1f} s "
