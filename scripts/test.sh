@@ -8,6 +8,6 @@ source scripts/env.sh
 case "${1:-all}" in
   unit) exec python -m pytest tests/unit -q -p no:cacheprovider ;;
   integration) exec python -m pytest tests/integration -q -p no:cacheprovider -m integration ;;
-  all) exec python -m pytest tests -q -p no:cacheprovider ;;
+  all) exec python -m pytest tests -q -p no:cacheprovider --durations=25 ;;
   *) echo "usage: scripts/test.sh [unit|integration|all]" >&2; exit 2 ;;
 esac

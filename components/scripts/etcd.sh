@@ -338,7 +338,7 @@ render_flags() {
 --quota-backend-bytes=$QUOTA_BACKEND_BYTES
 --snapshot-count=10000
 --strict-reconfig-check=true
---enable-v2=false
+--enable-v2=true
 --logger=zap
 --log-outputs=stderr
 EOF
@@ -469,12 +469,13 @@ do_delete() {
     # When a whole group is deleted, every member leaves at the same time: etcd
     # then refuses some removals for a moment (membership is changing), and the
     # last members find nobody left to ask; both end the loop below.
-    local now deadline
+    local now deadline first_count=""
     now=${EPOCHREALTIME//[!0-9]/}
     deadline=$((now + RECONFIG_TIMEOUT * 1000000))
     while list=$(cluster_members); do
         removed="not a member of the cluster"
         line=$(own_member "$list") || break
+        first_count=${first_count:-$(wc -l <<<"$list")}
         id=$(member_field "$line" 0)
         if why=$(ctl "$OTHERS" member remove "$id" 2>&1); then
             removed="removed from the cluster"
@@ -489,8 +490,16 @@ do_delete() {
             break
         fi
         now=${EPOCHREALTIME//[!0-9]/}
-        ((now < deadline)) ||
+        if ((now >= deadline)); then
+            if (($(wc -l <<<"$list") < first_count)); then
+                # Other members left meanwhile: the group is being taken
+                # down as a whole, and nobody is left to protect.
+                warn "cannot remove member $MEMBER_NAME from the cluster ($why) while the rest of the group leaves; stopping it anyway"
+                removed="not removed from the cluster (the group is leaving)"
+                break
+            fi
             die "etcd refuses to remove member $MEMBER_NAME ($why): the other members would lose their quorum; bring the group's other members back up, then run again"
+        fi
         sleep 0.5
     done
     if [[ -d "$ETCD_DIR" ]]; then

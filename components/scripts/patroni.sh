@@ -93,7 +93,12 @@ restapi:
   authentication:
     username: patroni
     password: $(yaml_str "$PG_SUPERUSER_PASSWORD")
-etcd3:
+# etcd's v2 API: Patroni 3.0.2 refreshes its leader lock there with a
+# compare-and-swap (prevValue), while its etcd3 client rewrites the key
+# unconditionally, so an isolated ex-leader whose demotion was still running
+# took the lock back from the new leader when the partition healed (two
+# timelines 2).  See docs/high-availability.md.
+etcd:
   hosts:
 EOF
     for h in $ETCD_HOSTS; do printf '  - %s\n' "$(yaml_str "$h")"; done
