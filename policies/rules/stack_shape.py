@@ -19,7 +19,6 @@ from __future__ import annotations
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 from components import account, etcd, firewall, patroni, pooler, proxy
-from dbfleet import vault
 
 from .common import (
     ACCOUNT_SCRIPT,
@@ -111,17 +110,11 @@ def problems(ctx: StackContext, resource_type: str, urn: str, name: str, props) 
     view = HostScriptView.of(resource_type, urn, name, props)
     mount = certificate_mount(resource_type, props)
     if mount is not None:
-        # A server certificate: beside the servers (replicas, proxies), from its own
-        # group's CA only.
+        # A server certificate: beside the servers (replicas, proxies); which CA it
+        # comes from is the tls policy's.
         found = []
         if ctx.layer not in CERTIFICATE_LAYERS:
             found.append(f"{name}: {ctx.stack} is a {ctx.layer} stack and declares a certificate")
-        want = vault.pki_mount(ctx.fleet.name, ctx.group_name)
-        if mount not in (want, "?"):
-            found.append(
-                f"{name}: a certificate from {mount}; the servers of group {ctx.group_name} "
-                f"take certificates from their own CA ({want}) only"
-            )
         return found
     if resource_type == HOST_SCRIPT and view is None:
         return [
