@@ -824,9 +824,21 @@ def _seconds(value: object) -> int | None:
 
 def read_ca_pem(client, mount: str) -> str:
     """The PEM certificate of the group's CA at `mount` ("" when there is none yet)."""
+    import hvac.exceptions
+
     mount = _norm_mount(mount)
     api_path = f"{mount}/cert/ca"
-    got = _read_or_none(client, api_path, f"the CA of {mount}")
+    try:
+        got = client.read(api_path)
+    except hvac.exceptions.InvalidPath:
+        return ""
+    except _translated() as exc:
+        # A PKI engine without a CA yet answers 500 "no default issuer".
+        if "no default issuer" in str(exc):
+            return ""
+        raise _api_error(
+            exc, _addr_of(client), f"reading the CA of {mount}", api_path, "read"
+        ) from None
     data = (got or {}).get("data") if isinstance(got, Mapping) else None
     return str((data or {}).get("certificate") or "").strip()
 
