@@ -102,3 +102,14 @@ def test_the_fleet_file_sets_lifetime_and_window(tmp_path) -> None:
     )
     with pytest.raises(Exception, match="cert_ttl_s"):
         load_fleet_text("tls: {cert_ttl_s: 10}\n" + base, tmp_path)
+
+
+def test_status_shows_days_to_expiry_and_an_expired_certificate_degrades_the_group() -> None:
+    from dbfleet.ops import status
+
+    days = status.certificate_days({"fra-0": 86400 * 10.5, "lhr-pooler": 0, "x": None}, now=0)
+    assert days == {"fra-0": 10.5, "lhr-pooler": 0.0}
+    g = status.GroupStatus("eu", certificates=days)
+    assert "expired certificate: lhr-pooler (run dbfleet up eu)" in g.problems
+    assert "certificates expire in: fra-0 10.5 d, lhr-pooler 0 d" in status.render([g])
+    assert status.GroupStatus("eu", certificates={"fra-0": 89.9}).problems == []

@@ -122,7 +122,7 @@ def build(ctx: LayerContext) -> None:
     app_password = pulumi.Output.secret(secrets["app_password"])
     user, db = replicas["app_user"], replicas["app_db"]
 
-    reads, writes, pooled = {}, {}, {}
+    reads, writes, pooled, certs = {}, {}, {}, {}
     for region in ctx.group.regions:
         net = networks["regions"][region]
         backups = tuple(s for other in networks["nearest"][region] for s in servers[other])
@@ -163,6 +163,7 @@ def build(ctx: LayerContext) -> None:
                 renew_fraction=ctx.fleet.tls.renew_fraction,
             ),
         )
+        certs[f"{region}-pooler"] = pooler_cert.expiration
         pooler = RegionPooler(
             f"{region}-pool",
             RegionPoolerArgs(
@@ -224,6 +225,7 @@ def build(ctx: LayerContext) -> None:
     pulumi.export("pooled_endpoints", pooled)
     pulumi.export("ca_certificate", accounts["ca_certificate"])
     pulumi.export("ca_file", str(ca_path))
+    pulumi.export("certificates", certs)
     pulumi.export(
         "pooled_connection_uris",
         pulumi.Output.secret(pulumi.Output.from_input(pooled).apply(pooled_uris)),

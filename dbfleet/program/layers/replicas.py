@@ -94,6 +94,7 @@ def build(ctx: LayerContext) -> None:
     # Clients verify a node under the address they dialled: its own, or any region's
     # proxy of the group (HAProxy passes TLS through; writes may reach any node).
     proxy_hosts = tuple(regions[r]["host"] for r in ctx.group.regions)
+    certs: dict[str, ServerCertificate] = {}
 
     def tls(region: str, k: int) -> TlsFiles:
         cert = ServerCertificate(
@@ -106,6 +107,7 @@ def build(ctx: LayerContext) -> None:
                 renew_fraction=ctx.fleet.tls.renew_fraction,
             ),
         )
+        certs[member_name(region, k)] = cert
         return TlsFiles.of(cert, accounts["ca_certificate"])
 
     def args(region: str, k: int) -> PatroniNodeArgs:
@@ -186,6 +188,8 @@ def build(ctx: LayerContext) -> None:
 
     pulumi.export("primary_region", primary_region)
     pulumi.export("ca_certificate", accounts["ca_certificate"])
+    # When each node's certificate expires (epoch seconds): `dbfleet status` shows the days.
+    pulumi.export("certificates", {name: c.expiration for name, c in certs.items()})
     pulumi.export("nodes", {region: node_out(region) for region in ctx.group.regions})
     pulumi.export("secret_mount", accounts["secret_mount"])
     pulumi.export("secret_path", accounts["secret_path"])
