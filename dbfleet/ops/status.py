@@ -721,7 +721,7 @@ def certificate_days(expirations: Mapping[str, Any], now: float | None = None) -
     out = {}
     for name, expiration in expirations.items():
         try:
-            out[str(name)] = round((float(expiration) - now) / 86400, 1)
+            out[str(name)] = (float(expiration) - now) / 86400
         except (TypeError, ValueError):
             continue
     return dict(sorted(out.items()))
@@ -991,7 +991,7 @@ def render(groups: list[GroupStatus]) -> str:
         if g.etcd:
             lines.append(f"  {'etcd':<8} {_etcd_text(g)}")
         if g.certificates:
-            days = ", ".join(f"{n} {d:g} d" for n, d in g.certificates.items())
+            days = ", ".join(f"{n} {d:.1f} d" for n, d in g.certificates.items())
             lines.append(f"  {'tls':<8} certificates expire in: {days}")
         if g.proxies:
             lines.append(f"  {'proxy':<8} {'stats':<22} {'state':<6} backends")

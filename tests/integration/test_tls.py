@@ -87,6 +87,14 @@ def test_every_endpoint_verifies_under_the_address_the_client_dialled(fe):
         assert row[0] is True and row[1] in ("TLSv1.2", "TLSv1.3")
 
 
+def test_status_shows_every_servers_days_to_expiry(fe):
+    proc = fe.run("status", GROUP, "--json", check=False)
+    certs = json.loads(proc.stdout)["groups"][0]["certificates"]
+    assert sorted(certs) == ["arn-0", "arn-pooler", "fra-0", "fra-pooler", "lhr-0", "lhr-pooler"]
+    assert all(0 < days <= TTL_S / 86400 for days in certs.values()), certs
+    assert "certificates expire in:" in fe.run("status", GROUP, check=False).stdout
+
+
 def test_plain_tcp_is_refused_everywhere(fe):
     direct, pooled = uris(fe), uris(fe, "pooled_connection_uris")
     for uri in (direct["fra"]["write"], direct["arn"]["read"], pooled["lhr"]["write"]):

@@ -109,7 +109,8 @@ def test_status_shows_days_to_expiry_and_an_expired_certificate_degrades_the_gro
 
     days = status.certificate_days({"fra-0": 86400 * 10.5, "lhr-pooler": 0, "x": None}, now=0)
     assert days == {"fra-0": 10.5, "lhr-pooler": 0.0}
+    assert status.certificate_days({"arn-0": 900}, now=0)["arn-0"] > 0  # minutes, not expired
     g = status.GroupStatus("eu", certificates=days)
     assert "expired certificate: lhr-pooler (run dbfleet up eu)" in g.problems
-    assert "certificates expire in: fra-0 10.5 d, lhr-pooler 0 d" in status.render([g])
+    assert "certificates expire in: fra-0 10.5 d, lhr-pooler 0.0 d" in status.render([g])
     assert status.GroupStatus("eu", certificates={"fra-0": 89.9}).problems == []
