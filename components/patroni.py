@@ -27,6 +27,7 @@ from typing import Literal
 import pulumi
 
 from components.hostcmd import Connection, HostScript
+from components.tls import TlsFiles
 
 NODE_TYPE = "dbfleet:patroni:PatroniNode"
 LEADER_TYPE = "dbfleet:patroni:GroupLeader"
@@ -114,10 +115,14 @@ class PatroniNodeArgs:
     dcs: dict
     # superuser_password, replication_password, app_password — as a secret Output.
     passwords: pulumi.Output[dict[str, str]]
+    # The node's certificate from its group's CA, its key, and the CA.
+    tls: TlsFiles | None = None
     # The fleet the node belongs to: its directory's marker names it.
     fleet: str = ""
 
     def __post_init__(self) -> None:
+        if self.tls is None:
+            raise ValueError(f"node {self.member}: no TLS certificate (PostgreSQL takes TLS only)")
         for name, port in (("port", self.port), ("rest_port", self.rest_port)):
             if not 1024 <= port <= 65535:
                 raise ValueError(f"{name} {port} is outside 1024..65535")
@@ -138,12 +143,22 @@ class PatroniNodeArgs:
             "ETCD_HOSTS": " ".join(self.etcd_hosts),
             "ALLOWED_HOSTS": " ".join(self.allowed_hosts),
             "DCS_CONFIG": json.dumps(self.dcs, sort_keys=True),
+            **(self.tls.environment() if self.tls else {}),
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet
         if self.connection.kind == "ssh":
             env["TARGET"] = "ssh"  # listen on the host's own address, not loopback
         return env
+
+    def secret_environment(self) -> pulumi.Output[dict[str, str]]:
+        """The passwords and the node's certificate and key (TLS_CERT, TLS_KEY)."""
+        tls = self.tls.secret_environment() if self.tls else pulumi.Output.from_input({})
+        return pulumi.Output.secret(
+            pulumi.Output.all(password_environment(self.passwords), tls).apply(
+                lambda parts: {**parts[0], **parts[1]}
+            )
+        )
 
 
 class PatroniNode(pulumi.ComponentResource):
@@ -166,7 +181,7 @@ class PatroniNode(pulumi.ComponentResource):
             connection=args.connection,
             script="patroni.sh",
             environment=args.environment(),
-            secret_environment=password_environment(args.passwords),
+            secret_environment=args.secret_environment(),
             # A node's data directory is its identity: moving it is a replacement.
             replace_on_env=["NODE_DIR", "RUN_AS"],
             check_drift=True,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.hostcmd import Connection, HostScript
+from components.tls import TlsFiles
 
 TYPE = "dbfleet:pooler:RegionPooler"
 # The database name an application reads through: `<app_db>` + this.
@@ -47,10 +48,14 @@ class RegionPoolerArgs:
     app_user: str = "app"
     default_pool_size: int = 20
     max_client_conn: int = 1000
+    # The pooler's certificate (its address), key and the group's CA.
+    tls: TlsFiles | None = None
     # The fleet the pooler belongs to (its directory's marker names it); "" none.
     fleet: str = ""
 
     def __post_init__(self) -> None:
+        if self.tls is None:
+            raise ValueError(f"pooler {self.host}: no TLS certificate (clients must use TLS)")
         if not self.pool_dir.startswith("/"):
             raise ValueError(
                 f"pooler {self.host}: pool_dir must be absolute, got {self.pool_dir!r}"
@@ -89,6 +94,7 @@ class RegionPoolerArgs:
             "PRIMARY": self.primary,
             "DEFAULT_POOL_SIZE": str(self.default_pool_size),
             "MAX_CLIENT_CONN": str(self.max_client_conn),
+            **(self.tls.environment() if self.tls else {}),
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet
@@ -109,8 +115,11 @@ class RegionPooler(pulumi.ComponentResource):
             connection=args.connection,
             script="pgbouncer.sh",
             environment=args.environment(),
-            secret_environment=pulumi.Output.secret(args.app_password).apply(
-                lambda p: {"PG_APP_PASSWORD": p}
+            secret_environment=pulumi.Output.secret(
+                pulumi.Output.all(
+                    args.app_password,
+                    args.tls.secret_environment() if args.tls else {},
+                ).apply(lambda parts: {"PG_APP_PASSWORD": parts[0], **parts[1]})
             ),
             replace_on_env=["POOL_DIR", "RUN_AS"],
             check_drift=True,

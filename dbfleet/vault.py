@@ -43,10 +43,13 @@ __all__ = [
     "client_from_env",
     "create_token",
     "delete_group_secrets",
+    "ensure_group_pki",
     "ensure_group_secrets",
     "ensure_policy",
     "ensure_token_role",
     "ensure_transit_key",
+    "issue_certificate",
+    "read_ca_pem",
     "read_group_secrets",
     "secret_path",
     "transit_key_exists",
@@ -705,3 +708,172 @@ def create_token(
             f"token role {role} at VAULT_ADDR={addr} did not grant {', '.join(sorted(set(policies) - granted))}"
         )
     return token
+
+
+#: the role every server certificate of a group is issued from
+PKI_ROLE = "server"
+#: a group CA's lifetime (and the PKI engine's maximum lease): ten years
+CA_TTL = "87600h"
+
+
+def pki_mount(fleet_name: str, group: str) -> str:
+    """Where group `group`'s PKI engine (its CA) is mounted."""
+    return f"pki-{_check_segment('fleet name', fleet_name)}-{_check_segment('group', group)}"
+
+
+def ca_name(fleet_name: str, group: str) -> str:
+    """The common name of group `group`'s CA."""
+    return f"dbfleet {fleet_name} {group} CA"
+
+
+def _mount_type(client, mount: str) -> str | None:
+    addr = _addr_of(client)
+    try:
+        mounts = client.sys.list_mounted_secrets_engines()
+    except _translated() as exc:
+        raise _api_error(exc, addr, "listing secrets engines", "sys/mounts", "read") from None
+    table = mounts.get("data", mounts) if isinstance(mounts, Mapping) else {}
+    found = table.get(f"{mount}/")
+    return None if found is None else str(found.get("type"))
+
+
+def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list[str]:
+    """A PKI engine at `mount` with its own root CA (`common_name`, 10 years) and a role
+    `server` that issues server certificates for IP addresses and names, at most
+    `max_ttl` long, not stored in Vault (they are renewed, never looked up). One engine
+    per group: a group's certificates chain to its CA only. Returns what it created or
+    changed. Needs an admin token (sys/mounts, root generation, roles)."""
+    mount = _norm_mount(mount)
+    addr = _addr_of(client)
+    made: list[str] = []
+    kind = _mount_type(client, mount)
+    if kind is None:
+        try:
+            client.sys.enable_secrets_engine(
+                backend_type="pki",
+                path=mount,
+                description=f"dbfleet certificates: {common_name}",
+                config={"max_lease_ttl": CA_TTL},
+            )
+        except _translated() as exc:
+            raise _api_error(
+                exc, addr, f"enabling PKI at {mount}/", f"sys/mounts/{mount}", "create, update"
+            ) from None
+        made.append(f"PKI engine {mount}/")
+    elif kind != "pki":
+        raise VaultError(
+            f"mount '{mount}' at VAULT_ADDR={addr} is {kind}, not pki; dbfleet issues the "
+            "group's certificates there"
+        )
+    if not read_ca_pem(client, mount):
+        api_path = f"{mount}/root/generate/internal"
+        try:
+            client.write_data(
+                api_path,
+                data={"common_name": common_name, "ttl": CA_TTL, "key_type": "ec", "key_bits": 256},
+            )
+        except _translated() as exc:
+            raise _api_error(
+                exc, addr, f"generating the CA of {mount}", api_path, "update"
+            ) from None
+        made.append(f"CA {common_name}")
+    role = {
+        "allow_any_name": True,
+        "enforce_hostnames": False,
+        "allow_ip_sans": True,
+        "server_flag": True,
+        "client_flag": True,
+        "key_type": "ec",
+        "key_bits": 256,
+        "max_ttl": max_ttl,
+        "no_store": True,
+    }
+    api_path = f"{mount}/roles/{PKI_ROLE}"
+    current = _read_or_none(client, api_path, f"PKI role {PKI_ROLE}")
+    have = (current or {}).get("data") if isinstance(current, Mapping) else None
+    if (
+        not isinstance(have, Mapping)
+        or any(str(have.get(k)) != str(v) for k, v in role.items() if k != "max_ttl")
+        or _seconds(have.get("max_ttl")) != _seconds(max_ttl)
+    ):
+        try:
+            client.write_data(api_path, data=role)
+        except _translated() as exc:
+            raise _api_error(
+                exc, addr, f"writing PKI role {PKI_ROLE}", api_path, "update"
+            ) from None
+        made.append(f"PKI role {mount}/roles/{PKI_ROLE}")
+    for what in made:
+        log.info("created %s", what)
+    return made
+
+
+def _seconds(value: object) -> int | None:
+    """A Vault duration ("72h", "60s", 3600) in seconds; None when unreadable."""
+    if isinstance(value, int):
+        return value
+    text = str(value or "").strip()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        return None
+
+
+def read_ca_pem(client, mount: str) -> str:
+    """The PEM certificate of the group's CA at `mount` ("" when there is none yet)."""
+    import hvac.exceptions
+
+    mount = _norm_mount(mount)
+    api_path = f"{mount}/cert/ca"
+    try:
+        got = client.read(api_path)
+    except hvac.exceptions.InvalidPath:
+        return ""
+    except _translated() as exc:
+        # A PKI engine without a CA yet answers 500 "no default issuer".
+        if "no default issuer" in str(exc):
+            return ""
+        raise _api_error(
+            exc, _addr_of(client), f"reading the CA of {mount}", api_path, "read"
+        ) from None
+    data = (got or {}).get("data") if isinstance(got, Mapping) else None
+    return str((data or {}).get("certificate") or "").strip()
+
+
+def issue_certificate(
+    client, mount: str, common_name: str, ip_sans: Iterable[str], ttl_s: int
+) -> dict[str, object]:
+    """A new certificate from the group's role `server`: its key is made by Vault, returned
+    here in memory only (the caller keeps it as a secret). Returns certificate, private_key,
+    ca (PEM), serial and expiration (epoch seconds)."""
+    mount = _norm_mount(mount)
+    api_path = f"{mount}/issue/{PKI_ROLE}"
+    try:
+        resp = client.write_data(
+            api_path,
+            data={
+                "common_name": common_name,
+                "ip_sans": ",".join(ip_sans),
+                "ttl": f"{int(ttl_s)}s",
+                "private_key_format": "pkcs8",
+            },
+        )
+    except _translated() as exc:
+        raise _api_error(
+            exc, _addr_of(client), f"issuing a certificate for {common_name}", api_path, "update"
+        ) from None
+    data = resp.get("data") if isinstance(resp, Mapping) else None
+    if not isinstance(data, Mapping) or not data.get("certificate") or not data.get("private_key"):
+        raise VaultError(
+            f"no certificate in the answer of {api_path} at VAULT_ADDR={_addr_of(client)}"
+        )
+    return {
+        "certificate": str(data["certificate"]).strip(),
+        "private_key": str(data["private_key"]).strip(),
+        "ca": str(data.get("issuing_ca") or "").strip(),
+        "serial": str(data.get("serial_number") or ""),
+        "expiration": int(data.get("expiration") or 0),
+    }

@@ -54,7 +54,7 @@ DBFLEET_ROOT_MARKER=.dbfleet-root
 # (components/hostcmd.py) reads the number from this line.
 DRIFT_EXIT_CODE=3
 # Names of environment variables that carry secrets.
-SECRET_VARS=(PG_SUPERUSER_PASSWORD PG_REPLICATION_PASSWORD PG_APP_PASSWORD)
+SECRET_VARS=(PG_SUPERUSER_PASSWORD PG_REPLICATION_PASSWORD PG_APP_PASSWORD TLS_KEY)
 
 # Libpq reads these from the environment; a stray value inherited from the
 # caller (PGHOST, PGPASSWORD, ...) must not change whom we connect to or
@@ -247,6 +247,23 @@ put_file() {
             put_file "$dest" ||
         die "cannot write $dest"
     return 0
+}
+
+# write_tls DIR : a server's certificate, private key and its group's CA from
+# TLS_CERT, TLS_KEY (secret) and TLS_CA (PEM, base64-encoded: one printable
+# line each) to DIR/server.crt, DIR/server.key and DIR/ca.crt (DIR 0700, files
+# 0600, as RUN_AS).  Returns 0 when a file changed, 1 when all were current.
+write_tls() {
+    local dir=$1 changed=1 name var pem
+    make_dirs "$dir"
+    for name in server.crt:TLS_CERT server.key:TLS_KEY ca.crt:TLS_CA; do
+        var=${name#*:}
+        [[ -n "${!var:-}" ]] || die "$var is not set (the server's TLS material)"
+        pem=$(base64 -d <<<"${!var}" 2>/dev/null) || die "$var is not base64-encoded PEM"
+        [[ "$pem" == "-----BEGIN "* ]] || die "$var is not a PEM certificate or key"
+        if printf '%s\n' "$pem" | put_file "$dir/${name%%:*}"; then changed=0; fi
+    done
+    return "$changed"
 }
 
 # make_dirs DIR... : create directories (and parents) as RUN_AS, mode 0700.

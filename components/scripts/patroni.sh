@@ -33,6 +33,14 @@
 #   PG_SUPERUSER_PASSWORD    password of "postgres" (also the REST API's
 #                            password for changes: user "patroni")
 #   PG_REPLICATION_PASSWORD  password of role "replicator"
+#   TLS_CERT, TLS_KEY        the node's certificate and private key from its
+#                            group's CA (PEM, base64-encoded: one line each;
+#                            TLS_KEY is secret), written to $NODE_DIR/tls 0600
+#   TLS_CA                   the group's CA certificate (PEM, base64-encoded):
+#                            replication and rewind verify the leader with it
+#                            (sslmode=verify-full).  PostgreSQL accepts TLS
+#                            connections only (hostssl); new files are loaded
+#                            with a reload, never a restart.
 #   FLEET_NAME, TARGET       as for every script (lib.sh)
 # delete needs only RUN_AS and NODE_DIR.
 #
@@ -55,6 +63,7 @@ patroni_vars() {
     PATRONI_CONF=$NODE_DIR/patroni.yml
     PATRONI_PID=$RUN_DIR/patroni.pid
     PATRONI_LOG=$LOG_DIR/patroni.log
+    TLS_DIR=$NODE_DIR/tls
 }
 
 # patroni_pid : the pid in patroni.pid if that process runs Patroni with
@@ -121,9 +130,13 @@ postgresql:
     superuser:
       username: postgres
       password: $(yaml_str "$PG_SUPERUSER_PASSWORD")
+      sslmode: verify-full
+      sslrootcert: $(yaml_str "$TLS_DIR/ca.crt")
     replication:
       username: replicator
       password: $(yaml_str "$PG_REPLICATION_PASSWORD")
+      sslmode: verify-full
+      sslrootcert: $(yaml_str "$TLS_DIR/ca.crt")
   basebackup:
   - checkpoint: fast
   # Never delete a data directory by itself: an operator decides.
@@ -135,6 +148,11 @@ postgresql:
     unix_socket_directories: $(yaml_str "$RUN_DIR")
     unix_socket_permissions: "0700"
     password_encryption: scram-sha-256
+    ssl: "on"
+    ssl_cert_file: $(yaml_str "$TLS_DIR/server.crt")
+    ssl_key_file: $(yaml_str "$TLS_DIR/server.key")
+    ssl_ca_file: $(yaml_str "$TLS_DIR/ca.crt")
+    ssl_min_protocol_version: TLSv1.2
     # One log file under NODE_DIR/log, private; never log statement text.
     logging_collector: "on"
     log_destination: stderr
@@ -151,8 +169,8 @@ postgresql:
 EOF
     for a in ${ALLOWED_HOSTS:-}; do
         [[ "$a" == */* ]] || a="$a/32"
-        printf '  - host all all %s scram-sha-256\n' "$a"
-        printf '  - host replication replicator %s scram-sha-256\n' "$a"
+        printf '  - hostssl all all %s scram-sha-256\n' "$a"
+        printf '  - hostssl replication replicator %s scram-sha-256\n' "$a"
     done
     cat <<'EOF'
 watchdog:
@@ -215,7 +233,7 @@ patroni_log_tail() { tail -n 8 "$PATRONI_LOG" >&2 2>/dev/null || true; }
 
 do_create() {
     require_env PG_SUPERUSER_PASSWORD PG_REPLICATION_PASSWORD REST_PORT MEMBER_NAME SCOPE \
-        ETCD_HOSTS DCS_CONFIG
+        ETCD_HOSTS DCS_CONFIG TLS_CERT TLS_KEY TLS_CA
     pg_check_common
     check_port REST_PORT "$REST_PORT"
     [[ "$MEMBER_NAME" =~ ^[a-z0-9-]+$ ]] || die "MEMBER_NAME '$MEMBER_NAME' is not a member name"
@@ -229,7 +247,8 @@ do_create() {
     local done_=() pid
     if take_over_pre_patroni; then done_+=("taken over from dbfleet's pre-Patroni setup"); fi
 
-    local changed=0
+    local changed=0 tls_changed=0
+    if write_tls "$TLS_DIR"; then tls_changed=1; fi
     if render_config | put_file "$PATRONI_CONF"; then changed=1; fi
     pid=$(patroni_pid)
     if [[ -z "$pid" ]]; then
@@ -247,6 +266,13 @@ do_create() {
     elif ((changed)); then
         kill -HUP "$pid" || die "could not reload Patroni (pid $pid)"
         done_+=("Patroni reloaded")
+    fi
+    if ((tls_changed)) && [[ -n "$pid" ]] && pg_running; then
+        # New certificate files under the same names: PostgreSQL loads them on a
+        # reload (SIGHUP); sessions and the server keep running.
+        run_as "$PG_BIN/pg_ctl" reload -s -D "$PGDATA_DIR" >/dev/null ||
+            die "could not reload PostgreSQL of $MEMBER_NAME for its new certificate"
+        done_+=("certificate reloaded")
     fi
 
     # Running: Patroni answers and its PostgreSQL runs (a new replica first

@@ -25,6 +25,9 @@
 #   PG_APP_PASSWORD    (secret) the application user's password: written to
 #                      userlist.txt (0600, RUN_AS), which PgBouncer uses both
 #                      to check clients (SCRAM) and to log in to the server
+#   TLS_CERT, TLS_KEY  the pooler's certificate (its address) and key (secret),
+#   TLS_CA             and the group's CA, base64-encoded PEM (lib.sh write_tls):
+#                      clients must use TLS; the proxy is verified (verify-full)
 # delete needs only RUN_AS and POOL_DIR.
 #
 # create/update (idempotent): render pgbouncer.ini and userlist.txt; start
@@ -48,6 +51,7 @@ init_vars() {
     PIDFILE=$POOL_DIR/pgbouncer.pid
     LOGFILE=$POOL_DIR/pgbouncer.log
     PRIMARY_FILE=$POOL_DIR/primary
+    TLS_DIR=$POOL_DIR/tls
 }
 
 # pooler_pid : the pid in the pid file if it is a running pgbouncer.
@@ -82,6 +86,15 @@ ignore_startup_parameters = extra_float_digits
 ; and a client waits at most 30 s for a server connection.
 server_login_retry = 1
 query_wait_timeout = 30
+; TLS both ways: clients must use it (the pooler's certificate names this
+; address); the proxy behind is verified against the group's CA.
+client_tls_sslmode = require
+client_tls_cert_file = $TLS_DIR/server.crt
+client_tls_key_file = $TLS_DIR/server.key
+client_tls_protocols = tlsv1.2,tlsv1.3
+server_tls_sslmode = verify-full
+server_tls_ca_file = $TLS_DIR/ca.crt
+server_tls_protocols = tlsv1.2,tlsv1.3
 ; Hundreds of short client connections would drown the log.
 log_connections = 0
 log_disconnections = 0
@@ -108,7 +121,7 @@ do_create() {
     check_run_as
     check_fleet
     require_env POOL_DIR POOL_HOST POOL_PORT APP_DB APP_USER WRITE_TARGET READ_TARGET \
-        PRIMARY DEFAULT_POOL_SIZE MAX_CLIENT_CONN PG_APP_PASSWORD
+        PRIMARY DEFAULT_POOL_SIZE MAX_CLIENT_CONN PG_APP_PASSWORD TLS_CERT TLS_KEY TLS_CA
     check_abs_path POOL_DIR
     check_bind POOL_HOST "$POOL_HOST"
     check_port POOL_PORT "$POOL_PORT"
@@ -129,6 +142,10 @@ do_create() {
     lock_dir "$POOL_DIR"
 
     local done_=() changed=0 previous=
+    if write_tls "$TLS_DIR"; then
+        changed=1
+        done_+=("certificate written")
+    fi
     if render_ini | put_file "$INI"; then
         changed=1
         done_+=("config written")

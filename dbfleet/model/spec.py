@@ -504,6 +504,17 @@ class LimitsSpec(_Model):
     queue_timeout_s: Annotated[StrictInt, Field(ge=1, le=3600)] = 10
 
 
+class TlsSpec(_Model):
+    """Server certificates, issued by each group's own CA in Vault (docs/security.md).
+
+    `cert_ttl_s`: a certificate's lifetime (default 90 days). `renew_fraction`: the last
+    part of that lifetime in which `up` renews it (default a third; a preview shows the
+    renewals it would make)."""
+
+    cert_ttl_s: Annotated[StrictInt, Field(ge=60, le=10 * 365 * 86400)] = 90 * 86400
+    renew_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 1 / 3
+
+
 # Slots of every node kept out of the proxies' shares: PostgreSQL's
 # superuser_reserved_connections (3), Patroni's own sessions and dbfleet status.
 RESERVED_CONNECTIONS = 10
@@ -519,6 +530,7 @@ class FleetSpec(_Model):
     firewall: FirewallSpec = Field(default_factory=FirewallSpec)
     pooling: PoolingSpec = Field(default_factory=PoolingSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    tls: TlsSpec = Field(default_factory=TlsSpec)
     groups: Annotated[dict[GroupName, GroupSpec], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -74,8 +74,7 @@ PROVIDER_ENV = "DBFLEET_SECRETS_PROVIDER"
 PASSPHRASE = "passphrase"
 HASHIVAULT = "hashivault://"
 
-#: the TLS half of issue 14 mounts one PKI engine per group here and issues from its roles
-PKI_MOUNT = "pki-{fleet}-{group}"
+#: a group's PKI engine (vault.pki_mount): its CA, and the role its certificates come from
 PKI_ISSUE_PATHS = ("{mount}/issue/*",)
 PKI_READ_PATHS = ("{mount}/ca", "{mount}/ca/pem", "{mount}/ca_chain", "{mount}/cert/*")
 
@@ -98,6 +97,8 @@ class GroupAccess:
     transit_mount: str = vault.TRANSIT_MOUNT
     #: other KV paths (under kv_mount) the group reads: the ssh target's login
     extra_read: tuple[str, ...] = ()
+    #: the longest certificate the group's PKI role issues (the fleet file's tls.cert_ttl_s)
+    cert_max_ttl_s: int = 90 * 86400
 
     @property
     def secret(self) -> str:
@@ -129,7 +130,12 @@ class GroupAccess:
 
     @property
     def pki_mount(self) -> str:
-        return PKI_MOUNT.format(fleet=self.fleet, group=self.group)
+        return vault.pki_mount(self.fleet, self.group)
+
+    @property
+    def ca_name(self) -> str:
+        """The common name of the group's CA."""
+        return vault.ca_name(self.fleet, self.group)
 
     @property
     def token_role(self) -> str:
@@ -226,7 +232,7 @@ def for_group(fleet: FleetSpec, group: str) -> GroupAccess:
     # is reached like any other; its target is unknown, so no ssh key is asked for.
     if group in fleet.groups and fleet.group_target(group) == "ssh" and fleet.ssh is not None:
         extra = (fleet.ssh.key.strip("/"),)
-    return GroupAccess(fleet.name, group, extra_read=extra)
+    return GroupAccess(fleet.name, group, extra_read=extra, cert_max_ttl_s=fleet.tls.cert_ttl_s)
 
 
 def lacking(have: frozenset[str], need: frozenset[str]) -> list[str]:
@@ -273,6 +279,7 @@ def _admin_paths(acc: GroupAccess, full: bool) -> list[str]:
     paths = [f"sys/mounts/{acc.transit_mount}", acc.key_path]
     if full:
         paths += [f"sys/policies/acl/{acc.policy_name(m)}" for m in MODES]
+        paths += [f"sys/mounts/{acc.pki_mount}", f"{acc.pki_mount}/root/generate/internal"]
         paths.append(f"auth/token/roles/{acc.token_role}")
     return paths
 
@@ -292,6 +299,9 @@ def bootstrap(client, acc: GroupAccess, *, full: bool, transit: bool) -> list[st
                     done.append(f"policy {acc.policy_name(mode)}")
             if vault.ensure_token_role(client, acc.token_role, acc.role_settings()):
                 done.append(f"token role {acc.token_role}")
+            done += vault.ensure_group_pki(
+                client, acc.pki_mount, acc.ca_name, max_ttl=f"{acc.cert_max_ttl_s}s"
+            )
         if full or transit:
             done += vault.ensure_transit_key(client, acc.transit_mount, acc.transit_key)
         return done

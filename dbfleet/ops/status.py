@@ -43,6 +43,7 @@ import io
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -252,6 +253,8 @@ class GroupStatus:
     patroni_error: str = ""  # why no member answered GET /cluster
     etcd: list[EtcdStatus] = field(default_factory=list)
     read_lag_budget: int | None = None
+    # server (node or `<region>-pooler`) -> days until its certificate expires
+    certificates: dict[str, float] = field(default_factory=dict)
 
     @property
     def readable(self) -> bool:
@@ -297,6 +300,9 @@ class GroupStatus:
             out.append("more than one node runs as a primary")
         if any(not e.up or not e.healthy for e in self.etcd):
             out.append("etcd")
+        expired = sorted(n for n, days in self.certificates.items() if days <= 0)
+        if expired:
+            out.append(f"expired certificate: {', '.join(expired)} (run dbfleet up {self.group})")
         return out
 
     @property
@@ -709,6 +715,18 @@ def group_nodes(group: str, reps: Mapping[str, Any]) -> list[NodeStatus]:
     return nodes
 
 
+def certificate_days(expirations: Mapping[str, Any], now: float | None = None) -> dict[str, float]:
+    """Days until each certificate expires (epoch seconds in the stacks' `certificates`)."""
+    now = time.time() if now is None else now
+    out = {}
+    for name, expiration in expirations.items():
+        try:
+            out[str(name)] = (float(expiration) - now) / 86400
+        except (TypeError, ValueError):
+            continue
+    return dict(sorted(out.items()))
+
+
 def collect_group(
     group: str,
     *,
@@ -731,6 +749,12 @@ def collect_group(
     budget = reps.get("read_lag_budget")
     status.read_lag_budget = int(budget) if budget is not None else None
     status.nodes = group_nodes(group, reps)
+    status.certificates = certificate_days(
+        {
+            **(reps.get("certificates") or {}),
+            **((outputs(f"proxies-{group}") or {}).get("certificates") or {}),
+        }
+    )
     names = {n.address: n.name for n in status.nodes}
     rest = [(n.name, n.host, n.rest_port) for n in status.nodes if n.rest_port]
     status.patroni_asked = bool(rest)
@@ -813,7 +837,7 @@ def collect(
     """Every group's status; the stack outputs are read first, all in parallel."""
     if outputs is None:
         fetched = rollout.many_outputs(
-            [f"{layer}-{g}" for g in groups for layer in ("networks", "replicas")]
+            [f"{layer}-{g}" for g in groups for layer in ("networks", "replicas", "proxies")]
         )
 
         def outputs(stack: str) -> dict | None:
@@ -966,6 +990,9 @@ def render(groups: list[GroupStatus]) -> str:
                 lines.append(row.rstrip())
         if g.etcd:
             lines.append(f"  {'etcd':<8} {_etcd_text(g)}")
+        if g.certificates:
+            days = ", ".join(f"{n} {d:.1f} d" for n, d in g.certificates.items())
+            lines.append(f"  {'tls':<8} certificates expire in: {days}")
         if g.proxies:
             lines.append(f"  {'proxy':<8} {'stats':<22} {'state':<6} backends")
             for p in g.proxies:

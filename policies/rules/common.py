@@ -489,6 +489,18 @@ def stack_resource(resources: Iterable[PolicyResource]) -> PolicyResource | None
     return next((r for r in resources if r.resource_type == STACK), None)
 
 
+def certificate_mount(resource_type: str, props: Any) -> str | None:
+    """The PKI mount a ServerCertificate (components/tls.py) is issued from; None for any
+    other resource."""
+    if resource_type != HOST_SCRIPT:
+        return None
+    data = plain(props)
+    if "common_name" not in data or "ip_sans" not in data or "script" in data:
+        return None
+    mount = reveal(data.get("mount"))
+    return str(mount) if mount is not UNKNOWN else "?"
+
+
 def host_script_validator(problems: HostScriptProblems, remediation: str) -> ResourceValidation:
     """The validator of a resource policy that judges HostScripts: every other resource,
     and every stack that cannot be placed in the fleet (stack-shape reports those), is

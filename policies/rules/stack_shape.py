@@ -36,6 +36,7 @@ from .common import (
     ContextError,
     HostScriptView,
     StackContext,
+    certificate_mount,
     context_for,
     region_in_name,
     reporter,
@@ -87,6 +88,8 @@ WHAT = {
     POOLER: "a connection pooler",
     FIREWALL: "a host firewall",
 }
+# The layers whose servers have certificates (components/tls.py).
+CERTIFICATE_LAYERS = ("replicas", "proxies")
 # Engine-owned resources every stack may have.
 _ALWAYS = (STACK, STACK_REFERENCE)
 
@@ -105,6 +108,14 @@ def problems(ctx: StackContext, resource_type: str, urn: str, name: str, props) 
     own_components = LAYER_COMPONENTS[ctx.layer]
     found: list[str] = []
     view = HostScriptView.of(resource_type, urn, name, props)
+    mount = certificate_mount(resource_type, props)
+    if mount is not None:
+        # A server certificate: beside the servers (replicas, proxies); which CA it
+        # comes from is the tls policy's.
+        found = []
+        if ctx.layer not in CERTIFICATE_LAYERS:
+            found.append(f"{name}: {ctx.stack} is a {ctx.layer} stack and declares a certificate")
+        return found
     if resource_type == HOST_SCRIPT and view is None:
         return [
             f"{name}: a dynamic resource that is not a dbfleet HostScript has no place in {ctx.stack}"

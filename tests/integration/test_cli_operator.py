@@ -210,12 +210,16 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
         assert ops("replicas-eu", "create") == {
             "ams-0",
             "ams-0-server",
+            "ams-0-tls",
             "etcd-ams",
             "etcd-ams-etcd",
         }
         assert {"fra-0-server", "lhr-0-server", "arn-0-server", "leader-leader"} <= ops(
             "replicas-eu", "update"
         )
+        # every node's certificate names the new region's proxy address too (TLS passes
+        # through HAProxy: a client dialling ams's proxy verifies whichever node answers)
+        assert {"fra-0-tls", "lhr-0-tls", "arn-0-tls"} <= ops("replicas-eu", "update")
         fra = next(r for r in rows["replicas-eu"]["resources"] if r["name"] == "fra-0-server")
         etcd = next(d for d in fra["diffs"] if d["path"] == "environment.ETCD_HOSTS")
         assert len(etcd["new"].split()) == len(etcd["old"].split()) + 1, etcd
@@ -225,6 +229,7 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
             "ams-haproxy",
             "ams-pool",
             "ams-pool-pgbouncer",
+            "ams-pool-tls",
         }
         assert ops("proxies-eu", "update") == {"fra-haproxy", "lhr-haproxy", "arn-haproxy"}
         assert {c["path"] for c in rows["networks-eu"]["output_changes"]} >= {

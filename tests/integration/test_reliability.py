@@ -272,6 +272,10 @@ def test_rotation_leaks_no_secret_and_a_second_up_changes_nothing(fleet, local_v
     new_app = "rotated-" + os.urandom(16).hex()
     client.secrets.kv.v2.patch(path=path, secret={"app_password": new_app}, mount_point="secret")
     values = [*old.values(), new_app, *secrets_of(fleet, "us").values()]
+    # The servers' private keys too: a line of each key's base64 (docs/security.md).
+    keys = sorted((fleet.home / "data").rglob("tls/server.key"))
+    assert keys, "no server key found"
+    values += [k.read_text().splitlines()[1] for k in keys]
 
     seen_in_args: list[str] = []
     stop = threading.Event()
@@ -306,6 +310,7 @@ def test_rotation_leaks_no_secret_and_a_second_up_changes_nothing(fleet, local_v
     for stack in STACKS:
         text = fleet.export(stack)
         assert not any(v in text for v in values), stack
+        assert "PRIVATE KEY" not in text, stack
     for root in (fleet.home / "pulumi-home", fleet.home / "state", fleet.home / "data"):
         for f in root.rglob("*"):
             if f.is_file() and (root.name != "data" or f.stat().st_mode & 0o044):

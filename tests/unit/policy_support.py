@@ -50,6 +50,8 @@ PASSWORDS = {
 
 UNKNOWN_STRING = UNKNOWN_STRING_VALUE
 
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBunitCA\n-----END CERTIFICATE-----\n"
+
 
 def secret(value: Any) -> dict[str, Any]:
     """A value as the engine sends a Pulumi secret."""
@@ -237,6 +239,8 @@ def upstream_outputs(group: str) -> dict[str, dict[str, Any]]:
             "data_root": f"{UNIT_HOME}/data/dbfleet-{group}",
             "secret_mount": "secret",
             "secret_path": path,
+            "pki_mount": f"pki-dbfleet-{group}",
+            "ca_certificate": CA_PEM,
         },
         f"networks-{group}": {
             "regions": {
@@ -277,6 +281,10 @@ def _recorded(stack: str) -> tuple:
         mp.setenv("DBFLEET_SPEC", str(UNIT_FLEET_FILE))
         mp.setenv("DBFLEET_HOME", UNIT_HOME)
         mp.setattr(vault, "client_from_env", lambda: object())
+        mp.setattr(vault, "read_ca_pem", lambda c, m: CA_PEM)
+        mp.setattr(vault, "ensure_group_pki", lambda *a, **k: [])
+        # The CA file for this machine's clients is not written from unit tests.
+        mp.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
         mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
         mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
         # The networks layer checks its ports on this machine; the plan is what matters here.

@@ -51,6 +51,9 @@ class FakeVault:
             return {**answer, "data": answer}
         self.writes.append((path, dict(data or {})))
         self.store[path] = dict(data or {})
+        if path.endswith("/root/generate/internal"):  # a PKI engine's new CA
+            mount = path.split("/", 1)[0]
+            self.store[f"{mount}/cert/ca"] = {"certificate": f"-----BEGIN CERTIFICATE-----{mount}"}
         return {}
 
     def read(self, path: str) -> dict | None:
@@ -62,7 +65,9 @@ class FakeVault:
     def list_mounted_secrets_engines(self) -> dict:
         return {"data": dict(self.mounts)}
 
-    def enable_secrets_engine(self, backend_type: str, path: str, description: str = "") -> None:
+    def enable_secrets_engine(
+        self, backend_type: str, path: str, description: str = "", config: dict | None = None
+    ) -> None:
         self.writes.append((f"sys/mounts/{path}", {"type": backend_type}))
         self.mounts[f"{path}/"] = {"type": backend_type}
 
@@ -230,7 +235,9 @@ def test_prepare_refuses_before_writing_anything(monkeypatch, fleet) -> None:
     assert fake.writes == []
 
 
-def test_prepare_with_an_admin_token_creates_policies_role_and_key_once(monkeypatch, fleet) -> None:
+def test_prepare_with_an_admin_token_creates_policies_role_ca_and_key_once(
+    monkeypatch, fleet
+) -> None:
     monkeypatch.setenv("VAULT_ADDR", ADDR)
     monkeypatch.delenv(access.PROVIDER_ENV, raising=False)
     fake = FakeVault(root=True)
@@ -241,9 +248,16 @@ def test_prepare_with_an_admin_token_creates_policies_role_and_key_once(monkeypa
         "sys/policies/acl/dbfleet-demo-eu-operator",
         "sys/policies/acl/dbfleet-demo-eu-read-only",
         "auth/token/roles/dbfleet-demo-eu",
+        "sys/mounts/pki-demo-eu",
+        "pki-demo-eu/root/generate/internal",
+        "pki-demo-eu/roles/server",
         "sys/mounts/transit",
         "transit/keys/dbfleet-demo-eu",
     ]
+    # The group's own CA, and a role that issues for addresses, stores nothing.
+    assert fake.store["pki-demo-eu/root/generate/internal"]["common_name"] == "dbfleet demo eu CA"
+    role = fake.store["pki-demo-eu/roles/server"]
+    assert role["allow_ip_sans"] and role["no_store"] and role["max_ttl"] == f"{90 * 86400}s"
     fake.writes.clear()
     access.prepare(fake, fleet, ["eu"], "up")
     assert fake.writes == []  # idempotent: nothing differs, nothing written

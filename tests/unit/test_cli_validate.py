@@ -69,7 +69,7 @@ def test_invalid_file_prints_one_line_per_problem(
     code, out, err = run(capsys, "validate", str(path))
     assert (code, out) == (1, "")
     assert err.splitlines() == [
-        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, tls, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

@@ -3,6 +3,7 @@ and the host scripts' rule for what a fleet may take over or remove."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 
@@ -26,6 +27,7 @@ from components.patroni import (
     dcs_config,
 )
 from components.proxy import ProxyServer, RegionProxy, RegionProxyArgs
+from components.tls import TlsFiles
 from tests.unit.conftest import is_secret, resolve
 
 PASSWORDS = {
@@ -50,6 +52,7 @@ def node_args(**over) -> PatroniNodeArgs:
         "allowed_hosts": ("127.77.12.1", "127.77.20.1"),
         "dcs": dcs_config("async", 1048576, 100),
         "passwords": pulumi.Output.secret(PASSWORDS),
+        "tls": TlsFiles("CERT-PEM", pulumi.Output.secret("KEY-PEM"), "CA-PEM"),
     }
     base.update(over)
     return PatroniNodeArgs(**base)
@@ -74,13 +77,23 @@ def test_node_runs_patroni_with_secrets_only_in_secret_env(mocks):
 @pulumi.runtime.test
 def test_secret_environment_is_a_secret_output(mocks):
     resolve(PatroniNode("fra-0", node_args()).port)
-    # The secret environment carries every password, under the names the script reads.
+    # The secret environment carries every password and the node's certificate and
+    # key, under the names the script reads.
     res = next(r for r in mocks.resources if r.name == "fra-0-server")
     sec = res.inputs["secret_environment"]
     # The engine receives it wrapped as a secret (signature + value).
     assert "4dabf18193072939515e22adb298388d" in sec
     sec = sec["value"]
-    assert set(sec) == {"PG_SUPERUSER_PASSWORD", "PG_REPLICATION_PASSWORD", "PG_APP_PASSWORD"}
+    assert set(sec) == {
+        "PG_SUPERUSER_PASSWORD",
+        "PG_REPLICATION_PASSWORD",
+        "PG_APP_PASSWORD",
+        "TLS_CERT",
+        "TLS_KEY",
+    }
+    # PEM as one printable line each (the script refuses secrets with newlines).
+    assert base64.b64decode(sec["TLS_KEY"]) == b"KEY-PEM\n"
+    assert "TLS_KEY" not in res.inputs["environment"]
 
 
 def test_host_script_marks_secret_environment_secret():

@@ -57,12 +57,17 @@ EU_NETWORKS = {
     },
     "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
 }
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBunitCA\n-----END CERTIFICATE-----\n"
+
+
 EU_ACCOUNTS = {
     "group": "eu",
     "user": "dbfleet-eu",
     "data_root": "/srv/dbfleet/data/dbfleet-eu",
     "secret_mount": "secret",
     "secret_path": "dbfleet/dbfleet/eu/postgres",
+    "pki_mount": "pki-dbfleet-eu",
+    "ca_certificate": CA_PEM,
 }
 
 
@@ -97,6 +102,10 @@ def env(monkeypatch, tmp_path):
     monkeypatch.delenv("DBFLEET_SPEC", raising=False)
     calls = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
+    monkeypatch.setattr(vault, "read_ca_pem", lambda c, m: CA_PEM)
+    monkeypatch.setattr(vault, "ensure_group_pki", lambda *a, **k: [])
+    # The CA file for this machine's clients is not written from unit tests.
+    monkeypatch.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
     monkeypatch.setattr(
         vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS)
     )
@@ -140,8 +149,17 @@ def run_stack(
     return run_program(stack, mocks)
 
 
+SECRET_NAMES = ("PG_SUPERUSER_PASSWORD", "PG_REPLICATION_PASSWORD", "PG_APP_PASSWORD")
+
+
 def scripts(mocks: RecordingMocks) -> dict[str, dict]:
-    return {r.name: r.inputs for r in mocks.of_type(DYN)}
+    """The host scripts a program declares (not its certificates, also dynamic)."""
+    return {r.name: r.inputs for r in mocks.of_type(DYN) if "script" in r.inputs}
+
+
+def certificates(mocks: RecordingMocks) -> dict[str, dict]:
+    """The server certificates a program declares: name -> inputs."""
+    return {r.name: r.inputs for r in mocks.of_type(DYN) if "common_name" in r.inputs}
 
 
 def test_accounts_ensures_secrets_and_creates_user_and_root(env):
@@ -180,12 +198,22 @@ def test_replicas_run_every_node_under_patroni_with_the_preferred_leader_first(e
         assert e["RUN_AS"] == "dbfleet-eu"
         hosts = e["ALLOWED_HOSTS"].split()
         assert {"127.77.12.1", "127.77.20.1", "127.77.2.1"} <= set(hosts)
-        # Passwords travel only in the secret environment, all three of them.
-        assert node["secret_environment"]["value"] == {
+        # Passwords travel only in the secret environment, all three of them, with
+        # the node's certificate and key (TLS_CERT, TLS_KEY).
+        secret = dict(node["secret_environment"]["value"])
+        assert set(secret) == {
+            "PG_SUPERUSER_PASSWORD",
+            "PG_REPLICATION_PASSWORD",
+            "PG_APP_PASSWORD",
+            "TLS_CERT",
+            "TLS_KEY",
+        }
+        assert {k: secret[k] for k in SECRET_NAMES} == {
             "PG_SUPERUSER_PASSWORD": SECRETS["superuser_password"],
             "PG_REPLICATION_PASSWORD": SECRETS["replication_password"],
             "PG_APP_PASSWORD": SECRETS["app_password"],
         }
+        assert "TLS_CA" in e and "TLS_KEY" not in e
     # Passwords come from the accounts layer's Vault path, never recomputed.
     assert ("read", "secret", "dbfleet/dbfleet/eu/postgres") in env
     for inputs in s.values():
@@ -511,8 +539,10 @@ def test_each_region_pools_in_front_of_its_own_proxy(env):
     # The password only in the secret environment.
     for inputs in poolers.values():
         assert SECRETS["app_password"] not in str(inputs["environment"])
-        # a secret value (the engine's marker), holding only the password
-        assert inputs["secret_environment"]["value"] == {"PG_APP_PASSWORD": SECRETS["app_password"]}
+        # a secret value (the engine's marker): the password, the certificate and key
+        secret = inputs["secret_environment"]["value"]
+        assert secret["PG_APP_PASSWORD"] == SECRETS["app_password"]
+        assert set(secret) == {"PG_APP_PASSWORD", "TLS_CERT", "TLS_KEY"}
     assert {r.name for r in mocks.of_type("dbfleet:pooler:RegionPooler")} == {
         "fra-pool",
         "lhr-pool",
@@ -544,10 +574,12 @@ def test_proxies_export_pooled_endpoints_and_secret_pooled_uris(env, exports):
     uris = exports["pooled_connection_uris"]
     assert is_secret(uris)
     password = SECRETS["app_password"]
+    tls = "?sslmode=verify-full&sslrootcert=/srv/dbfleet/tls/dbfleet-eu-ca.pem"
     assert resolve(uris)["lhr"] == {
-        "read": f"postgresql://app:{password}@127.77.20.1:6435/app_read",
-        "write": f"postgresql://app:{password}@127.77.20.1:6435/app",
+        "read": f"postgresql://app:{password}@127.77.20.1:6435/app_read{tls}",
+        "write": f"postgresql://app:{password}@127.77.20.1:6435/app{tls}",
     }
+    assert exports["ca_certificate"] == CA_PEM
     # The direct endpoints stay as they were.
     assert {"read_endpoints", "write_endpoints", "connection_uris"} <= set(exports)
 
@@ -780,3 +812,20 @@ def test_a_stack_deployed_by_an_older_dbfleet_of_this_fleet_is_adopted(env, expo
     mocks = run_stack("accounts-eu", legacy)
     assert "account-account" in scripts(mocks)
     assert exports["fleet"]["name"] == "dbfleet"
+
+
+def test_every_node_and_pooler_gets_a_certificate_from_its_groups_ca(env):
+    """A client verifies a node under the address it dialled: the node's own or any
+    region's proxy (TLS passes through HAProxy). The pooler's names its own address."""
+    nodes = certificates(run_stack("replicas-eu"))
+    proxies = {"127.77.12.1", "127.77.20.1", "127.77.2.1"}
+    assert sorted(nodes) == ["arn-0-tls", "fra-0-tls", "lhr-0-tls"]
+    for name, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
+        cert = nodes[f"{name}-0-tls"]
+        assert cert["mount"] == "pki-dbfleet-eu"
+        assert cert["common_name"] == f"{name}-0"
+        assert set(cert["ip_sans"]) == {host} | proxies
+        assert cert["ttl_s"] == 90 * 86400
+    poolers = certificates(run_stack("proxies-eu"))
+    assert poolers["lhr-pool-tls"]["ip_sans"] == ["127.77.20.1"]
+    assert {c["mount"] for c in poolers.values()} == {"pki-dbfleet-eu"}

@@ -57,12 +57,17 @@ NETWORKS = {
     },
     "nearest": {"fra": ["lhr", "arn"], "lhr": ["fra", "arn"], "arn": ["fra", "lhr"]},
 }
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBunitCA\n-----END CERTIFICATE-----\n"
+
+
 ACCOUNTS = {
     "group": "eu",
     "user": "lab-eu",
     "data_root": "/var/lib/dbfleet/lab-eu",
     "secret_mount": "secret",
     "secret_path": "dbfleet/lab/eu/postgres",
+    "pki_mount": "pki-lab-eu",
+    "ca_certificate": CA_PEM,
 }
 
 
@@ -105,6 +110,10 @@ def ssh_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
     monkeypatch.setenv("DBFLEET_HOME", "/srv/dbfleet")
     reads: list = []
     monkeypatch.setattr(vault, "client_from_env", lambda: object())
+    monkeypatch.setattr(vault, "read_ca_pem", lambda c, m: CA_PEM)
+    monkeypatch.setattr(vault, "ensure_group_pki", lambda *a, **k: [])
+    # The CA file for this machine's clients is not written from unit tests.
+    monkeypatch.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
     monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: dict(SECRETS))
     monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(SECRETS))
     monkeypatch.setattr(
@@ -123,7 +132,13 @@ def run_stack(stack: str) -> RecordingMocks:
 
 
 def scripts(mocks: RecordingMocks) -> dict[str, dict]:
-    return {r.name: r.inputs for r in mocks.of_type(DYN)}
+    """The host scripts a program declares (not its certificates, also dynamic)."""
+    return {r.name: r.inputs for r in mocks.of_type(DYN) if "script" in r.inputs}
+
+
+def certificates(mocks: RecordingMocks) -> dict[str, dict]:
+    """The server certificates a program declares: name -> inputs."""
+    return {r.name: r.inputs for r in mocks.of_type(DYN) if "common_name" in r.inputs}
 
 
 def test_every_host_gets_an_account_that_installs_the_packages(ssh_fleet: list) -> None:

@@ -47,6 +47,7 @@ PACK_ORDER = [
     "durability",
     "authentication",
     "stack-shape",
+    "tls",
 ]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 

@@ -3,11 +3,14 @@ pgbouncer.sh reads, and the password travels only in the secret environment."""
 
 from __future__ import annotations
 
+import base64
+
 import pulumi
 import pytest
 
 from components.hostcmd import LOCAL, Connection
 from components.pooler import TYPE, RegionPooler, RegionPoolerArgs
+from components.tls import TlsFiles
 from tests.unit.conftest import resolve
 
 PASSWORD = "P" * 43
@@ -24,6 +27,7 @@ def pooler_args(**over) -> RegionPoolerArgs:
         "read_target": "127.77.20.1:6432",
         "primary": "127.77.12.1:5432",
         "app_password": pulumi.Output.secret(PASSWORD),
+        "tls": TlsFiles("CERT-PEM", pulumi.Output.secret("KEY-PEM"), "CA-PEM"),
     }
     base.update(over)
     return RegionPoolerArgs(**base)
@@ -48,6 +52,8 @@ def test_environment_is_what_pgbouncer_sh_reads():
         "DEFAULT_POOL_SIZE": "7",
         "MAX_CLIENT_CONN": "70",
         "FLEET_NAME": "ncfleet",
+        # the group's CA (public); the pooler's certificate and key are secret
+        "TLS_CA": base64.b64encode(b"CA-PEM\n").decode(),
     }
     assert pooler_args().read_db == "app_read"
 
@@ -84,7 +90,12 @@ def test_the_pooler_runs_pgbouncer_sh_with_the_password_as_a_secret(mocks):
     inputs = mocks.named("lhr-pool-pgbouncer").inputs
     assert inputs["script"] == "pgbouncer.sh"
     assert PASSWORD not in str(inputs["environment"])
-    assert inputs["secret_environment"]["value"] == {"PG_APP_PASSWORD": PASSWORD}
+    assert inputs["secret_environment"]["value"] == {
+        "PG_APP_PASSWORD": PASSWORD,
+        "TLS_CERT": base64.b64encode(b"CERT-PEM\n").decode(),
+        "TLS_KEY": base64.b64encode(b"KEY-PEM\n").decode(),
+    }
+    assert "KEY-PEM" not in str(inputs["environment"])
     # Moving the directory or its owner is a replacement; everything else an update.
     assert inputs["replace_on_env"] == ["POOL_DIR", "RUN_AS"]
     assert inputs["check_drift"] is True

@@ -262,7 +262,7 @@ def test_nodes_default_to_one() -> None:
     [
         (
             "colour",
-            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, groups)",
+            "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, tls, groups)",
         ),
         (
             "groups.eu.colour",
@@ -587,7 +587,7 @@ def test_several_rule_problems_in_one_group_are_all_reported_in_file_order() -> 
 def test_problems_follow_the_file_not_the_schema() -> None:
     text = "colour: blue\ngroups:\n  eu: {zone: EU, primary: fra, regions: {fra: {nodes: 0}}}\n"
     assert problems(text) == [
-        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, groups)",
+        "colour: unknown key (allowed: name, target, network, ssh, firewall, pooling, limits, tls, groups)",
         "groups.eu.regions.fra.nodes: must be at least 1, got 0",
     ]
 

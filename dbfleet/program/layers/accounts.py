@@ -41,6 +41,24 @@ def build(ctx: LayerContext) -> None:
                 raise
     else:
         vault.ensure_group_secrets(client, vault.DEFAULT_MOUNT, path)
+    # The group's CA (Vault PKI, one engine per group): `dbfleet up` with an admin token
+    # makes it; this stack only needs to find it.
+    pki = vault.pki_mount(ctx.fleet.name, ctx.group_name)
+    ca = vault.read_ca_pem(client, pki)
+    if not ca and not pulumi.runtime.is_dry_run():
+        try:
+            vault.ensure_group_pki(
+                client,
+                pki,
+                vault.ca_name(ctx.fleet.name, ctx.group_name),
+                max_ttl=f"{ctx.fleet.tls.cert_ttl_s}s",
+            )
+        except vault.VaultError as exc:
+            raise vault.VaultError(
+                f"group {ctx.group_name} has no CA in Vault yet ({exc}); run `dbfleet up "
+                f"{ctx.group_name}` once with an admin token"
+            ) from None
+        ca = vault.read_ca_pem(client, pki)
 
     if ctx.target == "ssh":
         accounts = [
@@ -74,3 +92,6 @@ def build(ctx: LayerContext) -> None:
     pulumi.export("data_root", accounts[0].data_root)
     pulumi.export("secret_mount", vault.DEFAULT_MOUNT)
     pulumi.export("secret_path", path)
+    pulumi.export("pki_mount", pki)
+    # Public: what clients verify the group's servers with (sslmode=verify-full).
+    pulumi.export("ca_certificate", ca)

@@ -5,12 +5,15 @@ docs/pooling.md)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import quote
 
 import pulumi
 
 from components.pooler import READ_SUFFIX, RegionPooler, RegionPoolerArgs
 from components.proxy import ProxyServer, RegionProxy, RegionProxyArgs
+from components.tls import ServerCertificate, ServerCertificateArgs, TlsFiles
 from dbfleet import vault
 from dbfleet.model.spec import RESERVED_CONNECTIONS
 from dbfleet.program.layers.context import LayerContext
@@ -61,6 +64,25 @@ def _servers(stack: str, region: str, node: dict, net: dict) -> tuple[ProxyServe
     return tuple(servers)
 
 
+def ca_file(fleet: str, group: str, env: dict | None = None) -> Path:
+    """Where dbfleet keeps group `group`'s CA certificate for this machine's clients
+    (the connection URIs' `sslrootcert`): beside the state, `$DBFLEET_HOME/tls`."""
+    env = os.environ if env is None else env
+    home = env.get("DBFLEET_HOME") or str(Path(__file__).resolve().parents[3] / ".dbfleet")
+    return Path(home) / "tls" / f"{fleet}-{group}-ca.pem"
+
+
+def _write_public(path: Path, text: str) -> None:
+    """A public file (a CA certificate), written atomically, 0644."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
 def build(ctx: LayerContext) -> None:
     prefetch(*ctx.stack.upstream_stacks())
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions", "nearest"))
@@ -68,7 +90,9 @@ def build(ctx: LayerContext) -> None:
         ctx.stack.upstream("replicas"),
         ("primary_region", "nodes", "secret_mount", "secret_path", "app_db", "app_user"),
     )
-    accounts = read_outputs(ctx.stack.upstream("accounts"), ("user", "data_root"))
+    accounts = read_outputs(
+        ctx.stack.upstream("accounts"), ("user", "data_root", "pki_mount", "ca_certificate")
+    )
     require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
     require_regions(ctx.stack.upstream("replicas"), replicas, "nodes", ctx.group.regions)
     nodes: dict = replicas["nodes"]
@@ -98,7 +122,7 @@ def build(ctx: LayerContext) -> None:
     app_password = pulumi.Output.secret(secrets["app_password"])
     user, db = replicas["app_user"], replicas["app_db"]
 
-    reads, writes, pooled = {}, {}, {}
+    reads, writes, pooled, certs = {}, {}, {}, {}
     for region in ctx.group.regions:
         net = networks["regions"][region]
         backups = tuple(s for other in networks["nearest"][region] for s in servers[other])
@@ -129,6 +153,17 @@ def build(ctx: LayerContext) -> None:
                 f"{ctx.stack.upstream('networks')} has no pool_port for region {region}: "
                 "run `up` on the networks layer first"
             )
+        pooler_cert = ServerCertificate(
+            f"{region}-pool-tls",
+            ServerCertificateArgs(
+                mount=accounts["pki_mount"],
+                common_name=f"{ctx.group_name}-{region}-pooler",
+                ip_sans=(net["host"],),
+                ttl_s=ctx.fleet.tls.cert_ttl_s,
+                renew_fraction=ctx.fleet.tls.renew_fraction,
+            ),
+        )
+        certs[f"{region}-pooler"] = pooler_cert.expiration
         pooler = RegionPooler(
             f"{region}-pool",
             RegionPoolerArgs(
@@ -147,6 +182,7 @@ def build(ctx: LayerContext) -> None:
                 app_user=user,
                 default_pool_size=ctx.fleet.pooling.default_pool_size,
                 max_client_conn=ctx.fleet.pooling.max_client_conn,
+                tls=TlsFiles.of(pooler_cert, accounts["ca_certificate"]),
             ),
             # After the proxy: on a switchover HAProxy points at the new primary
             # before the pooler renews its server connections.
@@ -155,13 +191,18 @@ def build(ctx: LayerContext) -> None:
         pooled[region] = pooler.endpoint
 
     password = quote(secrets["app_password"], safe="")
+    # Clients verify the server's certificate and its address against the group's CA.
+    ca_path = ca_file(ctx.fleet.name, ctx.group_name)
+    if not pulumi.runtime.is_dry_run():
+        _write_public(ca_path, accounts["ca_certificate"].strip() + "\n")
+    tls = f"?sslmode=verify-full&sslrootcert={quote(str(ca_path), safe='/')}"
 
     def uris(endpoints: list) -> dict:
         read_eps, write_eps = endpoints
         return {
             region: {
-                "read": f"postgresql://{user}:{password}@{read_eps[region]}/{db}",
-                "write": f"postgresql://{user}:{password}@{write_eps[region]}/{db}",
+                "read": f"postgresql://{user}:{password}@{read_eps[region]}/{db}{tls}",
+                "write": f"postgresql://{user}:{password}@{write_eps[region]}/{db}{tls}",
             }
             for region in read_eps
         }
@@ -175,13 +216,16 @@ def build(ctx: LayerContext) -> None:
     def pooled_uris(endpoints: dict) -> dict:
         return {
             region: {
-                "read": f"postgresql://{user}:{password}@{ep}/{db}{READ_SUFFIX}",
-                "write": f"postgresql://{user}:{password}@{ep}/{db}",
+                "read": f"postgresql://{user}:{password}@{ep}/{db}{READ_SUFFIX}{tls}",
+                "write": f"postgresql://{user}:{password}@{ep}/{db}{tls}",
             }
             for region, ep in endpoints.items()
         }
 
     pulumi.export("pooled_endpoints", pooled)
+    pulumi.export("ca_certificate", accounts["ca_certificate"])
+    pulumi.export("ca_file", str(ca_path))
+    pulumi.export("certificates", certs)
     pulumi.export(
         "pooled_connection_uris",
         pulumi.Output.secret(pulumi.Output.from_input(pooled).apply(pooled_uris)),

@@ -17,6 +17,7 @@ from components.patroni import (
     dcs_config,
     member_name,
 )
+from components.tls import ServerCertificate, ServerCertificateArgs, TlsFiles
 from dbfleet import vault
 from dbfleet.model.topology import LOCAL_SOURCE
 from dbfleet.program.layers.context import LayerContext
@@ -40,7 +41,8 @@ def build(ctx: LayerContext) -> None:
     previous = _previous_primary(str(ctx.stack))
     prefetch(*ctx.stack.upstream_stacks())
     accounts = read_outputs(
-        ctx.stack.upstream("accounts"), ("user", "data_root", "secret_mount", "secret_path")
+        ctx.stack.upstream("accounts"),
+        ("user", "data_root", "secret_mount", "secret_path", "pki_mount", "ca_certificate"),
     )
     networks = read_outputs(ctx.stack.upstream("networks"), ("regions",))
     require_regions(ctx.stack.upstream("networks"), networks, "regions", ctx.group.regions)
@@ -89,6 +91,25 @@ def build(ctx: LayerContext) -> None:
         net = regions[region]
         return _node_hosts(net)[k], net["node_ports"][k], _rest_ports(net)[k]
 
+    # Clients verify a node under the address they dialled: its own, or any region's
+    # proxy of the group (HAProxy passes TLS through; writes may reach any node).
+    proxy_hosts = tuple(regions[r]["host"] for r in ctx.group.regions)
+    certs: dict[str, ServerCertificate] = {}
+
+    def tls(region: str, k: int) -> TlsFiles:
+        cert = ServerCertificate(
+            f"{member_name(region, k)}-tls",
+            ServerCertificateArgs(
+                mount=accounts["pki_mount"],
+                common_name=member_name(region, k),
+                ip_sans=(_node_hosts(regions[region])[k], *proxy_hosts),
+                ttl_s=ctx.fleet.tls.cert_ttl_s,
+                renew_fraction=ctx.fleet.tls.renew_fraction,
+            ),
+        )
+        certs[member_name(region, k)] = cert
+        return TlsFiles.of(cert, accounts["ca_certificate"])
+
     def args(region: str, k: int) -> PatroniNodeArgs:
         host, port, rest = address(region, k)
         return PatroniNodeArgs(
@@ -106,6 +127,7 @@ def build(ctx: LayerContext) -> None:
             allowed_hosts=allowed,
             dcs=dcs,
             passwords=passwords,
+            tls=tls(region, k),
             fleet=ctx.fleet.name,
         )
 
@@ -165,6 +187,9 @@ def build(ctx: LayerContext) -> None:
         }
 
     pulumi.export("primary_region", primary_region)
+    pulumi.export("ca_certificate", accounts["ca_certificate"])
+    # When each node's certificate expires (epoch seconds): `dbfleet status` shows the days.
+    pulumi.export("certificates", {name: c.expiration for name, c in certs.items()})
     pulumi.export("nodes", {region: node_out(region) for region in ctx.group.regions})
     pulumi.export("secret_mount", accounts["secret_mount"])
     pulumi.export("secret_path", accounts["secret_path"])
