@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationPolicy,
+)
 
 from dbfleet import vault
 
@@ -21,8 +30,13 @@ from .common import (
     NODE_SCRIPTS,
     POOLER_SCRIPT,
     HostScriptView,
+    StackContext,
     certificate_mount,
+    leaves,
+    plain,
     reporter,
+    stack_resource,
+    stack_validator,
     try_context,
 )
 
@@ -70,6 +84,55 @@ def validate(args: ResourceValidationArgs, report_violation: ReportViolation) ->
         )
 
 
+OUTPUTS_DESCRIPTION = (
+    "TLS for clients: every connection URI a stack exports verifies the server "
+    "(sslmode=verify-full) with a CA file (sslrootcert)."
+)
+OUTPUTS_REMEDIATION = (
+    "build connection URIs with ?sslmode=verify-full&sslrootcert=<the group's CA file> "
+    "(dbfleet/program/layers/proxies.py)."
+)
+#: the outputs whose every value is a client's connection URI
+URI_OUTPUTS = ("connection_uris", "pooled_connection_uris")
+
+
+def uri_problem(where: str, uri: str) -> str | None:
+    """Why `uri` lets a client connect without verifying the server (None: it verifies)."""
+    query = parse_qs(urlsplit(uri).query)
+    mode = (query.get("sslmode") or ["prefer (libpq's default)"])[-1]
+    if mode != "verify-full":
+        return f"{where}: sslmode={mode}; clients must verify the server (verify-full)"
+    if not query.get("sslrootcert"):
+        return f"{where}: no sslrootcert; verify-full needs the group's CA file"
+    return None
+
+
+def output_problems(
+    ctx: StackContext, resources: list[PolicyResource], _config: Mapping[str, Any]
+) -> list[tuple[str | None, str]]:
+    stack = stack_resource(resources)
+    if stack is None:
+        return []
+    outputs = plain(stack.props)
+    found = []
+    for key in URI_OUTPUTS:
+        if not isinstance(outputs, dict) or key not in outputs:
+            continue
+        for leaf in leaves(outputs[key], (key,)):
+            if isinstance(leaf.value, str) and "://" in leaf.value:
+                problem = uri_problem(leaf.dotted, leaf.value)
+                if problem:
+                    found.append((stack.urn, problem))
+    return found
+
+
+tls_outputs = StackValidationPolicy(
+    name="tls-outputs",
+    description=OUTPUTS_DESCRIPTION,
+    validate=stack_validator(output_problems, OUTPUTS_REMEDIATION),
+    enforcement_level=MANDATORY,
+)
+
 tls = ResourceValidationPolicy(
     name="tls",
     description=DESCRIPTION,
@@ -77,4 +140,4 @@ tls = ResourceValidationPolicy(
     enforcement_level=MANDATORY,
 )
 
-POLICIES = [tls]
+POLICIES = [tls, tls_outputs]

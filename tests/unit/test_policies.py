@@ -48,6 +48,7 @@ PACK_ORDER = [
     "authentication",
     "stack-shape",
     "tls",
+    "tls-outputs",
 ]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from policies.rules.tls import tls
+from policies.rules.tls import tls, tls_outputs
 from tests.unit.policy_support import (
     host_scripts,
     messages,
     replace_props,
     run_resource_policy,
+    run_stack_policy,
+    secret,
     with_env,
 )
 
@@ -49,3 +51,35 @@ def test_a_certificate_from_another_groups_ca_is_refused():
     assert cert.props["mount"] == "pki-dbfleet-eu"
     text = check(replace_props(cert, mount="pki-dbfleet-us"))
     assert "fra-0-tls: a certificate from pki-dbfleet-us; the servers of group eu take" in text
+
+
+def check_outputs(stack: str, outputs: dict) -> str:
+    return messages(run_stack_policy(tls_outputs, stack, [], outputs))
+
+
+def proxies_outputs(query: str) -> dict:
+    uri = f"postgresql://app:{'A' * 43}@127.77.12.1:6433/app{query}"
+    return {
+        "connection_uris": secret({"fra": {"read": uri, "write": uri}}),
+        "pooled_connection_uris": secret({"fra": {"write": uri}}),
+    }
+
+
+def test_verifying_connection_uris_pass():
+    ok = "?sslmode=verify-full&sslrootcert=/srv/dbfleet/tls/dbfleet-eu-ca.pem"
+    assert check_outputs("proxies-eu", proxies_outputs(ok)) == ""
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("", "sslmode=prefer (libpq's default); clients must verify the server"),
+        ("?sslmode=require&sslrootcert=/ca.pem", "sslmode=require; clients must verify"),
+        ("?sslmode=verify-full", "no sslrootcert; verify-full needs the group's CA file"),
+    ],
+)
+def test_a_connection_uri_below_verify_full_is_refused(query, problem):
+    text = check_outputs("proxies-eu", proxies_outputs(query))
+    assert f"connection_uris.fra.write: {problem}" in text
+    assert f"pooled_connection_uris.fra.write: {problem}" in text
+    assert "A" * 43 not in text  # never the password
