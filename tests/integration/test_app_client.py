@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -81,7 +82,9 @@ def test_endpoints_env_prints_the_apps_environment_with_passwords_only_when_aske
     password = psycopg.conninfo.conninfo_to_dict(env["DATABASE_URL"])["password"]
     masked = fleet.run("endpoints", "--env", "lhr")
     assert password not in masked.stdout + masked.stderr
-    assert f"DATABASE_URL={env['DATABASE_URL'].replace(password, '****')}" in masked.stdout
+    # shell-quoted (the URI's query has `&`), as `eval "$(dbfleet endpoints --env lhr)"` needs
+    masked_url = shlex.quote(env["DATABASE_URL"].replace(password, "****"))
+    assert f"DATABASE_URL={masked_url}" in masked.stdout
     with psycopg.connect(env["DATABASE_URL"], **CONNECT) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
     with psycopg.connect(env["DATABASE_WRITE_URL"], **CONNECT) as conn:
