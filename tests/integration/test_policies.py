@@ -101,6 +101,8 @@ CASE_RUNS = {
     "exposure-excepted": ("public_bind", "replicas-eu", ("preview",), EXCEPT_FRA),
     "authentication": ("weak_authentication", "replicas-eu", ("preview",), None),
     "stack-shape": ("wrong_stack_shape", "proxies-eu", ("preview",), None),
+    "tls": ("no_certificate", "replicas-eu", ("preview",), None),
+    "tls-outputs": ("plain_uris", "proxies-eu", ("preview",), None),
     # The real program on a fleet file whose group br has two regions.
     "durability": ("two_region_fleet", "accounts-br", ("preview",), None),
     "durability-mandatory": (
@@ -348,6 +350,19 @@ def test_stack_shape_blocks_a_database_and_a_us_region_in_proxies_eu(runs):
         "proxies-eu is a proxies stack and declares a database (patroni.sh); that belongs in replicas-eu",
         "iad: proxies-eu declares region iad (zone US, group us); group eu has only fra, lhr, arn",
     )  # fmt: skip
+
+
+def test_tls_blocks_a_node_without_its_ca_and_uris_that_do_not_verify(runs):
+    assert_blocked(
+        runs.case("tls"), "tls",
+        "fra-0-server: a PostgreSQL node without its group's CA certificate (TLS_CA) would accept plain TCP",
+    )  # fmt: skip
+    proc = runs.case("tls-outputs")
+    assert_blocked(
+        proc, "tls-outputs",
+        "connection_uris.fra.write: sslmode=prefer (libpq's default); clients must verify the server",
+    )  # fmt: skip
+    assert "policy-case-application" not in proc.stdout  # the URI's password is never shown
 
 
 def test_every_mandatory_policy_is_shown_blocking_a_preview():

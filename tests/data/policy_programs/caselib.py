@@ -9,6 +9,7 @@ would go if a policy let it through; the tests check that nothing ever appears t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
@@ -30,6 +31,12 @@ PASSWORDS = {
     "PG_REPLICATION_PASSWORD": "policy-case-replication-3a1b4c6d",
     "PG_APP_PASSWORD": "policy-case-application-9e8d7c6b",
 }
+
+
+# A group's CA certificate as the node and pooler scripts get it (TLS_CA: base64 PEM).
+# Any PEM certificate serves here: these programs are only ever previewed.
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBpolicyCaseCA\n-----END CERTIFICATE-----\n"
+TLS_CA = base64.b64encode(CA_PEM.encode()).decode()
 
 
 class Group:
@@ -88,8 +95,9 @@ class Group:
             "ETCD_HOSTS": self.etcd_hosts(region),
             "ALLOWED_HOSTS": self.allowed_hosts(),
             "DCS_CONFIG": self.dcs(),
+            "TLS_CA": TLS_CA,
         }
-        return {**env, **changes}
+        return {k: v for k, v in {**env, **changes}.items() if v is not None}
 
     def node(
         self, region: str, env: dict[str, str] | None = None, secrets: dict[str, str] | None = None
