@@ -573,15 +573,11 @@ def capabilities(client, paths: Iterable[str]) -> dict[str, frozenset[str]]:
 
 def ensure_policy(client, name: str, text: str) -> bool:
     """Writes the ACL policy `name` when it is missing or differs; True when it wrote."""
-    addr = _addr_of(client)
     api_path = f"sys/policies/acl/{_check_segment('policy name', name)}"
     current = _read_or_none(client, api_path, f"policy {name}")
     if isinstance(current, Mapping) and (current.get("data") or {}).get("policy") == text:
         return False
-    try:
-        client.write_data(api_path, data={"policy": text})
-    except _translated() as exc:
-        raise _api_error(exc, addr, f"writing policy {name}", api_path, "create, update") from None
+    _write(client, api_path, {"policy": text}, f"writing policy {name}")
     log.info("wrote Vault policy %s", name)
     return True
 
@@ -599,6 +595,43 @@ def _read_or_none(client, api_path: str, what: str) -> object:
         raise _api_error(exc, _addr_of(client), f"reading {what}", api_path, "read") from None
 
 
+def _write(client, api_path: str, data: Mapping, what: str, caps: str = "create, update"):
+    """`client.write_data(api_path, data)`; a failure as one VaultError naming `what`
+    ("while <what>"), the path and the capabilities it needs."""
+    try:
+        return client.write_data(api_path, data=dict(data))
+    except _translated() as exc:
+        raise _api_error(exc, _addr_of(client), what, api_path, caps) from None
+
+
+def _ensure_mount(client, mount: str, kind: str, why: str, **options: object) -> bool:
+    """A secrets engine of type `kind` at `mount` (`why`: what dbfleet keeps there, for
+    the description and the error when another engine sits there). True when it enabled it."""
+    addr = _addr_of(client)
+    try:
+        mounts = client.sys.list_mounted_secrets_engines()
+    except _translated() as exc:
+        raise _api_error(exc, addr, "listing secrets engines", "sys/mounts", "read") from None
+    table = mounts.get("data", mounts) if isinstance(mounts, Mapping) else {}
+    found = table.get(f"{mount}/")
+    if found is not None:
+        if found.get("type") != kind:
+            raise VaultError(
+                f"mount '{mount}' at VAULT_ADDR={addr} is {found.get('type')}, not {kind}; "
+                f"dbfleet keeps {why} there"
+            )
+        return False
+    try:
+        client.sys.enable_secrets_engine(
+            backend_type=kind, path=mount, description=f"dbfleet {why}", **options
+        )
+    except _translated() as exc:
+        raise _api_error(
+            exc, addr, f"enabling {kind} at {mount}/", f"sys/mounts/{mount}", "create, update"
+        ) from None
+    return True
+
+
 def transit_key_exists(client, mount: str, key: str) -> bool:
     """Whether Transit key `key` exists at `mount` (VaultError when the token may not say)."""
     api_path = f"{_norm_mount(mount)}/keys/{_check_segment('transit key', key)}"
@@ -610,37 +643,12 @@ def ensure_transit_key(client, mount: str, key: str) -> list[str]:
     """A Transit engine at `mount` and an aes256-gcm96 key `key` in it; returns what it
     created (empty when both existed). Needs an admin token (sys/mounts, keys)."""
     mount = _norm_mount(mount)
-    addr = _addr_of(client)
     made: list[str] = []
-    try:
-        mounts = client.sys.list_mounted_secrets_engines()
-    except _translated() as exc:
-        raise _api_error(exc, addr, "listing secrets engines", "sys/mounts", "read") from None
-    table = mounts.get("data", mounts) if isinstance(mounts, Mapping) else {}
-    found = table.get(f"{mount}/")
-    if found is None:
-        try:
-            client.sys.enable_secrets_engine(
-                backend_type="transit", path=mount, description="dbfleet stack secrets"
-            )
-        except _translated() as exc:
-            raise _api_error(
-                exc, addr, f"enabling Transit at {mount}/", f"sys/mounts/{mount}", "create, update"
-            ) from None
+    if _ensure_mount(client, mount, "transit", "stack secrets"):
         made.append(f"Transit engine {mount}/")
-    elif found.get("type") != "transit":
-        raise VaultError(
-            f"mount '{mount}' at VAULT_ADDR={addr} is {found.get('type')}, not transit; "
-            f"dbfleet encrypts stack secrets with Transit there"
-        )
     if not transit_key_exists(client, mount, key):
         api_path = f"{mount}/keys/{key}"
-        try:
-            client.write_data(api_path, data={"type": "aes256-gcm96"})
-        except _translated() as exc:
-            raise _api_error(
-                exc, addr, f"creating Transit key {key}", api_path, "create, update"
-            ) from None
+        _write(client, api_path, {"type": "aes256-gcm96"}, f"creating Transit key {key}")
         made.append(f"Transit key {mount}/keys/{key}")
     for what in made:
         log.info("created %s", what)
@@ -650,7 +658,6 @@ def ensure_transit_key(client, mount: str, key: str) -> list[str]:
 def ensure_token_role(client, role: str, settings: Mapping[str, object]) -> bool:
     """Writes token role `role` (auth/token/roles/<role>) when missing or when one of
     `settings` differs; True when it wrote."""
-    addr = _addr_of(client)
     api_path = f"auth/token/roles/{_check_segment('token role', role)}"
     current = _read_or_none(client, api_path, f"token role {role}")
     data = (current or {}).get("data") or {} if isinstance(current, Mapping) else {}
@@ -663,12 +670,7 @@ def ensure_token_role(client, role: str, settings: Mapping[str, object]) -> bool
 
     if data and all(same(k, v) for k, v in settings.items()):
         return False
-    try:
-        client.write_data(api_path, data=dict(settings))
-    except _translated() as exc:
-        raise _api_error(
-            exc, addr, f"writing token role {role}", api_path, "create, update"
-        ) from None
+    _write(client, api_path, settings, f"writing token role {role}")
     log.info("wrote token role %s", role)
     return True
 
@@ -726,17 +728,6 @@ def ca_name(fleet_name: str, group: str) -> str:
     return f"dbfleet {fleet_name} {group} CA"
 
 
-def _mount_type(client, mount: str) -> str | None:
-    addr = _addr_of(client)
-    try:
-        mounts = client.sys.list_mounted_secrets_engines()
-    except _translated() as exc:
-        raise _api_error(exc, addr, "listing secrets engines", "sys/mounts", "read") from None
-    table = mounts.get("data", mounts) if isinstance(mounts, Mapping) else {}
-    found = table.get(f"{mount}/")
-    return None if found is None else str(found.get("type"))
-
-
 def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list[str]:
     """A PKI engine at `mount` with its own root CA (`common_name`, 10 years) and a role
     `server` that issues server certificates for IP addresses and names, at most
@@ -744,38 +735,19 @@ def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list
     per group: a group's certificates chain to its CA only. Returns what it created or
     changed. Needs an admin token (sys/mounts, root generation, roles)."""
     mount = _norm_mount(mount)
-    addr = _addr_of(client)
     made: list[str] = []
-    kind = _mount_type(client, mount)
-    if kind is None:
-        try:
-            client.sys.enable_secrets_engine(
-                backend_type="pki",
-                path=mount,
-                description=f"dbfleet certificates: {common_name}",
-                config={"max_lease_ttl": CA_TTL},
-            )
-        except _translated() as exc:
-            raise _api_error(
-                exc, addr, f"enabling PKI at {mount}/", f"sys/mounts/{mount}", "create, update"
-            ) from None
+    if _ensure_mount(
+        client, mount, "pki", f"certificates: {common_name}", config={"max_lease_ttl": CA_TTL}
+    ):
         made.append(f"PKI engine {mount}/")
-    elif kind != "pki":
-        raise VaultError(
-            f"mount '{mount}' at VAULT_ADDR={addr} is {kind}, not pki; dbfleet issues the "
-            "group's certificates there"
-        )
     if not read_ca_pem(client, mount):
-        api_path = f"{mount}/root/generate/internal"
-        try:
-            client.write_data(
-                api_path,
-                data={"common_name": common_name, "ttl": CA_TTL, "key_type": "ec", "key_bits": 256},
-            )
-        except _translated() as exc:
-            raise _api_error(
-                exc, addr, f"generating the CA of {mount}", api_path, "update"
-            ) from None
+        _write(
+            client,
+            f"{mount}/root/generate/internal",
+            {"common_name": common_name, "ttl": CA_TTL, "key_type": "ec", "key_bits": 256},
+            f"generating the CA of {mount}",
+            "update",
+        )
         made.append(f"CA {common_name}")
     role = {
         "allow_any_name": True,
@@ -796,12 +768,7 @@ def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list
         or any(str(have.get(k)) != str(v) for k, v in role.items() if k != "max_ttl")
         or _seconds(have.get("max_ttl")) != _seconds(max_ttl)
     ):
-        try:
-            client.write_data(api_path, data=role)
-        except _translated() as exc:
-            raise _api_error(
-                exc, addr, f"writing PKI role {PKI_ROLE}", api_path, "update"
-            ) from None
+        _write(client, api_path, role, f"writing PKI role {PKI_ROLE}", "update")
         made.append(f"PKI role {mount}/roles/{PKI_ROLE}")
     for what in made:
         log.info("created %s", what)
