@@ -57,27 +57,26 @@ def _issue(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _needs_new_certificate(olds: dict[str, Any], news: dict[str, Any]) -> bool:
+    """Other names, CA or lifetime, or the renewal window is open: issue again."""
+    return any(olds.get(k) != news.get(k) for k in _REISSUE_ON) or time.time() >= float(
+        olds.get("renew_after") or 0
+    )
+
+
 class ServerCertificateProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         out = _issue(props)
         return CreateResult(id_=f"{props['mount']}:{out['serial']}", outs=out)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in _REISSUE_ON if olds.get(k) != news.get(k)]
-        due = time.time() >= float(olds.get("renew_after") or 0)
-        if due:
-            changed.append("renew_after")
-        if olds.get("renew_fraction") != news.get("renew_fraction"):
-            changed.append("renew_fraction")
-        return DiffResult(
-            changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
+        changes = _needs_new_certificate(olds, news) or olds.get("renew_fraction") != news.get(
+            "renew_fraction"
         )
+        return DiffResult(changes=changes, replaces=[], stables=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        reissue = any(olds.get(k) != news.get(k) for k in _REISSUE_ON) or time.time() >= float(
-            olds.get("renew_after") or 0
-        )
-        if reissue:
+        if _needs_new_certificate(olds, news):
             return UpdateResult(outs=_issue(news))
         # Only the window moved: the same certificate, its renewal recomputed.
         keep = ("certificate", "private_key", "issuing_ca", "serial", "issued_at", "expiration")
