@@ -160,6 +160,34 @@ scheduler_pid() {
 
 gone() { [[ ! -e "/proc/$1" ]]; }
 
+# stanza_create : one try; its output in STANZA_OUT.
+stanza_create() { STANZA_OUT=$(pgbr stanza-create 2>&1); }
+
+# our_pgbackrest : pids of pgBackRest processes that use this group's
+# configuration (archive-push's async workers outlive the PostgreSQL that
+# started them by a moment).
+our_pgbackrest() {
+    local p args
+    for p in /proc/[0-9]*; do
+        proc_exe_is "${p#/proc/}" "$PGBACKREST_BIN" || continue
+        args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        [[ " $args" == *" --config=$CONF "* ]] && printf '%s\n' "${p#/proc/}"
+    done
+    return 0
+}
+
+no_pgbackrest() { [[ -z "$(our_pgbackrest)" ]]; }
+
+# stop_pgbackrest : let this group's pgBackRest processes finish (30 s), then
+# stop them, so that nothing of the group's user outlives its repository.
+stop_pgbackrest() {
+    wait_for 30 "pgBackRest processes of $STANZA to finish" no_pgbackrest && return 0
+    local pid
+    for pid in $(our_pgbackrest); do kill -TERM "$pid" 2>/dev/null || true; done
+    wait_for 10 "pgBackRest processes of $STANZA to stop" no_pgbackrest && return 0
+    for pid in $(our_pgbackrest); do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
 stop_scheduler() {
     local pid
     pid=$(scheduler_pid)
@@ -199,7 +227,10 @@ do_create() {
     code=$(info_code)
     if [[ "$code" != 0 && "$code" != 2 ]]; then
         info "stanza $STANZA is not valid yet (pgbackrest info code $code): stanza-create"
-        out=$(pgbr stanza-create 2>&1) || die "pgbackrest stanza-create $STANZA failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+        # The leader's archive_command may already run archive-push (async),
+        # which holds the stanza's archive lock for moments at a time: retry.
+        wait_for 60 "pgbackrest stanza-create $STANZA" stanza_create ||
+            die "pgbackrest stanza-create $STANZA failed: $(tail -n 3 <<<"$STANZA_OUT" | tr '\n' ' ')"
         # A WAL switch on the leader that must arrive in the repository: proves
         # archive_command, the passphrase and the repository's permissions.
         if ! out=$(pgbr check 2>&1); then
@@ -235,6 +266,7 @@ do_delete() {
     if [[ -d "$BACKUP_DIR" ]]; then
         claim_dir "$BACKUP_DIR" delete
         stop_scheduler
+        stop_pgbackrest
         safe_remove_dir "$BACKUP_DIR"
     fi
     printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$BACKUP_DIR" "$(elapsed)"
