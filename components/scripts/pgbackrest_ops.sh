@@ -149,11 +149,8 @@ stop_node() {
 
 in_recovery() { node_psql "$TARGET_DIR" "$TARGET_PORT" -c 'SELECT pg_is_in_recovery()' 2>/dev/null; }
 
-promoted() {
-    [[ "$(in_recovery)" == f ]] && return 0
-    postmaster_alive || return 0 # it gave up: the caller looks at why
-    return 1
-}
+# Recovery is over: promoted, or the postmaster gave up (the caller looks at why).
+promoted_or_gone() { [[ "$(in_recovery)" == f ]] || ! postmaster_alive; }
 
 recovery_log_tail() {
     tail -n 5 "$TARGET_DIR/log/restore-recovery.log" >&2 2>/dev/null || true
@@ -193,10 +190,13 @@ do_restore() {
         die "pgbackrest restore into $PGDATA_DIR failed (the group is stopped; run dbfleet up to start it as it is): $(tail -n 3 <<<"$out" | tr '\n' ' ')"
     info "restored into $PGDATA_DIR ($RESTORE_TYPE ${RESTORE_TARGET:-})"
     # 4. Recovery by PostgreSQL itself, no network, no Patroni.
-    run_as "$PG_BIN/pg_ctl" start -D "$PGDATA_DIR" -W -s -l "$TARGET_DIR/log/restore-recovery.log" \
+    # pg_ctl -w returns once the postmaster runs (its pid file written) — with
+    # hot_standby off that is before recovery ends; then wait for the promotion, or
+    # for the postmaster to give up.
+    run_as "$PG_BIN/pg_ctl" start -D "$PGDATA_DIR" -w -t 120 -s -l "$TARGET_DIR/log/restore-recovery.log" \
         -o "-c listen_addresses='' -c port=$TARGET_PORT -c unix_socket_directories=$RUN_DIR -c hot_standby=off" >&2 ||
-        die "PostgreSQL did not start in $PGDATA_DIR"
-    wait_for "$RECOVERY_TIMEOUT" "PostgreSQL in $PGDATA_DIR to recover and promote" promoted || true
+        die "PostgreSQL did not start in $PGDATA_DIR (the group is stopped): $(recovery_log_tail 2>&1 | tr '\n' ' ')"
+    wait_for "$RECOVERY_TIMEOUT" "PostgreSQL in $PGDATA_DIR to recover and promote" promoted_or_gone || true
     if [[ "$(in_recovery)" != f ]]; then
         recovery_log_tail
         postmaster_alive && run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -s >&2
@@ -215,9 +215,12 @@ SQL
     run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -t 120 -s >&2 ||
         die "could not stop the restored PostgreSQL in $PGDATA_DIR"
     # 5. Patroni starts afresh: no cluster state, empty replicas.
-    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$ETCD_ENDPOINTS" --dial-timeout=2s \
-        --command-timeout=5s del --prefix "/dbfleet/$SCOPE/" >/dev/null ||
-        die "cannot remove $SCOPE's Patroni state from etcd ($ETCD_ENDPOINTS)"
+    # Patroni keeps its state through etcd's v2 API (docs/high-availability.md), in
+    # the v2 store: removed there; a group with no state yet has no key.
+    if ! out=$(run_as env -i ETCDCTL_API=2 "$ETCDCTL_BIN" --endpoints="$ETCD_ENDPOINTS" --timeout=2s \
+        --total-timeout=10s rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
+        die "cannot remove $SCOPE's Patroni state from etcd ($ETCD_ENDPOINTS): $(tail -n 1 <<<"$out")"
+    fi
     for d in $NODE_DIRS; do
         [[ "$d" != "$TARGET_DIR" ]] || continue
         node_vars "$d"

@@ -225,7 +225,9 @@ def restore_env(
         "NODE_DIRS": " ".join(dirs),
         "TARGET_DIR": dirs[0],
         "TARGET_PORT": str(ports[dirs[0]]),
-        "ETCD_ENDPOINTS": ",".join(sorted((reps.get("etcd") or {}).values())),
+        "ETCD_ENDPOINTS": ",".join(
+            f"http://{e}" for e in sorted((reps.get("etcd") or {}).values())
+        ),
         "SCOPE": str(facts["stanza"]),
         "RESTORE_TYPE": target.kind,
         "RESTORE_TARGET": target.value,
