@@ -51,11 +51,22 @@ HOT_STANDBY_FEEDBACK = "off"
 MAX_STANDBY_STREAMING_DELAY = "30s"
 
 
+# With continuous archiving, a quiet leader still hands its current WAL segment to
+# the backup repository after this long: at most this much of committed work exists
+# only in the group (docs/backups.md).
+ARCHIVE_TIMEOUT = "60s"
+
+
 def dcs_config(
-    durability: Literal["async", "sync"], max_lag_on_failover: int, max_connections: int
+    durability: Literal["async", "sync"],
+    max_lag_on_failover: int,
+    max_connections: int,
+    archive_command: str | None = None,
 ) -> dict:
-    """The group's dynamic configuration (Patroni keeps it in etcd)."""
-    return {
+    """The group's dynamic configuration (Patroni keeps it in etcd). `archive_command`:
+    continuous archiving (components/backup.py) from whichever node leads — it is in
+    the dynamic configuration, so it follows every failover and switchover."""
+    config = {
         "ttl": TTL_S,
         "loop_wait": LOOP_WAIT_S,
         "retry_timeout": RETRY_TIMEOUT_S,
@@ -82,6 +93,15 @@ def dcs_config(
             },
         },
     }
+    if archive_command:
+        config["postgresql"]["parameters"].update(
+            {
+                "archive_mode": "on",
+                "archive_command": archive_command,
+                "archive_timeout": ARCHIVE_TIMEOUT,
+            }
+        )
+    return config
 
 
 def member_name(region: str, k: int) -> str:

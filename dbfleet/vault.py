@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 # hvac with requests costs ≈ 0.15 s of start-up in every such process.
 
 __all__ = [
+    "BACKUP_KEY",
     "DEFAULT_MOUNT",
+    "GENERATED_KEYS",
     "SECRET_KEYS",
     "TRANSIT_MOUNT",
     "VaultError",
@@ -58,6 +60,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("superuser_password", "replication_password", "app_password")
+#: the passphrase of the group's backup repository (pgBackRest's repo1-cipher-pass); generated
+#: like the passwords, but only the replicas layer requires it, so a group deployed before
+#: backups keeps working (status, proxies) until its next `up` adds it
+BACKUP_KEY = "backup_passphrase"
+#: every key ensure_group_secrets creates when it is missing
+GENERATED_KEYS = (*SECRET_KEYS, BACKUP_KEY)
 DEFAULT_MOUNT = "secret"
 #: where the Transit engine that encrypts the stacks' secrets is mounted (gocloud's default)
 TRANSIT_MOUNT = "transit"
@@ -389,7 +397,9 @@ def _read(client, mount: str, path: str, capabilities: str) -> tuple[dict | None
 
 
 def _check_values(data: Mapping, addr: str, mount: str, path: str) -> None:
-    bad = sorted(k for k in SECRET_KEYS if k in data and not isinstance(data[k], (str, type(None))))
+    bad = sorted(
+        k for k in GENERATED_KEYS if k in data and not isinstance(data[k], (str, type(None)))
+    )
     if bad:
         raise VaultError(
             f"secret {mount}/{path} at VAULT_ADDR={addr}: {', '.join(bad)} must be strings"
@@ -426,7 +436,7 @@ def _is_cas_conflict(exc: hvac.exceptions.VaultError) -> bool:
 
 
 def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
-    """Reads the group's secret and creates every missing (or empty) key of SECRET_KEYS with a
+    """Reads the group's secret and creates every missing (or empty) key of GENERATED_KEYS with a
     strong random value; existing values are kept. The write uses check-and-set on the version
     read, so concurrent runs cannot overwrite each other: the loser re-reads and adopts what the
     winner wrote. Returns every key of the secret."""
@@ -439,7 +449,7 @@ def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
         data, version = _read(client, mount, path, caps)
         data = data or {}
         _check_values(data, addr, mount, path)
-        missing = [k for k in SECRET_KEYS if not data.get(k)]
+        missing = [k for k in GENERATED_KEYS if not data.get(k)]
         if not missing:
             return {str(k): v for k, v in data.items()}
         if version == 0:
@@ -466,8 +476,9 @@ def ensure_group_secrets(client, mount: str, path: str) -> dict[str, str]:
     )
 
 
-def read_group_secrets(client, mount: str, path: str) -> dict[str, str]:
-    """The group's secret; VaultError when it or one of SECRET_KEYS is missing."""
+def read_group_secrets(client, mount: str, path: str, also: Iterable[str] = ()) -> dict[str, str]:
+    """The group's secret; VaultError when it or one of SECRET_KEYS (and of `also`) is
+    missing."""
     mount, path = _norm_mount(mount), _norm_path(path)
     addr = _addr_of(client)
     data, _ = _read(client, mount, path, "read")
@@ -477,7 +488,7 @@ def read_group_secrets(client, mount: str, path: str) -> dict[str, str]:
             f"creates it: pulumi up the group's accounts stack first)"
         )
     _check_values(data, addr, mount, path)
-    missing = [k for k in SECRET_KEYS if not data.get(k)]
+    missing = [k for k in (*SECRET_KEYS, *also) if not data.get(k)]
     if missing:
         raise VaultError(
             f"secret {mount}/{path} at VAULT_ADDR={addr} lacks {', '.join(missing)} (the accounts "

@@ -100,6 +100,8 @@ ensure_debs() {
   [ -x /usr/bin/patroni ] || missing+=(patroni)
   [ -x /usr/bin/etcd ] || missing+=(etcd-server)
   [ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
+  # Backups and point-in-time recovery (docs/backups.md).
+  [ -x /usr/bin/pgbackrest ] || missing+=(pgbackrest)
   # Graphviz draws `dbfleet graph` pictures (SVG/PNG).
   command -v dot >/dev/null || missing+=(graphviz)
   # `make lint` (part of `make test`) runs shellcheck on every shell script.
@@ -111,7 +113,7 @@ ensure_debs() {
   command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
   command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, patroni, etcd, haproxy, pgbouncer, graphviz, shellcheck, openssh, iproute2, nftables: installed"
+    say "postgresql $PG_MAJOR, patroni, etcd, pgbackrest, haproxy, pgbouncer, graphviz, shellcheck, openssh, iproute2, nftables: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \

@@ -191,6 +191,9 @@ do_create() {
 # no_user_procs : ACCOUNT_USER has no processes (zombies included).
 no_user_procs() { [[ -z "$(ps -o pid= -u "$ACCOUNT_USER" || true)" ]]; }
 
+# no_live_user_procs : ACCOUNT_USER runs nothing but zombies.
+no_live_user_procs() { [[ -z "$(ps -o stat= -u "$ACCOUNT_USER" | awk '$1 !~ /^Z/')" ]]; }
+
 # foreign_entries DIR TOP : print what under DIR dbfleet did not make, or
 # what is still in use.  TOP=1 for DATA_ROOT itself (where the root marker
 # may be).
@@ -246,6 +249,10 @@ do_delete() {
     if ((EUID == 0)) && getent passwd -- "$ACCOUNT_USER" >/dev/null; then
         if user_owner "$ACCOUNT_USER" >/dev/null; then
             local procs
+            # Short-lived helpers of the group's services (pgBackRest's archive
+            # workers after PostgreSQL's last archive) end by themselves: a
+            # moment's grace before anything still running stops the delete.
+            wait_for 30 "processes of $ACCOUNT_USER to exit" no_live_user_procs || true
             procs=$(ps -o pid=,stat=,args= -u "$ACCOUNT_USER" | awk '$2 !~ /^Z/' || true)
             if [[ -n "$procs" ]]; then
                 head -n 10 <<<"$procs" >&2

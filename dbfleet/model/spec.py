@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import re
+import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +334,19 @@ class SshSpec(_Model):
     per_dial_timeout_s: Annotated[StrictInt, Field(ge=1, le=300)] = 15
 
 
+class BackupSpec(_Model):
+    """A group's backups (pgBackRest, docs/backups.md). Every group on the local target
+    has them, with these defaults when the fleet file says nothing: WAL is archived
+    continuously, a backup is taken every `schedule_hours` (a full one when the newest
+    full is `full_every_days` old, else a differential), and `full_keep` full backups
+    are kept — with every backup and all WAL since the oldest of them, which is how far
+    back a point-in-time restore can go."""
+
+    schedule_hours: Annotated[StrictInt, Field(ge=1, le=168)] = 24
+    full_every_days: Annotated[StrictInt, Field(ge=1, le=90)] = 7
+    full_keep: Annotated[StrictInt, Field(ge=1, le=50)] = 2
+
+
 class GroupSpec(_Model):
     """A region group: data stays in `zone`; writes go to `primary` (the preferred
     primary: Patroni may fail over elsewhere, and `up` switches back)."""
@@ -350,6 +364,13 @@ class GroupSpec(_Model):
     read_lag_budget: Annotated[StrictStr, AfterValidator(_check_size)] = "16MB"
     # async only: the most WAL a replica may miss and still be promoted by a failover.
     max_lag_on_failover: Annotated[StrictStr, AfterValidator(_check_size)] = "1MB"
+    # Local target only for now; None: the defaults of BackupSpec.
+    backup: BackupSpec | None = None
+
+    @property
+    def backups(self) -> BackupSpec:
+        """The group's backup settings, the defaults when the file names none."""
+        return self.backup or BackupSpec()
 
     @property
     def read_lag_budget_bytes(self) -> int:
@@ -535,8 +556,10 @@ class FleetSpec(_Model):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FleetSpec:
-        problems = _group_rules(self.groups) + _host_rules(
-            self.groups, self.target, self.ssh is not None
+        problems = (
+            _group_rules(self.groups)
+            + _host_rules(self.groups, self.target, self.ssh is not None)
+            + _backup_rules(self.groups, self.target)
         )
         if problems:
             raise _rules_error(problems)
@@ -607,6 +630,24 @@ def _host_rules(groups: Mapping[str, GroupSpec], fleet_target: str, has_ssh: boo
     return problems
 
 
+def _backup_rules(groups: Mapping[str, GroupSpec], fleet_target: str) -> RuleProblems:
+    """Backups run on the local target only (docs/backups.md): across hosts pgBackRest
+    needs its TLS server with certificates from the group's PKI, which dbfleet does not
+    issue yet."""
+    return [
+        (
+            ("groups", name, "backup"),
+            (
+                "backups are available on the local target only for now: pgBackRest across "
+                "hosts needs its TLS server with the group's certificates (not issued yet); "
+                "remove backup: from this group"
+            ),
+        )
+        for name, group in groups.items()
+        if group.backup is not None and (group.target or fleet_target) == "ssh"
+    ]
+
+
 def _group_rules(groups: Mapping[str, GroupSpec]) -> RuleProblems:
     """Rules that need a whole group (or the whole fleet); locations are fleet-relative."""
     problems: RuleProblems = []
@@ -664,9 +705,14 @@ _MESSAGES = {
 
 
 def _unwrap(annotation: Any) -> Any:
-    while get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif isinstance(annotation, types.UnionType):
+            # `BackupSpec | None`: the keys are the model's.
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        else:
+            return annotation
 
 
 def _allowed_keys(parent: tuple[object, ...]) -> list[str] | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dbfleet.model.spec import SPEC_ENV_VAR, FleetError, FleetSpec, default_spec_path, load_fleet
-from dbfleet.ops import access, failover
+from dbfleet.ops import access, backup, failover
 from dbfleet.ops import commands as ops
 from dbfleet.ops.results import ExitCode
 
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.register(commands)
     access.register(commands)
     failover.register(commands)
+    backup.register(commands)
     return parser
 
 

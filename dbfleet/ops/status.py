@@ -237,6 +237,128 @@ class EtcdStatus:
     error: str = ""
 
 
+# A backup may be this much later than its schedule before status calls it stale: the
+# scheduler polls every minute and a full backup of a large group takes a while.
+BACKUP_GRACE_S = 3600
+# 16 MiB WAL segments (PostgreSQL's default, which dbfleet keeps).
+WAL_SEGMENTS_PER_XLOGID = 0x100
+
+
+@dataclass
+class BackupStatus:
+    """A group's backups (pgBackRest) and its leader's WAL archiving (pg_stat_archiver)."""
+
+    stanza: str
+    schedule_hours: int
+    asked: bool = False
+    error: str = ""  # why the repository could not be read
+    stanza_status: str = ""  # pgBackRest's status message ("ok", "no valid backups", ...)
+    last_full: str = ""  # label
+    last_full_age_s: float | None = None
+    last_diff: str = ""
+    last_diff_age_s: float | None = None
+    newest_age_s: float | None = None
+    repo_bytes: int | None = None
+    # the leader's archiver
+    archived_wal: str = ""
+    archived_age_s: float | None = None
+    archive_lag_segments: int | None = None
+    failed_count: int = 0
+    failed_wal: str = ""
+    failing: bool = False
+
+    @property
+    def problems(self) -> list[str]:
+        out = []
+        if self.error:
+            out.append(f"backups: {self.error}")
+        if not self.asked:
+            pass
+        elif self.newest_age_s is None:
+            out.append("no backup yet (the scheduler takes the first within a minute of `up`)")
+        elif self.newest_age_s > self.schedule_hours * 3600 + BACKUP_GRACE_S:
+            out.append(
+                f"the newest backup is {self.newest_age_s / 3600:.1f} h old; the schedule "
+                f"allows {self.schedule_hours} h"
+            )
+        if self.failing:
+            out.append(
+                f"WAL archiving fails on the leader ({self.failed_count} failures, last "
+                f"{self.failed_wal or '?'}): see the repository and <data root>/pgbackrest/log"
+            )
+        return out
+
+
+def wal_segment_number(name: str) -> int | None:
+    """The position of a WAL segment file name (timeline ignored); None if not one."""
+    if len(name) < 24 or not all(c in "0123456789ABCDEF" for c in name[:24]):
+        return None
+    return int(name[8:16], 16) * WAL_SEGMENTS_PER_XLOGID + int(name[16:24], 16)
+
+
+def apply_backup_info(b: BackupStatus, doc: Mapping[str, Any], now: float) -> None:
+    """Fills `b` from `{"info": <pgbackrest info --output=json>, "repo_bytes": n}`."""
+    stanzas = doc.get("info") or []
+    stanza = stanzas[0] if stanzas else {}
+    b.asked = True
+    b.repo_bytes = doc.get("repo_bytes")
+    b.stanza_status = str((stanza.get("status") or {}).get("message", ""))
+    backups = sorted(stanza.get("backup") or [], key=lambda x: x["timestamp"]["stop"])
+    for kind in ("full", "diff"):
+        mine = [x for x in backups if x.get("type") == kind]
+        if mine:
+            setattr(b, f"last_{kind}", mine[-1]["label"])
+            setattr(b, f"last_{kind}_age_s", max(0.0, now - mine[-1]["timestamp"]["stop"]))
+    if backups:
+        b.newest_age_s = max(0.0, now - backups[-1]["timestamp"]["stop"])
+    code = (stanza.get("status") or {}).get("code")
+    if code not in (None, 0, 2):  # 2: no valid backup yet, judged above
+        b.error = f"stanza {b.stanza}: {b.stanza_status or 'unreadable'}"
+
+
+def apply_archiver(b: BackupStatus, row: Mapping[str, Any]) -> None:
+    """Fills `b` from the leader's pg_stat_archiver plus its current WAL file name."""
+    b.archived_wal = row.get("last_archived_wal") or ""
+    b.archived_age_s = row.get("archived_age_s")
+    b.failed_count = int(row.get("failed_count") or 0)
+    b.failed_wal = row.get("last_failed_wal") or ""
+    failed_at, archived_at = row.get("last_failed_time"), row.get("last_archived_time")
+    b.failing = bool(failed_at and (archived_at is None or failed_at > archived_at))
+    current, done = (
+        wal_segment_number(row.get("current_wal") or ""),
+        wal_segment_number(b.archived_wal),
+    )
+    if current is not None and done is not None:
+        # The current segment is still being written: archived up to the one
+        # before it is no lag.
+        b.archive_lag_segments = max(0, current - done - 1)
+
+
+def probe_archiver(node: NodeStatus, password: str, timeout_s: int = CONNECT_TIMEOUT_S) -> dict:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(
+        host=node.host, port=node.port, user="postgres", password=password, dbname="postgres",
+        connect_timeout=timeout_s, autocommit=True, application_name="dbfleet-status",
+        row_factory=dict_row,
+    ) as conn:  # fmt: skip
+        return conn.execute(
+            "SELECT last_archived_wal, last_archived_time, failed_count, last_failed_wal,"
+            " last_failed_time, pg_walfile_name(pg_current_wal_lsn()) AS current_wal,"
+            " EXTRACT(EPOCH FROM now() - last_archived_time)::float AS archived_age_s"
+            " FROM pg_stat_archiver"
+        ).fetchone()
+
+
+def _default_backup_info(facts: Mapping[str, Any]) -> dict:
+    """`pgbackrest info` of the group's stanza and its repository's size, asked as the
+    group's user on the local target (pgbackrest_ops.sh)."""
+    from dbfleet.ops import backup
+
+    return backup.read_info(backup.base_env(facts, ""))
+
+
 @dataclass
 class GroupStatus:
     group: str
@@ -255,6 +377,7 @@ class GroupStatus:
     read_lag_budget: int | None = None
     # server (node or `<region>-pooler`) -> days until its certificate expires
     certificates: dict[str, float] = field(default_factory=dict)
+    backup: BackupStatus | None = None
 
     @property
     def readable(self) -> bool:
@@ -303,6 +426,8 @@ class GroupStatus:
         expired = sorted(n for n, days in self.certificates.items() if days <= 0)
         if expired:
             out.append(f"expired certificate: {', '.join(expired)} (run dbfleet up {self.group})")
+        if self.backup is not None:
+            out.extend(self.backup.problems)
         return out
 
     @property
@@ -733,6 +858,8 @@ def collect_group(
     outputs: OutputsReader = _default_outputs,
     secrets: SecretReader = _default_secrets,
     pool: ThreadPoolExecutor | None = None,
+    backup_info: Callable[[Mapping[str, Any]], dict] = _default_backup_info,
+    archiver: Callable[[NodeStatus, str], dict] = probe_archiver,
 ) -> GroupStatus:
     status = GroupStatus(group)
     nets = outputs(f"networks-{group}") or {}
@@ -809,8 +936,11 @@ def collect_group(
             if app_password is not None
             else []
         )
+        backup_job = _submit_backup(status, reps, pool, backup_info)
         cluster, status.patroni_error = read_cluster(rest, pool) if rest else (None, "")
         facts = {name: job.result() for name, job in node_jobs.items()}
+        if backup_job is not None and status.backup is not None:
+            _backup_facts(status.backup, backup_job, status.nodes, password, archiver)
         for job in etcd_jobs + proxy_jobs + pooler_jobs:
             job.result()
     finally:
@@ -829,6 +959,41 @@ def collect_group(
     _lag(status.nodes, facts)
     expect_backends(status)
     return status
+
+
+def _submit_backup(
+    status: GroupStatus,
+    reps: Mapping[str, Any],
+    pool: ThreadPoolExecutor,
+    backup_info: Callable[[Mapping[str, Any]], dict],
+) -> Future | None:
+    """Asks the group's repository (a replicas stack with backups exports `backup`)."""
+    facts = reps.get("backup")
+    if not facts:
+        return None
+    status.backup = BackupStatus(str(facts["stanza"]), int(facts["schedule_hours"]))
+    return pool.submit(backup_info, facts)
+
+
+def _backup_facts(
+    b: BackupStatus,
+    job: Future,
+    nodes: list[NodeStatus],
+    password: str | None,
+    archiver: Callable[[NodeStatus, str], dict],
+) -> None:
+    import time
+
+    try:
+        apply_backup_info(b, job.result(), time.time())
+    except Exception as exc:  # noqa: BLE001 — an unreadable repository is a status
+        b.error = _first_line(exc)
+    leaders = [n for n in nodes if n.up and n.role == "primary"]
+    if leaders and password is not None:
+        try:
+            apply_archiver(b, archiver(leaders[0], password))
+        except Exception as exc:  # noqa: BLE001
+            b.error = b.error or f"pg_stat_archiver: {_first_line(exc)}"
 
 
 def collect(
@@ -923,6 +1088,8 @@ def _group_notes(g: GroupStatus) -> list[str]:
             f"etcd has no quorum ({g.etcd_up} of {len(g.etcd)}): Patroni cannot fail over; "
             "the leader keeps writes only while it reaches every member (failsafe mode)"
         )
+    if g.backup is not None:
+        lines.extend(g.backup.problems)
     return [f"  ! {line}" for line in lines]
 
 
@@ -993,6 +1160,8 @@ def render(groups: list[GroupStatus]) -> str:
         if g.certificates:
             days = ", ".join(f"{n} {d:.1f} d" for n, d in g.certificates.items())
             lines.append(f"  {'tls':<8} certificates expire in: {days}")
+        if g.backup is not None:
+            lines.extend(_backup_lines(g.backup))
         if g.proxies:
             lines.append(f"  {'proxy':<8} {'stats':<22} {'state':<6} backends")
             for p in g.proxies:
@@ -1008,6 +1177,37 @@ def render(groups: list[GroupStatus]) -> str:
                 state = "up" if pl.up else ("?" if not pl.probed else "DOWN")
                 lines.append(f"  {pl.region:<8} {where:<22} {state:<6} {_pools_text(pl)}".rstrip())
     return "\n".join(lines)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _backup_lines(b: BackupStatus) -> list[str]:
+    """`backups` and `archive` rows of a group."""
+    if b.error and not b.asked:
+        return [f"  {'backups':<8} {b.stanza}: ? ({b.error})"]
+    full = f"{b.last_full} ({_age(b.last_full_age_s)} ago)" if b.last_full else "none"
+    diff = f"{b.last_diff} ({_age(b.last_diff_age_s)} ago)" if b.last_diff else "none"
+    size = "?" if b.repo_bytes is None else _bytes(b.repo_bytes)
+    head = f"{b.stanza}: last full {full}, last diff {diff}; every {b.schedule_hours} h"
+    lines = [f"  {'backups':<8} {head}; repository {size}"]
+    if b.archived_wal or b.failed_count:
+        lag = "?" if b.archive_lag_segments is None else str(b.archive_lag_segments)
+        text = (
+            f"last {b.archived_wal or 'none'} ({_age(b.archived_age_s)} ago), "
+            f"{lag} segment(s) behind"
+        )
+        if b.failed_count:
+            text += f"; {'FAILING' if b.failing else 'failed before'}: {b.failed_count} failure(s), last {b.failed_wal}"
+        lines.append(f"  {'archive':<8} {text}")
+    return lines
 
 
 def _pools_text(pooler: PoolerStatus) -> str:

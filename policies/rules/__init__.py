@@ -5,7 +5,16 @@
 while a module of this package that has `POLICIES` is missing from it.
 """
 
-from . import authentication, durability, exposure, residency, secrets, stack_shape, tls
+from . import authentication, backup, durability, exposure, residency, secrets, stack_shape, tls
 
-RULE_MODULES = (residency, secrets, exposure, durability, authentication, stack_shape, tls)
+RULE_MODULES = (
+    residency,
+    secrets,
+    exposure,
+    durability,
+    authentication,
+    stack_shape,
+    tls,
+    backup,
+)
 POLICIES = [policy for module in RULE_MODULES for policy in module.POLICIES]

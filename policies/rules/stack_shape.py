@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from components import account, etcd, firewall, patroni, pooler, proxy
+from components import account, backup, etcd, firewall, patroni, pooler, proxy
 
 from .common import (
     ACCOUNT_SCRIPT,
@@ -49,7 +49,7 @@ DESCRIPTION = (
 )
 REMEDIATION = (
     "declare each resource in the stack of its layer and group (accounts: GroupAccount; "
-    "networks: HostFirewall (ssh target); replicas: EtcdMember, PatroniNode, GroupLeader; proxies: RegionProxy, RegionPooler), name stacks "
+    "networks: HostFirewall (ssh target); replicas: EtcdMember, PatroniNode, GroupLeader, GroupBackups; proxies: RegionProxy, RegionPooler), name stacks "
     "<layer>-<group> after a group of the fleet file, and keep every region in the group the "
     "fleet file gives it."
 )
@@ -61,13 +61,14 @@ ETCD = etcd.TYPE
 PROXY = proxy.TYPE
 FIREWALL = firewall.TYPE
 POOLER = pooler.TYPE
+BACKUPS = backup.TYPE
 
 # What each layer owns: its component types, and the host scripts each component runs.
 LAYER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "accounts": (ACCOUNT,),
     # the ssh target's host firewalls; nothing on the local target
     "networks": (FIREWALL,),
-    "replicas": (ETCD, NODE, LEADER),
+    "replicas": (ETCD, NODE, LEADER, BACKUPS),
     "proxies": (PROXY, POOLER),
 }
 COMPONENT_SCRIPTS = {
@@ -78,6 +79,7 @@ COMPONENT_SCRIPTS = {
     PROXY: (PROXY_SCRIPT,),
     POOLER: (POOLER_SCRIPT,),
     FIREWALL: (FIREWALL_SCRIPT,),
+    BACKUPS: (backup.SCRIPT,),
 }
 WHAT = {
     ACCOUNT: "a group account",
@@ -87,6 +89,7 @@ WHAT = {
     PROXY: "a proxy",
     POOLER: "a connection pooler",
     FIREWALL: "a host firewall",
+    BACKUPS: "a group's backups",
 }
 # The layers whose servers have certificates (components/tls.py).
 CERTIFICATE_LAYERS = ("replicas", "proxies")

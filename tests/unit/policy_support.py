@@ -44,6 +44,7 @@ PASSWORDS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
+    "backup_passphrase": "B" * 43,
 }
 
 # --------------------------------------------------------------------------- engine-style resources
@@ -285,8 +286,8 @@ def _recorded(stack: str) -> tuple:
         mp.setattr(vault, "ensure_group_pki", lambda *a, **k: [])
         # The CA file for this machine's clients is not written from unit tests.
         mp.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
-        mp.setattr(vault, "read_group_secrets", lambda c, m, p: dict(PASSWORDS))
-        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(PASSWORDS))
+        mp.setattr(vault, "read_group_secrets", lambda c, m, p, also=(): dict(PASSWORDS))
+        mp.setattr(vault, "ensure_group_secrets", lambda c, m, p, also=(): dict(PASSWORDS))
         # The networks layer checks its ports on this machine; the plan is what matters here.
         mp.setattr("dbfleet.program.layers.networks.find_port_clashes", lambda *a, **k: [])
         # The replicas layer asks Patroni's REST API for the live leader: no network here.

@@ -14,6 +14,7 @@ SECRETS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
+    "backup_passphrase": "B" * 43,
 }
 
 EU_NETWORKS = {
@@ -107,7 +108,9 @@ def env(monkeypatch, tmp_path):
     # The CA file for this machine's clients is not written from unit tests.
     monkeypatch.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
     monkeypatch.setattr(
-        vault, "read_group_secrets", lambda c, m, p: calls.append(("read", m, p)) or dict(SECRETS)
+        vault,
+        "read_group_secrets",
+        lambda c, m, p, also=(): calls.append(("read", m, p)) or dict(SECRETS),
     )
     monkeypatch.setattr(
         vault,
@@ -182,6 +185,7 @@ def test_replicas_run_every_node_under_patroni_with_the_preferred_leader_first(e
         "lhr-0-server",
         "arn-0-server",
         "leader-leader",
+        "backups-stanza",
     }
     assert {r.name for r in mocks.of_type("dbfleet:patroni:PatroniNode")} == {
         "fra-0",

@@ -15,6 +15,7 @@ SECRETS = {
     "superuser_password": "S" * 43,
     "replication_password": "R" * 43,
     "app_password": "A" * 43,
+    "backup_passphrase": "B" * 43,
 }
 LOGIN = {
     "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nk\n",
@@ -114,8 +115,8 @@ def ssh_fleet(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
     monkeypatch.setattr(vault, "ensure_group_pki", lambda *a, **k: [])
     # The CA file for this machine's clients is not written from unit tests.
     monkeypatch.setattr("dbfleet.program.layers.proxies._write_public", lambda *a: None)
-    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p: dict(SECRETS))
-    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p: dict(SECRETS))
+    monkeypatch.setattr(vault, "read_group_secrets", lambda c, m, p, also=(): dict(SECRETS))
+    monkeypatch.setattr(vault, "ensure_group_secrets", lambda c, m, p, also=(): dict(SECRETS))
     monkeypatch.setattr(
         vault, "read_ssh_login", lambda c, m, p: reads.append((m, p)) or dict(LOGIN)
     )

@@ -49,6 +49,8 @@ PACK_ORDER = [
     "stack-shape",
     "tls",
     "tls-outputs",
+    "backup-residency",
+    "backups-configured",
 ]
 LAYERS = ("accounts", "networks", "replicas", "proxies")
 
@@ -88,6 +90,7 @@ def test_main_lists_every_policy_of_every_rule_module_once(monkeypatch):
 def test_levels_mandatory_except_durability():
     levels = {p.name: p.enforcement_level for p in ALL_POLICIES}
     assert levels.pop("durability") == pulumi_policy.EnforcementLevel.ADVISORY
+    assert levels.pop("backups-configured") == pulumi_policy.EnforcementLevel.ADVISORY
     assert set(levels.values()) == {pulumi_policy.EnforcementLevel.MANDATORY}
 
 

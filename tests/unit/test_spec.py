@@ -266,7 +266,7 @@ def test_nodes_default_to_one() -> None:
         ),
         (
             "groups.eu.colour",
-            "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover)",
+            "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover, backup)",
         ),
         (
             "groups.eu.regions.fra.colour",
@@ -561,7 +561,7 @@ def test_cross_field_rules_skip_a_group_whose_shape_failed() -> None:
     # eu has both a shape problem and a zone problem: only the shape problem is reported.
     data = fleet(**{"groups.eu.colour": "blue", "groups.eu.regions.sjc": {}})
     assert problems(data) == [
-        "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover)"
+        "groups.eu.colour: unknown key (allowed: zone, primary, regions, target, durability, read_lag_budget, max_lag_on_failover, backup)"
     ]
 
 

@@ -215,8 +215,8 @@ def test_secret_path_rejects_unsafe_segments(fleet, group):
 
 def test_ensure_creates_all_keys_on_empty_path(client):
     got = v.ensure_group_secrets(client, MOUNT, PATH)
-    assert set(got) == set(v.SECRET_KEYS)
-    assert len(set(got.values())) == 3
+    assert set(got) == set(v.GENERATED_KEYS)
+    assert len(set(got.values())) == len(v.GENERATED_KEYS)
     assert client.kv.writes == [{"cas": 0, "data": got}]  # created with check-and-set 0
     assert client.kv.store[(MOUNT, PATH)][-1] == got
 
@@ -226,14 +226,14 @@ def test_ensure_creates_only_missing_keys_and_keeps_the_others(client):
     got = v.ensure_group_secrets(client, MOUNT, PATH)
     assert got["superuser_password"] == "keep-me-1"
     assert got["other"] == "x"  # keys that are not ours survive the write
-    assert set(got) == set(v.SECRET_KEYS) | {"other"}
+    assert set(got) == set(v.GENERATED_KEYS) | {"other"}
     assert len(client.kv.writes) == 1
     assert client.kv.writes[0]["cas"] == 1  # the version that was read
     assert client.kv.store[(MOUNT, PATH)][-1] == got
 
 
 def test_ensure_writes_nothing_when_complete(client):
-    present = {k: f"value-{k}" for k in v.SECRET_KEYS}
+    present = {k: f"value-{k}" for k in v.GENERATED_KEYS}
     client.kv.put(present)
     assert v.ensure_group_secrets(client, MOUNT, PATH) == present
     assert v.ensure_group_secrets(client, MOUNT, PATH) == present
@@ -256,7 +256,7 @@ def test_ensure_is_stable_across_calls(client):
 
 @pytest.mark.parametrize("latest", ["deleted", "destroyed"])
 def test_ensure_recreates_after_delete_using_the_current_version_for_cas(client, latest):
-    client.kv.put({k: "old" for k in v.SECRET_KEYS})
+    client.kv.put({k: "old" for k in v.GENERATED_KEYS})
     client.kv.store[(MOUNT, PATH)].append(latest)
     got = v.ensure_group_secrets(client, MOUNT, PATH)
     assert "old" not in got.values()
@@ -281,7 +281,7 @@ def test_generated_values_are_strong(client):
 
 
 def test_cas_conflict_rereads_and_adopts_the_winners_values(client):
-    rival = {k: f"rival-{k}" for k in v.SECRET_KEYS}
+    rival = {k: f"rival-{k}" for k in v.GENERATED_KEYS}
     calls = []
 
     def rival_writes_first(kv, mount, path):
@@ -304,7 +304,7 @@ def test_cas_conflict_merges_with_a_partial_rival(client):
     client.kv.before_write = rival_writes_one_key
     got = v.ensure_group_secrets(client, MOUNT, PATH)
     assert got["app_password"] == "rival-app"
-    assert set(got) == set(v.SECRET_KEYS)
+    assert set(got) == set(v.GENERATED_KEYS)
     assert client.kv.writes[-1]["cas"] == 1
 
 
@@ -327,7 +327,7 @@ def test_cas_gives_up_after_bounded_attempts_without_leaking(client, monkeypatch
 
 
 def test_read_returns_values(client):
-    present = {k: f"v-{k}" for k in v.SECRET_KEYS}
+    present = {k: f"v-{k}" for k in v.GENERATED_KEYS}
     client.kv.put(present)
     assert v.read_group_secrets(client, MOUNT, PATH) == present
     assert client.kv.writes == []
@@ -442,7 +442,7 @@ def test_kv_version_1_mount_is_refused_before_writing(client):
 
 def test_unknown_mount_type_check_is_skipped_when_the_server_will_not_say(client):
     client.errors["adapter"] = _hvac_error(hvac.exceptions.Forbidden, "preflight 403")
-    assert set(v.ensure_group_secrets(client, MOUNT, PATH)) == set(v.SECRET_KEYS)
+    assert set(v.ensure_group_secrets(client, MOUNT, PATH)) == set(v.GENERATED_KEYS)
 
 
 def test_non_kv2_answer_is_explained(client):
@@ -491,7 +491,7 @@ def test_no_secret_value_in_write_errors_or_logs(client, monkeypatch, caplog, ex
     client.errors["write"] = exc
     with pytest.raises(v.VaultError) as err:
         v.ensure_group_secrets(client, MOUNT, PATH)
-    assert len(generated) == 2
+    assert len(generated) == len(v.GENERATED_KEYS) - 1
     assert _no_secret_in(err.value, generated + ["existing-super-value"])
     assert not any(val in caplog.text for val in generated + ["existing-super-value"])
 

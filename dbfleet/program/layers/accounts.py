@@ -20,6 +20,8 @@ HOST_PACKAGES = (
     "patroni",
     "etcd-server",
     "etcd-client",
+    # backups (docs/backups.md): installed already, used once the ssh target has them
+    "pgbackrest",
     "curl",
     "haproxy",
     "pgbouncer",

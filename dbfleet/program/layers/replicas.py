@@ -8,6 +8,7 @@ import urllib.request
 
 import pulumi
 
+from components import backup
 from components.etcd import EtcdMember, EtcdMemberArgs
 from components.patroni import (
     GroupLeader,
@@ -55,9 +56,14 @@ def build(ctx: LayerContext) -> None:
             f"{ctx.stack.upstream('networks')} has fewer node ports than the fleet file's nodes for "
             f"{', '.join(short)}: bring it up first: pulumi up -s {ctx.stack.upstream('networks')}  (or: dbfleet up)"
         )
+    # Backups (docs/backups.md) run on the local target only for now.
+    backups = ctx.target == "local"
     passwords = pulumi.Output.secret(
         vault.read_group_secrets(
-            vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"]
+            vault.client_from_env(),
+            accounts["secret_mount"],
+            accounts["secret_path"],
+            also=(vault.BACKUP_KEY,) if backups else (),
         )
     )
     primary_region = ctx.group.primary
@@ -84,6 +90,7 @@ def build(ctx: LayerContext) -> None:
         ctx.group.durability,
         ctx.group.max_lag_on_failover_bytes,
         ctx.fleet.limits.max_connections,
+        archive_command=(backup.archive_command(accounts["data_root"], scope) if backups else None),
     )
     etcd = _etcd_members(ctx, accounts, regions, scope)
 
@@ -151,7 +158,7 @@ def build(ctx: LayerContext) -> None:
         nodes[(region, k)] = PatroniNode(
             member_name(region, k), args(region, k), pulumi.ResourceOptions(depends_on=[primary])
         )
-    GroupLeader(
+    leader = GroupLeader(
         "leader",
         GroupLeaderArgs(
             connection=ctx.node_connection(*members[0]),
@@ -166,6 +173,9 @@ def build(ctx: LayerContext) -> None:
         ),
         pulumi.ResourceOptions(depends_on=list(nodes.values())),
     )
+    if backups:
+        ports = {m: address(*m)[1] for m in members}
+        _backups(ctx, accounts, ports, scope, passwords, leader)
 
     def node_out(region: str) -> dict:
         mine = sorted(((k, n) for (r, k), n in nodes.items() if r == region), key=lambda x: x[0])
@@ -199,6 +209,52 @@ def build(ctx: LayerContext) -> None:
     pulumi.export(
         "etcd",
         {r: f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in ctx.group.regions},
+    )
+
+
+def _backups(
+    ctx: LayerContext,
+    accounts: dict,
+    ports: dict[tuple[str, int], int],
+    scope: str,
+    passwords: pulumi.Output,
+    leader: GroupLeader,
+) -> None:
+    """The group's stanza, repository and scheduler, once its leader runs with the
+    archive command (docs/backups.md)."""
+    root = accounts["data_root"]
+    spec = ctx.group.backups
+    backup.GroupBackups(
+        "backups",
+        backup.GroupBackupsArgs(
+            connection=ctx.connection,
+            run_as=accounts["user"],
+            data_root=root,
+            stanza=scope,
+            # The preferred leader first (ports keeps the members' order).
+            nodes=tuple(
+                backup.Node(f"{root}/{region}-{k}/pgdata", port, f"{root}/{region}-{k}/run")
+                for (region, k), port in ports.items()
+            ),
+            schedule_hours=spec.schedule_hours,
+            full_every_days=spec.full_every_days,
+            full_keep=spec.full_keep,
+            secrets=passwords,
+            fleet=ctx.fleet.name,
+        ),
+        pulumi.ResourceOptions(depends_on=[leader]),
+    )
+    pulumi.export(
+        "backup",
+        {
+            "stanza": scope,
+            "dir": backup.backup_dir(root),
+            "data_root": root,
+            "user": accounts["user"],
+            "schedule_hours": spec.schedule_hours,
+            "full_every_days": spec.full_every_days,
+            "full_keep": spec.full_keep,
+        },
     )
 
 

@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+#
+# pgbackrest.sh create|update|delete|check - a region group's backups with
+# pgBackRest (Debian's 2.45, /usr/bin/pgbackrest): its configuration, its
+# encrypted repository and stanza, and its backup scheduler, all under
+# BACKUP_DIR (the group's data root: its backups never leave the group).
+#
+# Environment (create/update):
+#   RUN_AS                 the group's OS user (runs PostgreSQL, hence archive-push)
+#   BACKUP_DIR             absolute directory (0700, dbfleet marker):
+#                            pgbackrest.conf   configuration (0600: the passphrase)
+#                            pgpass            the superuser's password for
+#                                              pgBackRest's connections (0600)
+#                            repo/             the repository (repo1, aes-256-cbc)
+#                            spool/            archive-async's queue
+#                            log/ run/         pgBackRest's logs, locks; scheduler.log
+#                            scheduler.sh      the scheduler (pgbackrest_scheduler)
+#                            scheduler.settings its schedule, re-read every minute
+#   DATA_ROOT              the group's data root (BACKUP_DIR must be inside it)
+#   STANZA                 the stanza (`<fleet>-<group>`)
+#   NODES                  space-separated path:port:socketdir of every node
+#                          (pgBackRest finds the leader among them)
+#   SCHEDULE_HOURS, FULL_EVERY_DAYS, FULL_KEEP   schedule and retention
+#   PG_BACKUP_PASSPHRASE   the repository's cipher passphrase (Vault)
+#   PG_SUPERUSER_PASSWORD  password of "postgres" (Vault)
+#   FLEET_NAME             as for every script (lib.sh)
+# delete needs RUN_AS and BACKUP_DIR.
+#
+# create/update (idempotent): writes the files (only when they differ), creates
+# the stanza when `pgbackrest info` does not find it valid and then runs
+# `pgbackrest check` (a WAL switch on the leader that must reach the
+# repository through archive_command), and starts the scheduler when it is
+# not running (restarts it when its program changed).
+# check: drift when the configuration is missing, the scheduler is not
+# running, or the stanza is not valid.
+# delete: stops the scheduler and removes BACKUP_DIR (only with this fleet's
+# marker) - the repository goes with the group, as its data directories do.
+#
+# Output: one summary line on stdout; progress/errors on stderr.  The
+# passphrase never leaves the 0600 configuration: not argv, not a log.
+set -euo pipefail
+
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+# The scheduler's program; HostScript ships its text in place of this line.
+SCHEDULER_SH=$(<"$(dirname -- "${BASH_SOURCE[0]}")/pgbackrest_scheduler")
+
+PGBACKREST_BIN=${PGBACKREST_BIN:-/usr/bin/pgbackrest}
+PYTHON=/usr/bin/python3
+# `pgbackrest info` status codes of a usable stanza: 0 ok, 2 no valid backups yet.
+INFO_CODE_PY='
+import json, sys
+try:
+    print(json.load(sys.stdin)[0]["status"]["code"])
+except (ValueError, IndexError, KeyError, TypeError):
+    print(99)
+'
+
+# The secrets of this script (lib.sh protects the PG_*_PASSWORD ones).
+secret_guard() {
+    if [[ -n "${PG_BACKUP_PASSPHRASE+x}" ]]; then
+        export -n PG_BACKUP_PASSPHRASE
+        [[ "$PG_BACKUP_PASSPHRASE" != *[![:print:]]* && "$PG_BACKUP_PASSPHRASE" != *[[:space:]]* ]] ||
+            die "PG_BACKUP_PASSPHRASE must be printable ASCII without spaces"
+    fi
+    protect_secrets
+}
+
+init_vars() {
+    CONF=$BACKUP_DIR/pgbackrest.conf
+    PGPASS=$BACKUP_DIR/pgpass
+    REPO=$BACKUP_DIR/repo
+    SPOOL=$BACKUP_DIR/spool
+    LOGS=$BACKUP_DIR/log
+    RUNS=$BACKUP_DIR/run
+    SCHEDULER=$BACKUP_DIR/scheduler.sh
+    SETTINGS=$BACKUP_DIR/scheduler.settings
+    SCHED_PID=$RUNS/scheduler.pid
+}
+
+check_inputs() {
+    check_run_as
+    check_fleet
+    [[ "$RUN_AS" != root ]] || die "RUN_AS must not be root"
+    require_env BACKUP_DIR DATA_ROOT STANZA NODES SCHEDULE_HOURS FULL_EVERY_DAYS FULL_KEEP
+    check_abs_path BACKUP_DIR
+    check_abs_path DATA_ROOT
+    # Residency: the repository is inside the group's own data root.
+    [[ "$BACKUP_DIR" == "$DATA_ROOT"/* ]] || die "BACKUP_DIR $BACKUP_DIR is not inside DATA_ROOT $DATA_ROOT"
+    [[ "$STANZA" =~ ^[a-z0-9][a-z0-9-]{0,127}$ ]] || die "STANZA '$STANZA' is not a stanza name"
+    local v
+    for v in SCHEDULE_HOURS FULL_EVERY_DAYS FULL_KEEP; do
+        [[ "${!v}" =~ ^[1-9][0-9]{0,3}$ ]] || die "$v '${!v}' is not a positive number"
+    done
+    local n path port sock
+    for n in $NODES; do
+        [[ "$n" =~ ^(/[A-Za-z0-9._/-]+):([0-9]+):(/[A-Za-z0-9._/-]+)$ ]] ||
+            die "NODES: '$n' is not path:port:socketdir"
+        path=${BASH_REMATCH[1]} port=${BASH_REMATCH[2]} sock=${BASH_REMATCH[3]}
+        check_port NODES "$port"
+        [[ "$path" == "$DATA_ROOT"/* && "$sock" == "$DATA_ROOT"/* ]] ||
+            die "NODES: $path is not a node of this group's data root $DATA_ROOT"
+    done
+    [[ -x "$PGBACKREST_BIN" ]] || die "pgBackRest not found at $PGBACKREST_BIN (Debian package pgbackrest)"
+    [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
+    init_vars
+}
+
+render_config() {
+    local i=0 n
+    cat <<EOF
+# Managed by dbfleet (pgbackrest.sh); rewritten on every run - do not edit.
+[global]
+repo1-path=$REPO
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=$PG_BACKUP_PASSPHRASE
+repo1-retention-full-type=count
+repo1-retention-full=$FULL_KEEP
+compress-type=lz4
+process-max=2
+start-fast=y
+archive-async=y
+archive-timeout=60
+spool-path=$SPOOL
+log-path=$LOGS
+lock-path=$RUNS
+log-level-console=warn
+log-level-file=info
+
+[$STANZA]
+EOF
+    for n in $NODES; do
+        i=$((i + 1))
+        IFS=: read -r path port sock <<<"$n"
+        printf 'pg%d-path=%s\npg%d-port=%s\npg%d-socket-path=%s\npg%d-user=postgres\n' \
+            "$i" "$path" "$i" "$port" "$i" "$sock" "$i"
+    done
+}
+
+# pgbr ARGS... : pgBackRest as RUN_AS with this group's configuration; the
+# superuser's password reaches libpq through the 0600 pgpass, never argv.
+pgbr() {
+    run_as env PGPASSFILE="$PGPASS" "$PGBACKREST_BIN" --config="$CONF" --stanza="$STANZA" "$@"
+}
+
+info_code() {
+    pgbr --output=json info 2>/dev/null | "$PYTHON" -I -c "$INFO_CODE_PY"
+}
+
+# scheduler_pid : the pid in scheduler.pid if it runs this group's scheduler.
+scheduler_pid() {
+    local pid='' args
+    [[ -f "$SCHED_PID" ]] && read -r pid <"$SCHED_PID"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+    [[ " $args" == *" $SCHEDULER $BACKUP_DIR "* ]] && printf '%s' "$pid"
+    return 0
+}
+
+gone() { [[ ! -e "/proc/$1" ]]; }
+
+# stanza_create : one try; its output in STANZA_OUT.
+stanza_create() { STANZA_OUT=$(pgbr stanza-create 2>&1); }
+
+# our_pgbackrest : pids of pgBackRest processes that use this group's
+# configuration (archive-push's async workers outlive the PostgreSQL that
+# started them by a moment).
+our_pgbackrest() {
+    local p args
+    for p in /proc/[0-9]*; do
+        proc_exe_is "${p#/proc/}" "$PGBACKREST_BIN" || continue
+        args=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        [[ " $args" == *" --config=$CONF "* ]] && printf '%s\n' "${p#/proc/}"
+    done
+    return 0
+}
+
+no_pgbackrest() { [[ -z "$(our_pgbackrest)" ]]; }
+
+# stop_pgbackrest : let this group's pgBackRest processes finish (30 s), then
+# stop them, so that nothing of the group's user outlives its repository.
+stop_pgbackrest() {
+    wait_for 30 "pgBackRest processes of $STANZA to finish" no_pgbackrest && return 0
+    local pid
+    for pid in $(our_pgbackrest); do kill -TERM "$pid" 2>/dev/null || true; done
+    wait_for 10 "pgBackRest processes of $STANZA to stop" no_pgbackrest && return 0
+    for pid in $(our_pgbackrest); do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+stop_scheduler() {
+    local pid
+    pid=$(scheduler_pid)
+    [[ -n "$pid" ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_for 15 "the scheduler (pid $pid) to stop" gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    rm -f -- "$SCHED_PID"
+}
+
+# start_scheduler : detached (its own session), as RUN_AS, with an empty
+# environment: it inherits no secret.
+start_scheduler() {
+    local pid
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    pid=$(run_as setsid bash -c 'exec env -i PATH=/usr/bin:/bin bash "$0" "$1" >>"$2" 2>&1 </dev/null & printf "%s" "$!"' \
+        "$SCHEDULER" "$BACKUP_DIR" "$LOGS/scheduler.log") || die "could not start the backup scheduler"
+    printf '%s\n' "$pid" | put_file "$SCHED_PID" || true
+}
+
+do_create() {
+    require_env PG_BACKUP_PASSPHRASE PG_SUPERUSER_PASSWORD
+    check_inputs
+    claim_dir "$BACKUP_DIR" use
+    make_dirs "$BACKUP_DIR" "$REPO" "$SPOOL" "$LOGS" "$RUNS"
+    mark_dir "$BACKUP_DIR" "backup repository"
+    lock_dir "$BACKUP_DIR"
+    local done_=() esc
+    if render_config | put_file "$CONF"; then done_+=("configuration written"); fi
+    esc=${PG_SUPERUSER_PASSWORD//\\/\\\\}
+    esc=${esc//:/\\:}
+    printf '*:*:*:postgres:%s\n' "$esc" | put_file "$PGPASS" || true
+    printf '%s %s %s\n' "$STANZA" "$SCHEDULE_HOURS" "$FULL_EVERY_DAYS" | put_file "$SETTINGS" || true
+    local restart=0
+    if printf '%s\n' "$SCHEDULER_SH" | put_file "$SCHEDULER"; then restart=1; fi
+
+    local code out
+    code=$(info_code)
+    if [[ "$code" != 0 && "$code" != 2 ]]; then
+        info "stanza $STANZA is not valid yet (pgbackrest info code $code): stanza-create"
+        # The leader's archive_command may already run archive-push (async),
+        # which holds the stanza's archive lock for moments at a time: retry.
+        wait_for 60 "pgbackrest stanza-create $STANZA" stanza_create ||
+            die "pgbackrest stanza-create $STANZA failed: $(tail -n 3 <<<"$STANZA_OUT" | tr '\n' ' ')"
+        # A WAL switch on the leader that must arrive in the repository: proves
+        # archive_command, the passphrase and the repository's permissions.
+        if ! out=$(pgbr check 2>&1); then
+            if [[ "$out" == *archive_mode* ]]; then
+                die "pgbackrest check $STANZA: archive_mode is not on in the leader: it takes effect when PostgreSQL restarts (a group deployed before backups: restart its nodes, e.g. a switchover and back); $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+            fi
+            die "pgbackrest check $STANZA failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+        fi
+        done_+=("stanza created and checked")
+    fi
+
+    if ((restart)); then stop_scheduler; fi
+    if [[ -z "$(scheduler_pid)" ]]; then
+        start_scheduler
+        done_+=("scheduler started")
+    fi
+    local what="no changes"
+    if ((${#done_[@]} > 0)); then
+        what=$(printf '%s, ' "${done_[@]}")
+        what=${what%, }
+    fi
+    printf '%s: stanza %s in %s (every %s h, full every %s d, %s full kept) in %s: %s\n' \
+        "$SCRIPT_NAME" "$STANZA" "$REPO" "$SCHEDULE_HOURS" "$FULL_EVERY_DAYS" "$FULL_KEEP" \
+        "$(elapsed)" "$what"
+}
+
+do_delete() {
+    check_run_as
+    check_fleet
+    require_env BACKUP_DIR
+    check_abs_path BACKUP_DIR
+    init_vars
+    if [[ -d "$BACKUP_DIR" ]]; then
+        claim_dir "$BACKUP_DIR" delete
+        stop_scheduler
+        stop_pgbackrest
+        safe_remove_dir "$BACKUP_DIR"
+    fi
+    printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$BACKUP_DIR" "$(elapsed)"
+}
+
+do_check() {
+    check_inputs
+    [[ -f "$CONF" ]] || exit "$DRIFT_EXIT_CODE"
+    if [[ -z "$(scheduler_pid)" ]]; then
+        warn "the backup scheduler of $STANZA is not running"
+        exit "$DRIFT_EXIT_CODE"
+    fi
+    local code
+    code=$(info_code)
+    if [[ "$code" != 0 && "$code" != 2 ]]; then
+        warn "stanza $STANZA is not valid (pgbackrest info code $code)"
+        exit "$DRIFT_EXIT_CODE"
+    fi
+    exit 0
+}
+
+secret_guard
+
+case "${1:-}" in
+create | update) do_create ;;
+delete) do_delete ;;
+check) do_check ;;
+*) die "usage: $SCRIPT_NAME create|update|delete|check (configuration in the environment)" ;;
+esac

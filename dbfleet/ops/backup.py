@@ -1,0 +1,343 @@
+"""`dbfleet backup GROUP` and `dbfleet restore GROUP`: a group's pgBackRest backups, on demand.
+
+The group's stanza, repository and scheduler are declared by its replicas stack
+(components/backup.py); these commands only ask them, through the host script
+`pgbackrest_ops.sh` (run as the group's OS user on the local target; it reads the
+configuration pgbackrest.sh wrote, so no secret passes through here):
+
+- `backup GROUP [--type full|diff|incr]` takes one backup now, on whichever node leads
+  (pgBackRest finds it);
+- `restore GROUP --to TIMESTAMP | --to-lsn LSN | --latest [--yes]` is a point-in-time
+  recovery of the whole group: it refuses a point before the oldest backup (naming the
+  earliest possible time), says what will be thrown away, asks (refuses without --yes
+  when stdin is not a terminal), then stops writes, restores the preferred leader's
+  node to that point, clears Patroni's state and the replicas, and runs `dbfleet up`
+  of the group's replicas layer: Patroni takes the restored data directory as the
+  group's leader and clones every replica from it. It ends by writing through every
+  region's write endpoint (`dbfleet prove`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dbfleet.ops.commands import (
+    Abort,
+    fleet_groups,
+    group_access,
+    group_vault,
+    guard,
+    load_fleet_file,
+)
+from dbfleet.ops.results import ExitCode
+
+OPS_SCRIPT = "pgbackrest_ops.sh"
+BACKUP_TYPES = ("full", "diff", "incr")
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+RESTORE_TIMEOUT_S = 3600
+LOCAL = {"kind": "local", "host": "localhost", "user": "", "port": 22}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A restore target: `kind` time | lsn | latest; `value` as pgBackRest takes it."""
+
+    kind: str
+    value: str = ""
+    when: dt.datetime | None = None
+    lsn: int | None = None
+
+
+def parse_lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def parse_target(to: str | None, to_lsn: str | None, latest: bool) -> Target:
+    """The one restore target the command line names (argparse makes them exclusive)."""
+    if latest:
+        return Target("latest")
+    if to_lsn is not None:
+        if not _LSN.match(to_lsn):
+            raise Abort(f"restore: --to-lsn {to_lsn!r} is not an LSN like 0/3000060")
+        return Target("lsn", to_lsn.upper(), lsn=parse_lsn(to_lsn))
+    if to is None:
+        raise Abort("restore: name a point: --to TIMESTAMP, --to-lsn LSN or --latest")
+    try:
+        when = dt.datetime.fromisoformat(to)
+    except ValueError:
+        raise Abort(
+            f"restore: --to {to!r} is not a timestamp like 2024-05-01T12:30:00+00:00"
+        ) from None
+    if when.tzinfo is None:
+        # The servers' time zone is not the operator's: a time without one is ambiguous.
+        raise Abort(f"restore: --to {to!r} has no time zone; add one, e.g. {to}+00:00 or {to}Z")
+    return Target("time", when.isoformat(sep=" "), when=when)
+
+
+def backups_of(info: Mapping[str, Any]) -> list[dict]:
+    """The stanza's backups from `{"info": <pgbackrest info json>, ...}`, oldest first."""
+    stanzas = info.get("info") or []
+    found = list(stanzas[0].get("backup") or []) if stanzas else []
+    return sorted(found, key=lambda b: b["timestamp"]["stop"])
+
+
+def earliest(info: Mapping[str, Any]) -> tuple[dt.datetime, int] | None:
+    """The earliest point a restore can reach: the end of the oldest backup (time, LSN)."""
+    found = backups_of(info)
+    if not found:
+        return None
+    oldest = found[0]
+    when = dt.datetime.fromtimestamp(oldest["timestamp"]["stop"], tz=dt.UTC)
+    return when, parse_lsn(oldest["lsn"]["stop"])
+
+
+def refusal(target: Target, info: Mapping[str, Any], now: dt.datetime) -> str | None:
+    """Why `target` cannot be restored to (None: it can)."""
+    first = earliest(info)
+    if first is None:
+        return "the group has no backup yet: take one with `dbfleet backup GROUP`"
+    when, lsn = first
+    stamp = when.isoformat(timespec="seconds")
+    if target.kind == "time" and target.when is not None:
+        if target.when < when:
+            return f"{target.when.isoformat()} is before the oldest backup; the earliest possible time is {stamp}"
+        if target.when > now:
+            return (
+                f"{target.when.isoformat()} is in the future; use --latest for everything archived"
+            )
+    if target.kind == "lsn" and target.lsn is not None and target.lsn < lsn:
+        return f"LSN {target.value} is before the oldest backup, which ends at {first_lsn(info)} ({stamp})"
+    return None
+
+
+def first_lsn(info: Mapping[str, Any]) -> str:
+    found = backups_of(info)
+    return found[0]["lsn"]["stop"] if found else "?"
+
+
+# -- talking to the host -------------------------------------------------------------------
+Runner = Callable[[str, dict[str, str], int], tuple[int, str, str]]
+
+
+def run_ops(action: str, env: dict[str, str], timeout_s: int = 600) -> tuple[int, str, str]:
+    from components.hostcmd import run_script
+
+    proc = run_script(dict(LOCAL), OPS_SCRIPT, action, env, {}, timeout_s)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def facts_of(group: str, reps: Mapping[str, Any] | None) -> dict:
+    """The `backup` output of the group's replicas stack; Abort when there is none."""
+    if not reps or not reps.get("nodes"):
+        raise Abort(f"replicas-{group} is not deployed: run dbfleet up {group}")
+    facts = reps.get("backup")
+    if not facts:
+        raise Abort(
+            f"group {group} has no backups: they run on the local target only for now "
+            "(docs/backups.md), or its replicas stack predates them (run dbfleet up)"
+        )
+    return dict(facts)
+
+
+def base_env(facts: Mapping[str, Any], fleet: str) -> dict[str, str]:
+    return {
+        "RUN_AS": str(facts["user"]),
+        "BACKUP_DIR": str(facts["dir"]),
+        "STANZA": str(facts["stanza"]),
+        "FLEET_NAME": fleet,
+    }
+
+
+def read_info(env: dict[str, str], runner: Runner = run_ops) -> dict:
+    code, out, err = runner("info", env, 120)
+    if code != 0:
+        raise Abort(f"pgbackrest info failed: {' '.join(err.split())[-300:]}")
+    return json.loads(out)
+
+
+# -- backup --------------------------------------------------------------------------------
+def _replicas(group: str) -> dict | None:
+    from dbfleet.ops import rollout
+
+    return rollout.stack_outputs(f"replicas-{group}")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    fleet = load_fleet_file()
+    (group,) = fleet_groups([args.group], fleet=fleet)
+    group_access(fleet, [group], "status")
+    env = base_env(facts_of(group, _replicas(group)), fleet.name)
+    t0 = time.monotonic()
+    code, _out, err = run_ops("backup", {**env, "BACKUP_TYPE": args.type}, 3600)
+    if code != 0:
+        raise Abort(f"backup: {' '.join(err.split())[-400:]}")
+    newest = backups_of(read_info(env))[-1]
+    size = newest["info"]["repository"].get("delta") or newest["info"]["repository"].get("size")
+    print(
+        f"backup: {newest['label']} ({newest['type']}) of group {group} in "
+        f"{time.monotonic() - t0:.1f} s, {size} bytes in the repository"
+    )
+    return ExitCode.OK
+
+
+# -- restore -------------------------------------------------------------------------------
+def _leader(reps: Mapping[str, Any]) -> tuple[str | None, str, int]:
+    """(live leader's member name or None, its region, its port)."""
+    from dbfleet.ops import status
+
+    nodes = status.group_nodes("", reps)
+    endpoints = [(n.name, n.host, n.rest_port) for n in nodes if n.rest_port]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(endpoints))) as pool:
+        doc, _ = status.read_cluster(endpoints, pool)
+    lead = status.cluster_leader(doc or {})
+    if not lead:
+        return None, "", 0
+    node = next(n for n in nodes if n.name == lead["name"])
+    return node.name, node.region, node.port
+
+
+def restore_env(
+    facts: Mapping[str, Any], reps: Mapping[str, Any], fleet: str, target: Target
+) -> dict[str, str]:
+    """pgbackrest_ops.sh's restore environment: every node, the preferred leader's
+    node as the one restored into (it is the node `up` starts first)."""
+    root = facts["data_root"]
+    primary = reps["primary_region"]
+    dirs, ports = [], {}
+    for region in [primary, *sorted(r for r in reps["nodes"] if r != primary)]:
+        for k, m in enumerate(reps["nodes"][region].get("members") or [reps["nodes"][region]]):
+            d = f"{root}/{region}-{k}"
+            dirs.append(d)
+            ports[d] = int(m["port"])
+    return {
+        **base_env(facts, fleet),
+        "NODE_DIRS": " ".join(dirs),
+        "TARGET_DIR": dirs[0],
+        "TARGET_PORT": str(ports[dirs[0]]),
+        "ETCD_ENDPOINTS": ",".join(
+            f"http://{e}" for e in sorted((reps.get("etcd") or {}).values())
+        ),
+        "SCOPE": str(facts["stanza"]),
+        "RESTORE_TYPE": target.kind,
+        "RESTORE_TARGET": target.value,
+    }
+
+
+def loss_text(target: Target, group: str, regions: list[str]) -> list[str]:
+    point = {
+        "time": f"committed after {target.value}",
+        "lsn": f"after LSN {target.value}",
+        "latest": "not yet archived when writes stop (normally nothing: the current WAL is archived first)",
+    }[target.kind]
+    return [
+        f"restore: group {group} ({', '.join(regions)}) goes back to "
+        + ("the newest archived point" if target.kind == "latest" else target.value),
+        f"restore: thrown away: every transaction {point}, in every region",
+        (
+            "restore: writes stop now; every node restarts; the replicas are rebuilt from the "
+            "restored leader (their data directories are emptied)"
+        ),
+    ]
+
+
+def confirm(group: str, assume_yes: bool, stdin=None) -> None:
+    stdin = stdin or sys.stdin
+    if assume_yes:
+        return
+    if not stdin.isatty():
+        raise Abort("restore: refusing without --yes: stdin is not a terminal")
+    print(f"restore: type the group's name ({group}) to go on: ", end="", flush=True)
+    if stdin.readline().strip() != group:
+        raise Abort("restore: not confirmed; nothing changed")
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    fleet = load_fleet_file()
+    (group,) = fleet_groups([args.group], fleet=fleet)
+    providers = group_vault(fleet, [group], "up")
+    target = parse_target(args.to, args.to_lsn, args.latest)
+    reps = _replicas(group)
+    facts = facts_of(group, reps)
+    assert reps is not None
+    env = base_env(facts, fleet.name)
+    why = refusal(target, read_info(env), dt.datetime.now(dt.UTC))
+    if why:
+        raise Abort(f"restore: refused: {why}")
+    for line in loss_text(target, group, list(reps["nodes"])):
+        print(line, flush=True)
+    confirm(group, args.yes)
+    t0 = time.monotonic()
+    renv = restore_env(facts, reps, fleet.name, target)
+    leader, _region, port = _leader(reps)
+    if leader:
+        renv["LEADER_DIR"] = f"{facts['data_root']}/{leader}"
+        renv["LEADER_PORT"] = str(port)
+    code, out, err = run_ops("restore", renv, RESTORE_TIMEOUT_S)
+    sys.stderr.write(err)
+    if code != 0:
+        raise Abort("restore: failed (see above)")
+    print(out.strip(), flush=True)
+    print(f"restore: starting Patroni again: dbfleet up {group} --layer replicas", flush=True)
+    from dbfleet.ops import report, rollout
+
+    results = rollout.flat(
+        rollout.run(
+            [group],
+            "up",
+            layers=["replicas"],
+            options=rollout.RunOptions(secrets_providers=dict(providers)),
+        )
+    )
+    if report.exit_code(results, preview=False) != 0:
+        sys.stdout.write(report.table(results) + "\n")
+        raise Abort(f"restore: the data is restored but `dbfleet up {group}` failed (above)")
+    from dbfleet.ops.commands import prove
+
+    problems = prove([group], deadline_s=30.0)
+    if problems:
+        raise Abort("restore: writes do not work yet: " + "; ".join(problems))
+    print(
+        f"restore: group {group} restored and writable in every region in "
+        f"{time.monotonic() - t0:.1f} s",
+        flush=True,
+    )
+    return ExitCode.OK
+
+
+def register(commands) -> None:
+    p = commands.add_parser(
+        "backup",
+        help="take a backup of a group now (pgBackRest, on its leader)",
+        description="Take one backup of the group now, on whichever node leads. The "
+        "scheduler takes them on its own (docs/backups.md); this is for before a risky change.",
+    )
+    p.add_argument("group", metavar="GROUP")
+    p.add_argument("--type", choices=BACKUP_TYPES, default="full", help="default: full")
+    p.set_defaults(handler=guard(cmd_backup, engine=True))
+
+    p = commands.add_parser(
+        "restore",
+        help="point-in-time recovery of a whole group (asks first)",
+        description="Restore the group to a point in time: stop writes, restore its "
+        "preferred leader from the backups and archived WAL, rebuild its replicas from it. "
+        "Everything after the point is thrown away. Asks first; without a terminal --yes "
+        "is required.",
+    )
+    p.add_argument("group", metavar="GROUP")
+    point = p.add_mutually_exclusive_group(required=True)
+    point.add_argument("--to", metavar="TIMESTAMP", help="ISO 8601 with a time zone")
+    point.add_argument("--to-lsn", metavar="LSN", help="a WAL position, e.g. 0/3000060")
+    point.add_argument("--latest", action="store_true", help="everything archived")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=guard(cmd_restore, engine=True))

@@ -1,0 +1,304 @@
+"""Backups (issue 15) with mocks only: the fleet file's backup keys, the archive settings in
+Patroni's dynamic configuration, the component's arguments, the restore command's parsing
+and refusals, the status section, and the backup policies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import pulumi
+import pytest
+
+from components import backup
+from components.hostcmd import Connection
+from components.patroni import dcs_config
+from dbfleet.model.spec import FleetError, parse_fleet
+from dbfleet.ops import backup as ops
+from dbfleet.ops import status
+from dbfleet.ops.cli import build_parser
+from dbfleet.ops.commands import Abort
+from policies.rules.backup import backup_residency, backups_configured
+from tests.unit.policy_support import (
+    host_scripts,
+    messages,
+    program_resources,
+    run_stack_policy,
+    with_env,
+)
+
+FLEET = """
+name: demo
+target: {target}
+groups:
+  eu:
+    zone: EU
+    primary: fra
+    regions: {{fra: {{}}, lhr: {{}}, arn: {{}}}}
+{extra}"""
+
+
+def fleet(target: str = "local", extra: str = ""):
+    return parse_fleet(FLEET.format(target=target, extra=extra))
+
+
+# -- fleet file ------------------------------------------------------------------------------
+def test_a_group_without_backup_keys_gets_the_documented_defaults():
+    b = fleet().groups["eu"].backups
+    assert (b.schedule_hours, b.full_every_days, b.full_keep) == (24, 7, 2)
+
+
+def test_backup_keys_are_read_and_bounded():
+    g = fleet(extra="    backup: {schedule_hours: 6, full_keep: 4}\n").groups["eu"]
+    assert (g.backups.schedule_hours, g.backups.full_keep, g.backups.full_every_days) == (6, 4, 7)
+    with pytest.raises(FleetError) as err:
+        fleet(extra="    backup: {schedule_hours: 0, fulls: 3}\n")
+    text = "\n".join(str(p) for p in err.value.problems)
+    assert "groups.eu.backup.schedule_hours: must be at least 1" in text
+    assert "groups.eu.backup.fulls: unknown key (allowed: schedule_hours" in text
+
+
+def test_backup_keys_on_the_ssh_target_are_refused_in_one_line():
+    text = FLEET.format(target="local", extra="    target: ssh\n    backup: {full_keep: 3}\n")
+    with pytest.raises(FleetError) as err:
+        parse_fleet(text)
+    lines = [str(p) for p in err.value.problems if "backup" in str(p)]
+    assert len(lines) == 1 and "local target only" in lines[0]
+
+
+# -- archive settings and the component ------------------------------------------------------
+def test_archiving_is_in_the_dynamic_configuration_only_when_asked():
+    plain = dcs_config("async", 1 << 20, 100)["postgresql"]["parameters"]
+    assert "archive_command" not in plain and "archive_mode" not in plain
+    cmd = backup.archive_command("/d/demo-eu", "demo-eu")
+    params = dcs_config("async", 1 << 20, 100, archive_command=cmd)["postgresql"]["parameters"]
+    assert params["archive_mode"] == "on" and params["archive_timeout"] == "60s"
+    assert params["archive_command"] == (
+        "pgbackrest --config=/d/demo-eu/pgbackrest/pgbackrest.conf --stanza=demo-eu "
+        '--pg1-path="$PWD" archive-push %p'
+    )
+
+
+def args(**changes) -> backup.GroupBackupsArgs:
+    base = {
+        "connection": Connection(),
+        "run_as": "demo-eu",
+        "data_root": "/d/demo-eu",
+        "stanza": "demo-eu",
+        "nodes": (backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run"),),
+        "schedule_hours": 24,
+        "full_every_days": 7,
+        "full_keep": 2,
+        "secrets": None,
+    }
+    return backup.GroupBackupsArgs(**{**base, **changes})
+
+
+def test_the_components_environment_names_every_node_and_no_secret():
+    env = args().environment()
+    assert env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest"
+    assert env["NODES"] == "/d/demo-eu/fra-0/pgdata:5432:/d/demo-eu/fra-0/run"
+    assert not [k for k in env if "PASS" in k]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"connection": Connection(kind="ssh", host="db1", user="root")},
+        {"stanza": "Demo EU"},
+        {"data_root": "relative/path"},
+        {"full_keep": 0},
+        {"nodes": ()},
+    ],
+)
+def test_the_component_refuses_what_it_cannot_declare(changes):
+    with pytest.raises(ValueError):
+        args(**changes)
+
+
+def test_secret_environment_stays_secret():
+    out = backup.secret_environment(
+        pulumi.Output.from_input({"superuser_password": "s", "backup_passphrase": "p"})
+    )
+    assert isinstance(out, pulumi.Output)
+
+
+# -- the commands ----------------------------------------------------------------------------
+def test_restore_needs_exactly_one_point():
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["restore", "eu"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["restore", "eu", "--latest", "--to-lsn", "0/1"])
+    a = parser.parse_args(["restore", "eu", "--to", "2024-05-01T12:00:00Z", "--yes"])
+    assert (a.group, a.to, a.yes) == ("eu", "2024-05-01T12:00:00Z", True)
+    assert parser.parse_args(["backup", "eu"]).type == "full"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["backup", "eu", "--type", "weekly"])
+
+
+def test_targets_are_parsed_and_a_time_without_zone_is_refused():
+    t = ops.parse_target("2024-05-01T12:00:00Z", None, False)
+    assert t.kind == "time" and t.value == "2024-05-01 12:00:00+00:00"
+    assert ops.parse_target(None, "0/3000060", False).lsn == 0x3000060
+    assert ops.parse_target(None, None, True).kind == "latest"
+    with pytest.raises(Abort, match="no time zone"):
+        ops.parse_target("2024-05-01T12:00:00", None, False)
+    with pytest.raises(Abort, match="not an LSN"):
+        ops.parse_target(None, "3000060", False)
+
+
+INFO = {
+    "info": [
+        {
+            "status": {"code": 0, "message": "ok"},
+            "backup": [
+                {"label": "F2", "type": "full", "timestamp": {"stop": 2000}, "lsn": {"stop": "0/5000000"},
+                 "info": {"repository": {"delta": 10}}},
+                {"label": "F1", "type": "full", "timestamp": {"stop": 1000}, "lsn": {"stop": "0/3000000"},
+                 "info": {"repository": {"delta": 10}}},
+                {"label": "D1", "type": "diff", "timestamp": {"stop": 3000}, "lsn": {"stop": "0/6000000"},
+                 "info": {"repository": {"delta": 1}}},
+            ],
+        }
+    ],
+    "repo_bytes": 4096,
+}  # fmt: skip
+NOW = dt.datetime.fromtimestamp(5000, tz=dt.UTC)
+
+
+def test_a_point_before_the_oldest_backup_is_refused_naming_the_earliest_time():
+    early = ops.parse_target(dt.datetime.fromtimestamp(500, tz=dt.UTC).isoformat(), None, False)
+    why = ops.refusal(early, INFO, NOW)
+    assert why and "earliest possible time is 1970-01-01T00:16:40+00:00" in why
+    assert ops.refusal(ops.parse_target(None, "0/2000000", False), INFO, NOW)
+    later = ops.parse_target(dt.datetime.fromtimestamp(1500, tz=dt.UTC).isoformat(), None, False)
+    assert ops.refusal(later, INFO, NOW) is None
+    future = ops.parse_target(dt.datetime.fromtimestamp(9000, tz=dt.UTC).isoformat(), None, False)
+    assert "future" in ops.refusal(future, INFO, NOW)
+    assert "no backup" in ops.refusal(later, {"info": [{"backup": []}]}, NOW)
+
+
+def test_restore_refuses_without_yes_when_stdin_is_not_a_terminal():
+    with pytest.raises(Abort, match="--yes"):
+        ops.confirm("eu", False, io.StringIO("eu\n"))
+    ops.confirm("eu", True, io.StringIO(""))
+
+
+def test_restore_environment_restores_into_the_preferred_leaders_node():
+    reps = {
+        "primary_region": "lhr",
+        "nodes": {
+            "fra": {"members": [{"port": 5001}]},
+            "lhr": {"members": [{"port": 5002}, {"port": 5003}]},
+        },
+        "etcd": {"fra": "127.0.0.1:2379", "lhr": "127.0.0.2:2379"},
+    }
+    facts = {"stanza": "demo-eu", "dir": "/d/x/pgbackrest", "data_root": "/d/x", "user": "u"}
+    env = ops.restore_env(facts, reps, "demo", ops.Target("latest"))
+    assert env["TARGET_DIR"] == "/d/x/lhr-0" and env["TARGET_PORT"] == "5002"
+    assert env["NODE_DIRS"].split() == ["/d/x/lhr-0", "/d/x/lhr-1", "/d/x/fra-0"]
+    assert env["ETCD_ENDPOINTS"] == "http://127.0.0.1:2379,http://127.0.0.2:2379"
+    assert "thrown away" in "\n".join(ops.loss_text(ops.Target("latest"), "eu", ["fra", "lhr"]))
+
+
+def test_a_group_without_backups_is_named_as_such():
+    with pytest.raises(Abort, match="local target only"):
+        ops.facts_of("eu", {"nodes": {"fra": {}}})
+    with pytest.raises(Abort, match="not deployed"):
+        ops.facts_of("eu", None)
+
+
+# -- status ----------------------------------------------------------------------------------
+def test_status_reads_the_newest_full_and_diff_and_judges_the_schedule():
+    b = status.BackupStatus("demo-eu", schedule_hours=1)
+    status.apply_backup_info(b, INFO, now=5000)
+    assert (b.last_full, b.last_diff, b.repo_bytes) == ("F2", "D1", 4096)
+    assert b.newest_age_s == 2000 and b.problems == []
+    status.apply_backup_info(b, INFO, now=3000 + 3600 + status.BACKUP_GRACE_S + 1)
+    assert "allows 1 h" in b.problems[0]
+    empty = status.BackupStatus("demo-eu", 24)
+    status.apply_backup_info(empty, {"info": [{"status": {"code": 2}, "backup": []}]}, now=0)
+    assert "no backup yet" in empty.problems[0]
+
+
+def test_archiver_lag_and_failures():
+    b = status.BackupStatus("demo-eu", 24)
+    status.apply_archiver(
+        b,
+        {"last_archived_wal": "000000010000000000000005", "current_wal": "000000010000000100000002",
+         "failed_count": 0, "last_archived_time": 1, "last_failed_time": None,
+         "archived_age_s": 3.0},
+    )  # fmt: skip
+    assert b.archive_lag_segments == 0x100 + 2 - 5 - 1 and not b.failing
+    status.apply_archiver(
+        b,
+        {"last_archived_wal": "000000010000000000000005", "current_wal": "000000010000000000000009",
+         "failed_count": 4, "last_failed_wal": "000000010000000000000006",
+         "last_archived_time": 1, "last_failed_time": 2},
+    )  # fmt: skip
+    assert b.failing and any("archiving fails" in p for p in b.problems)
+
+
+def test_a_failing_archive_makes_the_group_degraded_and_is_rendered():
+    g = status.GroupStatus("eu", backup=status.BackupStatus("demo-eu", 24))
+    status.apply_backup_info(g.backup, INFO, now=3100)
+    assert g.healthy
+    g.backup.failing, g.backup.failed_count, g.backup.failed_wal = (
+        True,
+        2,
+        "0000000100000000000000AA",
+    )
+    assert not g.healthy
+    text = status.render([g])
+    assert "DEGRADED" in text and "last full F2" in text and "FAILING" in text
+    assert json.loads(json.dumps(g.to_json()))["backup"]["failing"] is True
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("unit_fleet")
+def test_the_program_passes_both_backup_policies():
+    resources = program_resources("replicas-eu")
+    assert any(r.name == "backups-stanza" for r in resources)
+    assert run_stack_policy(backup_residency, "replicas-eu", resources, {}) == []
+    assert run_stack_policy(backups_configured, "replicas-eu", resources, {}) == []
+
+
+@pytest.mark.usefixtures("unit_fleet")
+def test_a_repository_outside_the_groups_data_root_is_refused():
+    scripts = host_scripts("replicas-eu")
+    repo = scripts["backups-stanza"]
+    other = repo.props["environment"]["DATA_ROOT"].replace("-eu", "-us")
+    moved = with_env(repo, BACKUP_DIR=f"{other}/pgbackrest", STANZA="demo-us")
+    resources = [
+        moved if r.name == "backups-stanza" else r for r in program_resources("replicas-eu")
+    ]
+    text = messages(run_stack_policy(backup_residency, "replicas-eu", resources, {}))
+    assert "outside the data root" in text and "is not the group's" in text
+
+
+@pytest.mark.usefixtures("unit_fleet")
+def test_an_archive_command_naming_another_stanza_is_refused():
+    node = host_scripts("replicas-eu")["fra-0-server"]
+    dcs = json.loads(node.props["environment"]["DCS_CONFIG"])
+    cmd = dcs["postgresql"]["parameters"]["archive_command"]
+    dcs["postgresql"]["parameters"]["archive_command"] = cmd.replace("-eu ", "-us ")
+    bad = with_env(node, DCS_CONFIG=json.dumps(dcs))
+    resources = [bad if r.name == "fra-0-server" else r for r in program_resources("replicas-eu")]
+    assert "not only to the group's" in messages(
+        run_stack_policy(backup_residency, "replicas-eu", resources, {})
+    )
+
+
+@pytest.mark.usefixtures("unit_fleet")
+def test_a_group_without_backups_or_with_one_full_warns():
+    everything = program_resources("replicas-eu")
+    without = [r for r in everything if r.name != "backups-stanza"]
+    assert "has no backups" in messages(
+        run_stack_policy(backups_configured, "replicas-eu", without, {})
+    )
+    one = [with_env(r, FULL_KEEP="1") if r.name == "backups-stanza" else r for r in everything]
+    assert "only one full" in messages(run_stack_policy(backups_configured, "replicas-eu", one, {}))
