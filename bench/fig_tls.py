@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
@@ -99,7 +100,7 @@ class TlsServer:
     password: str = field(default_factory=lambda: os.urandom(18).hex(), repr=False)
     pg_port: int = 0
     proxy_port: int = 0
-    haproxy: object = None
+    haproxy: subprocess.Popen | None = None
     started_pg: bool = False
 
     @property
