@@ -5,6 +5,8 @@
                                     writes bench/out/quick/ only, never BENCHMARKS.md
     python -m bench --only scale    some figures; their results replace those figures in
                                     bench/out/results.json, the others are kept
+    python -m bench --only tls      connection setup and a point read through HAProxy with TLS
+                                    (verify-full) and without, on a server of its own
     python -m bench --only ssh      the ssh target on a lab of six hosts next to the local
                                     target (optional: needs root, takes minutes)
     python -m bench --only apps     read-your-writes through dbfleet.client, and the pooler
@@ -237,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             problems = fleet.close(keep=ctx.keep)
             if problems:
                 ctx.say(f"cleanup problems: {problems}")
+        if "tls" in figures:
+            from bench import fig_tls
+
+            figure("tls", lambda: fig_tls.run(ctx))
         if "maketest" in figures:
             from bench import fig_unit
 

@@ -16,7 +16,7 @@ REPO = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
-FIGURES = ("unit", "converge", "engine", "proxy", "lag", "scale")
+FIGURES = ("unit", "converge", "engine", "proxy", "lag", "tls", "scale")
 OPTIONAL_FIGURES = ("maketest",)  # only with --only
 
 

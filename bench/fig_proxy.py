@@ -32,7 +32,8 @@ ROWS = 1000
 WARMUP = 100
 
 
-def _connect(hostport: str, db: str, user: str, password: str) -> psycopg.Connection:
+def _connect(hostport: str, db: str, user: str, password: str, **kw: str) -> psycopg.Connection:
+    """One autocommit connection; `kw` adds libpq parameters (sslmode, sslrootcert)."""
     host, port = hostport.rsplit(":", 1)
     return psycopg.connect(
         host=host,
@@ -42,6 +43,7 @@ def _connect(hostport: str, db: str, user: str, password: str) -> psycopg.Connec
         password=password,
         autocommit=True,
         connect_timeout=10,
+        **kw,
     )
 
 
@@ -59,27 +61,36 @@ def _block(conn: psycopg.Connection, sql: str, params, n: int) -> list[float]:
     return lat
 
 
-def _compare(ctx: Ctx, a: psycopg.Connection, b: psycopg.Connection, sql: str, params) -> dict:
-    """a = through the proxy, b = direct. Blocks alternate which path goes first."""
+def _compare(
+    ctx: Ctx,
+    a: psycopg.Connection,
+    b: psycopg.Connection,
+    sql: str,
+    params,
+    names: tuple[str, str] = ("proxy", "direct"),
+) -> dict:
+    """a = through the proxy, b = direct (or whichever two paths `names` calls them;
+    ratios are a ÷ b). Blocks alternate which path goes first."""
+    na, nb = names
     _block(a, sql, params, WARMUP)
     _block(b, sql, params, WARMUP)
-    p50 = {"proxy": [], "direct": []}
-    p99 = {"proxy": [], "direct": []}
+    p50: dict[str, list[float]] = {na: [], nb: []}
+    p99: dict[str, list[float]] = {na: [], nb: []}
     ratio50, ratio99 = [], []
     n = ctx.plan.proxy_queries
     for i in range(ctx.plan.runs):
-        order = [("proxy", a), ("direct", b)] if i % 2 == 0 else [("direct", b), ("proxy", a)]
+        order = [(na, a), (nb, b)] if i % 2 == 0 else [(nb, b), (na, a)]
         got = {name: _block(conn, sql, params, n) for name, conn in order}
         for name, lat in got.items():
             p50[name].append(percentile(lat, 50))
             p99[name].append(percentile(lat, 99))
-        ratio50.append(p50["proxy"][-1] / p50["direct"][-1])
-        ratio99.append(p99["proxy"][-1] / p99["direct"][-1])
+        ratio50.append(p50[na][-1] / p50[nb][-1])
+        ratio99.append(p99[na][-1] / p99[nb][-1])
     return {
-        "proxy_p50_ms": Summary.of(p50["proxy"]),
-        "proxy_p99_ms": Summary.of(p99["proxy"]),
-        "direct_p50_ms": Summary.of(p50["direct"]),
-        "direct_p99_ms": Summary.of(p99["direct"]),
+        f"{na}_p50_ms": Summary.of(p50[na]),
+        f"{na}_p99_ms": Summary.of(p99[na]),
+        f"{nb}_p50_ms": Summary.of(p50[nb]),
+        f"{nb}_p99_ms": Summary.of(p99[nb]),
         "ratio_p50": Summary.of(ratio50),
         "ratio_p99": Summary.of(ratio99),
     }
@@ -198,12 +209,7 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
     try:
         for (name, extra), port in zip(SETTINGS.items(), free_ports(len(SETTINGS)), strict=True):
             cfg = tmp / f"{len(procs)}.cfg"
-            cfg.write_text(_haproxy_cfg(extra, port, node))
-            log = (tmp / f"{len(procs)}.log").open("w")
-            procs[name] = (
-                subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log),
-                port,
-            )
+            procs[name] = (start_haproxy(cfg, _haproxy_cfg(extra, port, node)), port)
         conns["direct"] = _connect(node, db, user, pw)
         for name, (proc, port) in procs.items():
             conns[name] = _connect_when_up(f"127.0.0.1:{port}", db, user, pw, proc)
@@ -239,13 +245,26 @@ def hop_experiment(ctx: Ctx, node: str, db: str, user: str, pw: str, rnd) -> dic
             c.close()
         _run_only(procs, set(procs))
         for proc, _port in procs.values():
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_haproxy(cfg: Path, text: str) -> subprocess.Popen:
+    """A standalone HAProxy in the foreground from config `text` (written to `cfg`),
+    logging next to it; the caller stops it with `stop`."""
+    cfg.write_text(text)
+    with cfg.with_suffix(".log").open("w") as log:
+        return subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=log)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Ends a process this module started, by its pid: TERM, then KILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _run_only(procs: dict, names: set[str]) -> None:
@@ -256,14 +275,20 @@ def _run_only(procs: dict, names: set[str]) -> None:
 
 
 def _connect_when_up(
-    hostport: str, db: str, user: str, pw: str, proc: subprocess.Popen, timeout: float = 10
+    hostport: str,
+    db: str,
+    user: str,
+    pw: str,
+    proc: subprocess.Popen,
+    timeout: float = 10,
+    **kw: str,
 ) -> psycopg.Connection:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"haproxy for {hostport} exited with {proc.returncode}")
         try:
-            return _connect(hostport, db, user, pw)
+            return _connect(hostport, db, user, pw, **kw)
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
                 raise

@@ -27,6 +27,7 @@ from bench import (
     fig_proxy,
     fig_scale,
     fig_ssh,
+    fig_tls,
     fig_unit,
 )
 from bench.markdown import fmt, load_average, table, when
@@ -42,6 +43,7 @@ FIGURE_MODULES = (
     ("ssh", fig_ssh),
     ("apps", fig_apps),
     ("ha", fig_ha),
+    ("tls", fig_tls),
 )
 INTRO = "intro"
 

@@ -2,12 +2,17 @@
 
 Used by `scripts/ci_review.sh` (and `.github/workflows/dbfleet.yml`):
 
-    python -m dbfleet.ops.review scope --base origin/main
-        prints the `dbfleet preview` arguments for the stacks the change affects,
-        one per line (nothing when no stack is affected), and why on stderr
-    python -m dbfleet.ops.review comment --body report.md
+    python -m dbfleet.ops.review scope --base origin/main [--group G]
+        prints the `dbfleet preview` arguments for the stacks the change affects
+        (of group G only, with --group), one per line (nothing when no stack is
+        affected), and why on stderr
+    python -m dbfleet.ops.review groups --base origin/main [--summary FILE]
+        prints the affected groups as one JSON list (`[]` when none), the matrix of
+        the workflow's per-group review jobs; FILE gets the summary comment
+    python -m dbfleet.ops.review comment --body report.md [--group G]
         creates dbfleet's comment on the pull request, or updates it in place when
-        there is one already (found by its hidden marker), so a PR has one comment
+        there is one already (found by its hidden marker): one summary comment, and
+        one comment per group previewed with --group
 
 Which stacks a change affects, from the paths it touches:
 
@@ -40,12 +45,22 @@ from typing import Any
 
 import yaml
 
-from dbfleet.model.spec import default_spec_path
+from dbfleet.model.spec import _check_group_name, default_spec_path
 from dbfleet.model.stackname import LAYERS, StackNameError, parse_stack_name
 
 FLEET_FILE = "stacks/fleet.yaml"
-# The hidden first line of dbfleet's report: how the comment is found again.
+# The hidden first line of dbfleet's report: how the comment is found again. A group's
+# own preview (the per-group review jobs) has its own marker, so each job updates its
+# group's comment and none overwrites another's or the summary.
 COMMENT_MARKER = "<!-- dbfleet-preview -->"
+_MARKER_PREFIX = "<!-- dbfleet-preview"
+
+
+def comment_marker(group: str | None = None) -> str:
+    """The hidden first line of the summary comment, or of group `group`'s."""
+    return COMMENT_MARKER if group is None else f"<!-- dbfleet-preview {group} -->"
+
+
 # Code only the operator tool runs (`dbfleet/ops/`, and `python -m dbfleet`, which
 # starts it): changing it changes no stack. Decided by path, so a new operator
 # module needs no list kept by hand.
@@ -80,14 +95,20 @@ class Scope:
             self.layers |= layers
         self.reasons.append(reason)
 
-    def preview_args(self, known_groups: Iterable[str]) -> list[str]:
-        """`dbfleet preview` arguments: groups (in the fleet file's order) and layers.
-        Every group is named even when all are affected: no arguments at all means
-        "no stack is affected" to scripts/ci_review.sh."""
+    def affected_groups(self, known_groups: Iterable[str]) -> list[str]:
+        """The affected groups of `known_groups` (the fleet file's), in its order."""
         if self.empty:
             return []
-        known = list(known_groups)
-        groups = [g for g in known if self.groups is None or g in self.groups]
+        return [g for g in known_groups if self.groups is None or g in self.groups]
+
+    def preview_args(self, known_groups: Iterable[str], only: str | None = None) -> list[str]:
+        """`dbfleet preview` arguments: groups (in the fleet file's order) and layers;
+        with `only`, that group alone (nothing when it is not affected).
+        Every group is named even when all are affected: no arguments at all means
+        "no stack is affected" to scripts/ci_review.sh."""
+        groups = self.affected_groups(known_groups)
+        if only is not None:
+            groups = [g for g in groups if g == only]
         if not groups:
             return []
         args = list(groups)
@@ -232,8 +253,13 @@ def http_transport(token: str, api: str) -> Transport:
     return call
 
 
-def comment_body(report: str) -> str:
-    body = report if COMMENT_MARKER in report else f"{COMMENT_MARKER}\n{report}"
+def comment_body(report: str, group: str | None = None) -> str:
+    """The comment: its marker (the summary's, or group `group`'s) as the first line,
+    in place of any marker the report starts with, then the report."""
+    first, _sep, rest = report.partition("\n")
+    if first.startswith(_MARKER_PREFIX):
+        report = rest
+    body = f"{comment_marker(group)}\n{report}"
     if len(body) > MAX_COMMENT:
         note = "\n\n_…report truncated; the full report is in the workflow run's artifacts._\n"
         body = body[: MAX_COMMENT - len(note)] + note
@@ -241,7 +267,9 @@ def comment_body(report: str) -> str:
 
 
 def upsert_comment(transport: Transport, repo: str, pr: int, body: str) -> tuple[str, int]:
-    """Updates dbfleet's comment on the PR, or creates it. Returns (action, comment id)."""
+    """Updates dbfleet's comment on the PR that has the same marker (first line) as
+    `body`, or creates it. Returns (action, comment id)."""
+    marker = body.partition("\n")[0]
     page = 1
     while True:
         status, comments = transport(
@@ -250,7 +278,7 @@ def upsert_comment(transport: Transport, repo: str, pr: int, body: str) -> tuple
         if status != 200:
             raise RuntimeError(f"listing comments of {repo}#{pr} failed: HTTP {status}: {comments}")
         for c in comments:
-            if COMMENT_MARKER in (c.get("body") or ""):
+            if (c.get("body") or "").partition("\n")[0].strip() == marker:
                 status, updated = transport(
                     "PATCH", f"/repos/{repo}/issues/comments/{c['id']}", {"body": body}
                 )
@@ -277,8 +305,8 @@ def pr_number(event_path: str | None) -> int | None:
 
 
 # -- command line ---------------------------------------------------------------------
-def _scope_cmd(args: argparse.Namespace) -> int:
-
+def _scope_of(args: argparse.Namespace) -> tuple[Scope, list[str]]:
+    """The change's scope and the groups of the fleet file as it is now."""
     repo = Path(args.repo_dir).resolve()
     spec = default_spec_path()
     try:
@@ -289,13 +317,50 @@ def _scope_cmd(args: argparse.Namespace) -> int:
     groups_now, _ = _groups_of(spec.read_text() if spec.is_file() else "")
     for reason in scope.reasons or ["no file that a stack is built from changed"]:
         print(f"review: {reason}", file=sys.stderr)
-    for arg in scope.preview_args(groups_now):
+    return scope, [str(g) for g in groups_now]
+
+
+def _scope_cmd(args: argparse.Namespace) -> int:
+    scope, groups_now = _scope_of(args)
+    for arg in scope.preview_args(groups_now, only=args.group):
         print(arg)
     return 0
 
 
+def summary_report(groups: list[str], scope: Scope, base: str) -> str:
+    """The summary comment: no stack affected, or which groups each get a comment."""
+    lines = [COMMENT_MARKER, "## dbfleet preview", ""]
+    if not groups:
+        return "\n".join(
+            [*lines, f"**No stack is affected** by this change (compared with `{base}`)."]
+        )
+    lines += [
+        (
+            f"Affected group(s): {', '.join(f'`{g}`' for g in groups)} (compared with `{base}`). "
+            "Each group is previewed by its own job with that group's read-only Vault token; "
+            "its report is the comment of that group below."
+        ),
+        "",
+        *(f"- {reason}" for reason in scope.reasons),
+    ]
+    return "\n".join(lines)
+
+
+def _groups_cmd(args: argparse.Namespace) -> int:
+    scope, groups_now = _scope_of(args)
+    groups = scope.affected_groups(groups_now)
+    for g in groups:
+        # The names become job names, Vault token secrets' environments and file
+        # names in CI: only what the fleet file accepts as a group name goes on.
+        _check_group_name(g)
+    if args.summary:
+        Path(args.summary).write_text(summary_report(groups, scope, args.base) + "\n")
+    print(json.dumps(groups, separators=(",", ":")))
+    return 0
+
+
 def _comment_cmd(args: argparse.Namespace) -> int:
-    body = comment_body(Path(args.body).read_text())
+    body = comment_body(Path(args.body).read_text(), args.group)
     if args.dry_run:
         Path(args.dry_run).write_text(body)
         print(f"review: comment written to {args.dry_run} (dry run)")
@@ -331,11 +396,22 @@ def main(argv: list[str] | None = None) -> int:
         "--base", required=True, help="the git ref the change is compared with (e.g. origin/main)"
     )
     p.add_argument("--repo-dir", default=".", help="the repository (default: .)")
+    p.add_argument("--group", help="only this group's stacks (a per-group review job)")
     p.set_defaults(handler=_scope_cmd)
+    p = sub.add_parser(
+        "groups", help="print the affected groups as a JSON list (the review jobs' matrix)"
+    )
+    p.add_argument(
+        "--base", required=True, help="the git ref the change is compared with (e.g. origin/main)"
+    )
+    p.add_argument("--repo-dir", default=".", help="the repository (default: .)")
+    p.add_argument("--summary", metavar="FILE", help="write the summary comment's report to FILE")
+    p.set_defaults(handler=_groups_cmd)
     p = sub.add_parser("comment", help="create or update dbfleet's comment on the pull request")
     p.add_argument("--body", required=True, help="the Markdown report")
     p.add_argument("--repo", help="owner/name (default: $GITHUB_REPOSITORY)")
     p.add_argument("--pr", type=int, help="pull request number (default: from $GITHUB_EVENT_PATH)")
+    p.add_argument("--group", help="the comment of this group's preview (default: the summary)")
     p.add_argument(
         "--dry-run", metavar="FILE", help="write the comment to FILE instead of posting it"
     )
@@ -343,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+    except (RuntimeError, ValueError, subprocess.CalledProcessError, OSError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         print(f"review: {detail.strip()}", file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STUB = """#!/usr/bin/env bash
 # stand-in for `dbfleet`: records its arguments, writes the reports it is asked for
 echo "$*" >>"$STUB_LOG"
+# which Vault token the preview ran with (the tests' tokens are made up)
+echo "${VAULT_TOKEN:-}" >>"$STUB_LOG.token"
 while [ $# -gt 0 ]; do
   case "$1" in
     --markdown) printf '<!-- dbfleet-preview -->\\n## dbfleet preview\\nstub report\\n' >"$2"; shift ;;
@@ -153,3 +155,85 @@ def test_ci_review_fails_when_the_base_ref_is_unknown(repo: Path, ci) -> None:
     assert proc.returncode != 0
     assert "origin/nope" in proc.stderr
     assert not log.exists() and not (out / "comment.md").exists()
+
+
+# -- one review job per group -----------------------------------------------------------------
+BOTH = FLEET.replace("ord: {nodes: 1}", "ord: {nodes: 2}").replace(
+    "lhr: {nodes: 1}}", "lhr: {nodes: 2}}"
+)
+
+
+def test_groups_lists_the_affected_groups_for_the_matrix_and_posts_the_summary(
+    repo: Path, ci, tmp_path: Path
+) -> None:
+    run, log, out = ci
+    commit(repo, "stacks/fleet.yaml", BOTH)
+    gh_out = tmp_path / "github_output"
+    proc = run("groups", 0, DBFLEET_REVIEW_DRY_RUN="1", GITHUB_OUTPUT=str(gh_out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == '["us","eu"]'
+    assert gh_out.read_text() == 'groups=["us","eu"]\n'
+    summary = (out / "comment.md").read_text()
+    assert summary.startswith(COMMENT_MARKER + "\n") and "Affected group(s): `us`, `eu`" in summary
+    assert not log.exists(), "finding the groups previews nothing"
+
+
+def test_groups_of_a_docs_change_is_an_empty_matrix_and_says_so(
+    repo: Path, ci, tmp_path: Path
+) -> None:
+    run, _log, out = ci
+    commit(repo, "README.md", "docs\n")
+    gh_out = tmp_path / "github_output"
+    proc = run("groups", 0, DBFLEET_REVIEW_DRY_RUN="1", GITHUB_OUTPUT=str(gh_out))
+    assert proc.returncode == 0, proc.stderr
+    assert gh_out.read_text() == "groups=[]\n"
+    assert "No stack is affected" in (out / "comment.md").read_text()
+
+
+def test_a_groups_review_previews_that_group_only_with_its_read_only_token(repo: Path, ci) -> None:
+    run, log, out = ci
+    commit(repo, "stacks/fleet.yaml", BOTH)
+    proc = run(
+        "pr",
+        2,
+        DBFLEET_REVIEW_DRY_RUN="1",
+        DBFLEET_REVIEW_GROUP="eu",
+        DBFLEET_REVIEW_TOKEN="eu-read-only-token",
+        VAULT_TOKEN="runner-admin-token",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split()[:3] == ["preview", "eu", "--diff"]
+    assert len(log.read_text().splitlines()) == 1, "us is another job's"
+    # The runner's token is replaced, not kept beside it.
+    assert Path(f"{log}.token").read_text() == "eu-read-only-token\n"
+    comment = (out / "eu" / "comment.md").read_text()
+    assert comment.startswith("<!-- dbfleet-preview eu -->\n") and "stub report" in comment
+    assert COMMENT_MARKER not in comment
+
+
+def test_a_groups_review_without_its_token_fails_in_one_line_before_any_preview(
+    repo: Path, ci
+) -> None:
+    run, log, out = ci
+    commit(repo, "stacks/fleet.yaml", BOTH)
+    # The runner's own token is there, and must not be used in its place.
+    proc = run(
+        "pr", 2, DBFLEET_REVIEW_DRY_RUN="1", DBFLEET_REVIEW_GROUP="us", VAULT_TOKEN="runner-admin"
+    )
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ci_review:")]
+    assert len(lines) == 1 and "DBFLEET_REVIEW_TOKEN" in lines[0]
+    assert "`dbfleet token us --read-only`" in lines[0]
+    assert not log.exists() and not (out / "us").exists()
+
+
+def test_a_group_the_change_does_not_touch_gets_a_no_stack_comment(repo: Path, ci) -> None:
+    run, log, out = ci
+    commit(repo, "stacks/fleet.yaml", FLEET.replace("ord: {nodes: 1}", "ord: {nodes: 2}"))
+    proc = run(
+        "pr", 0, DBFLEET_REVIEW_DRY_RUN="1", DBFLEET_REVIEW_GROUP="eu", DBFLEET_REVIEW_TOKEN="t"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not log.exists()
+    comment = (out / "eu" / "comment.md").read_text()
+    assert comment.startswith("<!-- dbfleet-preview eu -->") and "No stack of group eu" in comment

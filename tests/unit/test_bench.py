@@ -4,6 +4,7 @@ hand-written analysis kept byte for byte). No engine, no I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -20,6 +21,7 @@ from bench import (
     fig_proxy,
     fig_scale,
     fig_ssh,
+    fig_tls,
     fig_unit,
     markdown,
     procs,
@@ -1127,3 +1129,163 @@ def test_setup_times_alternate_the_paths_and_count_failures_per_path(monkeypatch
     assert out["direct"]["connect_ms"]["n"] == 3 and out["pooled"]["connect_ms"]["n"] == 2
     assert out["pooled"]["failed"] == 1
     assert out["pooled"]["errors"] == {"password=**** rejected": 1}
+
+
+# --------------------------------------------------------------------------- figure 10: TLS cost
+
+
+def _tls_results(read_ratio: float = 1.05) -> dict:
+    def d(p50: float, p99: float, n: int = 500) -> dict:
+        return {"p50": p50, "p95": p99 * 0.8, "p99": p99, "max": p99 * 2, "n": n}
+
+    return {
+        "goal_read_p50_ratio": 1.3,
+        "runs": 5,
+        "queries_per_run": 2000,
+        "setup_connections": 500,
+        "session": {"ssl": True, "version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"},
+        "setup": {
+            "plain": {"connect_ms": d(9.0, 15.0), "first_ms": d(10.0, 16.0), "failed": 0},
+            "tls": {"connect_ms": d(12.5, 20.0), "first_ms": d(13.5, 22.0), "failed": 1},
+        },
+        "read": {
+            "tls_p50_ms": S(0.21),
+            "tls_p99_ms": S(0.9),
+            "plain_p50_ms": S(0.20),
+            "plain_p99_ms": S(0.8),
+            "ratio_p50": S(read_ratio, read_ratio - 0.05, read_ratio + 0.05),
+            "ratio_p99": S(1.12),
+        },
+    }
+
+
+def test_tls_setup_cost_compares_the_tls_path_with_the_plain_one_at_p50_and_p99():
+    s = fig_tls.setup_cost(_tls_results())
+    assert (s["tls_p50"], s["plain_p50"], s["tls_p99"], s["plain_p99"]) == (13.5, 10.0, 22.0, 16.0)
+    assert s["ratio_p50"] == pytest.approx(1.35) and s["extra_p50"] == pytest.approx(3.5)
+    assert fig_tls.setup_cost(_tls_results(), "connect_ms")["extra_p50"] == pytest.approx(3.5)
+    # A path without samples gives no ratio rather than a made-up one.
+    assert math.isnan(fig_tls.setup_cost({"setup": {"tls": {}}})["ratio_p50"])
+
+
+def test_tls_verdict_holds_the_read_p50_ratio_to_its_goal_and_setup_has_none():
+    assert fig_tls.ok(_tls_results(1.05)) is True
+    assert fig_tls.ok(_tls_results(1.4)) is False
+    assert fig_tls.ok({}) is None
+    rows = fig_tls.summary_rows(_tls_results(1.4))
+    assert [r[0][:4] for r in rows] == ["10a.", "10b."]
+    assert [r[-1] for r in rows] == ["–", "**missed**"]
+    assert rows[0][2] == "p50 13.50 ms, p99 22.00 ms"
+    assert "p50 ratio 1.35× (+3.50 ms)" in rows[0][3]
+    assert rows[1][2] == "1.40× (1.35–1.45)"
+    assert fig_tls.summary_rows({}) == []
+
+
+def test_tls_section_shows_setup_and_read_of_both_paths_the_session_and_failures():
+    text = fig_tls.section(_tls_results())
+    assert text.startswith("## 10. TLS cost")
+    assert "TLSv1.3, TLS_AES_256_GCM_SHA384" in text
+    assert "500 connections of each path" in text and "Failed: plain 0, tls 1." in text
+    assert (
+        "| connect + first `SELECT 1` | 10.00 ms | 13.50 ms | 1.35× | 3.50 ms | 16.00 ms | 22.00 ms |"
+        in text
+    )
+    assert "0.210 ms (0.210–0.210) | 1.05× (1.00–1.10)" in text and text.rstrip().endswith("met |")
+    assert fig_tls.section({"error": "RuntimeError: boom"}).endswith("Failed: RuntimeError: boom")
+    assert fig_tls.section({}) == ""
+
+
+def test_the_tls_figure_comes_last_with_its_own_analysis_block():
+    text = report.render({**RESULTS, "ha": _ha_results(), "tls": _tls_results()})
+    assert text.index("## 9. High availability") < text.index("## 10. TLS cost")
+    assert "10b. point read p50" in text.split("## 1. Engine floor")[0]
+    assert list(report.analysis_blocks(text))[-1] == "tls"
+
+
+def test_the_tls_server_accepts_the_bench_user_with_and_without_tls_and_is_set_up_as_a_node():
+    hba = fig_tls.pg_hba("bench").splitlines()
+    assert "hostssl all bench 127.0.0.1/32 scram-sha-256" in hba
+    assert "hostnossl all bench 127.0.0.1/32 scram-sha-256" in hba
+    # No `host` line (either kind) and no TCP trust: only the private socket is trusted.
+    assert not [
+        line for line in hba if line.startswith("host ") or "trust" in line and "local" not in line
+    ]
+    conf = fig_tls.server_conf(5999, Path("/tmp/x/run"))
+    for setting in (
+        "ssl = on",
+        "ssl_min_protocol_version = 'TLSv1.2'",
+        "password_encryption = scram-sha-256",
+        "listen_addresses = '127.0.0.1'",
+        "port = 5999",
+    ):
+        assert setting in conf
+    assert "IP:127.0.0.1" in fig_tls.SERVER_EXT and "CA:FALSE" in fig_tls.SERVER_EXT
+
+
+def test_the_tls_paths_differ_only_in_sslmode_and_the_password_stays_out_of_repr(tmp_path):
+    from psycopg.conninfo import conninfo_to_dict
+
+    server = fig_tls.TlsServer(root=tmp_path, password="s3cret-pw", proxy_port=6001)
+    plain, tls = (conninfo_to_dict(server.conninfo(p)) for p in ("plain", "tls"))
+    assert plain["sslmode"] == "disable" and "sslrootcert" not in plain
+    assert tls["sslmode"] == "verify-full" and tls["sslrootcert"] == str(tmp_path / "ca.crt")
+    # The client verifies the address it dials: the proxy's, on 127.0.0.1 like the SAN.
+    assert plain["host"] == tls["host"] == "127.0.0.1" and plain["port"] == tls["port"] == "6001"
+    assert {k: v for k, v in plain.items() if k != "sslmode"} == {
+        k: v for k, v in tls.items() if k not in ("sslmode", "sslrootcert")
+    }
+    assert "s3cret-pw" not in repr(server)
+
+
+def test_tls_paths_must_be_what_they_claim():
+    fig_tls.check_paths({"plain": {"ssl": False}, "tls": {"ssl": True}})
+    for seen in (
+        {"plain": {"ssl": True}, "tls": {"ssl": True}},
+        {"plain": {"ssl": False}, "tls": {"ssl": False}},
+    ):
+        with pytest.raises(RuntimeError, match="not what they claim"):
+            fig_tls.check_paths(seen)
+
+
+class _TimedConn:
+    """A connection whose every query takes `ms` (on a fake clock) and records its name."""
+
+    def __init__(self, name: str, ms: float, log: list[str], clock: list[int]) -> None:
+        self.name, self.ms, self.log, self.clock = name, ms, log, clock
+        self.description = None
+
+    def cursor(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def execute(self, _sql, _args) -> None:
+        self.log.append(self.name)
+        self.clock[0] += int(self.ms * 1e6)
+
+
+def test_compare_names_its_paths_alternates_them_and_divides_the_first_by_the_second(monkeypatch):
+    from bench.context import QUICK
+
+    clock = [0]
+    monkeypatch.setattr(fig_proxy.time, "perf_counter_ns", lambda: clock[0])
+    monkeypatch.setattr(fig_proxy, "WARMUP", 1)
+    log: list[str] = []
+    ctx = type("C", (), {"plan": dataclasses.replace(QUICK, runs=3, proxy_queries=2)})()
+    out = fig_proxy._compare(
+        ctx,
+        _TimedConn("tls", 0.3, log, clock),
+        _TimedConn("plain", 0.2, log, clock),
+        "SELECT 1",
+        lambda: (),
+        names=("tls", "plain"),
+    )
+    # Warm-up, then blocks of two queries: tls first, plain first, tls first.
+    assert log == ["tls", "plain"] + ["tls"] * 2 + ["plain"] * 4 + ["tls"] * 4 + ["plain"] * 2
+    assert out["tls_p50_ms"].median == pytest.approx(0.3)
+    assert out["plain_p99_ms"].median == pytest.approx(0.2)
+    assert out["ratio_p50"].median == pytest.approx(1.5) and out["ratio_p50"].n == 3

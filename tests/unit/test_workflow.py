@@ -44,7 +44,8 @@ def test_workflow_parses_and_has_its_jobs(path: Path) -> None:
     assert set(doc["on"]) >= {"pull_request", "push"}
     assert doc["on"]["push"]["branches"] == ["main"]
     jobs = doc["jobs"]
-    assert jobs["review"]["if"] == "github.event_name == 'pull_request'"
+    assert jobs["scope"]["if"] == "github.event_name == 'pull_request'"
+    assert jobs["review"]["if"].startswith("github.event_name == 'pull_request'")
     assert jobs["drift"]["if"] == "github.event_name != 'pull_request'"
     assert doc["permissions"]["pull-requests"] == "write"
     for job in jobs.values():
@@ -116,3 +117,24 @@ def test_the_ci_script_is_valid_shell() -> None:
             ["shellcheck", "-x", str(SCRIPT)], cwd=ROOT, capture_output=True, text=True, check=False
         )
         assert proc.returncode == 0, proc.stdout
+
+
+def test_the_review_is_one_job_per_affected_group_each_with_its_own_groups_token() -> None:
+    doc = _load(ROOT / ".github" / "workflows" / "dbfleet.yml")
+    scope, review = doc["jobs"]["scope"], doc["jobs"]["review"]
+    step = next(s for s in scope["steps"] if "ci_review.sh" in s.get("run", ""))
+    assert step["run"] == "bash scripts/ci_review.sh groups"
+    assert scope["outputs"]["groups"] == f"${{{{ steps.{step['id']}.outputs.groups }}}}"
+    assert review["needs"] == "scope" and "needs.scope.outputs.groups != '[]'" in review["if"]
+    assert review["strategy"]["matrix"]["group"] == "${{ fromJSON(needs.scope.outputs.groups) }}"
+    assert review["strategy"]["fail-fast"] is False
+    # The token comes from the group's environment under one name: a job holds its own
+    # group's token only. A dynamic secrets[...] would give every job every secret.
+    assert review["environment"] == "dbfleet-review-${{ matrix.group }}"
+    run = next(s for s in review["steps"] if "ci_review.sh" in s.get("run", ""))
+    assert run["run"] == "bash scripts/ci_review.sh pr"
+    assert run["env"]["DBFLEET_REVIEW_GROUP"] == "${{ matrix.group }}"
+    assert run["env"]["DBFLEET_REVIEW_TOKEN"] == "${{ secrets.DBFLEET_REVIEW_TOKEN }}"
+    assert "${{ secrets[" not in (ROOT / ".github" / "workflows" / "dbfleet.yml").read_text()
+    upload = next(s for s in review["steps"] if s.get("uses", "").startswith("actions/upload"))
+    assert "${{ matrix.group }}" in upload["with"]["name"]

@@ -148,3 +148,79 @@ def test_pr_number_from_the_event(tmp_path: Path) -> None:
     event.write_text(json.dumps({"pull_request": {"number": 42}}))
     assert review.pr_number(str(event)) == 42
     assert review.pr_number(str(tmp_path / "none.json")) is None
+
+
+# -- per-group review ------------------------------------------------------------------------
+def test_affected_groups_are_listed_in_the_fleet_files_order_and_one_group_can_be_picked() -> None:
+    head = FLEET.replace("ord: {nodes: 1}", "ord: {nodes: 2}").replace(
+        "lhr: {nodes: 1}}", "lhr: {nodes: 2}}"
+    )
+    scope = review.affected(["stacks/fleet.yaml"], base_fleet=FLEET, head_fleet=head)
+    assert scope.affected_groups(["us", "eu"]) == ["us", "eu"]
+    assert scope.preview_args(["us", "eu"], only="eu") == ["eu"]
+    layer = review.affected(["dbfleet/program/layers/proxies.py"], base_fleet=None, head_fleet=None)
+    # A group's job previews the same layers the whole review would, for its group only.
+    assert layer.preview_args(["us", "eu"], only="us") == ["us", "--layer", "proxies"]
+    assert scope.preview_args(["us", "eu"], only="ap") == []
+    assert review.Scope().affected_groups(["us", "eu"]) == []
+
+
+def test_each_group_has_its_own_comment_next_to_the_summary(github: FakeGitHub) -> None:
+    transport = review.http_transport("t0ken", github.url)
+    summary = review.upsert_comment(transport, "o/r", 5, review.comment_body("## summary"))
+    # dbfleet's report may start with the summary's marker: the group's replaces it.
+    eu = review.upsert_comment(
+        transport, "o/r", 5, review.comment_body(f"{COMMENT_MARKER}\n## eu 1", "eu")
+    )
+    us = review.upsert_comment(transport, "o/r", 5, review.comment_body("## us 1", "us"))
+    again = review.upsert_comment(transport, "o/r", 5, review.comment_body("## eu 2", "eu"))
+    assert len({summary[1], eu[1], us[1]}) == 3 and again == ("updated", eu[1])
+    bodies = {c["id"]: c["body"] for c in github.comments}
+    assert bodies[eu[1]] == "<!-- dbfleet-preview eu -->\n## eu 2"
+    assert bodies[us[1]] == "<!-- dbfleet-preview us -->\n## us 1"
+    assert bodies[summary[1]] == f"{COMMENT_MARKER}\n## summary"
+
+
+def test_the_groups_command_prints_the_matrix_and_writes_the_summary(
+    repo: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("DBFLEET_SPEC", str(repo / "stacks" / "fleet.yaml"))
+    commit(repo, "stacks/fleet.yaml", FLEET.replace("lhr: {nodes: 1}}", "lhr: {nodes: 2}}"))
+    summary = tmp_path / "summary.md"
+    assert (
+        review.main(
+            ["groups", "--base", "main", "--repo-dir", str(repo), "--summary", str(summary)]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == '["eu"]\n'
+    text = summary.read_text()
+    assert text.startswith(COMMENT_MARKER) and "Affected group(s): `eu`" in text
+    assert "- stacks/fleet.yaml: group(s) eu changed" in text
+
+
+def test_the_groups_command_prints_an_empty_matrix_when_nothing_is_affected(
+    repo: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("DBFLEET_SPEC", str(repo / "stacks" / "fleet.yaml"))
+    commit(repo, "README.md", "docs\n")
+    summary = tmp_path / "summary.md"
+    assert (
+        review.main(
+            ["groups", "--base", "main", "--repo-dir", str(repo), "--summary", str(summary)]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == "[]\n"
+    assert "**No stack is affected**" in summary.read_text()
+
+
+def test_the_groups_command_refuses_a_group_name_that_could_not_be_a_group(
+    repo: Path, monkeypatch, capsys
+) -> None:
+    # The names go into job names, environments and paths in CI: only real group names.
+    monkeypatch.setenv("DBFLEET_SPEC", str(repo / "stacks" / "fleet.yaml"))
+    commit(repo, "stacks/fleet.yaml", FLEET + '  "eu; rm -rf x":\n    zone: EU\n')
+    assert review.main(["groups", "--base", "main", "--repo-dir", str(repo)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "is not a DNS label" in out.err
