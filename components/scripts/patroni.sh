@@ -98,10 +98,22 @@ log:
 restapi:
   listen: $(yaml_str "$PG_HOST:$REST_PORT")
   connect_address: $(yaml_str "$PG_HOST:$REST_PORT")
-  # Reads (health checks, /cluster) are open; changes need the password.
+  # HTTPS only, with the node's certificate (its address is a SAN, so every
+  # caller verifies it against the group's CA: HAProxy, the other members,
+  # patroni_leader.sh, dbfleet status).  Reads (health checks, /cluster) are
+  # open; changes need the password.
+  certfile: $(yaml_str "$TLS_DIR/server.crt")
+  keyfile: $(yaml_str "$TLS_DIR/server.key")
+  cafile: $(yaml_str "$TLS_DIR/ca.crt")
   authentication:
     username: patroni
     password: $(yaml_str "$PG_SUPERUSER_PASSWORD")
+# Patroni's own calls to other members' REST APIs (failsafe, election,
+# switchover) verify them against the group's CA.
+ctl:
+  cacert: $(yaml_str "$TLS_DIR/ca.crt")
+  certfile: $(yaml_str "$TLS_DIR/server.crt")
+  keyfile: $(yaml_str "$TLS_DIR/server.key")
 # etcd's v2 API: Patroni 3.0.2 refreshes its leader lock there with a
 # compare-and-swap (prevValue), while its etcd3 client rewrites the key
 # unconditionally, so an isolated ex-leader whose demotion was still running
@@ -183,9 +195,16 @@ tags:
 EOF
 }
 
+# rest_get [CURL_ARGS...] PATH : GET on this node's REST API, over HTTPS and
+# verified against the group's CA under the address it is dialled at.
+rest_get() {
+    local path=${*: -1}
+    curl -s -m 3 --cacert "$TLS_DIR/ca.crt" "${@:1:$#-1}" "https://$PG_HOST:$REST_PORT$path"
+}
+
 # rest_code PATH : HTTP status of a GET on this node's REST API ("000": no answer).
 rest_code() {
-    curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$PG_HOST:$REST_PORT$1" 2>/dev/null || true
+    rest_get -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true
 }
 
 rest_is() { [[ "$(rest_code "$1")" == "$2" ]]; }
@@ -200,7 +219,7 @@ listening_on() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 running_or_failed() {
     rest_is /health 200 && return 0
     local state
-    state=$(curl -s -m 3 "http://$PG_HOST:$REST_PORT/patroni" 2>/dev/null) || return 1
+    state=$(rest_get /patroni 2>/dev/null) || return 1
     [[ "$state" == *'"state": "start failed"'* || "$state" == *'"state": "bootstrap failed"'* ]]
 }
 
@@ -263,7 +282,8 @@ do_create() {
         # A postgres left running by a killed Patroni is adopted by the new one.
         start_patroni
         done_+=("Patroni started")
-    elif ((changed)); then
+    elif ((changed || tls_changed)); then
+        # A reload also makes Patroni's REST API load a new certificate.
         kill -HUP "$pid" || die "could not reload Patroni (pid $pid)"
         done_+=("Patroni reloaded")
     fi

@@ -4,6 +4,7 @@ nodes run by Patroni, the fleet file's primary preferred as leader."""
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 
 import pulumi
@@ -140,7 +141,12 @@ def build(ctx: LayerContext) -> None:
             f"{member_name(primary_region, 0)} first), promotes {member_name(primary_region, 0)}, "
             "and the other nodes follow it"
         )
-    _warn_if_failed_over(ctx, [member_name(*m) for m in members], [address(*m) for m in members])
+    _warn_if_failed_over(
+        ctx,
+        [member_name(*m) for m in members],
+        [address(*m) for m in members],
+        accounts["ca_certificate"],
+    )
     # The preferred leader's node first: on a new group it bootstraps the cluster
     # (initdb), and every other node clones it.
     primary = PatroniNode(
@@ -161,6 +167,7 @@ def build(ctx: LayerContext) -> None:
             preferred=member_name(*members[0]),
             dcs=dcs,
             passwords=passwords,
+            ca=accounts["ca_certificate"],
             app_db=APP_DB,
             app_user=APP_USER,
         ),
@@ -244,11 +251,11 @@ def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) 
 
 
 def _warn_if_failed_over(
-    ctx: LayerContext, names: list[str], addresses: list[tuple[str, int, int]]
+    ctx: LayerContext, names: list[str], addresses: list[tuple[str, int, int]], ca: str
 ) -> None:
     """After an automatic failover the live leader is not the fleet file's
     preferred one: say so, with both ways out, instead of switching back unasked."""
-    live = live_leader([(host, rest) for host, _, rest in addresses])
+    live = live_leader([(host, rest) for host, _, rest in addresses], ca)
     if live is None or live == names[0]:
         return
     region = live.rsplit("-", 1)[0]
@@ -260,12 +267,19 @@ def _warn_if_failed_over(
     )
 
 
-def live_leader(rest: list[tuple[str, int]], timeout_s: float = 1.0) -> str | None:
+def live_leader(rest: list[tuple[str, int]], ca: str, timeout_s: float = 1.0) -> str | None:
     """The group's live leader as Patroni's REST API reports it (None when no
-    member answers: a new group, or one this machine cannot reach)."""
+    member answers: a new group, or one this machine cannot reach). HTTPS, the
+    member verified against the group's CA `ca` (PEM) under the address dialled."""
+    try:
+        context = ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError):
+        return None  # no usable CA yet (a preview of a new group)
     for host, port in rest:
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/cluster", timeout=timeout_s) as r:
+            with urllib.request.urlopen(
+                f"https://{host}:{port}/cluster", timeout=timeout_s, context=context
+            ) as r:
                 view = json.load(r)
         except (OSError, ValueError):
             continue
