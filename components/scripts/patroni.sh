@@ -64,6 +64,8 @@ patroni_vars() {
     PATRONI_PID=$RUN_DIR/patroni.pid
     PATRONI_LOG=$LOG_DIR/patroni.log
     TLS_DIR=$NODE_DIR/tls
+    # The etcd client settings the running Patroni started with.
+    ETCD_CLIENT=$NODE_DIR/patroni.etcd
 }
 
 # patroni_pid : the pid in patroni.pid if that process runs Patroni with
@@ -81,6 +83,19 @@ patroni_pid() {
 yaml_str() {
     local v=${1//\\/\\\\}
     printf '"%s"' "${v//\"/\\\"}"
+}
+
+# render_etcd_client : how Patroni reaches etcd - HTTPS, the members verified
+# against the group's CA, the node's certificate as its client certificate
+# (etcd admits no other).  Patroni reads this only when it starts: a change
+# restarts it (do_create).
+render_etcd_client() {
+    cat <<EOF
+  protocol: https
+  cacert: $(yaml_str "$TLS_DIR/ca.crt")
+  cert: $(yaml_str "$TLS_DIR/server.crt")
+  key: $(yaml_str "$TLS_DIR/server.key")
+EOF
 }
 
 render_config() {
@@ -120,8 +135,9 @@ ctl:
 # took the lock back from the new leader when the partition healed (two
 # timelines 2).  See docs/high-availability.md.
 etcd:
-  hosts:
 EOF
+    render_etcd_client
+    printf '  hosts:\n'
     for h in $ETCD_HOSTS; do printf '  - %s\n' "$(yaml_str "$h")"; done
     cat <<EOF
 bootstrap:
@@ -266,10 +282,21 @@ do_create() {
     local done_=() pid
     if take_over_pre_patroni; then done_+=("taken over from dbfleet's pre-Patroni setup"); fi
 
-    local changed=0 tls_changed=0
+    local changed=0 tls_changed=0 etcd_changed=0
     if write_tls "$TLS_DIR"; then tls_changed=1; fi
     if render_config | put_file "$PATRONI_CONF"; then changed=1; fi
+    if render_etcd_client | put_file "$ETCD_CLIENT"; then etcd_changed=1; fi
     pid=$(patroni_pid)
+    if [[ -n "$pid" ]] && ((etcd_changed)); then
+        # Patroni builds its etcd client once, at start (a reload keeps the old
+        # one): a node set up for plain-http etcd (an older dbfleet) restarts
+        # once.  It stops its PostgreSQL cleanly; a leader's stop makes the group
+        # elect one again (docs/high-availability.md, "Upgrading to TLS").
+        info "Patroni of $MEMBER_NAME talks to etcd differently now: restarting it"
+        stop_patroni
+        pid=
+        done_+=("Patroni restarted (etcd over TLS)")
+    fi
     if [[ -z "$pid" ]]; then
         # Another program on the node's ports would keep PostgreSQL (or Patroni's
         # API) from starting, which Patroni only retries: say so now.

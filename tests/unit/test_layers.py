@@ -830,13 +830,24 @@ def test_every_node_and_pooler_gets_a_certificate_from_its_groups_ca(env):
     region's proxy (TLS passes through HAProxy). The pooler's names its own address."""
     nodes = certificates(run_stack("replicas-eu"))
     proxies = {"127.77.12.1", "127.77.20.1", "127.77.2.1"}
-    assert sorted(nodes) == ["arn-0-tls", "fra-0-tls", "lhr-0-tls"]
+    assert sorted(nodes) == [
+        "arn-0-tls",
+        "etcd-arn-tls",
+        "etcd-fra-tls",
+        "etcd-lhr-tls",
+        "fra-0-tls",
+        "lhr-0-tls",
+    ]
     for name, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
         cert = nodes[f"{name}-0-tls"]
         assert cert["mount"] == "pki-dbfleet-eu"
         assert cert["common_name"] == f"{name}-0"
         assert set(cert["ip_sans"]) == {host} | proxies
         assert cert["ttl_s"] == 90 * 86400
+        # Each etcd member's names its own address only: clients dial it there.
+        etcd = nodes[f"etcd-{name}-tls"]
+        assert (etcd["mount"], etcd["common_name"]) == ("pki-dbfleet-eu", f"etcd-{name}")
+        assert etcd["ip_sans"] == [host]
     poolers = certificates(run_stack("proxies-eu"))
     assert poolers["lhr-pool-tls"]["ip_sans"] == ["127.77.20.1"]
     assert {c["mount"] for c in poolers.values()} == {"pki-dbfleet-eu"}

@@ -86,7 +86,8 @@ def build(ctx: LayerContext) -> None:
         ctx.group.max_lag_on_failover_bytes,
         ctx.fleet.limits.max_connections,
     )
-    etcd = _etcd_members(ctx, accounts, regions, scope)
+    certs: dict[str, ServerCertificate] = {}
+    etcd = _etcd_members(ctx, accounts, regions, scope, certs)
 
     def address(region: str, k: int) -> tuple[str, int, int]:
         net = regions[region]
@@ -95,7 +96,6 @@ def build(ctx: LayerContext) -> None:
     # Clients verify a node under the address they dialled: its own, or any region's
     # proxy of the group (HAProxy passes TLS through; writes may reach any node).
     proxy_hosts = tuple(regions[r]["host"] for r in ctx.group.regions)
-    certs: dict[str, ServerCertificate] = {}
 
     def tls(region: str, k: int) -> TlsFiles:
         cert = ServerCertificate(
@@ -220,9 +220,33 @@ def _etcd_hosts(regions: dict, group_regions: list[str], first: str) -> tuple[st
     return tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in order)
 
 
-def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) -> list:
+def _etcd_members(
+    ctx: LayerContext,
+    accounts: dict,
+    regions: dict,
+    scope: str,
+    certs: dict[str, ServerCertificate],
+) -> list:
     """One etcd member per region of the group, beside the region's first node:
-    the group's consensus never spans another group (nor leaves its zone)."""
+    the group's consensus never spans another group (nor leaves its zone). Each
+    has a certificate from the group's CA naming its address (recorded in `certs`
+    as `etcd-<region>`): clients verify it, and it admits only clients with a
+    certificate from that CA."""
+
+    def tls(region: str) -> TlsFiles:
+        cert = ServerCertificate(
+            f"etcd-{region}-tls",
+            ServerCertificateArgs(
+                mount=accounts["pki_mount"],
+                common_name=f"etcd-{region}",
+                ip_sans=(_node_hosts(regions[region])[0],),
+                ttl_s=ctx.fleet.tls.cert_ttl_s,
+                renew_fraction=ctx.fleet.tls.renew_fraction,
+            ),
+        )
+        certs[f"etcd-{region}"] = cert
+        return TlsFiles.of(cert, accounts["ca_certificate"])
+
     cluster = tuple(
         (r, _node_hosts(regions[r])[0], regions[r]["etcd_peer_port"]) for r in ctx.group.regions
     )
@@ -243,6 +267,7 @@ def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) 
                 cluster=cluster,
                 clients=clients,
                 token=scope,
+                tls=tls(region),
                 fleet=ctx.fleet.name,
             ),
         )
