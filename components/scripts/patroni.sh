@@ -19,6 +19,8 @@
 #                              $NODE_DIR/pgdata          PGDATA
 #                              $NODE_DIR/patroni.yml     Patroni's configuration
 #                                                        (0600: it holds passwords)
+#                              $NODE_DIR/patroni.etcd    the etcd client settings
+#                                                        Patroni started with
 #                              $NODE_DIR/run             socket dir, patroni.pid, pgpass
 #                              $NODE_DIR/log             patroni.log, postgresql.log
 #   PG_HOST, PG_PORT         the only address/port PostgreSQL listens on
@@ -35,7 +37,10 @@
 #   PG_REPLICATION_PASSWORD  password of role "replicator"
 #   TLS_CERT, TLS_KEY        the node's certificate and private key from its
 #                            group's CA (PEM, base64-encoded: one line each;
-#                            TLS_KEY is secret), written to $NODE_DIR/tls 0600
+#                            TLS_KEY is secret), written to $NODE_DIR/tls 0600;
+#                            they serve PostgreSQL and Patroni's REST API (HTTPS
+#                            only) and are Patroni's client certificate for the
+#                            group's etcd (HTTPS, client-certificate auth)
 #   TLS_CA                   the group's CA certificate (PEM, base64-encoded):
 #                            replication and rewind verify the leader with it
 #                            (sslmode=verify-full).  PostgreSQL accepts TLS
