@@ -8,8 +8,12 @@ once, none has quorum, all start "new") or joins the cluster its peers already f
 (`member add`, then `--initial-cluster-state existing`); its delete leaves the cluster
 (`member remove`) before stopping, so the rest of the group counts its quorum right.
 
-Nothing here is secret: the group's etcd trusts its network (loopback on the local
-target, the firewall on ssh hosts).
+Clients speak HTTPS to a member, which presents its own certificate from the group's CA
+(naming its address) and admits only clients whose certificate that CA signed
+(`--client-cert-auth`): Patroni with its node's certificate, etcd.sh's etcdctl with the
+member's. Another group's certificates, or none, are refused in the TLS handshake. The
+member's key is secret (the host script's secret environment); peer traffic between the
+members stays on the group's network (loopback locally, the firewall on ssh hosts).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.hostcmd import Connection, HostScript
+from components.tls import TlsFiles
 
 TYPE = "dbfleet:etcd:EtcdMember"
 # A member name is a region code; etcd.sh accepts exactly this.
@@ -75,11 +80,15 @@ class EtcdMemberArgs:
     clients: tuple[str, ...]
     # --initial-cluster-token: `<fleet>-<group>`, so that two groups never merge
     token: str
+    # The member's certificate from its group's CA, its key, and the CA.
+    tls: TlsFiles | None = None
     # The fleet the member belongs to (its directory's marker names it); "" none.
     fleet: str = ""
 
     def __post_init__(self) -> None:
         who = f"etcd member {self.member_name}"
+        if self.tls is None:
+            raise ValueError(f"{who}: no TLS certificate (etcd admits TLS clients only)")
         if not _MEMBER_NAME.match(self.member_name):
             raise ValueError(f"{who}: the name must be a region code (a-z, 0-9, -)")
         if not self.etcd_dir.startswith("/"):
@@ -125,7 +134,7 @@ class EtcdMemberArgs:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"https://{self.host}:{self.client_port}"
 
     def environment(self) -> dict[str, str]:
         env = {
@@ -140,12 +149,19 @@ class EtcdMemberArgs:
             ),
             "ETCD_CLIENTS": " ".join(self.clients),
             "ETCD_TOKEN": self.token,
+            **(self.tls.environment() if self.tls else {}),
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet
         if self.connection.kind == "ssh":
             env["TARGET"] = "ssh"  # listen on the host's own address, not loopback
         return env
+
+    def secret_environment(self) -> pulumi.Output[dict[str, str]]:
+        """The member's certificate and key (TLS_CERT, TLS_KEY)."""
+        if self.tls is None:
+            return pulumi.Output.secret({})
+        return self.tls.secret_environment()
 
 
 class EtcdMember(pulumi.ComponentResource):
@@ -158,6 +174,7 @@ class EtcdMember(pulumi.ComponentResource):
             connection=args.connection,
             script="etcd.sh",
             environment=args.environment(),
+            secret_environment=args.secret_environment(),
             # The directory and its owner, and the peer URL and name (the member's
             # identity in the cluster, which a restart cannot change): a replacement,
             # i.e. leave the cluster and join it again as a new member. Everything

@@ -27,7 +27,7 @@ from typing import Literal
 import pulumi
 
 from components.hostcmd import Connection, HostScript
-from components.tls import TlsFiles
+from components.tls import TlsFiles, ca_environment
 
 NODE_TYPE = "dbfleet:patroni:PatroniNode"
 LEADER_TYPE = "dbfleet:patroni:GroupLeader"
@@ -224,12 +224,16 @@ class GroupLeaderArgs:
     preferred: str
     dcs: dict
     passwords: pulumi.Output[dict[str, str]]
+    # The group's CA (PEM): every call to a member's REST API (HTTPS) verifies it.
+    ca: str = ""
     app_db: str = "app"
     app_user: str = "app"
 
     def __post_init__(self) -> None:
         if self.preferred not in self.members:
             raise ValueError(f"preferred leader {self.preferred} is not a member of {self.scope}")
+        if not self.ca.strip():
+            raise ValueError(f"{self.scope}: no CA to verify the members' REST APIs (HTTPS) with")
 
     def environment(self) -> dict[str, str]:
         return {
@@ -242,6 +246,7 @@ class GroupLeaderArgs:
             "DCS_CONFIG": json.dumps(self.dcs, sort_keys=True),
             "APP_DB": self.app_db,
             "APP_USER": self.app_user,
+            **ca_environment(self.ca),
         }
 
 

@@ -5,7 +5,8 @@ Writes go to whichever node of the group Patroni's REST API calls the primary
 nodes while Patroni says they are within the lag budget (`/read-only?lag=`) and,
 when none is, to the nearest other regions of the same group in order (as HAProxy
 backup servers). Each node takes at most `server_maxconn` connections per listener;
-more clients queue for `queue_timeout_s`.
+more clients queue for `queue_timeout_s`. The checks speak HTTPS to Patroni and verify
+each node against the group's CA (`ca`), which haproxy.sh writes beside the config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.hostcmd import Connection, HostScript
+from components.tls import ca_environment
 
 TYPE = "dbfleet:proxy:RegionProxy"
 
@@ -57,6 +59,8 @@ class RegionProxyArgs:
     read_lag_bytes: int
     server_maxconn: int
     queue_timeout_s: int
+    # The group's CA (PEM): the health checks verify each node's REST API with it.
+    ca: str = ""
     # The fleet the proxy belongs to: its directory's marker names it, and only
     # that fleet's haproxy.sh reuses or deletes the directory. "" marks no fleet.
     fleet: str = ""
@@ -76,6 +80,8 @@ class RegionProxyArgs:
         for name in ("read_lag_bytes", "server_maxconn", "queue_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"proxy {self.host}: {name} must be at least 1")
+        if not self.ca.strip():
+            raise ValueError(f"proxy {self.host}: no CA to verify the nodes' REST APIs with")
 
     def environment(self) -> dict[str, str]:
         env = {
@@ -91,6 +97,7 @@ class RegionProxyArgs:
             "READ_LAG_BYTES": str(self.read_lag_bytes),
             "SERVER_MAXCONN": str(self.server_maxconn),
             "QUEUE_TIMEOUT_S": str(self.queue_timeout_s),
+            **ca_environment(self.ca),
         }
         if self.fleet:
             env["FLEET_NAME"] = self.fleet

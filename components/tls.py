@@ -149,6 +149,11 @@ def _b64(pem: str | None) -> str:
     return base64.b64encode(pem.strip().encode() + b"\n").decode() if pem else ""
 
 
+def ca_environment(ca: str) -> dict[str, str]:
+    """The group's CA for a host script that only verifies servers (`TLS_CA`)."""
+    return {"TLS_CA": _b64(ca)}
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """What a host script needs to write a server's TLS files (lib.sh `write_tls`):
@@ -165,7 +170,7 @@ class TlsFiles:
         return cls(cert.certificate, cert.private_key, ca)
 
     def environment(self) -> dict[str, str]:
-        return {"TLS_CA": _b64(self.ca)}
+        return ca_environment(self.ca)
 
     def secret_environment(self) -> pulumi.Output[dict[str, str]]:
         return pulumi.Output.secret(

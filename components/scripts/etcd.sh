@@ -3,7 +3,11 @@
 # etcd.sh create|update|delete|check - one member of a region group's etcd
 # cluster (the consensus store Patroni keeps the group's leader key in).
 # One member per region of the group; a group's cluster never spans another
-# group.  etcd 3.4, API v3, plain http on the region's own address.
+# group.  etcd 3.4, API v3, on the region's own address.  Clients speak
+# HTTPS: the member presents its certificate from the group's CA and admits
+# only clients whose certificate that CA signed (--client-cert-auth), so
+# neither a stranger nor another group's Patroni can read or write the
+# group's keys.  Peer traffic stays plain http on the group's own network.
 #
 # Environment:
 #   RUN_AS            OS user running etcd (the group's user)
@@ -14,7 +18,7 @@
 #   ETCD_HOST         address etcd listens on (clients and peers): loopback on
 #                     the local target, the host's own address with TARGET=ssh;
 #                     never 0.0.0.0
-#   ETCD_CLIENT_PORT  client port (http://ETCD_HOST:ETCD_CLIENT_PORT)
+#   ETCD_CLIENT_PORT  client port (https://ETCD_HOST:ETCD_CLIENT_PORT)
 #   ETCD_PEER_PORT    peer port (http://ETCD_HOST:ETCD_PEER_PORT)
 #   ETCD_CLUSTER      every member of the group, this one included, in etcd's
 #                     --initial-cluster form: name=http://host:peerport,...
@@ -22,6 +26,14 @@
 #                     one included), in the order of ETCD_CLUSTER
 #   ETCD_TOKEN        --initial-cluster-token (<fleet>-<group>): two groups
 #                     started alike can never merge into one cluster
+#   TLS_CERT, TLS_KEY the member's certificate (naming ETCD_HOST) and key from
+#                     the group's CA (PEM, base64-encoded, one line each; TLS_KEY
+#                     is secret), written to ETCD_DIR/tls 0600; etcd reads them
+#                     again at every handshake, so a renewal needs no restart.
+#                     The member's etcdctl calls present them as its client
+#                     certificate (delete and check use the files already there)
+#   TLS_CA            the group's CA certificate (PEM, base64-encoded): the only
+#                     CA whose client certificates etcd accepts
 #   FLEET_NAME        optional: the fleet named in the directory's marker
 #   TARGET            optional: "ssh" lets ETCD_HOST be any IPv4 address
 #
@@ -59,8 +71,8 @@
 #   running or not listening on its client port, 0 otherwise.
 #
 # Output: one summary line on stdout; progress/errors on stderr.  etcd logs
-# (zap, JSON lines) to ETCD_DIR/etcd.log.  Nothing here is secret: the group's
-# etcd trusts its network (loopback locally, the firewall on ssh hosts).
+# (zap, JSON lines) to ETCD_DIR/etcd.log.  A member that ran plain http
+# before (an older dbfleet) restarts once with TLS (its flags changed).
 set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -106,7 +118,8 @@ init_vars() {
     LOGFILE=$ETCD_DIR/etcd.log
     PIDFILE=$ETCD_DIR/etcd.pid
     FLAGSFILE=$ETCD_DIR/etcd.flags
-    CLIENT_URL=http://$ETCD_HOST:$ETCD_CLIENT_PORT
+    TLS_DIR=$ETCD_DIR/tls
+    CLIENT_URL=https://$ETCD_HOST:$ETCD_CLIENT_PORT
     PEER_URL=http://$ETCD_HOST:$ETCD_PEER_PORT
 }
 
@@ -193,10 +206,13 @@ check_inputs() {
 # ctl ENDPOINTS ARGS... : etcdctl (API v3) against ENDPOINTS (comma-separated
 # host:port), as RUN_AS, with short timeouts and a clean environment: an
 # inherited ETCDCTL_* (endpoints, credentials) must not change whom we ask.
+# HTTPS, verifying the members against the group's CA, with this member's
+# certificate as the client certificate.
 ctl() {
-    local endpoints=$1
+    local endpoints=https://${1//,/,https://}
     shift
     run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" \
+        --cacert="$TLS_DIR/ca.crt" --cert="$TLS_DIR/server.crt" --key="$TLS_DIR/server.key" \
         --dial-timeout=1s --command-timeout=3s "$@"
 }
 
@@ -329,6 +345,10 @@ render_flags() {
 --data-dir=$DATA
 --listen-client-urls=$CLIENT_URL
 --advertise-client-urls=$CLIENT_URL
+--cert-file=$TLS_DIR/server.crt
+--key-file=$TLS_DIR/server.key
+--trusted-ca-file=$TLS_DIR/ca.crt
+--client-cert-auth=true
 --listen-peer-urls=$PEER_URL
 --initial-advertise-peer-urls=$PEER_URL
 --heartbeat-interval=100
@@ -423,7 +443,9 @@ do_create() {
     mark_dir "$ETCD_DIR" "etcd member"
     lock_dir "$ETCD_DIR"
 
-    local what flags_changed=0 list
+    local what flags_changed=0 list tls_note=
+    # New files under the same names: etcd reads them at the next handshake.
+    if write_tls "$TLS_DIR" && [[ -n "$(etcd_pid)" ]]; then tls_note=", certificate renewed"; fi
     render_flags | put_file "$FLAGSFILE" && flags_changed=1
     PID=$(etcd_pid)
     if [[ -n "$PID" ]]; then
@@ -452,8 +474,22 @@ do_create() {
             --initial-cluster-token="$ETCD_TOKEN"
         what=started
     fi
-    printf '%s: member %s %s (pid %s) %s in %s\n' \
-        "$SCRIPT_NAME" "$MEMBER_NAME" "$CLIENT_URL" "$PID" "$what" "$(elapsed)"
+    printf '%s: member %s %s (pid %s) %s%s in %s\n' \
+        "$SCRIPT_NAME" "$MEMBER_NAME" "$CLIENT_URL" "$PID" "$what" "$tls_note" "$(elapsed)"
+}
+
+# client_tls : the files ctl presents are this member's (ETCD_DIR/tls); when
+# they are gone (a delete after the directory went), the same material from
+# the environment in a private temporary directory of RUN_AS's, removed on exit.
+client_tls() {
+    [[ ! -f "$TLS_DIR/server.crt" && -n "${TLS_CERT:-}" && -n "${TLS_KEY:-}" && -n "${TLS_CA:-}" ]] ||
+        return 0
+    local tmp
+    tmp=$(run_as mktemp -d "${TMPDIR:-/tmp}/dbfleet-etcd.XXXXXX") || return 0
+    # shellcheck disable=SC2064  # the name is fixed now
+    trap "rm -rf -- '$tmp'" EXIT
+    TLS_DIR=$tmp
+    write_tls "$TLS_DIR" || true
 }
 
 do_delete() {
@@ -464,6 +500,7 @@ do_delete() {
         claim_dir "$ETCD_DIR" delete
         lock_dir "$ETCD_DIR"
     fi
+    client_tls
     # Leave the cluster first, so that the rest of the group counts its quorum
     # without this member; etcd refuses if that would cost them their quorum.
     # When a whole group is deleted, every member leaves at the same time: etcd
@@ -520,6 +557,8 @@ do_check() {
     listening || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
+
+protect_secrets
 
 case "${1:-}" in
 create | update) do_create ;;

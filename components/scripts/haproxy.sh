@@ -29,6 +29,9 @@
 #                   more clients wait in the server's queue
 #   QUEUE_TIMEOUT_S how long (s) a queued client waits for a slot before it
 #                   gets an error
+#   TLS_CA          the group's CA certificate (PEM, base64-encoded), written
+#                   to PROXY_DIR/tls/ca.crt: the health checks speak HTTPS to
+#                   Patroni and verify each node's certificate against it
 # delete needs only RUN_AS and PROXY_DIR; check only PROXY_DIR.
 #
 # create/update (idempotent): render haproxy.cfg; if it differs from the
@@ -44,8 +47,8 @@
 # the first check interval.  render prints the configuration
 # the environment gives and changes nothing.
 #
-# Health checks ask each node's Patroni REST API (HTTP GET on restport,
-# every 1 s), never PostgreSQL itself: that a node accepts logins says
+# Health checks ask each node's Patroni REST API (HTTPS GET on restport,
+# the node's certificate verified against the group's CA, every 1 s), never PostgreSQL itself: that a node accepts logins says
 # nothing about whether it is the primary, and writes reaching a read-only
 # node fail with SQLSTATE 25006, which applications do not retry.
 #   write: GET /primary must answer 200 (fall 1, rise 1); a node marked down
@@ -71,6 +74,10 @@ init_vars() {
     PIDFILE=$PROXY_DIR/haproxy.pid
     SOCK=$PROXY_DIR/haproxy.sock
     STATE=$PROXY_DIR/haproxy.state
+    TLS_DIR=$PROXY_DIR/tls
+    # Every check is HTTPS; a node whose certificate the group's CA did not
+    # sign fails its check (PostgreSQL traffic itself passes through as TCP).
+    CHECK_TLS="check-ssl verify required ca-file $TLS_DIR/ca.crt"
 }
 
 # haproxy_pid : the pid in the pid file if it is a running haproxy.
@@ -162,7 +169,7 @@ listen write
     http-check send meth GET uri /primary
     http-check expect status 200
     http-check expect rstring "\"role\": \"(master|primary)\""
-    default-server inter 1s fall 1 rise 1 on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN
+    default-server inter 1s fall 1 rise 1 on-marked-down shutdown-sessions observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN $CHECK_TLS
 EOF
     server_lines node "" "$WRITE_SERVERS"
     cat <<EOF
@@ -182,7 +189,7 @@ listen read
     option httpchk
     http-check send meth GET uri /read-only?lag=$READ_LAG_BYTES
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN
+    default-server inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN $CHECK_TLS
 EOF
     server_lines local "" "${READ_LOCAL:-}"
     server_lines backup " backup" "${READ_BACKUPS:-}"
@@ -203,7 +210,8 @@ EOF
 # check_env : every input of create/update/render is present and well formed.
 check_env() {
     require_env PROXY_DIR PROXY_HOST READ_PORT WRITE_PORT STATS_PORT WRITE_SERVERS \
-        READ_LAG_BYTES SERVER_MAXCONN QUEUE_TIMEOUT_S
+        READ_LAG_BYTES SERVER_MAXCONN QUEUE_TIMEOUT_S TLS_CA
+    ca_pem >/dev/null
     check_abs_path PROXY_DIR
     check_bind PROXY_HOST "$PROXY_HOST"
     check_port READ_PORT "$READ_PORT"
@@ -316,6 +324,11 @@ do_create() {
     lock_dir "$PROXY_DIR"
 
     local done_=() changed=0 content state current=
+    # A new CA reaches haproxy only by a reload (it reads ca-file at start).
+    if write_ca "$TLS_DIR"; then
+        changed=1
+        done_+=("CA written")
+    fi
     content=$(render_cfg)
     [[ -f "$CFG" ]] && current=$(<"$CFG")
     if [[ "$content" != "$current" ]]; then

@@ -266,6 +266,36 @@ write_tls() {
     return "$changed"
 }
 
+# ca_pem : the group's CA certificate from TLS_CA (PEM, base64-encoded).
+ca_pem() {
+    local pem
+    [[ -n "${TLS_CA:-}" ]] || die "TLS_CA is not set (the group's CA certificate)"
+    pem=$(base64 -d <<<"$TLS_CA" 2>/dev/null) || die "TLS_CA is not base64-encoded PEM"
+    [[ "$pem" == "-----BEGIN CERTIFICATE-----"* ]] || die "TLS_CA is not a PEM certificate"
+    printf '%s\n' "$pem"
+}
+
+# write_ca DIR : the group's CA (TLS_CA) to DIR/ca.crt (DIR 0700, the file
+# 0600, as RUN_AS), for a client that verifies the group's servers.  Returns 0
+# when the file changed, 1 when it was current.
+write_ca() {
+    local pem
+    pem=$(ca_pem) || exit 1
+    make_dirs "$1"
+    printf '%s\n' "$pem" | put_file "$1/ca.crt"
+}
+
+# ca_tempfile : the group's CA (TLS_CA) in a private temporary file that is
+# removed when the script exits, for curl's --cacert; sets CA_FILE.
+ca_tempfile() {
+    local pem
+    pem=$(ca_pem) || exit 1
+    CA_FILE=$(mktemp "${TMPDIR:-/tmp}/dbfleet-ca.XXXXXX") || die "cannot create a temporary file"
+    # shellcheck disable=SC2064  # the name is fixed now
+    trap "rm -f -- '$CA_FILE'" EXIT
+    printf '%s\n' "$pem" >"$CA_FILE"
+}
+
 # make_dirs DIR... : create directories (and parents) as RUN_AS, mode 0700.
 make_dirs() {
     run_as mkdir -p -m 0700 -- "$@" ||

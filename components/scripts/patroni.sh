@@ -19,6 +19,8 @@
 #                              $NODE_DIR/pgdata          PGDATA
 #                              $NODE_DIR/patroni.yml     Patroni's configuration
 #                                                        (0600: it holds passwords)
+#                              $NODE_DIR/patroni.etcd    the etcd client settings
+#                                                        Patroni started with
 #                              $NODE_DIR/run             socket dir, patroni.pid, pgpass
 #                              $NODE_DIR/log             patroni.log, postgresql.log
 #   PG_HOST, PG_PORT         the only address/port PostgreSQL listens on
@@ -35,7 +37,10 @@
 #   PG_REPLICATION_PASSWORD  password of role "replicator"
 #   TLS_CERT, TLS_KEY        the node's certificate and private key from its
 #                            group's CA (PEM, base64-encoded: one line each;
-#                            TLS_KEY is secret), written to $NODE_DIR/tls 0600
+#                            TLS_KEY is secret), written to $NODE_DIR/tls 0600;
+#                            they serve PostgreSQL and Patroni's REST API (HTTPS
+#                            only) and are Patroni's client certificate for the
+#                            group's etcd (HTTPS, client-certificate auth)
 #   TLS_CA                   the group's CA certificate (PEM, base64-encoded):
 #                            replication and rewind verify the leader with it
 #                            (sslmode=verify-full).  PostgreSQL accepts TLS
@@ -64,6 +69,8 @@ patroni_vars() {
     PATRONI_PID=$RUN_DIR/patroni.pid
     PATRONI_LOG=$LOG_DIR/patroni.log
     TLS_DIR=$NODE_DIR/tls
+    # The etcd client settings the running Patroni started with.
+    ETCD_CLIENT=$NODE_DIR/patroni.etcd
 }
 
 # patroni_pid : the pid in patroni.pid if that process runs Patroni with
@@ -83,6 +90,19 @@ yaml_str() {
     printf '"%s"' "${v//\"/\\\"}"
 }
 
+# render_etcd_client : how Patroni reaches etcd - HTTPS, the members verified
+# against the group's CA, the node's certificate as its client certificate
+# (etcd admits no other).  Patroni reads this only when it starts: a change
+# restarts it (do_create).
+render_etcd_client() {
+    cat <<EOF
+  protocol: https
+  cacert: $(yaml_str "$TLS_DIR/ca.crt")
+  cert: $(yaml_str "$TLS_DIR/server.crt")
+  key: $(yaml_str "$TLS_DIR/server.key")
+EOF
+}
+
 render_config() {
     local a h
     cat <<EOF
@@ -98,18 +118,31 @@ log:
 restapi:
   listen: $(yaml_str "$PG_HOST:$REST_PORT")
   connect_address: $(yaml_str "$PG_HOST:$REST_PORT")
-  # Reads (health checks, /cluster) are open; changes need the password.
+  # HTTPS only, with the node's certificate (its address is a SAN, so every
+  # caller verifies it against the group's CA: HAProxy, the other members,
+  # patroni_leader.sh, dbfleet status).  Reads (health checks, /cluster) are
+  # open; changes need the password.
+  certfile: $(yaml_str "$TLS_DIR/server.crt")
+  keyfile: $(yaml_str "$TLS_DIR/server.key")
+  cafile: $(yaml_str "$TLS_DIR/ca.crt")
   authentication:
     username: patroni
     password: $(yaml_str "$PG_SUPERUSER_PASSWORD")
+# Patroni's own calls to other members' REST APIs (failsafe, election,
+# switchover) verify them against the group's CA.
+ctl:
+  cacert: $(yaml_str "$TLS_DIR/ca.crt")
+  certfile: $(yaml_str "$TLS_DIR/server.crt")
+  keyfile: $(yaml_str "$TLS_DIR/server.key")
 # etcd's v2 API: Patroni 3.0.2 refreshes its leader lock there with a
 # compare-and-swap (prevValue), while its etcd3 client rewrites the key
 # unconditionally, so an isolated ex-leader whose demotion was still running
 # took the lock back from the new leader when the partition healed (two
 # timelines 2).  See docs/high-availability.md.
 etcd:
-  hosts:
 EOF
+    render_etcd_client
+    printf '  hosts:\n'
     for h in $ETCD_HOSTS; do printf '  - %s\n' "$(yaml_str "$h")"; done
     cat <<EOF
 bootstrap:
@@ -183,9 +216,16 @@ tags:
 EOF
 }
 
+# rest_get [CURL_ARGS...] PATH : GET on this node's REST API, over HTTPS and
+# verified against the group's CA under the address it is dialled at.
+rest_get() {
+    local path=${*: -1}
+    curl -s -m 3 --cacert "$TLS_DIR/ca.crt" "${@:1:$#-1}" "https://$PG_HOST:$REST_PORT$path"
+}
+
 # rest_code PATH : HTTP status of a GET on this node's REST API ("000": no answer).
 rest_code() {
-    curl -s -m 3 -o /dev/null -w '%{http_code}' "http://$PG_HOST:$REST_PORT$1" 2>/dev/null || true
+    rest_get -o /dev/null -w '%{http_code}' "$1" 2>/dev/null || true
 }
 
 rest_is() { [[ "$(rest_code "$1")" == "$2" ]]; }
@@ -200,7 +240,7 @@ listening_on() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 running_or_failed() {
     rest_is /health 200 && return 0
     local state
-    state=$(curl -s -m 3 "http://$PG_HOST:$REST_PORT/patroni" 2>/dev/null) || return 1
+    state=$(rest_get /patroni 2>/dev/null) || return 1
     [[ "$state" == *'"state": "start failed"'* || "$state" == *'"state": "bootstrap failed"'* ]]
 }
 
@@ -247,10 +287,21 @@ do_create() {
     local done_=() pid
     if take_over_pre_patroni; then done_+=("taken over from dbfleet's pre-Patroni setup"); fi
 
-    local changed=0 tls_changed=0
+    local changed=0 tls_changed=0 etcd_changed=0
     if write_tls "$TLS_DIR"; then tls_changed=1; fi
     if render_config | put_file "$PATRONI_CONF"; then changed=1; fi
+    if render_etcd_client | put_file "$ETCD_CLIENT"; then etcd_changed=1; fi
     pid=$(patroni_pid)
+    if [[ -n "$pid" ]] && ((etcd_changed)); then
+        # Patroni builds its etcd client once, at start (a reload keeps the old
+        # one): a node set up for plain-http etcd (an older dbfleet) restarts
+        # once.  It stops its PostgreSQL cleanly; a leader's stop makes the group
+        # elect one again (docs/high-availability.md, "Upgrading to TLS").
+        info "Patroni of $MEMBER_NAME talks to etcd differently now: restarting it"
+        stop_patroni
+        pid=
+        done_+=("Patroni restarted (etcd over TLS)")
+    fi
     if [[ -z "$pid" ]]; then
         # Another program on the node's ports would keep PostgreSQL (or Patroni's
         # API) from starting, which Patroni only retries: say so now.
@@ -263,7 +314,8 @@ do_create() {
         # A postgres left running by a killed Patroni is adopted by the new one.
         start_patroni
         done_+=("Patroni started")
-    elif ((changed)); then
+    elif ((changed || tls_changed)); then
+        # A reload also makes Patroni's REST API load a new certificate.
         kill -HUP "$pid" || die "could not reload Patroni (pid $pid)"
         done_+=("Patroni reloaded")
     fi

@@ -15,6 +15,9 @@
 #   PG_SUPERUSER_PASSWORD    password of "postgres" and of the REST user "patroni"
 #   PG_REPLICATION_PASSWORD  password of "replicator" (rotated here on the leader)
 #   PG_APP_PASSWORD          password of APP_USER
+#   TLS_CA                   the group's CA certificate (PEM, base64-encoded):
+#                            every REST call is HTTPS and verifies the member
+#                            against it (create/update and check)
 #
 # create/update (idempotent):
 #   1. wait until the group has a leader (Patroni's /cluster from any member);
@@ -83,7 +86,8 @@ parse_members() {
 cluster_view() {
     local name body
     for name in "${!MEMBER_REST[@]}"; do
-        body=$(curl -sf -m 3 "http://${MEMBER_REST[$name]}/cluster" 2>/dev/null) || continue
+        body=$(curl -sf -m 3 --cacert "$CA_FILE" "https://${MEMBER_REST[$name]}/cluster" 2>/dev/null) ||
+            continue
         printf '%s' "$body" | "$PYTHON" -I -c "$LEADER_PY" && return 0
     done
     return 1
@@ -105,13 +109,13 @@ rest_change() {
     local esc=${PG_SUPERUSER_PASSWORD//\\/\\\\}
     esc=${esc//\"/\\\"}
     printf 'user = "patroni:%s"\n' "$esc" |
-        curl -sS -m 30 -K - -X "$1" -H 'Content-Type: application/json' \
-            --data-binary "$4" "http://${MEMBER_REST[$2]}$3"
+        curl -sS -m 30 --cacert "$CA_FILE" -K - -X "$1" -H 'Content-Type: application/json' \
+            --data-binary "$4" "https://${MEMBER_REST[$2]}$3"
 }
 
 config_differs() {
     local live
-    live=$(curl -sf -m 5 "http://${MEMBER_REST[$LEADER]}/config") || return 0
+    live=$(curl -sf -m 5 --cacert "$CA_FILE" "https://${MEMBER_REST[$LEADER]}/config") || return 0
     printf '%s' "$live" | "$PYTHON" -I -c "$DIFFERS_PY" "$DCS_CONFIG"
 }
 
@@ -257,9 +261,10 @@ SQL
 }
 
 check_inputs() {
-    require_env SCOPE MEMBERS PREFERRED DCS_CONFIG
+    require_env SCOPE MEMBERS PREFERRED DCS_CONFIG TLS_CA
     [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
     parse_members
+    ca_tempfile
 }
 
 do_create() {

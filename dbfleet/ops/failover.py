@@ -6,7 +6,8 @@ behind than `max_lag_on_failover` allows, say — and an operator accepts losing
 what the best replica lacks. It is a thin wrapper over Patroni:
 
 1. it asks Patroni's view of the group (`GET /cluster` on every member's REST API,
-   as `dbfleet status` does) and prints one line per member;
+   as `dbfleet status` does: HTTPS, verified against the group's CA) and prints one
+   line per member;
 2. when the group has a leader it refuses: moving a healthy leader is a planned
    switchover (set `primary:` in the fleet file and run `dbfleet up`, which asks
    Patroni for one and loses no committed write);
@@ -27,6 +28,7 @@ import base64
 import json
 import os
 import re
+import ssl
 import sys
 import time
 import urllib.error
@@ -79,19 +81,25 @@ def candidates(doc: Mapping[str, Any], order: list[str], region: str | None = No
 
 
 def post_failover(
-    host: str, rest_port: int, candidate: str, password: str, timeout_s: float = POST_TIMEOUT_S
+    host: str,
+    rest_port: int,
+    candidate: str,
+    password: str,
+    context: ssl.SSLContext,
+    timeout_s: float = POST_TIMEOUT_S,
 ) -> tuple[int, str]:
     """Patroni's POST /failover to `candidate`: (HTTP status, Patroni's answer text).
-    The password goes in the Authorization header only (never argv, never logs)."""
+    HTTPS, the member verified by `context` (the group's CA) before the password is
+    sent; the password goes in the Authorization header only (never argv, never logs)."""
     token = base64.b64encode(f"{REST_USER}:{password}".encode()).decode("ascii")
     request = urllib.request.Request(
-        f"http://{host}:{rest_port}/failover",
+        f"https://{host}:{rest_port}/failover",
         data=json.dumps({"candidate": candidate}).encode(),
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as resp:
             return resp.status, resp.read().decode("utf-8", "replace").strip()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode("utf-8", "replace").strip()
@@ -101,6 +109,7 @@ def wait_until_leads(
     endpoints: list[Endpoint],
     candidate: str,
     pool: ThreadPoolExecutor,
+    context: ssl.SSLContext,
     deadline_s: float = LEAD_DEADLINE_S,
     clock: Callable[[], float] = time.monotonic,
     pause: Callable[[float], None] = time.sleep,
@@ -111,7 +120,7 @@ def wait_until_leads(
 
     end = clock() + deadline_s
     while True:
-        doc, _ = status.read_cluster(endpoints, pool)
+        doc, _ = status.read_cluster(endpoints, pool, context)
         leader = status.cluster_leader(doc) if doc else None
         if leader and leader.get("name") == candidate and leader.get("state") == "running":
             return doc
@@ -160,6 +169,21 @@ def _member_line(m: Mapping[str, Any]) -> str:
     return f"{m.get('name')}: {m.get('role')}, {m.get('state')}, timeline {m.get('timeline', '?')}{tail}"
 
 
+def _rest_context(
+    group: str, reps: Mapping[str, Any], endpoints: list[Endpoint]
+) -> ssl.SSLContext | str:
+    """The client context for the group's Patroni REST APIs (HTTPS, certificates from
+    the group's CA), or why they cannot be asked."""
+    from dbfleet.ops import status
+
+    if not endpoints:
+        return f"replicas-{group} has no Patroni REST API: run `dbfleet up {group}` first"
+    try:
+        return status.tls_context(reps.get("ca_certificate"))
+    except (ValueError, ssl.SSLError) as exc:
+        return f"replicas-{group}: {exc}"
+
+
 def cmd_failover(args) -> int:
     # Imported here: `failover` registers with every start of the CLI, which must
     # not load the Automation API (see commands.py); status reads stacks through it.
@@ -178,11 +202,12 @@ def cmd_failover(args) -> int:
         return ExitCode.ERROR
     nodes = status.group_nodes(group, reps)
     endpoints = [(n.name, n.host, n.rest_port) for n in nodes if n.rest_port]
-    if not endpoints:
-        _say(f"replicas-{group} has no Patroni REST API: run `dbfleet up {group}` first", err=True)
+    context = _rest_context(group, reps, endpoints)
+    if isinstance(context, str):
+        _say(context, err=True)
         return ExitCode.ERROR
     with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
-        doc, why = status.read_cluster(endpoints, pool)
+        doc, why = status.read_cluster(endpoints, pool, context)
         if doc is None:
             _say(
                 f"Patroni's view of group {group} cannot be read: {why}. Patroni cannot fail "
@@ -215,12 +240,12 @@ def cmd_failover(args) -> int:
         )
         _say(f"asking Patroni to fail over to {target} ({_member_line(found[0])})")
         code, answer = post_failover(
-            node.host, node.rest_port, target, secrets["superuser_password"]
+            node.host, node.rest_port, target, secrets["superuser_password"], context
         )
         _say(f"Patroni answered HTTP {code}: {answer}")
         if code != 200:
             return ExitCode.ERROR
-        if wait_until_leads(endpoints, target, pool) is None:
+        if wait_until_leads(endpoints, target, pool, context) is None:
             _say(f"{target} did not lead within {LEAD_DEADLINE_S:.0f} s", err=True)
             return ExitCode.ERROR
     _say(f"{target} leads: writes go to {node.region} ({time.monotonic() - t0:.1f} s)")

@@ -12,6 +12,9 @@ reported is asked of the running processes:
   happened, which is reported but is not by itself a fault;
 - each etcd member of the group (`GET /health`): up or down, and whether the
   members that answer still form a quorum (without one Patroni cannot fail over);
+  etcd admits only clients with a certificate from the group's CA, so status asks
+  Vault for a short-lived one (role `server` of the group's PKI, 5 minutes) and
+  holds its key in a private temporary file only while loading it;
 - each PostgreSQL node: reachable or not, its actual role (`pg_is_in_recovery`),
   whether a replica's WAL receiver streams, and its lag behind the leader — bytes
   from the leader's `pg_stat_replication` (keyed by application_name, the Patroni
@@ -43,6 +46,8 @@ import io
 import json
 import os
 import socket
+import ssl
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +64,10 @@ HTTP_TIMEOUT_S = 2.0
 
 OutputsReader = Callable[[str], "dict | None"]
 SecretReader = Callable[[str, str], Mapping[str, str]]
+# (PKI mount) -> (certificate PEM, private key PEM): a client certificate for etcd.
+ClientCertIssuer = Callable[[str], tuple[str, str]]
+# How long status's etcd client certificate lives: one run, with room to spare.
+CLIENT_CERT_TTL_S = 300
 
 # Patroni's roles (GET /cluster) of the member that holds the leader key.
 LEADER_ROLES = ("leader", "standby_leader")
@@ -235,6 +244,7 @@ class EtcdStatus:
     up: bool = False  # it answered /health at all
     healthy: bool = False  # it answered {"health": "true"}: it sees a raft leader
     error: str = ""
+    probed: bool = True  # False: not asked (no client certificate for it)
 
 
 # A backup may be this much later than its schedule before status calls it stale: the
@@ -401,7 +411,7 @@ class GroupStatus:
 
     @property
     def etcd_quorum(self) -> bool | None:
-        if not self.etcd:
+        if not self.etcd or not all(e.probed for e in self.etcd):
             return None
         return self.etcd_up >= len(self.etcd) // 2 + 1
 
@@ -421,7 +431,10 @@ class GroupStatus:
             out.append("Patroni has no leader")
         if len(self.primaries) > 1:
             out.append("more than one node runs as a primary")
-        if any(not e.up or not e.healthy for e in self.etcd):
+        unasked = [e for e in self.etcd if not e.probed]
+        if unasked:
+            out.append(f"etcd {unasked[0].error}")
+        elif any(not e.up or not e.healthy for e in self.etcd):
             out.append("etcd")
         expired = sorted(n for n, days in self.certificates.items() if days <= 0)
         if expired:
@@ -557,11 +570,35 @@ def _lag(nodes: list[NodeStatus], facts: dict[str, dict[str, Any]]) -> None:
 
 
 # -- Patroni and etcd --------------------------------------------------------------------
-def http_json(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
+def tls_context(ca_pem: str | None) -> ssl.SSLContext:
+    """A client context that trusts only the group's CA (PEM) and checks that the
+    server's certificate names the address dialled: Patroni's REST API and etcd speak
+    HTTPS with certificates from that CA."""
+    if not ca_pem or not ca_pem.strip():
+        raise ValueError("no CA certificate of the group in its stacks' outputs: run dbfleet up")
+    return ssl.create_default_context(cadata=ca_pem)
+
+
+def with_client_certificate(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """Loads a client certificate and key into `context`. `ssl` reads them only from a
+    file: it lives in a private temporary directory (0700, the file 0600) for the
+    moment of loading and is removed at once."""
+    with tempfile.TemporaryDirectory(prefix="dbfleet-status-") as tmp:
+        path = os.path.join(tmp, "client.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{cert_pem.strip()}\n{key_pem.strip()}\n")
+        context.load_cert_chain(path)
+
+
+def http_json(
+    url: str, timeout_s: float = HTTP_TIMEOUT_S, context: ssl.SSLContext | None = None
+) -> tuple[int, Any]:
     """GET `url`: (HTTP status, decoded JSON body). An error status with a JSON body
-    is an answer (etcd says 503 {"health": "false"}), not an exception."""
+    is an answer (etcd says 503 {"health": "false"}), not an exception. `context`
+    verifies an https server."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as resp:
             return resp.status, json.loads(resp.read().decode("utf-8", "replace"))
     except urllib.error.HTTPError as exc:
         body = exc.read().decode("utf-8", "replace")
@@ -571,9 +608,12 @@ def http_json(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> tuple[int, Any]:
             raise OSError(f"HTTP {exc.code}: {body.strip()[:200]}") from None
 
 
-def fetch_cluster(host: str, rest_port: int, timeout_s: float = HTTP_TIMEOUT_S) -> dict:
-    """Patroni's GET /cluster of one member: {"members": [...], ...}."""
-    code, doc = http_json(f"http://{host}:{rest_port}/cluster", timeout_s)
+def fetch_cluster(
+    host: str, rest_port: int, context: ssl.SSLContext, timeout_s: float = HTTP_TIMEOUT_S
+) -> dict:
+    """Patroni's GET /cluster of one member (HTTPS, verified by `context`):
+    {"members": [...], ...}."""
+    code, doc = http_json(f"https://{host}:{rest_port}/cluster", timeout_s, context)
     if code != 200 or not isinstance(doc, dict) or "members" not in doc:
         raise OSError(f"GET /cluster answered HTTP {code}")
     return doc
@@ -585,12 +625,14 @@ def cluster_leader(doc: Mapping[str, Any]) -> dict | None:
 
 
 def read_cluster(
-    endpoints: list[tuple[str, str, int]], pool: ThreadPoolExecutor
+    endpoints: list[tuple[str, str, int]], pool: ThreadPoolExecutor, context: ssl.SSLContext
 ) -> tuple[dict | None, str]:
-    """Asks every (name, host, rest_port) for GET /cluster at once: the first answer,
-    in the given order, that names a leader, else the first answer at all; or
-    (None, why none answered)."""
-    jobs = [(name, pool.submit(fetch_cluster, host, port)) for name, host, port in endpoints]
+    """Asks every (name, host, rest_port) for GET /cluster at once (HTTPS, verified by
+    `context`): the first answer, in the given order, that names a leader, else the
+    first answer at all; or (None, why none answered)."""
+    jobs = [
+        (name, pool.submit(fetch_cluster, host, port, context)) for name, host, port in endpoints
+    ]
     answers, errors = [], []
     for name, job in jobs:
         try:
@@ -622,9 +664,13 @@ def apply_cluster(status: GroupStatus, doc: Mapping[str, Any]) -> None:
         n.patroni_lag = m.get("lag")
 
 
-def probe_etcd(member: EtcdStatus, timeout_s: float = HTTP_TIMEOUT_S) -> EtcdStatus:
+def probe_etcd(
+    member: EtcdStatus, context: ssl.SSLContext, timeout_s: float = HTTP_TIMEOUT_S
+) -> EtcdStatus:
+    """GET /health of one etcd member, over HTTPS with `context` (the group's CA and
+    a client certificate from it)."""
     try:
-        _, doc = http_json(f"http://{member.endpoint}/health", timeout_s)
+        _, doc = http_json(f"https://{member.endpoint}/health", timeout_s, context)
     except Exception as exc:  # noqa: BLE001 — a dead member is a status
         member.error = _first_line(exc)
         return member
@@ -815,6 +861,35 @@ def _default_secrets(mount: str, path: str) -> Mapping[str, str]:
     return vault.read_group_secrets(vault.client_from_env(), mount, path)
 
 
+def _default_client_cert(pki_mount: str) -> tuple[str, str]:
+    got = vault.issue_certificate(
+        vault.client_from_env(), pki_mount, "dbfleet-status", (), CLIENT_CERT_TTL_S
+    )
+    return str(got["certificate"]), str(got["private_key"])
+
+
+def _contexts(
+    group: str, reps: Mapping[str, Any], outputs: OutputsReader, client_cert: ClientCertIssuer
+) -> tuple[ssl.SSLContext | str, ssl.SSLContext | str]:
+    """The TLS contexts for Patroni's REST API (the group's CA) and for etcd (the CA
+    and a client certificate): each a context, or why there is none."""
+    try:
+        rest = tls_context(reps.get("ca_certificate"))
+    except (ValueError, ssl.SSLError) as exc:
+        return _first_line(exc), _first_line(exc)
+    if not reps.get("etcd"):
+        return rest, "no etcd members"
+    try:
+        mount = (outputs(f"accounts-{group}") or {}).get("pki_mount")
+        if not mount:
+            raise ValueError(f"accounts-{group} has no pki_mount: run dbfleet up {group}")
+        etcd = tls_context(reps.get("ca_certificate"))
+        with_client_certificate(etcd, *client_cert(str(mount)))
+    except Exception as exc:  # noqa: BLE001 — no certificate is a status, not a crash
+        return rest, f"no client certificate for etcd: {_first_line(exc)}"
+    return rest, etcd
+
+
 def group_nodes(group: str, reps: Mapping[str, Any]) -> list[NodeStatus]:
     """The nodes a `replicas-<g>` stack declares: the primary's region first, then the
     others (outputs come sorted by name)."""
@@ -852,11 +927,35 @@ def certificate_days(expirations: Mapping[str, Any], now: float | None = None) -
     return dict(sorted(out.items()))
 
 
+def _ask_etcd(
+    members: list[EtcdStatus], context: ssl.SSLContext | str, pool: ThreadPoolExecutor
+) -> list[Future]:
+    """Probes every etcd member with `context`; without one (`context` says why) none
+    is asked and each says why."""
+    if isinstance(context, ssl.SSLContext):
+        return [pool.submit(probe_etcd, e, context) for e in members]
+    for e in members:
+        e.probed, e.error = False, f"not asked: {context}"
+    return []
+
+
+def _ask_patroni(
+    rest: list[tuple[str, str, int]], context: ssl.SSLContext | str, pool: ThreadPoolExecutor
+) -> tuple[dict | None, str]:
+    """read_cluster with `context`; without one (`context` says why), that reason."""
+    if not rest:
+        return None, ""
+    if isinstance(context, ssl.SSLContext):
+        return read_cluster(rest, pool, context)
+    return None, f"Patroni's REST API not asked: {context}"
+
+
 def collect_group(
     group: str,
     *,
     outputs: OutputsReader = _default_outputs,
     secrets: SecretReader = _default_secrets,
+    client_cert: ClientCertIssuer | None = None,
     pool: ThreadPoolExecutor | None = None,
     backup_info: Callable[[Mapping[str, Any]], dict] = _default_backup_info,
     archiver: Callable[[NodeStatus, str], dict] = probe_archiver,
@@ -885,6 +984,7 @@ def collect_group(
     names = {n.address: n.name for n in status.nodes}
     rest = [(n.name, n.host, n.rest_port) for n in status.nodes if n.rest_port]
     status.patroni_asked = bool(rest)
+    rest_tls, etcd_tls = _contexts(group, reps, outputs, client_cert or _default_client_cert)
     status.etcd = [
         EtcdStatus(region, endpoint)
         for region, endpoint in sorted(
@@ -924,7 +1024,7 @@ def collect_group(
             if password is not None
             else {}
         )
-        etcd_jobs: list[Future] = [pool.submit(probe_etcd, e) for e in status.etcd]
+        etcd_jobs = _ask_etcd(status.etcd, etcd_tls, pool)
         proxy_jobs = [
             pool.submit(probe_proxy, p, names, socket_of(p.region)) for p in status.proxies
         ]
@@ -937,7 +1037,7 @@ def collect_group(
             else []
         )
         backup_job = _submit_backup(status, reps, pool, backup_info)
-        cluster, status.patroni_error = read_cluster(rest, pool) if rest else (None, "")
+        cluster, status.patroni_error = _ask_patroni(rest, rest_tls, pool)
         facts = {name: job.result() for name, job in node_jobs.items()}
         if backup_job is not None and status.backup is not None:
             _backup_facts(status.backup, backup_job, status.nodes, password, archiver)
@@ -1083,7 +1183,10 @@ def _group_notes(g: GroupStatus) -> list[str]:
         lines.append(
             "more than one node runs as a primary: " + ", ".join(n.name for n in g.primaries)
         )
-    if g.etcd and not g.etcd_quorum:
+    unasked = [e for e in g.etcd if not e.probed]
+    if unasked:
+        lines.append(f"etcd {unasked[0].error}")
+    elif g.etcd and not g.etcd_quorum:
         lines.append(
             f"etcd has no quorum ({g.etcd_up} of {len(g.etcd)}): Patroni cannot fail over; "
             "the leader keeps writes only while it reaches every member (failsafe mode)"
@@ -1096,7 +1199,9 @@ def _group_notes(g: GroupStatus) -> list[str]:
 def _etcd_text(g: GroupStatus) -> str:
     parts = []
     for e in g.etcd:
-        if not e.up:
+        if not e.probed:
+            parts.append(f"{e.region} ?")
+        elif not e.up:
             parts.append(f"{e.region} DOWN")
         elif not e.healthy and g.etcd_quorum:
             parts.append(f"{e.region} up ({e.error})")

@@ -1,10 +1,12 @@
 """TLS everywhere, from the group's own CA (docs/security.md).
 
-`tls` judges every server before it is created: a PostgreSQL node (patroni.sh) and a
-pooler (pgbouncer.sh) carry the group's CA certificate (TLS_CA; the scripts then accept
-TLS only: `hostssl` lines, PgBouncer's `client_tls_sslmode = require`, replication and
-the pooler's server side with `verify-full`), and every certificate a stack declares
-comes from its own group's PKI mount, never another group's.
+`tls` judges every server before it is created: a PostgreSQL node (patroni.sh), a
+pooler (pgbouncer.sh) and an etcd member (etcd.sh) carry the group's CA certificate
+(TLS_CA; the scripts then accept TLS only: `hostssl` lines, PgBouncer's
+`client_tls_sslmode = require`, replication and the pooler's server side with
+`verify-full`, Patroni's REST API on HTTPS, etcd's clients on HTTPS with a client
+certificate from that CA), and every certificate a stack declares comes from its own
+group's PKI mount, never another group's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pulumi_policy import (
 from dbfleet import vault
 
 from .common import (
+    ETCD_SCRIPT,
     MANDATORY,
     NODE_SCRIPTS,
     POOLER_SCRIPT,
@@ -41,14 +44,20 @@ from .common import (
 )
 
 DESCRIPTION = (
-    "TLS everywhere: every PostgreSQL node and pooler has a certificate from its own "
-    "group's CA and takes TLS connections only."
+    "TLS everywhere: every PostgreSQL node (and its Patroni REST API), pooler and etcd "
+    "member has a certificate from its own group's CA and takes TLS connections only."
 )
 REMEDIATION = (
-    "give PatroniNode and RegionPooler their group's TlsFiles (components/tls.py: a "
-    "ServerCertificate from vault.pki_mount(fleet, group) and the accounts stack's "
-    "ca_certificate)."
+    "give PatroniNode, RegionPooler and EtcdMember their group's TlsFiles "
+    "(components/tls.py: a ServerCertificate from vault.pki_mount(fleet, group) and the "
+    "accounts stack's ca_certificate)."
 )
+#: what each TLS-only server script is, for the message
+_SERVERS = {
+    **dict.fromkeys(NODE_SCRIPTS, "PostgreSQL node"),
+    POOLER_SCRIPT: "pooler",
+    ETCD_SCRIPT: "etcd member",
+}
 
 
 def _pem_certificate(value: str) -> bool:
@@ -73,11 +82,11 @@ def validate(args: ResourceValidationArgs, report_violation: ReportViolation) ->
             )
         return
     view = HostScriptView.of(args.resource_type, args.urn, args.name, args.props)
-    if view is None or view.script not in (*NODE_SCRIPTS, POOLER_SCRIPT):
+    if view is None or view.script not in _SERVERS:
         return
     ca = view.environment.get("TLS_CA", "")
     if not _pem_certificate(ca):
-        what = "PostgreSQL node" if view.script in NODE_SCRIPTS else "pooler"
+        what = _SERVERS[view.script]
         report(
             f"{view.name}: a {what} without its group's CA certificate (TLS_CA) would accept "
             "plain TCP and could not verify its peers"

@@ -1,7 +1,9 @@
 """etcd.sh run for real (as root, acting as a throw-away OS user) for a group of three
 members on loopback addresses: started together they form one cluster; a second run
 changes nothing; a killed member is drift that create repairs; a deleted member leaves
-the cluster (the other two stay healthy) and comes back by joining it."""
+the cluster (the other two stay healthy) and comes back by joining it. Clients speak
+HTTPS with a certificate from the group's CA (a throw-away one here); etcd refuses
+anyone else."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from components.hostcmd import DRIFT_EXIT_CODE, SCRIPTS_DIR
+from tests.integration.tls_support import Issued, ScratchCa
 from tests.integration.vault_fixture import free_ports
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="useradd/runuser need root")
@@ -51,6 +54,10 @@ class Group:
     user: str
     fleet: str
     members: list[Member]
+    ca: ScratchCa
+    # each member's certificate, and one a client of the group (Patroni) holds
+    certs: dict[str, Issued]
+    client: Issued
     # Every etcd pid a run recorded: the teardown stops these and only these.
     pids: set[int] = field(default_factory=set)
 
@@ -73,7 +80,18 @@ class Group:
             ),
             "ETCD_CLIENTS": " ".join(o.client for o in self.members),
             "ETCD_TOKEN": f"{self.fleet}-{GROUP}",
+            **self.certs[m.name].environment(self.ca),
         }
+
+    def ctl(self, members: list[Member], *args: str) -> subprocess.CompletedProcess[str]:
+        """etcdctl as a client of the group: HTTPS, the group's CA, a certificate from it."""
+        return ctl(
+            [f"https://{m.client}" for m in members],
+            f"--cacert={self.ca.cert}",
+            f"--cert={self.client.cert}",
+            f"--key={self.client.key}",
+            *args,
+        )
 
     def start(self, action: str, m: Member) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -111,6 +129,7 @@ class Group:
 
 
 def ctl(endpoints: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """etcdctl with no TLS material but what `args` give."""
     return subprocess.run(
         [
             ETCDCTL,
@@ -135,14 +154,14 @@ def eventually(what: str, probe: Callable[[], bool], timeout: float = 20) -> Non
         time.sleep(0.2)
 
 
-def healthy(members: list[Member]) -> bool:
-    proc = ctl([m.client for m in members], "endpoint", "health")
+def healthy(group: Group, members: list[Member]) -> bool:
+    proc = group.ctl(members, "endpoint", "health")
     return proc.returncode == 0
 
 
-def started_members(via: Member) -> dict[str, str]:
+def started_members(group: Group, via: Member) -> dict[str, str]:
     """name -> peer URL of every started member, as `via` lists them."""
-    proc = ctl([via.client], "member", "list", "-w", "simple")
+    proc = group.ctl([via], "member", "list", "-w", "simple")
     assert proc.returncode == 0, proc.stderr
     listed = {}
     for line in proc.stdout.splitlines():
@@ -186,7 +205,9 @@ def group(request) -> Iterator[Group]:
         host = f"127.77.250.{first + i}"
         client_port, peer_port = free_ports(2, host)
         members.append(Member(name, host, client_port, peer_port))
-    g = Group(base, root, user, fleet, members)
+    ca = ScratchCa.make(base / "pki", "group")
+    certs = {m.name: ca.issue(f"etcd-{m.name}", (m.host,)) for m in members}
+    g = Group(base, root, user, fleet, members, ca, certs, ca.issue("patroni"))
     yield g
     # Stop what the runs started, by recorded pid, then remove the dirs and the user.
     for m in members:
@@ -208,9 +229,33 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     for m, proc in procs:
         rc, out, err = group.finish(m, proc)
         assert rc == 0, err
-        assert f"member {m.name} http://{m.client} (pid " in out and ") started in" in out
-    eventually("the three members to be healthy", lambda: healthy(members))
-    assert started_members(fra) == {m.name: f"http://{m.host}:{m.peer_port}" for m in members}
+        assert f"member {m.name} https://{m.client} (pid " in out and ") started in" in out
+    eventually("the three members to be healthy", lambda: healthy(group, members))
+    assert started_members(group, fra) == {
+        m.name: f"http://{m.host}:{m.peer_port}" for m in members
+    }
+    # Only clients with a certificate from the group's CA get in: no certificate, a
+    # certificate from another CA, or plain http are refused.
+    other = ScratchCa.make(group.base / "pki", "other")
+    stranger = other.issue("stranger")
+    endpoint = f"https://{fra.client}"
+    for refused_client in (
+        ctl([endpoint], f"--cacert={group.ca.cert}", "endpoint", "health"),
+        ctl(
+            [endpoint],
+            f"--cacert={group.ca.cert}",
+            f"--cert={stranger.cert}",
+            f"--key={stranger.key}",
+            "endpoint",
+            "health",
+        ),
+        ctl([f"http://{fra.client}"], "endpoint", "health"),
+    ):
+        assert refused_client.returncode != 0, refused_client.stdout
+    # The member's key and the CA are private to the group's user.
+    for name in ("server.key", "server.crt", "ca.crt"):
+        f = group.dir(fra) / "tls" / name
+        assert f.stat().st_mode & 0o777 == 0o600 and f.stat().st_uid != 0
     # Listening on its own address only: not the wildcard, not 127.0.0.1.
     assert refused("127.0.0.1", fra.client_port) and refused("127.0.0.1", fra.peer_port)
     etcd_dir = group.dir(fra)
@@ -232,16 +277,17 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     out = group.ok("delete", waw)
     assert "member waw removed from the cluster, deleted" in out
     assert not group.dir(waw).exists() and not alive_etcd(pids[waw])
-    assert set(started_members(fra)) == {"fra", "ams"}
-    assert healthy([fra, ams])
+    assert set(started_members(group, fra)) == {"fra", "ams"}
+    assert healthy(group, [fra, ams])
     assert group.check(waw) == DRIFT_EXIT_CODE
     assert "not a member of the cluster" in group.ok("delete", waw)  # idempotent
 
     # Created again, it joins the existing cluster (member add, state existing).
     assert ") joined in" in group.ok("create", waw)
-    eventually("the rejoined group to be healthy", lambda: healthy(members))
+    eventually("the rejoined group to be healthy", lambda: healthy(group, members))
     eventually(
-        "waw to be listed as started", lambda: set(started_members(ams)) == {"fra", "ams", "waw"}
+        "waw to be listed as started",
+        lambda: set(started_members(group, ams)) == {"fra", "ams", "waw"},
     )
     assert "--initial-cluster-state=existing" in Path(
         f"/proc/{group.pid(waw)}/cmdline"
@@ -254,8 +300,8 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     assert ") started in" in group.ok("create", ams)
     assert group.pid(ams) != pids[ams]
     assert group.check(ams) == 0
-    eventually("the restarted member to be healthy", lambda: healthy(members))
-    assert set(started_members(waw)) == {"fra", "ams", "waw"}
+    eventually("the restarted member to be healthy", lambda: healthy(group, members))
+    assert set(started_members(group, waw)) == {"fra", "ams", "waw"}
 
     # Removed from the cluster while it was down, its data is useless (etcd would
     # refuse to start on it): create wipes it and joins again.
@@ -263,20 +309,20 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     eventually("ams to die", lambda: not alive_etcd(group.pid(ams)), timeout=10)
     ams_id = next(
         line.split(", ")[0]
-        for line in ctl([fra.client], "member", "list", "-w", "simple").stdout.splitlines()
+        for line in group.ctl([fra], "member", "list", "-w", "simple").stdout.splitlines()
         if ", ams, " in line
     )
     # If ams led the cluster, the other two elect a leader first: retry until then.
     eventually(
         "the cluster to remove ams",
         lambda: (
-            ctl([fra.client, waw.client], "member", "remove", ams_id).returncode == 0
-            or ams_id not in ctl([fra.client], "member", "list", "-w", "simple").stdout
+            group.ctl([fra, waw], "member", "remove", ams_id).returncode == 0
+            or ams_id not in group.ctl([fra], "member", "list", "-w", "simple").stdout
         ),
     )
     assert ") rejoined in" in group.ok("create", ams)
-    eventually("the rejoined member to be healthy", lambda: healthy(members))
-    eventually("ams to be listed again", lambda: "ams" in started_members(fra))
+    eventually("the rejoined member to be healthy", lambda: healthy(group, members))
+    eventually("ams to be listed again", lambda: "ams" in started_members(group, fra))
 
 
 @pytest.mark.parametrize("group", [("fra", "ams", "arn", "lhr")], indirect=True)
@@ -288,7 +334,7 @@ def test_a_whole_group_deleted_at_once_stops_every_member(group):
     for m, proc in procs:
         rc, _out, err = group.finish(m, proc)
         assert rc == 0, err
-    eventually("the four members to be healthy", lambda: healthy(members))
+    eventually("the four members to be healthy", lambda: healthy(group, members))
     pids = {m: group.pid(m) for m in members}
     procs = [(m, group.start("delete", m)) for m in members]
     for m, proc in procs:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import threading
 import time
 import urllib.request
@@ -77,12 +78,25 @@ def members(fe) -> dict[str, dict]:
     return out
 
 
+_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
+def _rest_context(fe) -> ssl.SSLContext:
+    """A client context trusting the group's CA (read once per fleet: it lives 10 years)."""
+    if fe.name not in _CONTEXTS:
+        ca = fe.outputs(f"replicas-{GROUP}")["ca_certificate"]
+        _CONTEXTS[fe.name] = ssl.create_default_context(cadata=ca)
+    return _CONTEXTS[fe.name]
+
+
 def cluster(fe) -> dict:
-    """Patroni's /cluster, from the first member that answers."""
+    """Patroni's /cluster, from the first member that answers (HTTPS, verified against
+    the group's CA as every client of the REST API does)."""
+    ca = _rest_context(fe)
     for m in members(fe).values():
         try:
             with urllib.request.urlopen(
-                f"http://{m['host']}:{m['rest_port']}/cluster", timeout=2
+                f"https://{m['host']}:{m['rest_port']}/cluster", timeout=2, context=ca
             ) as r:
                 return json.load(r)
         except OSError:

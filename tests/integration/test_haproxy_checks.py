@@ -1,8 +1,9 @@
 """A region's HAProxy (haproxy.sh, real haproxy) routing on Patroni's REST API.
 
-The check endpoints are tiny HTTP servers started here that answer 200 or 503 per
+The check endpoints are tiny HTTPS servers started here that answer 200 or 503 per
 path as the test says, standing in for Patroni's REST API in this component test
-only (the fleet tests run real Patroni). The "nodes" are TCP listeners that greet
+only (the fleet tests run real Patroni); their certificates come from a throw-away
+CA standing in for the group's (tests/integration/tls_support.py). The "nodes" are TCP listeners that greet
 every connection with their name, so a client sees where HAProxy sent it.
 """
 
@@ -17,6 +18,7 @@ import random
 import signal
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from components.hostcmd import SCRIPTS_DIR
+from tests.integration.tls_support import ScratchCa, b64
 
 LAG_BYTES = 16 * 1024 * 1024
 # inter 1s: a flip shows within one interval (fall 1) or two (fall 2) plus the
@@ -92,13 +95,24 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
 
 
 class _RestServer(http.server.ThreadingHTTPServer):
+    """HTTPS only, as Patroni with `restapi.certfile`: `context` holds the node's
+    certificate (swappable: new connections use the current one)."""
+
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], context: ssl.SSLContext) -> None:
         self.statuses: dict[str, int] = {}
         self.role = "replica"
         self.seen: list[str] = []
+        self.context = context
         super().__init__(address, _RestHandler)
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, addr = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True), addr
+
+    def use_certificate(self, context: ssl.SSLContext) -> None:
+        self.context = context
 
 
 @dataclass
@@ -106,6 +120,9 @@ class Node:
     name: str
     pg: _NodeServer
     rest: _RestServer
+    # its certificate from the group's CA, and one from another CA (an impostor's)
+    context: ssl.SSLContext = field(repr=False)
+    rogue: ssl.SSLContext = field(repr=False)
 
     @property
     def host(self) -> str:
@@ -185,6 +202,13 @@ def haproxy_sh(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
+def _server_context(ca: ScratchCa, name: str, host: str) -> ssl.SSLContext:
+    issued = ca.issue(name, (host,))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(issued.cert, issued.key)
+    return ctx
+
+
 def haproxy_pids(cfg: Path) -> list[int]:
     """Running haproxy processes of this configuration file, by their command line."""
     pids = []
@@ -207,10 +231,12 @@ def rig(tmp_path: Path) -> Iterator[tuple[Proxy, dict[str, Node]]]:
     if os.geteuid() != 0:
         pytest.skip("haproxy.sh acts as RUN_AS; this test runs it as root")
     net = f"127.{random.randint(180, 199)}.{random.randint(0, 255)}"
+    ca, other = ScratchCa.make(tmp_path / "pki", "group"), ScratchCa.make(tmp_path / "pki", "other")
     nodes: dict[str, Node] = {}
     for i, name in enumerate(("local", "near", "far"), start=2):
         host = f"{net}.{i}"
-        node = Node(name, _NodeServer((host, 0), name), _RestServer((host, 0)))
+        ctx, rogue = (_server_context(c, f"{c.name}-{name}", host) for c in (ca, other))
+        node = Node(name, _NodeServer((host, 0), name), _RestServer((host, 0), ctx), ctx, rogue)
         node.answer(primary=503, read_only=200)
         nodes[name] = node
     nodes["near"].answer(primary=200, read_only=200)  # the group's leader
@@ -240,6 +266,7 @@ def rig(tmp_path: Path) -> Iterator[tuple[Proxy, dict[str, Node]]]:
         "READ_LAG_BYTES": str(LAG_BYTES),
         "SERVER_MAXCONN": "2",
         "QUEUE_TIMEOUT_S": "10",
+        "TLS_CA": b64(ca.cert.read_text()),
     }
     proxy = Proxy(host, write_port, read_port, stats_port, env)
     cfg = tmp_path / "proxy-lhr" / "haproxy.cfg"
@@ -357,6 +384,26 @@ def test_a_node_at_its_maxconn_queues_the_next_client_instead_of_forwarding_it(r
     assert proxy.stat("write", "BACKEND", "qcur") == "0"
     for s in (first[1], third):
         s.close()
+
+
+def test_checks_speak_https_and_a_node_the_groups_ca_did_not_sign_gets_no_traffic(rig):
+    proxy, nodes = rig
+    # The group's CA beside the configuration, private to the proxy's user.
+    ca = Path(proxy.env["PROXY_DIR"]) / "tls" / "ca.crt"
+    assert b64(ca.read_text()) == proxy.env["TLS_CA"]
+    assert ca.stat().st_mode & 0o077 == 0
+    wait_until("writes reach the leader", lambda: proxy.who(proxy.write_port) == "near")
+    wait_until("reads stay local", lambda: proxy.who(proxy.read_port) == "local")
+    # The leader's REST API now presents another CA's certificate (an impostor on its
+    # address): its checks fail verification although it answers /primary with 200.
+    nodes["near"].rest.use_certificate(nodes["near"].rogue)
+    wait_until("writes are refused", lambda: proxy.who(proxy.write_port) == "", WRITE_FLIP_S)
+    assert proxy.stat("write", "node1_", "status") == "DOWN"
+    nodes["local"].rest.use_certificate(nodes["local"].rogue)
+    wait_until("reads leave the impostor", lambda: proxy.who(proxy.read_port) == "far", 10)
+    # Its own certificate back: traffic follows again.
+    nodes["near"].rest.use_certificate(nodes["near"].context)
+    wait_until("writes reach the leader again", lambda: proxy.who(proxy.write_port) == "near")
 
 
 def test_a_reload_keeps_the_leader_up_and_the_replicas_out(rig):

@@ -1,17 +1,23 @@
 """TLS from the group's CA in Vault, on the real fleet (one group, eu; real OpenBao PKI,
-PostgreSQL, HAProxy, PgBouncer): every endpoint verifies (verify-full) under the
-address a client dials, plain TCP is refused, another group's CA does not verify,
-replication runs over TLS, and a certificate inside its renewal window is renewed by
-`up` and reloaded without a restart.
+PostgreSQL, HAProxy, PgBouncer, Patroni, etcd): every endpoint verifies (verify-full)
+under the address a client dials, plain TCP is refused, another group's CA does not
+verify, replication runs over TLS, Patroni's REST API answers HTTPS only and HAProxy
+still routes on it, etcd admits only clients with a certificate from the group's CA,
+and a certificate inside its renewal window is renewed by `up` and reloaded without a
+restart.
 
 Tests run in file order against one fleet of their own; each can also run alone.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import ssl
 import subprocess
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -43,10 +49,17 @@ def uris(fe: FleetEnv, key: str = "connection_uris") -> dict:
     return fe.outputs(f"proxies-{GROUP}", show_secrets=True)[key]
 
 
-def served_certificate(host: str, port: int) -> str:
-    """The certificate a PostgreSQL server presents (openssl's STARTTLS for postgres)."""
+def served_certificate(host: str, port: int, starttls: bool = True) -> str:
+    """The certificate a server presents: PostgreSQL's (openssl's STARTTLS for postgres),
+    or with `starttls=False` a TLS-only server's (Patroni's REST API, etcd)."""
     proc = subprocess.run(
-        ["openssl", "s_client", "-starttls", "postgres", "-connect", f"{host}:{port}"],
+        [
+            "openssl",
+            "s_client",
+            *(["-starttls", "postgres"] if starttls else []),
+            "-connect",
+            f"{host}:{port}",
+        ],
         input="",
         capture_output=True,
         text=True,
@@ -90,7 +103,17 @@ def test_every_endpoint_verifies_under_the_address_the_client_dialled(fe):
 def test_status_shows_every_servers_days_to_expiry(fe):
     proc = fe.run("status", GROUP, "--json", check=False)
     certs = json.loads(proc.stdout)["groups"][0]["certificates"]
-    assert sorted(certs) == ["arn-0", "arn-pooler", "fra-0", "fra-pooler", "lhr-0", "lhr-pooler"]
+    assert sorted(certs) == [
+        "arn-0",
+        "arn-pooler",
+        "etcd-arn",
+        "etcd-fra",
+        "etcd-lhr",
+        "fra-0",
+        "fra-pooler",
+        "lhr-0",
+        "lhr-pooler",
+    ]
     assert all(0 < days <= TTL_S / 86400 for days in certs.values()), certs
     assert "certificates expire in:" in fe.run("status", GROUP, check=False).stdout
 
@@ -104,19 +127,129 @@ def test_plain_tcp_is_refused_everywhere(fe):
         assert "no encryption" in text or "SSL" in text or "TLS" in text, text
 
 
-def test_another_groups_ca_does_not_verify_the_servers(fe, tmp_path):
-    """A CA of another group (made here in the same Vault) cannot vouch for eu's servers."""
+@pytest.fixture(scope="module")
+def other_group(fe, tmp_path_factory) -> Iterator[tuple[Path, Path, Path]]:
+    """Another group's CA (made here in the same Vault) and a certificate from it for
+    127.0.0.1: (CA file, certificate file, key file, the key 0600)."""
     client = vault.client_from_env(fe.env)
     other = vault.pki_mount(fe.name, "zz")
     vault.ensure_group_pki(client, other, vault.ca_name(fe.name, "zz"), max_ttl="3600s")
+    root = tmp_path_factory.mktemp("zz")
     try:
-        wrong = tmp_path / "zz-ca.pem"
-        wrong.write_text(vault.read_ca_pem(client, other) + "\n")
-        for uri in (uris(fe)["fra"]["write"], uris(fe, "pooled_connection_uris")["fra"]["read"]):
-            with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
-                psycopg.connect(uri, sslrootcert=str(wrong), connect_timeout=10).close()
+        issued = vault.issue_certificate(client, other, "zz-intruder", ("127.0.0.1",), 900)
+        ca, cert, key = root / "zz-ca.pem", root / "zz.crt", root / "zz.key"
+        ca.write_text(vault.read_ca_pem(client, other) + "\n")
+        cert.write_text(f"{issued['certificate']}\n")
+        key.touch(mode=0o600)
+        key.write_text(f"{issued['private_key']}\n")
+        yield ca, cert, key
     finally:
         client.sys.disable_secrets_engine(other)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_another_groups_ca_does_not_verify_the_servers(fe, other_group):
+    """A CA of another group cannot vouch for eu's servers."""
+    wrong, _, _ = other_group
+    for uri in (uris(fe)["fra"]["write"], uris(fe, "pooled_connection_uris")["fra"]["read"]):
+        with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+            psycopg.connect(uri, sslrootcert=str(wrong), connect_timeout=10).close()
+
+
+def rest_members(fe: FleetEnv) -> list[dict]:
+    reps = fe.outputs(f"replicas-{GROUP}")
+    return [m for node in reps["nodes"].values() for m in node["members"]]
+
+
+def test_patronis_rest_api_answers_https_only_and_verifies_against_the_groups_ca(fe, other_group):
+    group_ca = ssl.create_default_context(cadata=fe.outputs(f"replicas-{GROUP}")["ca_certificate"])
+    wrong_ca = ssl.create_default_context(cafile=str(other_group[0]))
+    members = rest_members(fe)
+    assert len(members) == 3
+    roles = []
+    for m in members:
+        base = f"{m['host']}:{m['rest_port']}"
+        # Verified against the group's CA under the address dialled (the node's own).
+        with urllib.request.urlopen(f"https://{base}/patroni", timeout=10, context=group_ca) as r:
+            roles.append(json.load(r)["role"])
+        # Plain HTTP gets no answer: Patroni's socket speaks TLS only.
+        with pytest.raises((OSError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://{base}/patroni", timeout=10).close()
+        # Another group's CA does not vouch for the node.
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(f"https://{base}/patroni", timeout=10, context=wrong_ca)
+    assert sorted(roles) == ["master", "replica", "replica"] or sorted(roles) == [
+        "primary",
+        "replica",
+        "replica",
+    ], roles
+    # Patroni's members know each other by their HTTPS address (what failsafe mode and
+    # a switchover call).
+    with urllib.request.urlopen(
+        f"https://{members[0]['host']}:{members[0]['rest_port']}/cluster",
+        timeout=10,
+        context=group_ca,
+    ) as r:
+        urls = [m["api_url"] for m in json.load(r)["members"]]
+    assert len(urls) == 3 and all(u.startswith("https://") for u in urls), urls
+
+
+def test_haproxy_checks_patroni_over_https_and_still_routes(fe):
+    """Writes and reads through every region's proxy reach the right nodes: the
+    checks pass over HTTPS, verified against the group's CA."""
+    direct = uris(fe)
+    with psycopg.connect(direct["lhr"]["write"], autocommit=True, connect_timeout=10) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS tls_probe (v int)")
+        c.execute("INSERT INTO tls_probe VALUES (42)")
+        assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    for region in ("fra", "lhr", "arn"):
+        with psycopg.connect(direct[region]["read"], connect_timeout=10) as c:
+            wait_for(
+                lambda c=c: c.execute("SELECT count(*) FROM tls_probe WHERE v = 42").fetchone()[0],
+                30,
+                f"the row to reach {region}'s read endpoint",
+            )
+    data_root = Path(fe.outputs(f"accounts-{GROUP}")["data_root"])
+    cfg = (data_root / "proxy-fra" / "haproxy.cfg").read_text()
+    assert f"check-ssl verify required ca-file {data_root}/proxy-fra/tls/ca.crt" in cfg
+
+
+def etcdctl(endpoint: str, *tls: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["etcdctl", f"--endpoints={endpoint}", "--dial-timeout=2s", "--command-timeout=3s",
+         *tls, "endpoint", "health"],
+        env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_etcd_admits_only_clients_with_a_certificate_from_the_groups_ca(fe, other_group):
+    data_root = Path(fe.outputs(f"accounts-{GROUP}")["data_root"])
+    etcd = fe.outputs(f"replicas-{GROUP}")["etcd"]
+    assert set(etcd) == {"fra", "lhr", "arn"}
+    own = data_root / "fra-0" / "tls"  # a node's certificate: what its Patroni presents
+    ca = f"--cacert={own / 'ca.crt'}"
+    wrong_ca, wrong_cert, wrong_key = other_group
+    for region, hostport in etcd.items():
+        url = f"https://{hostport}"
+        ok = etcdctl(url, ca, f"--cert={own / 'server.crt'}", f"--key={own / 'server.key'}")
+        assert ok.returncode == 0, (region, ok.stderr)
+        # No client certificate; another group's certificate; plain http: refused.
+        assert etcdctl(url, ca).returncode != 0, region
+        intruder = etcdctl(url, ca, f"--cert={wrong_cert}", f"--key={wrong_key}")
+        assert intruder.returncode != 0, region
+        assert etcdctl(f"http://{hostport}").returncode != 0, region
+        # The member presents its own certificate: another group's CA does not verify it.
+        assert etcdctl(url, f"--cacert={wrong_ca}").returncode != 0, region
+    # Patroni reaches etcd over TLS: the group has a leader whose key it keeps there.
+    proc = fe.run("status", GROUP, "--json", check=False)
+    doc = json.loads(proc.stdout)["groups"][0]
+    assert doc["leader"] == "fra-0"
+    assert [(e["region"], e["up"], e["healthy"]) for e in doc["etcd"]] == [
+        ("fra", True, True),
+        ("arn", True, True),
+        ("lhr", True, True),
+    ], doc["etcd"]
 
 
 def superuser(fe: FleetEnv, node: str) -> psycopg.Connection:
@@ -158,7 +291,7 @@ def test_replication_runs_over_tls_and_verifies_the_leader(fe):
 def test_keys_are_private_and_never_on_a_command_line_or_in_state(fe):
     data_root = Path(fe.outputs(f"accounts-{GROUP}")["data_root"])
     keys = sorted(data_root.glob("*/tls/server.key"))
-    assert len(keys) == 6  # three nodes, three poolers
+    assert len(keys) == 9  # three nodes, three poolers, three etcd members
     for key in keys:
         assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
     secret = keys[0].read_text().strip().splitlines()[1]  # a line of the key's base64
@@ -177,6 +310,9 @@ def test_keys_are_private_and_never_on_a_command_line_or_in_state(fe):
 
 
 def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_restart(fe):
+    # The windows open 45 s after issue; the tests before may have taken longer: an
+    # `up` first renews whatever is due, so that the window is closed at the start.
+    fe.run("up", GROUP, "-q")
     uri = uris(fe)["lhr"]["write"]
     data_root = Path(fe.outputs(f"accounts-{GROUP}")["data_root"])
     members = fe.outputs(f"replicas-{GROUP}")["nodes"]["lhr"]["members"][0]
@@ -187,6 +323,9 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
     }
     before = served_certificate(*lhr)
     assert before == (data_root / "lhr-0" / "tls" / "server.crt").read_text().strip()
+    rest = (members["host"], members["rest_port"])
+    assert served_certificate(*rest, starttls=False) == before  # the node's, on its REST API
+    etcd_pid = (data_root / "etcd-lhr" / "etcd.pid").read_text().strip()
     session = psycopg.connect(uri, autocommit=True, connect_timeout=10)
     try:
         # Nothing is due right after `up`; once the window opens a preview plans it.
@@ -203,6 +342,13 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
         after = served_certificate(*lhr)
         assert after != before
         assert after == (data_root / "lhr-0" / "tls" / "server.crt").read_text().strip()
+        # Patroni's REST API took it too (a reload), and etcd its own (read at the next
+        # handshake) without a restart.
+        assert served_certificate(*rest, starttls=False) == after
+        etcd_host, etcd_port = fe.outputs(f"replicas-{GROUP}")["etcd"]["lhr"].split(":")
+        etcd_cert = (data_root / "etcd-lhr" / "tls" / "server.crt").read_text().strip()
+        assert served_certificate(etcd_host, int(etcd_port), starttls=False) == etcd_cert
+        assert (data_root / "etcd-lhr" / "etcd.pid").read_text().strip() == etcd_pid
         with psycopg.connect(uri, connect_timeout=10) as c:
             assert c.info.pgconn.ssl_in_use
     finally:
@@ -210,3 +356,91 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
     for n, pid in postmasters.items():
         assert (data_root / n / "pgdata" / "postmaster.pid").read_text().split()[0] == pid, n
     assert not [n for n in planned_updates(fe) if n.endswith("-tls")]
+
+
+# The last commit whose Patroni REST API and etcd spoke plain HTTP: a group it
+# deployed must move to TLS by `up` alone.
+BEFORE_REST_TLS = "6af09a0"
+
+
+@pytest.fixture
+def old_code(tmp_path) -> Path:
+    """dbfleet as of BEFORE_REST_TLS, exported from this checkout's history."""
+    repo = Path(__file__).resolve().parents[2]
+    known = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "-e", f"{BEFORE_REST_TLS}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    if known.returncode != 0:
+        pytest.skip(f"commit {BEFORE_REST_TLS} is not in this checkout's history")
+    tree = tmp_path / "old"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", BEFORE_REST_TLS], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def test_a_group_deployed_with_plain_http_rest_and_etcd_moves_to_tls_by_up(local_vault, old_code):
+    """Deployed by the older dbfleet, then `up` with this one: the same data directories
+    (no re-initialisation), every committed row kept, Patroni and etcd on TLS after."""
+    fe = make_fleet_env(local_vault, "tlsup")
+    fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet, groups=(GROUP,)))
+    new_path = fe.env["PYTHONPATH"]
+    fe.env["PYTHONPATH"] = str(old_code)
+    try:
+        fe.run("up", "-q")
+        with psycopg.connect(uris(fe)["fra"]["write"], autocommit=True) as c:
+            c.execute("CREATE TABLE kept (v int)")
+            c.execute("INSERT INTO kept SELECT generate_series(1, 1000)")
+            (sysid,) = c.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+        members = rest_members(fe)
+        plain = [f"http://{m['host']}:{m['rest_port']}/health" for m in members]
+        with urllib.request.urlopen(plain[0], timeout=10) as r:  # before: plain HTTP
+            assert r.status == 200
+
+        fe.env["PYTHONPATH"] = new_path
+        fe.run("up", "-q")
+        group_ca = ssl.create_default_context(
+            cadata=fe.outputs(f"replicas-{GROUP}")["ca_certificate"]
+        )
+        for m in members:
+            url = f"https://{m['host']}:{m['rest_port']}/health"
+            wait_for(
+                lambda url=url: (
+                    urllib.request.urlopen(url, timeout=5, context=group_ca).status == 200
+                ),
+                60,
+                f"{url} to answer over HTTPS",
+            )
+            with pytest.raises((OSError, http.client.HTTPException)):
+                urllib.request.urlopen(f"http://{m['host']}:{m['rest_port']}/health", timeout=10)
+        for region in ("fra", "lhr", "arn"):
+            with psycopg.connect(uris(fe)[region]["read"], connect_timeout=10) as c:
+                got = wait_for(
+                    lambda c=c: c.execute("SELECT count(*) FROM kept").fetchone()[0] == 1000,
+                    60,
+                    f"{region}'s replica to hold every row",
+                )
+                assert got
+                (same,) = c.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+                assert same == sysid, region
+        with psycopg.connect(uris(fe)["fra"]["write"], autocommit=True) as c:
+            c.execute("INSERT INTO kept VALUES (1001)")  # writable again, on the same data
+        doc = json.loads(fe.run("status", GROUP, "--json", check=False).stdout)["groups"][0]
+        assert doc["leader"] == "fra-0" and all(e["healthy"] for e in doc["etcd"]), doc
+        # A second `up` finds nothing to change: the move happens once.
+        again = fe.run("preview", GROUP, "--json", "-", check=False)
+        ops = [
+            (r["name"], r["op"])
+            for st in json.loads(again.stdout)["stacks"]
+            for r in st.get("resources", [])
+            if r["op"] not in ("same", "read")
+        ]
+        assert ops == [], ops
+    finally:
+        fe.env["PYTHONPATH"] = new_path
+        fe.run("destroy", "--yes", check=False)
+        shutil.rmtree(fe.root, ignore_errors=True)

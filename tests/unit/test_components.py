@@ -136,6 +136,7 @@ def test_group_leader_names_every_member_and_the_preferred_one(mocks):
             preferred="lhr-0",
             dcs=dcs_config("sync", 1, 100),
             passwords=pulumi.Output.secret(PASSWORDS),
+            ca="CA-PEM",
         ),
     )
     resolve(leader.summary)
@@ -144,6 +145,21 @@ def test_group_leader_names_every_member_and_the_preferred_one(mocks):
     assert res.inputs["script"] == "patroni_leader.sh" and res.inputs["check_drift"] is True
     assert env["MEMBERS"] == "fra-0=127.77.12.1:5432:8008 lhr-0=127.77.20.1:5432:8008"
     assert env["PREFERRED"] == "lhr-0"
+    # The group's CA, with which the script verifies every member's REST API (HTTPS).
+    assert base64.b64decode(env["TLS_CA"]) == b"CA-PEM\n"
+
+
+def test_a_group_leader_without_the_groups_ca_is_refused():
+    with pytest.raises(ValueError, match="no CA"):
+        GroupLeaderArgs(
+            connection=LOCAL,
+            run_as="u",
+            scope="f-eu",
+            members={"fra-0": ("127.77.12.1", 5432, 8008)},
+            preferred="fra-0",
+            dcs={},
+            passwords=pulumi.Output.secret(PASSWORDS),
+        )
 
 
 def test_a_preferred_leader_outside_the_members_is_refused():
@@ -182,6 +198,9 @@ LHR0 = ProxyServer("127.77.20.1", 5432, 8008)
 ARN0 = ProxyServer("127.77.2.1", 5432, 8008)
 
 
+GROUP_CA = "-----BEGIN CERTIFICATE-----\nMIIBgroupCA\n-----END CERTIFICATE-----\n"
+
+
 def proxy_args(**over) -> RegionProxyArgs:
     base = {
         "connection": LOCAL,
@@ -197,6 +216,7 @@ def proxy_args(**over) -> RegionProxyArgs:
         "read_lag_bytes": 16 * 1024 * 1024,
         "server_maxconn": 15,
         "queue_timeout_s": 10,
+        "ca": GROUP_CA,
     }
     base.update(over)
     return RegionProxyArgs(**base)
@@ -236,6 +256,7 @@ def test_proxy_refuses_same_node_local_and_backup():
         ({"server_maxconn": 0}, "server_maxconn must be at least 1"),
         ({"read_lag_bytes": 0}, "read_lag_bytes must be at least 1"),
         ({"queue_timeout_s": 0}, "queue_timeout_s must be at least 1"),
+        ({"ca": ""}, "no CA"),
     ],
 )
 def test_proxy_refuses_inputs_that_would_admit_nobody(over, message):
@@ -281,6 +302,10 @@ def test_haproxy_config_checks_every_node_through_patroni():
         assert word in defaults
     assert "observe layer4" in defaults and "on-error mark-down" in defaults
     assert "maxconn 15" in defaults
+    # Patroni's REST API speaks HTTPS only: each check verifies the node's certificate
+    # against the group's CA, which haproxy.sh keeps in the proxy's directory.
+    tls = "check-ssl verify required ca-file /srv/x/proxy-lhr/tls/ca.crt"
+    assert defaults.endswith(tls)
     assert [line for line in write if line.startswith("server")] == [
         "server node1_127.77.12.1:5432 127.77.12.1:5432 check port 8008",
         "server node2_127.77.12.1:5433 127.77.12.1:5433 check port 8009",
@@ -293,6 +318,7 @@ def test_haproxy_config_checks_every_node_through_patroni():
     assert "option allbackups" not in read
     (defaults,) = [line for line in read if line.startswith("default-server")]
     assert "observe layer4" in defaults and "maxconn 15" in defaults
+    assert defaults.endswith(tls)
     # Local first, then backups nearest first.
     assert [line for line in read if line.startswith("server")] == [
         "server local1_127.77.20.1:5432 127.77.20.1:5432 check port 8008",
@@ -316,6 +342,8 @@ def test_haproxy_config_checks_every_node_through_patroni():
         ("SERVER_MAXCONN", "0", "SERVER_MAXCONN"),
         ("READ_LAG_BYTES", "16MB", "READ_LAG_BYTES"),
         ("QUEUE_TIMEOUT_S", "", "QUEUE_TIMEOUT_S"),
+        ("TLS_CA", "", "TLS_CA"),
+        ("TLS_CA", base64.b64encode(b"not a certificate").decode(), "not a PEM certificate"),
     ],
 )
 def test_haproxy_script_refuses_bad_servers_and_limits(var, value, message):

@@ -4,6 +4,7 @@ etcd.sh reads, and etcd.sh itself refuses inconsistent input before touching the
 
 from __future__ import annotations
 
+import base64
 import getpass
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from components.etcd import TYPE, EtcdMember, EtcdMemberArgs, cluster_spec
 from components.hostcmd import DRIFT_EXIT_CODE, LOCAL, SCRIPTS_DIR, Connection
+from components.tls import TlsFiles
 from tests.unit.conftest import resolve
 
 PEERS = [
@@ -21,6 +23,8 @@ PEERS = [
     ("waw", "127.77.14.1", 2379, 2380),
 ]
 CLUSTER, CLIENTS = cluster_spec(PEERS)
+GROUP_CA = "-----BEGIN CERTIFICATE-----\nMIIBgroupCA\n-----END CERTIFICATE-----"
+TLS = TlsFiles("CERT-PEM", pulumi.Output.secret("KEY-PEM"), GROUP_CA)
 
 
 def etcd_args(**over) -> EtcdMemberArgs:
@@ -35,6 +39,7 @@ def etcd_args(**over) -> EtcdMemberArgs:
         "cluster": CLUSTER,
         "clients": CLIENTS,
         "token": "ncfleet-eu",
+        "tls": TLS,
     }
     base.update(over)
     return EtcdMemberArgs(**base)
@@ -67,6 +72,8 @@ def test_environment_is_what_etcd_sh_reads():
         ),
         "ETCD_CLIENTS": "127.77.12.1:2379 127.77.10.1:2379 127.77.14.1:2379",
         "ETCD_TOKEN": "ncfleet-eu",
+        # the group's CA: etcd admits only clients whose certificate it signed
+        "TLS_CA": base64.b64encode(GROUP_CA.encode() + b"\n").decode(),
         "FLEET_NAME": "ncfleet",
     }
     assert "FLEET_NAME" not in etcd_args().environment()
@@ -104,6 +111,7 @@ def test_a_group_of_one_region_is_a_cluster_of_one():
         ({"clients": CLIENTS[:2]}, "2 client endpoints for 3 members"),
         ({"clients": (CLIENTS[0], CLIENTS[1], CLIENTS[1])}, "twice"),
         ({"clients": ("127.77.12.1:2389", *CLIENTS[1:])}, "its own 127.77.12.1:2379"),
+        ({"tls": None}, "no TLS certificate"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_declared(over, message):
@@ -114,10 +122,19 @@ def test_bad_arguments_are_refused_before_anything_is_declared(over, message):
 @pulumi.runtime.test
 def test_the_member_runs_etcd_sh_and_exposes_its_client_url(mocks):
     member = EtcdMember("eu-fra", etcd_args(fleet="ncfleet"))
-    assert resolve(member.client_url) == "http://127.77.12.1:2379"
+    assert resolve(member.client_url) == "https://127.77.12.1:2379"
     inputs = mocks.named("eu-fra-etcd").inputs
     assert inputs["script"] == "etcd.sh"
     assert inputs["environment"] == etcd_args(fleet="ncfleet").environment()
+    # Its certificate and key travel in the secret environment only (the engine
+    # receives it wrapped as a secret: signature + value).
+    secret = mocks.named("eu-fra-etcd").inputs["secret_environment"]
+    assert "4dabf18193072939515e22adb298388d" in secret
+    assert {k: base64.b64decode(v) for k, v in secret["value"].items()} == {
+        "TLS_CERT": b"CERT-PEM\n",
+        "TLS_KEY": b"KEY-PEM\n",
+    }
+    assert "TLS_KEY" not in inputs["environment"]
     # Its directory, owner and identity in the cluster are a replacement (leave the
     # cluster, join it again); a longer cluster list or another client port an update.
     assert inputs["replace_on_env"] == [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import ssl
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ REPLICAS = {
         }
         for region, i in (("fra", 12), ("lhr", 20), ("arn", 2))
     },
+    "ca_certificate": "-----BEGIN CERTIFICATE-----\nMIIBgroupCA\n-----END CERTIFICATE-----\n",
 }
+
+
+# The client context status.tls_context makes of the replicas stack's CA (faked: no
+# real CA in unit tests).
+CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 class FakePatroni:
@@ -61,11 +68,15 @@ class FakePatroni:
         self.posts: list[tuple[str, int, str, str]] = []
         self.answer = (200, 'Successfully failed over to "{}"')
 
-    def http_json(self, url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
-        assert url.endswith("/cluster"), url
+    def http_json(self, url: str, timeout_s: float = 2.0, context: Any = None) -> tuple[int, Any]:
+        assert url.startswith("https://") and url.endswith("/cluster"), url
+        assert context is CONTEXT, "Patroni is verified against the group's CA"
         return 200, {"members": self.members}
 
-    def post(self, host: str, rest_port: int, candidate: str, password: str) -> tuple[int, str]:
+    def post(
+        self, host: str, rest_port: int, candidate: str, password: str, context: Any
+    ) -> tuple[int, str]:
+        assert context is CONTEXT, "the password goes only to a verified member"
         self.posts.append((host, rest_port, candidate, password))
         code, text = self.answer
         if code == 200:
@@ -102,6 +113,11 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _patroni(monkeypatch: pytest.MonkeyPatch, members: list[dict]) -> FakePatroni:
     fake = FakePatroni(members)
+    monkeypatch.setattr(
+        status,
+        "tls_context",
+        lambda ca: CONTEXT if ca == REPLICAS["ca_certificate"] else pytest.fail(f"CA {ca!r}"),
+    )
     monkeypatch.setattr(status, "http_json", fake.http_json)
     monkeypatch.setattr(failover, "post_failover", fake.post)
     # A token for the group is allowed (tests/unit/test_access.py covers refusals).
@@ -204,7 +220,7 @@ def test_no_running_replica_or_no_patroni_is_an_error(
     assert code == 1 and fake.posts == []
     assert "group eu has no leader and no running replica to lead" in err
 
-    def refused(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+    def refused(url: str, timeout_s: float = 2.0, context: Any = None) -> tuple[int, Any]:
         raise ConnectionRefusedError(111, "Connection refused")
 
     monkeypatch.setattr(status, "http_json", refused)
@@ -247,7 +263,8 @@ def test_post_failover_authenticates_in_a_header(monkeypatch: pytest.MonkeyPatch
         def __exit__(self, *exc):
             return False
 
-    def urlopen(request, timeout):
+    def urlopen(request, timeout, context):
+        assert context is CONTEXT
         sent.append(request)
         if len(sent) == 2:
             raise urllib.error.HTTPError(
@@ -256,17 +273,20 @@ def test_post_failover_authenticates_in_a_header(monkeypatch: pytest.MonkeyPatch
         return Resp(b'Successfully failed over to "lhr-0"')
 
     monkeypatch.setattr(failover.urllib.request, "urlopen", urlopen)
-    assert failover.post_failover("127.77.20.1", 8008, "lhr-0", PASSWORD) == (
+    assert failover.post_failover("127.77.20.1", 8008, "lhr-0", PASSWORD, CONTEXT) == (
         200,
         'Successfully failed over to "lhr-0"',
     )
     req = sent[0]
-    assert (req.full_url, req.get_method()) == ("http://127.77.20.1:8008/failover", "POST")
+    assert (req.full_url, req.get_method()) == ("https://127.77.20.1:8008/failover", "POST")
     assert json.loads(req.data) == {"candidate": "lhr-0"}
     auth = req.get_header("Authorization")
     assert base64.b64decode(auth.split()[1]).decode() == f"patroni:{PASSWORD}"
     assert PASSWORD not in req.full_url
-    assert failover.post_failover("h", 1, "x", PASSWORD) == (412, "candidate does not exists")
+    assert failover.post_failover("h", 1, "x", PASSWORD, CONTEXT) == (
+        412,
+        "candidate does not exists",
+    )
 
 
 def test_waiting_for_the_new_leader_gives_up_at_the_deadline(
@@ -276,7 +296,7 @@ def test_waiting_for_the_new_leader_gives_up_at_the_deadline(
     monkeypatch.setattr(
         status,
         "read_cluster",
-        lambda endpoints, pool: (
+        lambda endpoints, pool, context: (
             {"members": [next(views, _member("lhr-0", "leader", state="starting"))]},
             "",
         ),
@@ -288,11 +308,15 @@ def test_waiting_for_the_new_leader_gives_up_at_the_deadline(
         pauses.append(s)
         now[0] += s
 
-    got = failover.wait_until_leads([], "lhr-0", None, 2.0, clock=lambda: now[0], pause=pause)
+    got = failover.wait_until_leads(
+        [], "lhr-0", None, CONTEXT, 2.0, clock=lambda: now[0], pause=pause
+    )
     assert got is None and now[0] >= 2.0 and len(pauses) == 4
     monkeypatch.setattr(
         status,
         "read_cluster",
-        lambda endpoints, pool: ({"members": [_member("lhr-0", "leader")]}, ""),
+        lambda endpoints, pool, context: ({"members": [_member("lhr-0", "leader")]}, ""),
     )
-    assert failover.wait_until_leads([], "lhr-0", None, 2.0, clock=lambda: now[0], pause=pause)
+    assert failover.wait_until_leads(
+        [], "lhr-0", None, CONTEXT, 2.0, clock=lambda: now[0], pause=pause
+    )

@@ -126,7 +126,8 @@ def live(monkeypatch) -> dict:
     `live["leader"]` (None: no member answered) and records whom it was asked."""
     state: dict = {"leader": None, "asked": []}
 
-    def fake_live_leader(rest, timeout_s=1.0):
+    def fake_live_leader(rest, ca, timeout_s=1.0):
+        assert ca == CA_PEM, "the members are verified against the group's CA"
         state["asked"].append(list(rest))
         return state["leader"]
 
@@ -324,29 +325,39 @@ def test_live_leader_reads_patronis_cluster_view(monkeypatch):
         },
     }
     asked: list[tuple[str, float]] = []
+    context = object()
+    cas: list[str] = []
 
-    def fake_urlopen(url, timeout):
+    def fake_context(cadata):
+        cas.append(cadata)
+        return context
+
+    def fake_urlopen(url, timeout, context):
+        assert context is verified, "every call verifies the member against the group's CA"
         asked.append((url, timeout))
         view = views[url.split("//", 1)[1].split("/", 1)[0]]
         if isinstance(view, Exception):
             raise view
         return io.BytesIO(json.dumps(view).encode())
 
+    verified = context
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr("ssl.create_default_context", fake_context)
     rest = [("127.77.12.1", 8008), ("127.77.20.1", 8008), ("127.77.2.1", 8008)]
-    assert real(rest) == "lhr-0"
-    # The first member that answers is believed; nobody else is asked.
+    assert real(rest, CA_PEM) == "lhr-0"
+    assert cas == [CA_PEM]
+    # HTTPS; the first member that answers is believed; nobody else is asked.
     assert [u for u, _ in asked] == [
-        "http://127.77.12.1:8008/cluster",
-        "http://127.77.20.1:8008/cluster",
+        "https://127.77.12.1:8008/cluster",
+        "https://127.77.20.1:8008/cluster",
     ]
     assert {t for _, t in asked} == {1.0}
     # An answer without a leader (mid-failover) is no leader, not the next member's word.
     views["127.77.20.1:8008"] = {"members": [{"name": "fra-0", "role": "replica"}]}
-    assert real(rest[:2]) is None
+    assert real(rest[:2], CA_PEM) is None
     # Nobody answers (a new group): None.
     views["127.77.20.1:8008"] = ValueError("not JSON")
-    assert real(rest[:2]) is None
+    assert real(rest[:2], CA_PEM) is None
 
 
 def test_extra_nodes_in_a_region_are_members_of_their_own(env, monkeypatch, tmp_path):
@@ -823,13 +834,24 @@ def test_every_node_and_pooler_gets_a_certificate_from_its_groups_ca(env):
     region's proxy (TLS passes through HAProxy). The pooler's names its own address."""
     nodes = certificates(run_stack("replicas-eu"))
     proxies = {"127.77.12.1", "127.77.20.1", "127.77.2.1"}
-    assert sorted(nodes) == ["arn-0-tls", "fra-0-tls", "lhr-0-tls"]
+    assert sorted(nodes) == [
+        "arn-0-tls",
+        "etcd-arn-tls",
+        "etcd-fra-tls",
+        "etcd-lhr-tls",
+        "fra-0-tls",
+        "lhr-0-tls",
+    ]
     for name, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
         cert = nodes[f"{name}-0-tls"]
         assert cert["mount"] == "pki-dbfleet-eu"
         assert cert["common_name"] == f"{name}-0"
         assert set(cert["ip_sans"]) == {host} | proxies
         assert cert["ttl_s"] == 90 * 86400
+        # Each etcd member's names its own address only: clients dial it there.
+        etcd = nodes[f"etcd-{name}-tls"]
+        assert (etcd["mount"], etcd["common_name"]) == ("pki-dbfleet-eu", f"etcd-{name}")
+        assert etcd["ip_sans"] == [host]
     poolers = certificates(run_stack("proxies-eu"))
     assert poolers["lhr-pool-tls"]["ip_sans"] == ["127.77.20.1"]
     assert {c["mount"] for c in poolers.values()} == {"pki-dbfleet-eu"}

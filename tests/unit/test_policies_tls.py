@@ -36,6 +36,7 @@ def test_the_programs_servers_and_certificates_pass(stack):
     [
         ("replicas-eu", "fra-0-server", "PostgreSQL node"),
         ("proxies-eu", "lhr-pool-pgbouncer", "pooler"),
+        ("replicas-eu", "etcd-fra-etcd", "etcd member"),
     ],
 )
 def test_a_server_without_its_groups_ca_is_refused(stack, name, what):

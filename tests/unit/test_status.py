@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import ssl
 import urllib.error
 from typing import Any
 
@@ -31,6 +32,33 @@ read,backup2_127.77.2.1:5432,0,UP 1/2,0,1,L7OK,
 read,BACKEND,0,UP,1,2,,
 stats,FRONTEND,,OPEN,,,,
 """
+GROUP_CA = "-----BEGIN CERTIFICATE-----\nMIIBgroupCA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture(autouse=True)
+def tls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """No real CA here: `tls_context` gives an empty client context and records the CA
+    it was given; the etcd client certificate is issued by a fake and recorded."""
+    seen: dict[str, list] = {"cas": [], "issued": [], "loaded": []}
+
+    def tls_context(ca: str | None) -> ssl.SSLContext:
+        if not ca:
+            raise ValueError("no CA certificate of the group in its stacks' outputs")
+        seen["cas"].append(ca)
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+    def issue(mount: str) -> tuple[str, str]:
+        seen["issued"].append(mount)
+        return "CLIENT-CERT", "CLIENT-KEY"
+
+    monkeypatch.setattr(status, "tls_context", tls_context)
+    monkeypatch.setattr(status, "_default_client_cert", issue)
+    monkeypatch.setattr(
+        status, "with_client_certificate", lambda ctx, c, k: seen["loaded"].append((ctx, c, k))
+    )
+    return seen
+
+
 NAMES = {"127.77.12.1:5432": "fra-0", "127.77.20.1:5432": "lhr-0", "127.77.2.1:5432": "arn-0"}
 
 
@@ -342,16 +370,20 @@ def test_probe_etcd_reads_health_answers_and_refusals(monkeypatch: pytest.Monkey
         "127.0.0.2:2379": (503, {"health": "false", "reason": "RAFT NO LEADER"}),
     }
 
-    def http_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+    def http_json(url: str, timeout_s: float = 2.0, ctx: Any = None) -> tuple[int, Any]:
         endpoint = url.split("/")[2]
+        assert ctx is context, "etcd is asked over TLS with the group's client context"
         if endpoint not in answers:
             raise ConnectionRefusedError(111, "Connection refused")
-        assert url == f"http://{endpoint}/health"
+        assert url == f"https://{endpoint}/health"
         return answers[endpoint]
 
     monkeypatch.setattr(status, "http_json", http_json)
     ok, split, dead = (
-        status.probe_etcd(EtcdStatus(r, f"127.0.0.{i}:2379")) for i, r in enumerate("abc", 1)
+        status.probe_etcd(EtcdStatus(r, f"127.0.0.{i}:2379"), context)
+        for i, r in enumerate("abc", 1)
     )
     assert (ok.up, ok.healthy, ok.error) == (True, True, "")
     assert (split.up, split.healthy, split.error) == (True, False, "RAFT NO LEADER")
@@ -359,7 +391,7 @@ def test_probe_etcd_reads_health_answers_and_refusals(monkeypatch: pytest.Monkey
 
 
 def test_http_json_reads_the_json_body_of_an_error_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    def urlopen(url: str, timeout: float) -> None:
+    def urlopen(url: str, timeout: float, context: Any = None) -> None:
         raise urllib.error.HTTPError(
             url, 503, "Service Unavailable", {}, io.BytesIO(b'{"health":"false"}')
         )
@@ -389,7 +421,10 @@ def test_read_cluster_prefers_an_answer_that_names_a_leader(
     leaderless = {"members": [dict(m, role="replica") for m in CLUSTER["members"]]}
     answers = {8008: OSError("timed out"), 8009: leaderless, 8010: CLUSTER}
 
-    def fetch(host: str, port: int, timeout_s: float = 2.0) -> dict:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+    def fetch(host: str, port: int, ctx: ssl.SSLContext, timeout_s: float = 2.0) -> dict:
+        assert ctx is context
         got = answers[port]
         if isinstance(got, Exception):
             raise got
@@ -398,11 +433,11 @@ def test_read_cluster_prefers_an_answer_that_names_a_leader(
     monkeypatch.setattr(status, "fetch_cluster", fetch)
     with status.ThreadPoolExecutor(4) as pool:
         members = [("fra-0", "h", 8008), ("lhr-0", "h", 8009), ("arn-0", "h", 8010)]
-        assert status.read_cluster(members, pool) == (CLUSTER, "")
+        assert status.read_cluster(members, pool, context) == (CLUSTER, "")
         answers[8010] = OSError("connection refused")
-        assert status.read_cluster(members, pool) == (leaderless, "")
+        assert status.read_cluster(members, pool, context) == (leaderless, "")
         answers[8009] = OSError("connection refused")
-        doc, error = status.read_cluster(members, pool)
+        doc, error = status.read_cluster(members, pool, context)
     assert doc is None
     assert error == (
         "no member's REST API answered GET /cluster (fra-0: timed out; "
@@ -418,8 +453,11 @@ def _outputs(stack: str) -> dict | None:
                 for i, r in enumerate(("fra", "lhr"))
             }
         }
+    if stack == "accounts-eu":
+        return {"pki_mount": "pki-dbfleet-eu"}
     if stack == "replicas-eu":
         return {
+            "ca_certificate": GROUP_CA,
             "primary_region": "fra",
             "secret_mount": "secret",
             "secret_path": "dbfleet/t/eu/postgres",
@@ -443,7 +481,8 @@ def _outputs(stack: str) -> dict | None:
 def _fake_http(monkeypatch: pytest.MonkeyPatch, cluster: dict | None = CLUSTER) -> list[str]:
     asked: list[str] = []
 
-    def http_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+    def http_json(url: str, timeout_s: float = 2.0, context: Any = None) -> tuple[int, Any]:
+        assert isinstance(context, ssl.SSLContext), f"{url} is asked without TLS"
         asked.append(url)
         if url.endswith("/health"):
             return 200, {"health": "true"}
@@ -473,7 +512,7 @@ read,backup1_127.77.1.1:5432,UP,1
 
 
 def test_collect_group_asks_patroni_etcd_nodes_and_proxies(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tls: dict[str, list]
 ) -> None:
     seen: dict[str, str] = {}
 
@@ -498,12 +537,16 @@ def test_collect_group_asks_patroni_etcd_nodes_and_proxies(
         "fra-0": "pw:secret/dbfleet/t/eu/postgres",
         "lhr-0": "pw:secret/dbfleet/t/eu/postgres",
     }
+    # HTTPS everywhere, verified against the group's CA; etcd with a client certificate
+    # issued from the group's PKI, loaded into etcd's context only.
     assert sorted(asked) == [
-        "http://127.77.0.1:2379/health",
-        "http://127.77.0.1:8008/cluster",
-        "http://127.77.1.1:2379/health",
-        "http://127.77.1.1:8008/cluster",
+        "https://127.77.0.1:2379/health",
+        "https://127.77.0.1:8008/cluster",
+        "https://127.77.1.1:2379/health",
+        "https://127.77.1.1:8008/cluster",
     ]
+    assert tls["cas"] == [GROUP_CA, GROUP_CA] and tls["issued"] == ["pki-dbfleet-eu"]
+    assert [(c, k) for _, c, k in tls["loaded"]] == [("CLIENT-CERT", "CLIENT-KEY")]
     assert (g.leader, g.timeline, g.read_lag_budget) == ("lhr-0", 4, 16 << 20)
     assert [(n.name, n.role, n.patroni_role, n.patroni_state, n.lag_bytes, n.lag_seconds)
             for n in g.nodes] == [("fra-0", "replica", "replica", "running", 0, 0.0),
@@ -592,6 +635,46 @@ def test_without_a_password_nodes_are_unknown_not_down(monkeypatch: pytest.Monke
     rows = [ln.split() for ln in text.splitlines() if ln.split()[:1] in (["fra-0"], ["lhr-0"])]
     assert len(rows) == 2 and all(r[5] == "?" and "DOWN" not in r for r in rows)
     assert g.to_json()["readable"] is False
+
+
+def test_etcd_is_not_asked_without_a_client_certificate_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(mount: str) -> tuple[str, str]:
+        raise PermissionError(f"permission denied: {mount}/issue/server")
+
+    asked = _fake_http(monkeypatch)
+    monkeypatch.setattr(status, "probe_node", lambda node, password: {})
+    monkeypatch.setattr(status, "probe_proxy", lambda proxy, names, socket_path=None: proxy)
+    (g,) = status.collect(
+        ["eu"], outputs=_outputs, secrets=lambda m, p: {"superuser_password": "x"},
+        client_cert=refused,
+    )  # fmt: skip
+    assert not any(u.endswith("/health") for u in asked)
+    assert all(not e.probed and not e.up for e in g.etcd)
+    assert g.etcd_quorum is None and not g.healthy
+    assert g.leader == "lhr-0"  # Patroni's REST API needs no client certificate
+    text = status.render([g])
+    assert "  etcd     fra ?, lhr ?" in text.splitlines()
+    assert "no client certificate for etcd: permission denied: pki-dbfleet-eu/issue/server" in text
+
+
+def test_without_the_groups_ca_neither_patroni_nor_etcd_is_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_ca(stack: str) -> dict | None:
+        out = _outputs(stack)
+        if out and stack == "replicas-eu":
+            del out["ca_certificate"]
+        return out
+
+    asked = _fake_http(monkeypatch)
+    monkeypatch.setattr(status, "probe_node", lambda node, password: {})
+    monkeypatch.setattr(status, "probe_proxy", lambda proxy, names, socket_path=None: proxy)
+    (g,) = status.collect(["eu"], outputs=no_ca, secrets=lambda m, p: {"superuser_password": "x"})
+    assert asked == []
+    assert g.patroni_error.startswith("Patroni's REST API not asked: no CA certificate")
+    assert not g.healthy
 
 
 def test_a_group_that_is_not_deployed_is_an_error_not_a_crash() -> None:

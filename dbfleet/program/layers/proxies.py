@@ -144,6 +144,7 @@ def build(ctx: LayerContext) -> None:
                 read_lag_bytes=ctx.group.read_lag_budget_bytes,
                 server_maxconn=maxconn,
                 queue_timeout_s=ctx.fleet.limits.queue_timeout_s,
+                ca=accounts["ca_certificate"],
             ),
         )
         reads[region] = proxy.read_endpoint

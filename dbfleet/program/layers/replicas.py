@@ -4,6 +4,7 @@ nodes run by Patroni, the fleet file's primary preferred as leader."""
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.request
 
 import pulumi
@@ -92,7 +93,8 @@ def build(ctx: LayerContext) -> None:
         ctx.fleet.limits.max_connections,
         archive_command=(backup.archive_command(accounts["data_root"], scope) if backups else None),
     )
-    etcd = _etcd_members(ctx, accounts, regions, scope)
+    certs: dict[str, ServerCertificate] = {}
+    etcd = _etcd_members(ctx, accounts, regions, scope, certs)
 
     def address(region: str, k: int) -> tuple[str, int, int]:
         net = regions[region]
@@ -101,7 +103,6 @@ def build(ctx: LayerContext) -> None:
     # Clients verify a node under the address they dialled: its own, or any region's
     # proxy of the group (HAProxy passes TLS through; writes may reach any node).
     proxy_hosts = tuple(regions[r]["host"] for r in ctx.group.regions)
-    certs: dict[str, ServerCertificate] = {}
 
     def tls(region: str, k: int) -> TlsFiles:
         cert = ServerCertificate(
@@ -147,7 +148,12 @@ def build(ctx: LayerContext) -> None:
             f"{member_name(primary_region, 0)} first), promotes {member_name(primary_region, 0)}, "
             "and the other nodes follow it"
         )
-    _warn_if_failed_over(ctx, [member_name(*m) for m in members], [address(*m) for m in members])
+    _warn_if_failed_over(
+        ctx,
+        [member_name(*m) for m in members],
+        [address(*m) for m in members],
+        accounts["ca_certificate"],
+    )
     # The preferred leader's node first: on a new group it bootstraps the cluster
     # (initdb), and every other node clones it.
     primary = PatroniNode(
@@ -168,6 +174,7 @@ def build(ctx: LayerContext) -> None:
             preferred=member_name(*members[0]),
             dcs=dcs,
             passwords=passwords,
+            ca=accounts["ca_certificate"],
             app_db=APP_DB,
             app_user=APP_USER,
         ),
@@ -269,9 +276,33 @@ def _etcd_hosts(regions: dict, group_regions: list[str], first: str) -> tuple[st
     return tuple(f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in order)
 
 
-def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) -> list:
+def _etcd_members(
+    ctx: LayerContext,
+    accounts: dict,
+    regions: dict,
+    scope: str,
+    certs: dict[str, ServerCertificate],
+) -> list:
     """One etcd member per region of the group, beside the region's first node:
-    the group's consensus never spans another group (nor leaves its zone)."""
+    the group's consensus never spans another group (nor leaves its zone). Each
+    has a certificate from the group's CA naming its address (recorded in `certs`
+    as `etcd-<region>`): clients verify it, and it admits only clients with a
+    certificate from that CA."""
+
+    def tls(region: str) -> TlsFiles:
+        cert = ServerCertificate(
+            f"etcd-{region}-tls",
+            ServerCertificateArgs(
+                mount=accounts["pki_mount"],
+                common_name=f"etcd-{region}",
+                ip_sans=(_node_hosts(regions[region])[0],),
+                ttl_s=ctx.fleet.tls.cert_ttl_s,
+                renew_fraction=ctx.fleet.tls.renew_fraction,
+            ),
+        )
+        certs[f"etcd-{region}"] = cert
+        return TlsFiles.of(cert, accounts["ca_certificate"])
+
     cluster = tuple(
         (r, _node_hosts(regions[r])[0], regions[r]["etcd_peer_port"]) for r in ctx.group.regions
     )
@@ -292,6 +323,7 @@ def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) 
                 cluster=cluster,
                 clients=clients,
                 token=scope,
+                tls=tls(region),
                 fleet=ctx.fleet.name,
             ),
         )
@@ -300,11 +332,11 @@ def _etcd_members(ctx: LayerContext, accounts: dict, regions: dict, scope: str) 
 
 
 def _warn_if_failed_over(
-    ctx: LayerContext, names: list[str], addresses: list[tuple[str, int, int]]
+    ctx: LayerContext, names: list[str], addresses: list[tuple[str, int, int]], ca: str
 ) -> None:
     """After an automatic failover the live leader is not the fleet file's
     preferred one: say so, with both ways out, instead of switching back unasked."""
-    live = live_leader([(host, rest) for host, _, rest in addresses])
+    live = live_leader([(host, rest) for host, _, rest in addresses], ca)
     if live is None or live == names[0]:
         return
     region = live.rsplit("-", 1)[0]
@@ -316,12 +348,19 @@ def _warn_if_failed_over(
     )
 
 
-def live_leader(rest: list[tuple[str, int]], timeout_s: float = 1.0) -> str | None:
+def live_leader(rest: list[tuple[str, int]], ca: str, timeout_s: float = 1.0) -> str | None:
     """The group's live leader as Patroni's REST API reports it (None when no
-    member answers: a new group, or one this machine cannot reach)."""
+    member answers: a new group, or one this machine cannot reach). HTTPS, the
+    member verified against the group's CA `ca` (PEM) under the address dialled."""
+    try:
+        context = ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError):
+        return None  # no usable CA yet (a preview of a new group)
     for host, port in rest:
         try:
-            with urllib.request.urlopen(f"http://{host}:{port}/cluster", timeout=timeout_s) as r:
+            with urllib.request.urlopen(
+                f"https://{host}:{port}/cluster", timeout=timeout_s, context=context
+            ) as r:
                 view = json.load(r)
         except (OSError, ValueError):
             continue
