@@ -19,7 +19,7 @@
 #   TARGET_PORT    its PostgreSQL port
 #   LEADER_DIR     the live leader's node directory, LEADER_PORT its port
 #                  (optional: a group without a leader is not fenced)
-#   ETCD_ENDPOINTS comma-separated host:port of the group's etcd
+#   ETCD_ENDPOINTS comma-separated https URLs of the group's etcd members
 #   SCOPE          the group's Patroni scope (its keys: /dbfleet/SCOPE/)
 #   RESTORE_TYPE   time | lsn | latest;  RESTORE_TARGET the time or LSN
 #   1. writes stop: the leader turns read-only (default_transaction_read_only,
@@ -258,8 +258,12 @@ do_restore() {
     # 5. Patroni starts afresh: no cluster state, empty replicas.
     # Patroni keeps its state through etcd's v2 API (docs/high-availability.md), in
     # the v2 store: removed there; a group with no state yet has no key.
+    # etcd admits clients with a certificate from the group's CA: the restored
+    # node's own (Patroni's) is one.
+    local tls=$TARGET_DIR/tls
     if ! out=$(run_as env -i ETCDCTL_API=2 "$ETCDCTL_BIN" --endpoints="$ETCD_ENDPOINTS" --timeout=2s \
-        --total-timeout=10s rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
+        --total-timeout=10s --ca-file="$tls/ca.crt" --cert-file="$tls/server.crt" --key-file="$tls/server.key" \
+        rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
         die "cannot remove $SCOPE's Patroni state from etcd ($ETCD_ENDPOINTS): $(tail -n 1 <<<"$out")"
     fi
     for d in $NODE_DIRS; do

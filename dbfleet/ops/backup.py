@@ -200,8 +200,12 @@ def _leader(reps: Mapping[str, Any]) -> tuple[str | None, str, int]:
     endpoints = [(n.name, n.host, n.rest_port) for n in nodes if n.rest_port]
     from concurrent.futures import ThreadPoolExecutor
 
+    try:
+        context = status.tls_context(reps.get("ca_certificate"))
+    except ValueError as exc:
+        raise Abort(f"restore: cannot ask Patroni who leads: {exc}") from None
     with ThreadPoolExecutor(max_workers=max(1, len(endpoints))) as pool:
-        doc, _ = status.read_cluster(endpoints, pool)
+        doc, _ = status.read_cluster(endpoints, pool, context)
     lead = status.cluster_leader(doc or {})
     if not lead:
         return None, "", 0
@@ -228,7 +232,7 @@ def restore_env(
         "TARGET_DIR": dirs[0],
         "TARGET_PORT": str(ports[dirs[0]]),
         "ETCD_ENDPOINTS": ",".join(
-            f"http://{e}" for e in sorted((reps.get("etcd") or {}).values())
+            f"https://{e}" for e in sorted((reps.get("etcd") or {}).values())
         ),
         "SCOPE": str(facts["stanza"]),
         "RESTORE_TYPE": target.kind,

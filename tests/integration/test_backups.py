@@ -83,13 +83,16 @@ def write_uri(fe, region: str = "fra") -> str:
 
 
 def leader(fe) -> str | None:
+    import ssl
     import urllib.request
 
-    for node in fe.outputs(f"replicas-{GROUP}")["nodes"].values():
+    reps = fe.outputs(f"replicas-{GROUP}")
+    context = ssl.create_default_context(cadata=reps["ca_certificate"])
+    for node in reps["nodes"].values():
         for m in node["members"]:
             try:
-                url = f"http://{m['host']}:{m['rest_port']}/cluster"
-                with urllib.request.urlopen(url, timeout=2) as r:
+                url = f"https://{m['host']}:{m['rest_port']}/cluster"
+                with urllib.request.urlopen(url, timeout=2, context=context) as r:
                     doc = json.load(r)
             except OSError:
                 continue
@@ -252,9 +255,20 @@ def test_archiving_continues_across_a_failover(fleet):
 
         new = wait_for(new_leader, 120, "a new leader")
         region = new.rsplit("-", 1)[0]
-        with psycopg.connect(write_uri(fleet, region), autocommit=True, connect_timeout=5) as c:
-            c.execute("CREATE TABLE IF NOT EXISTS after_failover (i int)")
-            c.execute("INSERT INTO after_failover VALUES (1)")
+
+        def written() -> bool:
+            # The proxies route writes to the new leader once their checks see it.
+            try:
+                with psycopg.connect(
+                    write_uri(fleet, region), autocommit=True, connect_timeout=3
+                ) as c:
+                    c.execute("CREATE TABLE IF NOT EXISTS after_failover (i int)")
+                    c.execute("INSERT INTO after_failover VALUES (1)")
+                return True
+            except psycopg.Error:
+                return False
+
+        wait_for(written, 60, "a write through the new leader's region", interval=0.5)
         pgbackrest(fleet, "check")
         after = info(fleet)["archive"][0]
         assert after["max"] > before, (before, after)

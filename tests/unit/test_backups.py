@@ -199,7 +199,7 @@ def test_restore_environment_restores_into_the_preferred_leaders_node():
     env = ops.restore_env(facts, reps, "demo", ops.Target("latest"))
     assert env["TARGET_DIR"] == "/d/x/lhr-0" and env["TARGET_PORT"] == "5002"
     assert env["NODE_DIRS"].split() == ["/d/x/lhr-0", "/d/x/lhr-1", "/d/x/fra-0"]
-    assert env["ETCD_ENDPOINTS"] == "http://127.0.0.1:2379,http://127.0.0.2:2379"
+    assert env["ETCD_ENDPOINTS"] == "https://127.0.0.1:2379,https://127.0.0.2:2379"
     assert "thrown away" in "\n".join(ops.loss_text(ops.Target("latest"), "eu", ["fra", "lhr"]))
 
 
