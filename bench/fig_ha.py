@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -110,16 +111,19 @@ class Group:
     def __init__(self, fe: FleetEnv) -> None:
         self.fe = fe
         self.members: dict[str, dict] = {}
-        for region, node in fe.outputs(f"replicas-{GROUP}")["nodes"].items():
+        reps = fe.outputs(f"replicas-{GROUP}")
+        for region, node in reps["nodes"].items():
             for k, m in enumerate(node["members"]):
                 self.members[f"{region}-{k}"] = m
+        # Patroni's REST API speaks HTTPS with a certificate from the group's CA.
+        self.tls = ssl.create_default_context(cadata=reps["ca_certificate"])
 
     def cluster(self) -> dict:
         """Patroni's /cluster from the first member that answers."""
         for m in self.members.values():
             try:
                 with urllib.request.urlopen(
-                    f"http://{m['host']}:{m['rest_port']}/cluster", timeout=2
+                    f"https://{m['host']}:{m['rest_port']}/cluster", timeout=2, context=self.tls
                 ) as r:
                     return json.load(r)
             except OSError:

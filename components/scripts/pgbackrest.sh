@@ -189,13 +189,26 @@ stop_pgbackrest() {
 }
 
 stop_scheduler() {
-    local pid
+    local pid pgid
     pid=$(scheduler_pid)
     [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_for 15 "the scheduler (pid $pid) to stop" gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    # The scheduler runs in a session of its own (start_scheduler): its process
+    # group holds it, its poll's sleep and a backup it runs, which must all end —
+    # a process left behind keeps the group's user from being deleted.
+    pgid=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')
+    if [[ "$pgid" =~ ^[0-9]+$ && "$pgid" != "$(ps -o pgid= -p $$ | tr -d ' ')" ]]; then
+        kill -TERM -- "-$pgid" 2>/dev/null || true
+        wait_for 15 "the scheduler (pid $pid) to stop" gone "$pid" || kill -KILL -- "-$pgid" 2>/dev/null || true
+        wait_for 15 "the scheduler's processes to end" group_gone "$pgid" || warn "processes of group $pgid remain"
+    else
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_for 15 "the scheduler (pid $pid) to stop" gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    fi
     rm -f -- "$SCHED_PID"
 }
+
+# group_gone PGID : no process is left in process group PGID.
+group_gone() { ! pgrep -g "$1" >/dev/null 2>&1; }
 
 # start_scheduler : detached (its own session), as RUN_AS, with an empty
 # environment: it inherits no secret.

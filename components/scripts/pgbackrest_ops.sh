@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 #
-# pgbackrest_ops.sh info|backup|restore - what an operator asks of a region
+# pgbackrest_ops.sh info|backup|restore|restore-into - what an operator asks of a region
 # group's backups (dbfleet/ops/backup.py, dbfleet status).  pgbackrest.sh
 # (the group's GroupBackups resource) made everything this uses: the
 # configuration and pgpass in BACKUP_DIR; this script needs no secret.
@@ -19,7 +19,7 @@
 #   TARGET_PORT    its PostgreSQL port
 #   LEADER_DIR     the live leader's node directory, LEADER_PORT its port
 #                  (optional: a group without a leader is not fenced)
-#   ETCD_ENDPOINTS comma-separated host:port of the group's etcd
+#   ETCD_ENDPOINTS comma-separated https URLs of the group's etcd members
 #   SCOPE          the group's Patroni scope (its keys: /dbfleet/SCOPE/)
 #   RESTORE_TYPE   time | lsn | latest;  RESTORE_TARGET the time or LSN
 #   1. writes stop: the leader turns read-only (default_transaction_read_only,
@@ -46,6 +46,7 @@ PGBACKREST_BIN=${PGBACKREST_BIN:-/usr/bin/pgbackrest}
 ETCDCTL_BIN=${ETCDCTL_BIN:-/usr/bin/etcdctl}
 PATRONI_BIN=${PATRONI_BIN:-/usr/bin/patroni}
 RECOVERY_TIMEOUT=${RECOVERY_TIMEOUT:-1800}
+BACKUP_LOCK_WAIT=${BACKUP_LOCK_WAIT:-1800}
 
 check_inputs() {
     check_run_as
@@ -69,12 +70,27 @@ do_info() {
     printf '{"info": %s, "repo_bytes": %s}\n' "$info" "${bytes:-0}"
 }
 
+# backup_lock_free : no pgBackRest process holds the stanza's backup lock (it
+# takes an flock on the file; absent: never taken).
+backup_lock_free() {
+    local lock="$BACKUP_DIR/run/$STANZA-backup.lock"
+    [[ ! -e "$lock" ]] || run_as flock -n "$lock" true
+}
+
 do_backup() {
     require_env BACKUP_TYPE
     [[ "$BACKUP_TYPE" =~ ^(full|diff|incr)$ ]] || die "BACKUP_TYPE '$BACKUP_TYPE' is not full, diff or incr"
-    local out
-    out=$(pgbr --type="$BACKUP_TYPE" backup 2>&1) ||
-        die "pgbackrest backup --type=$BACKUP_TYPE of $STANZA failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    local out attempt
+    # A backup already running (the scheduler's) holds the stanza's backup lock:
+    # wait for it to end rather than fail, then take ours (again if the scheduler
+    # took the lock first in between).
+    for attempt in 1 2 3; do
+        wait_for "$BACKUP_LOCK_WAIT" "the running backup of $STANZA to end" backup_lock_free ||
+            die "another backup of $STANZA has run for more than ${BACKUP_LOCK_WAIT}s; try again later"
+        out=$(pgbr --type="$BACKUP_TYPE" backup 2>&1) && break
+        [[ "$out" == *"[050]"* && $attempt -lt 3 ]] ||
+            die "pgbackrest backup --type=$BACKUP_TYPE of $STANZA failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    done
     printf '%s: %s backup of %s taken in %s\n' "$SCRIPT_NAME" "$BACKUP_TYPE" "$STANZA" "$(elapsed)"
 }
 
@@ -153,8 +169,60 @@ in_recovery() { node_psql "$TARGET_DIR" "$TARGET_PORT" -c 'SELECT pg_is_in_recov
 promoted_or_gone() { [[ "$(in_recovery)" == f ]] || ! postmaster_alive; }
 
 recovery_log_tail() {
-    tail -n 5 "$TARGET_DIR/log/restore-recovery.log" >&2 2>/dev/null || true
-    tail -n 8 "$TARGET_DIR/log/postgresql.log" >&2 2>/dev/null || true
+    local f
+    for f in "$TARGET_DIR/log/restore-recovery.log" "$TARGET_DIR/log/postgresql.log"; do
+        [[ -f "$f" ]] || continue
+        # the reasons first (a failed recovery's FATAL is above the shutdown lines)
+        grep -E 'FATAL|PANIC|ERROR' -- "$f" | tail -n 3 >&2 || true
+        tail -n 4 -- "$f" >&2 || true
+    done
+}
+
+# target_args : pgBackRest's restore options for RESTORE_TYPE/RESTORE_TARGET.
+target_args() {
+    case $RESTORE_TYPE in
+    time) TARGET_ARGS=(--type=time "--target=$RESTORE_TARGET" --target-action=promote) ;;
+    lsn) TARGET_ARGS=(--type=lsn "--target=$RESTORE_TARGET" --target-action=promote) ;;
+    latest) TARGET_ARGS=(--type=default) ;;
+    *) die "RESTORE_TYPE '$RESTORE_TYPE' is not time, lsn or latest" ;;
+    esac
+}
+
+# recover DIR PORT WHAT [-c OPTION...] : PostgreSQL in DIR/pgdata (restored by
+# pgBackRest) recovers by itself — started by hand, without network — up to the
+# target and promotes; the recovery settings are removed and it stops cleanly.
+# Prints where it ended (LSN and timeline). WHAT: the state a failure leaves.
+recover() {
+    local dir=$1 port=$2 what=$3
+    shift 3
+    node_vars "$dir"
+    TARGET_DIR=$dir TARGET_PORT=$port
+    # pg_ctl -w returns once the postmaster runs (its pid file written) — with
+    # hot_standby off that is before recovery ends; then wait for the promotion, or
+    # for the postmaster to give up.
+    run_as "$PG_BIN/pg_ctl" start -D "$PGDATA_DIR" -w -t 120 -s -l "$dir/log/restore-recovery.log" \
+        -o "-c listen_addresses='' -c port=$port -c unix_socket_directories=$RUN_DIR -c hot_standby=off $*" >&2 ||
+        die "PostgreSQL did not start in $PGDATA_DIR ($what): $(recovery_log_tail 2>&1 | tr '\n' ' ')"
+    wait_for "$RECOVERY_TIMEOUT" "PostgreSQL in $PGDATA_DIR to recover and promote" promoted_or_gone || true
+    if [[ "$(in_recovery)" != f ]]; then
+        recovery_log_tail
+        postmaster_alive && run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -s >&2
+        die "PostgreSQL in $PGDATA_DIR did not reach the recovery target (see $dir/log); $what"
+    fi
+    node_psql "$dir" "$port" >/dev/null <<'SQL' || die "cannot clear the recovery settings in $PGDATA_DIR"
+ALTER SYSTEM RESET restore_command;
+ALTER SYSTEM RESET recovery_target_time;
+ALTER SYSTEM RESET recovery_target_lsn;
+ALTER SYSTEM RESET recovery_target_action;
+ALTER SYSTEM RESET default_transaction_read_only;
+SQL
+    node_psql "$dir" "$port" -c CHECKPOINT >/dev/null || die "CHECKPOINT failed in $PGDATA_DIR"
+    node_psql "$dir" "$port" -c "SELECT pg_current_wal_lsn() || ' timeline ' || timeline_id FROM pg_control_checkpoint()"
+    # Last: it may change the password this script logs in with.
+    [[ -z "${AFTER_RECOVERY_SQL:-}" ]] || node_psql "$dir" "$port" >/dev/null <<<"$AFTER_RECOVERY_SQL" ||
+        die "the restored PostgreSQL in $PGDATA_DIR refused the new group's roles"
+    run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -t 120 -s >&2 ||
+        die "could not stop the restored PostgreSQL in $PGDATA_DIR"
 }
 
 do_restore() {
@@ -162,13 +230,8 @@ do_restore() {
     check_abs_path TARGET_DIR
     check_port TARGET_PORT "$TARGET_PORT"
     [[ "$SCOPE" =~ ^[a-z0-9-]+$ ]] || die "SCOPE '$SCOPE' is not a cluster name"
-    local args=() d
-    case $RESTORE_TYPE in
-    time) args=(--type=time "--target=$RESTORE_TARGET" --target-action=promote) ;;
-    lsn) args=(--type=lsn "--target=$RESTORE_TARGET" --target-action=promote) ;;
-    latest) args=(--type=default) ;;
-    *) die "RESTORE_TYPE '$RESTORE_TYPE' is not time, lsn or latest" ;;
-    esac
+    local d
+    target_args
     # shellcheck disable=SC2153  # NODE_DIRS comes from the environment
     [[ " $NODE_DIRS " == *" $TARGET_DIR "* ]] || die "TARGET_DIR $TARGET_DIR is not one of NODE_DIRS"
     for d in $NODE_DIRS; do check_abs_path d; done
@@ -186,39 +249,21 @@ do_restore() {
     info "Patroni stopped on every node"
     # 3. The restore.
     node_vars "$TARGET_DIR"
-    out=$(pgbr --pg1-path="$PGDATA_DIR" --delta "${args[@]}" restore 2>&1) ||
+    out=$(pgbr --pg1-path="$PGDATA_DIR" --delta "${TARGET_ARGS[@]}" restore 2>&1) ||
         die "pgbackrest restore into $PGDATA_DIR failed (the group is stopped; run dbfleet up to start it as it is): $(tail -n 3 <<<"$out" | tr '\n' ' ')"
     info "restored into $PGDATA_DIR ($RESTORE_TYPE ${RESTORE_TARGET:-})"
     # 4. Recovery by PostgreSQL itself, no network, no Patroni.
-    # pg_ctl -w returns once the postmaster runs (its pid file written) — with
-    # hot_standby off that is before recovery ends; then wait for the promotion, or
-    # for the postmaster to give up.
-    run_as "$PG_BIN/pg_ctl" start -D "$PGDATA_DIR" -w -t 120 -s -l "$TARGET_DIR/log/restore-recovery.log" \
-        -o "-c listen_addresses='' -c port=$TARGET_PORT -c unix_socket_directories=$RUN_DIR -c hot_standby=off" >&2 ||
-        die "PostgreSQL did not start in $PGDATA_DIR (the group is stopped): $(recovery_log_tail 2>&1 | tr '\n' ' ')"
-    wait_for "$RECOVERY_TIMEOUT" "PostgreSQL in $PGDATA_DIR to recover and promote" promoted_or_gone || true
-    if [[ "$(in_recovery)" != f ]]; then
-        recovery_log_tail
-        postmaster_alive && run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -s >&2
-        die "PostgreSQL in $PGDATA_DIR did not reach the recovery target (see $TARGET_DIR/log/postgresql.log); the group is stopped"
-    fi
-    node_psql "$TARGET_DIR" "$TARGET_PORT" >/dev/null <<'SQL' || die "cannot clear the recovery settings in $PGDATA_DIR"
-ALTER SYSTEM RESET restore_command;
-ALTER SYSTEM RESET recovery_target_time;
-ALTER SYSTEM RESET recovery_target_lsn;
-ALTER SYSTEM RESET recovery_target_action;
-ALTER SYSTEM RESET default_transaction_read_only;
-CHECKPOINT;
-SQL
     local where
-    where=$(node_psql "$TARGET_DIR" "$TARGET_PORT" -c "SELECT pg_current_wal_lsn() || ' timeline ' || timeline_id FROM pg_control_checkpoint()")
-    run_as "$PG_BIN/pg_ctl" stop -D "$PGDATA_DIR" -m fast -w -t 120 -s >&2 ||
-        die "could not stop the restored PostgreSQL in $PGDATA_DIR"
+    where=$(recover "$TARGET_DIR" "$TARGET_PORT" "the group is stopped")
     # 5. Patroni starts afresh: no cluster state, empty replicas.
     # Patroni keeps its state through etcd's v2 API (docs/high-availability.md), in
     # the v2 store: removed there; a group with no state yet has no key.
+    # etcd admits clients with a certificate from the group's CA: the restored
+    # node's own (Patroni's) is one.
+    local tls=$TARGET_DIR/tls
     if ! out=$(run_as env -i ETCDCTL_API=2 "$ETCDCTL_BIN" --endpoints="$ETCD_ENDPOINTS" --timeout=2s \
-        --total-timeout=10s rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
+        --total-timeout=10s --ca-file="$tls/ca.crt" --cert-file="$tls/server.crt" --key-file="$tls/server.key" \
+        rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
         die "cannot remove $SCOPE's Patroni state from etcd ($ETCD_ENDPOINTS): $(tail -n 1 <<<"$out")"
     fi
     for d in $NODE_DIRS; do
@@ -231,10 +276,77 @@ SQL
         "$SCRIPT_NAME" "$STANZA" "$RESTORE_TYPE" "${RESTORE_TARGET:-}" "$where" "$(elapsed)"
 }
 
+# restore-into: the group's backups restored into the first node of a NEW group
+# (same zone), for inspection; the live group is not touched.
+#   INTO_NODE_DIR  the new group's preferred leader's node directory (absent or empty)
+#   INTO_USER      the new group's OS user (owns INTO_NODE_DIR afterwards)
+#   INTO_PORT      a port for the recovering server's socket name (no network)
+#   RESTORE_TYPE / RESTORE_TARGET as for restore
+#   secret: INTO_ROLES_SQL  the new group's role passwords as SCRAM verifiers
+#           (ALTER ROLE ... PASSWORD '<verifier>' lines), so that its Patroni and
+#           replicas log in with the new group's passwords
+# The live leader's current WAL segment is archived first (`pgbackrest check`:
+# a WAL switch). The recovery runs as RUN_AS (who can read the repository) in a staging
+# directory under BACKUP_DIR: pgBackRest reads the repository only — no async
+# queue, its own log and lock paths — and the server runs with archive_mode=off
+# and its own log, so nothing is written to the live group's repository,
+# queue, logs or nodes. The result is then moved to INTO_NODE_DIR and given
+# to INTO_USER; `dbfleet up NEWGROUP` (the caller) starts Patroni on it.
+do_restore_into() {
+    require_env INTO_NODE_DIR INTO_USER INTO_PORT RESTORE_TYPE INTO_ROLES_SQL
+    export -n INTO_ROLES_SQL # verifiers: for psql's stdin only, never a child's environment
+    check_abs_path INTO_NODE_DIR
+    check_port INTO_PORT "$INTO_PORT"
+    [[ "$INTO_USER" =~ ^[a-z_][a-z0-9_-]{0,31}$ && "$INTO_USER" != root ]] ||
+        die "INTO_USER '$INTO_USER' is not a group's user"
+    id -u "$INTO_USER" >/dev/null 2>&1 || die "user $INTO_USER does not exist: bring the new group's accounts up first"
+    [[ ! -e "$INTO_NODE_DIR" || -z "$(ls -A -- "$INTO_NODE_DIR")" ]] ||
+        die "$INTO_NODE_DIR is not empty: restore --into needs a group that was never deployed"
+    target_args
+    local stage=$BACKUP_DIR/restore-into out where
+    # The live leader's current WAL into the archive (a WAL switch, nothing
+    # else), so that a point a second ago can be reached.
+    out=$(pgbr check 2>&1) ||
+        die "the live leader's WAL does not reach the repository; nothing changed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+    [[ ! -e "$stage" ]] || run_as rm -rf -- "$stage" || die "cannot clear $stage"
+    make_dirs "$stage" "$stage/pgdata" "$stage/run" "$stage/log"
+    # WAL comes synchronously (no queue in the live group's spool), logs and
+    # locks stay in the staging directory.
+    local get="$PGBACKREST_BIN --config=$CONF --stanza=$STANZA --pg1-path=$stage/pgdata --no-archive-async --log-path=$stage/log"
+    get+=" --lock-path=$stage/run archive-get %f \"%p\""
+    out=$(pgbr --pg1-path="$stage/pgdata" --log-path="$stage/log" --lock-path="$stage/run" \
+        "--recovery-option=restore_command=$get" "${TARGET_ARGS[@]}" restore 2>&1) || {
+        run_as rm -rf -- "$stage"
+        die "pgbackrest restore of $STANZA failed; nothing changed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+    }
+    info "restored $STANZA's backup into a staging directory ($RESTORE_TYPE ${RESTORE_TARGET:-})"
+    # (a shell variable, not exported: no child process sees the verifiers)
+    AFTER_RECOVERY_SQL=$INTO_ROLES_SQL
+    where=$(recover "$stage" "$INTO_PORT" "nothing of the live group changed" \
+        -c archive_mode=off -c logging_collector=off) || {
+        run_as rm -rf -- "$stage"
+        exit 1
+    }
+    # Patroni caches the dynamic configuration in the data directory and starts
+    # PostgreSQL with it while its DCS has none: the live group's (its archive
+    # command among it) must not follow the data into the new group.
+    run_as rm -f -- "$stage/pgdata/patroni.dynamic.json" || die "cannot remove $stage/pgdata/patroni.dynamic.json"
+    # Handed over: the new group's node directory, its user, its dbfleet marker.
+    if ! { mkdir -p -- "$INTO_NODE_DIR" && chmod 0700 -- "$INTO_NODE_DIR" &&
+        mv -- "$stage/pgdata" "$INTO_NODE_DIR/pgdata" && chown -R -- "$INTO_USER:" "$INTO_NODE_DIR"; }; then
+        die "cannot move the restored data into $INTO_NODE_DIR"
+    fi
+    run_as rm -rf -- "$stage" || warn "could not remove $stage"
+    RUN_AS=$INTO_USER mark_dir "$INTO_NODE_DIR" "postgresql node"
+    printf '%s: %s restored to %s %s (at %s) into %s in %s\n' \
+        "$SCRIPT_NAME" "$STANZA" "$RESTORE_TYPE" "${RESTORE_TARGET:-}" "$where" "$INTO_NODE_DIR" "$(elapsed)"
+}
+
 check_inputs
 case "${1:-}" in
 info) do_info ;;
 backup) do_backup ;;
 restore) do_restore ;;
-*) die "usage: $SCRIPT_NAME info|backup|restore (configuration in the environment)" ;;
+restore-into) do_restore_into ;;
+*) die "usage: $SCRIPT_NAME info|backup|restore|restore-into (configuration in the environment)" ;;
 esac

@@ -128,10 +128,12 @@ def first_lsn(info: Mapping[str, Any]) -> str:
 Runner = Callable[[str, dict[str, str], int], tuple[int, str, str]]
 
 
-def run_ops(action: str, env: dict[str, str], timeout_s: int = 600) -> tuple[int, str, str]:
+def run_ops(
+    action: str, env: dict[str, str], timeout_s: int = 600, secret_env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     from components.hostcmd import run_script
 
-    proc = run_script(dict(LOCAL), OPS_SCRIPT, action, env, {}, timeout_s)
+    proc = run_script(dict(LOCAL), OPS_SCRIPT, action, env, secret_env or {}, timeout_s)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -198,8 +200,12 @@ def _leader(reps: Mapping[str, Any]) -> tuple[str | None, str, int]:
     endpoints = [(n.name, n.host, n.rest_port) for n in nodes if n.rest_port]
     from concurrent.futures import ThreadPoolExecutor
 
+    try:
+        context = status.tls_context(reps.get("ca_certificate"))
+    except ValueError as exc:
+        raise Abort(f"restore: cannot ask Patroni who leads: {exc}") from None
     with ThreadPoolExecutor(max_workers=max(1, len(endpoints))) as pool:
-        doc, _ = status.read_cluster(endpoints, pool)
+        doc, _ = status.read_cluster(endpoints, pool, context)
     lead = status.cluster_leader(doc or {})
     if not lead:
         return None, "", 0
@@ -226,7 +232,7 @@ def restore_env(
         "TARGET_DIR": dirs[0],
         "TARGET_PORT": str(ports[dirs[0]]),
         "ETCD_ENDPOINTS": ",".join(
-            f"http://{e}" for e in sorted((reps.get("etcd") or {}).values())
+            f"https://{e}" for e in sorted((reps.get("etcd") or {}).values())
         ),
         "SCOPE": str(facts["stanza"]),
         "RESTORE_TYPE": target.kind,
@@ -265,15 +271,25 @@ def confirm(group: str, assume_yes: bool, stdin=None) -> None:
 def cmd_restore(args: argparse.Namespace) -> int:
     fleet = load_fleet_file()
     (group,) = fleet_groups([args.group], fleet=fleet)
-    providers = group_vault(fleet, [group], "up")
+    if args.into:
+        into_refusal(fleet, group, args.into, None)
+        # GROUP is only read; NEWGROUP is brought up.
+        group_access(fleet, [group], "status")
+        providers = group_vault(fleet, fleet_groups([args.into], fleet=fleet), "up")
+    else:
+        providers = group_vault(fleet, [group], "up")
     target = parse_target(args.to, args.to_lsn, args.latest)
     reps = _replicas(group)
     facts = facts_of(group, reps)
     assert reps is not None
     env = base_env(facts, fleet.name)
+    if args.into:
+        into_refusal(fleet, group, args.into, _replicas(args.into))
     why = refusal(target, read_info(env), dt.datetime.now(dt.UTC))
     if why:
         raise Abort(f"restore: refused: {why}")
+    if args.into:
+        return restore_into(fleet, group, args.into, target, env, providers, reps["app_user"])
     for line in loss_text(target, group, list(reps["nodes"])):
         print(line, flush=True)
     confirm(group, args.yes)
@@ -315,6 +331,127 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+# -- restore --into NEWGROUP ---------------------------------------------------------------
+def into_refusal(fleet, group: str, into: str, into_reps: Mapping[str, Any] | None) -> None:
+    """Abort unless `into` is a group of the fleet file, in `group`'s zone, on the
+    local target, and never deployed (no nodes): restoring into it must not
+    overwrite anything and must keep the data in its zone."""
+    if into == group:
+        raise Abort(f"restore: --into {into} is the group itself; restore {group} without --into")
+    if into not in fleet.groups:
+        raise Abort(
+            f"restore: --into {into}: no such group in the fleet file; add it (same zone as "
+            f"{group}: {fleet.groups[group].zone}, regions of its own) and run the restore again"
+        )
+    src, dst = fleet.groups[group], fleet.groups[into]
+    if dst.zone != src.zone:
+        raise Abort(
+            f"restore: --into {into}: its zone {dst.zone} is not {group}'s zone {src.zone}; "
+            "a group's data stays in its zone"
+        )
+    if fleet.group_target(into) != "local":
+        raise Abort(f"restore: --into {into}: restore --into runs on the local target only for now")
+    if into_reps and into_reps.get("nodes"):
+        raise Abort(
+            f"restore: --into {into}: group {into} is deployed already; --into needs a fresh "
+            f"group (dbfleet destroy {into} first)"
+        )
+
+
+def roles_sql(secrets: Mapping[str, str], app_user: str) -> str:
+    """The new group's role passwords as SCRAM verifiers (components/scram.py): its
+    Patroni, replicas and applications then log in with its own passwords."""
+    from components import scram
+
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", app_user):
+        raise Abort(f"restore: application user {app_user!r} is not a plain role name")
+    pairs = (
+        ("postgres", "superuser_password"),
+        ("replicator", "replication_password"),
+        (app_user, "app_password"),
+    )
+    return "".join(
+        f"ALTER ROLE \"{role}\" PASSWORD '{scram.new_verifier(secrets[key])}';\n"
+        for role, key in pairs
+    )
+
+
+def _up(groups: list[str], layers: list[str] | None, providers: Mapping[str, str]) -> None:
+    from dbfleet.ops import report, rollout
+
+    results = rollout.flat(
+        rollout.run(
+            groups,
+            "up",
+            layers=layers,
+            options=rollout.RunOptions(secrets_providers=dict(providers)),
+        )
+    )
+    if report.exit_code(results, preview=False) != 0:
+        sys.stdout.write(report.table(results) + "\n")
+        raise Abort(f"restore: `dbfleet up {' '.join(groups)}` failed (above)")
+
+
+def restore_into(
+    fleet,
+    group: str,
+    into: str,
+    target: Target,
+    env: dict[str, str],
+    providers: dict[str, str],
+    app_user: str,
+) -> int:
+    """`group`'s backups restored into the fresh group `into`: its accounts and
+    networks come up, the backup is recovered as `group`'s user in a staging
+    directory and handed to `into`'s preferred leader, then the rest of `into` comes
+    up around it. `group` itself is only read."""
+    from dbfleet import vault
+    from dbfleet.ops import rollout
+
+    point = "the newest archived point" if target.kind == "latest" else target.value
+    print(
+        f"restore: group {group} stays as it is; new group {into} "
+        f"({', '.join(fleet.groups[into].regions)}) starts from {group}'s backups at {point}",
+        flush=True,
+    )
+    t0 = time.monotonic()
+    _up([into], ["accounts", "networks"], providers)
+    accounts = rollout.stack_outputs(f"accounts-{into}") or {}
+    nets = rollout.stack_outputs(f"networks-{into}") or {}
+    primary = fleet.groups[into].primary
+    secrets = vault.read_group_secrets(
+        vault.client_from_env(), accounts["secret_mount"], accounts["secret_path"]
+    )
+    renv = {
+        **env,
+        "INTO_NODE_DIR": f"{accounts['data_root']}/{primary}-0",
+        "INTO_USER": str(accounts["user"]),
+        "INTO_PORT": str(int(nets["regions"][primary]["node_ports"][0])),
+        "RESTORE_TYPE": target.kind,
+        "RESTORE_TARGET": target.value,
+    }
+    # The same program makes both groups: the restored data has the role `into` will use.
+    secret_env = {"INTO_ROLES_SQL": roles_sql(secrets, app_user)}
+    code, out, err = run_ops("restore-into", renv, RESTORE_TIMEOUT_S, secret_env)
+    sys.stderr.write(err)
+    if code != 0:
+        raise Abort(f"restore: failed (see above); group {group} is unchanged")
+    print(out.strip(), flush=True)
+    print(f"restore: bringing the rest of {into} up around it: dbfleet up {into}", flush=True)
+    _up([into], None, providers)
+    from dbfleet.ops.commands import prove
+
+    problems = prove([into], deadline_s=30.0)
+    if problems:
+        raise Abort(f"restore: {into} does not take writes yet: " + "; ".join(problems))
+    print(
+        f"restore: group {into} holds {group}'s data at {point}, writable in every region, in "
+        f"{time.monotonic() - t0:.1f} s; {group} untouched (dbfleet destroy {into} when done)",
+        flush=True,
+    )
+    return ExitCode.OK
+
+
 def register(commands) -> None:
     p = commands.add_parser(
         "backup",
@@ -340,4 +477,10 @@ def register(commands) -> None:
     point.add_argument("--to-lsn", metavar="LSN", help="a WAL position, e.g. 0/3000060")
     point.add_argument("--latest", action="store_true", help="everything archived")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--into",
+        metavar="NEWGROUP",
+        help="restore into a fresh group of the same zone (declared in the fleet file, never "
+        "deployed) and leave GROUP untouched",
+    )
     p.set_defaults(handler=guard(cmd_restore, engine=True))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -81,13 +83,16 @@ def write_uri(fe, region: str = "fra") -> str:
 
 
 def leader(fe) -> str | None:
+    import ssl
     import urllib.request
 
-    for node in fe.outputs(f"replicas-{GROUP}")["nodes"].values():
+    reps = fe.outputs(f"replicas-{GROUP}")
+    context = ssl.create_default_context(cadata=reps["ca_certificate"])
+    for node in reps["nodes"].values():
         for m in node["members"]:
             try:
-                url = f"http://{m['host']}:{m['rest_port']}/cluster"
-                with urllib.request.urlopen(url, timeout=2) as r:
+                url = f"https://{m['host']}:{m['rest_port']}/cluster"
+                with urllib.request.urlopen(url, timeout=2, context=context) as r:
                     doc = json.load(r)
             except OSError:
                 continue
@@ -230,6 +235,49 @@ def test_archiving_continues_across_a_switchover(fleet):
     assert leader(fleet) == "fra-0"
 
 
+def _pid(fe, member: str, relative: str) -> int:
+    path = fe.home / "data" / f"{fe.name}-{GROUP}" / member / relative
+    return int(path.read_text().split()[0])
+
+
+def test_archiving_continues_across_a_failover(fleet):
+    """The leader's Patroni and PostgreSQL die at once: the new leader archives
+    (the archive command is in the dynamic configuration) with no gap."""
+    assert leader(fleet) == "fra-0"
+    before = info(fleet)["archive"][0]["max"]
+    os.kill(_pid(fleet, "fra-0", "run/patroni.pid"), signal.SIGKILL)
+    os.kill(_pid(fleet, "fra-0", "pgdata/postmaster.pid"), signal.SIGKILL)
+    try:
+
+        def new_leader() -> str | None:
+            m = leader(fleet)
+            return m if m and m != "fra-0" else None
+
+        new = wait_for(new_leader, 120, "a new leader")
+        region = new.rsplit("-", 1)[0]
+
+        def written() -> bool:
+            # The proxies route writes to the new leader once their checks see it.
+            try:
+                with psycopg.connect(
+                    write_uri(fleet, region), autocommit=True, connect_timeout=3
+                ) as c:
+                    c.execute("CREATE TABLE IF NOT EXISTS after_failover (i int)")
+                    c.execute("INSERT INTO after_failover VALUES (1)")
+                return True
+            except psycopg.Error:
+                return False
+
+        wait_for(written, 60, "a write through the new leader's region", interval=0.5)
+        pgbackrest(fleet, "check")
+        after = info(fleet)["archive"][0]
+        assert after["max"] > before, (before, after)
+        pgbackrest(fleet, "verify")
+    finally:
+        fleet.run("up", GROUP)  # fra-0 rejoins and leads again
+    assert leader(fleet) == "fra-0"
+
+
 def test_an_unwritable_repository_shows_in_status_and_writes_keep_working(fleet):
     repo = Path(facts(fleet)["dir"]) / "repo"
     # The group's user may no longer write any directory of the WAL archive (root
@@ -301,3 +349,59 @@ def test_the_passphrase_is_in_no_state_log_argv_or_world_readable_file(fleet):
             # Only the configuration holds it, and only its owner may read it.
             assert path == conf, path
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+INTO = "eu2"
+
+
+def test_restore_into_a_new_group_leaves_the_live_group_untouched(fleet):
+    """`restore eu --into eu2`: eu2 (same zone, never deployed) starts from eu's
+    backups at T; eu's rows, Pulumi state, leader, timeline and backups are as before."""
+    w = write_uri(fleet)
+    with psycopg.connect(w, autocommit=True) as c:
+        c.execute("DROP TABLE IF EXISTS inspect")
+        c.execute("CREATE TABLE inspect (id int PRIMARY KEY)")
+        c.execute("INSERT INTO inspect SELECT generate_series(1, 50)")
+    fleet.run("backup", GROUP, "--type", "full")
+    with psycopg.connect(w, autocommit=True) as c:
+        c.execute("INSERT INTO inspect SELECT generate_series(51, 60)")
+        (t,) = c.execute("SELECT clock_timestamp()").fetchone()
+        c.execute("INSERT INTO inspect SELECT generate_series(61, 70)")
+        c.execute("DELETE FROM inspect WHERE id <= 30")  # the mistake to look into
+
+    def live() -> dict:
+        with psycopg.connect(superuser_uri(fleet, "fra-0"), autocommit=True) as c:
+            rows = [r[0] for r in c.execute("SELECT id FROM inspect ORDER BY id")]
+            (tli,) = c.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
+            (sysid,) = c.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+        stacks = {
+            s: fleet.export(f"{s}-{GROUP}") for s in ("accounts", "networks", "replicas", "proxies")
+        }
+        labels = [b["label"] for b in info(fleet)["backup"]]
+        return {"rows": rows, "timeline": tli, "sysid": sysid, "stacks": stacks, "backups": labels}
+
+    before = live()
+    data = yaml.safe_load(fleet.spec.read_text())
+    data["groups"][INTO] = {"zone": "EU", "primary": "cdg", "regions": {"cdg": {"nodes": 1}}}
+    fleet.write_fleet(yaml.safe_dump(data, sort_keys=False))
+    try:
+        t0 = time.monotonic()
+        out = fleet.run("restore", GROUP, "--to", t.isoformat(), "--into", INTO, timeout=1800)
+        print(f"restore --into a new 1-region group: {time.monotonic() - t0:.1f} s")
+        assert f"group {GROUP} stays as it is" in out.stdout
+        into_uri = fleet.outputs(f"proxies-{INTO}", show_secrets=True)["connection_uris"]["cdg"]
+        with psycopg.connect(into_uri["write"], autocommit=True, connect_timeout=5) as c:
+            assert [r[0] for r in c.execute("SELECT id FROM inspect ORDER BY id")] == list(
+                range(1, 61)
+            )
+            c.execute("INSERT INTO inspect VALUES (1000)")  # writable, and not in eu
+        assert leader(fleet) == "fra-0"
+        assert live() == before
+        # A group that runs already is never overwritten.
+        again = fleet.run("restore", GROUP, "--latest", "--into", INTO, check=False)
+        assert again.returncode == 1 and "deployed already" in again.stderr, again.stderr
+    finally:
+        fleet.run("destroy", INTO, "--yes", check=False, timeout=900)
+        fleet.write_fleet(fleet_text(fleet.name, fleet.cidr_octet))
+    with psycopg.connect(w, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM inspect WHERE id = 1000").fetchone()[0] == 0

@@ -199,7 +199,7 @@ def test_restore_environment_restores_into_the_preferred_leaders_node():
     env = ops.restore_env(facts, reps, "demo", ops.Target("latest"))
     assert env["TARGET_DIR"] == "/d/x/lhr-0" and env["TARGET_PORT"] == "5002"
     assert env["NODE_DIRS"].split() == ["/d/x/lhr-0", "/d/x/lhr-1", "/d/x/fra-0"]
-    assert env["ETCD_ENDPOINTS"] == "http://127.0.0.1:2379,http://127.0.0.2:2379"
+    assert env["ETCD_ENDPOINTS"] == "https://127.0.0.1:2379,https://127.0.0.2:2379"
     assert "thrown away" in "\n".join(ops.loss_text(ops.Target("latest"), "eu", ["fra", "lhr"]))
 
 
@@ -302,3 +302,68 @@ def test_a_group_without_backups_or_with_one_full_warns():
     )
     one = [with_env(r, FULL_KEEP="1") if r.name == "backups-stanza" else r for r in everything]
     assert "only one full" in messages(run_stack_policy(backups_configured, "replicas-eu", one, {}))
+
+
+# -- restore --into ----------------------------------------------------------------------------
+INTO_GROUPS = """  eu2:
+    zone: EU
+    primary: cdg
+    regions: {cdg: {}}
+  us:
+    zone: US
+    primary: iad
+    regions: {iad: {}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("into", "deployed", "says"),
+    [
+        ("eu", None, "--into eu is the group itself"),
+        ("ap", None, "--into ap: no such group in the fleet file; add it (same zone as eu: EU"),
+        (
+            "us",
+            None,
+            "--into us: its zone US is not eu's zone EU; a group's data stays in its zone",
+        ),
+        (
+            "eu2",
+            {"nodes": {"cdg": {}}},
+            "group eu2 is deployed already; --into needs a fresh group",
+        ),
+    ],
+)
+def test_restore_into_refuses_what_is_not_a_fresh_group_of_the_same_zone(into, deployed, says):
+    with pytest.raises(Abort) as err:
+        ops.into_refusal(fleet(extra=INTO_GROUPS), "eu", into, deployed)
+    assert says in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_restore_into_accepts_a_fresh_group_of_the_same_zone():
+    ops.into_refusal(fleet(extra=INTO_GROUPS), "eu", "eu2", None)
+    ops.into_refusal(fleet(extra=INTO_GROUPS), "eu", "eu2", {"nodes": {}})  # stacks, no nodes
+
+
+def test_restore_into_gives_the_new_groups_roles_its_own_passwords_as_verifiers():
+    from components import scram
+
+    secrets = {
+        "superuser_password": "s-pass",
+        "replication_password": "r-pass",
+        "app_password": "a-pass",
+    }
+    sql = ops.roles_sql(secrets, "app")
+    lines = sql.splitlines()
+    assert [line.split('"')[1] for line in lines] == ["postgres", "replicator", "app"]
+    for line, pw in zip(lines, ("s-pass", "r-pass", "a-pass"), strict=True):
+        verifier = line.split("'")[1]
+        assert scram.matches(pw, verifier)
+        assert pw not in line
+    with pytest.raises(Abort):
+        ops.roles_sql(secrets, 'app"; DROP')
+
+
+def test_restore_into_parses():
+    a = build_parser().parse_args(["restore", "eu", "--latest", "--into", "eu2"])
+    assert (a.group, a.into, a.latest) == ("eu", "eu2", True)
