@@ -59,12 +59,57 @@ def test_backup_keys_are_read_and_bounded():
     assert "groups.eu.backup.fulls: unknown key (allowed: schedule_hours" in text
 
 
-def test_backup_keys_on_the_ssh_target_are_refused_in_one_line():
-    text = FLEET.format(target="local", extra="    target: ssh\n    backup: {full_keep: 3}\n")
+def test_repo_region_on_the_local_target_is_refused_in_one_line():
     with pytest.raises(FleetError) as err:
-        parse_fleet(text)
+        fleet(extra="    backup: {repo_region: lhr}\n")
     lines = [str(p) for p in err.value.problems if "backup" in str(p)]
-    assert len(lines) == 1 and "local target only" in lines[0]
+    assert len(lines) == 1 and "repo_region is for the ssh target" in lines[0]
+
+
+SSH_FLEET = """
+name: demo
+target: ssh
+ssh: {{user: root, key: dbfleet/demo/ssh}}
+{network}groups:
+  eu:
+    zone: EU
+    primary: fra
+    regions:
+      fra: {{nodes: 1, hosts: [{{address: 10.1.0.1}}]}}
+      lhr: {{nodes: 1, hosts: [{{address: 10.1.0.2}}]}}
+      arn: {{nodes: 1, hosts: [{{address: 10.1.0.3}}]}}
+{extra}"""
+
+
+def ssh_fleet(extra: str = "", network: str = ""):
+    return parse_fleet(SSH_FLEET.format(extra=extra, network=network))
+
+
+def test_on_the_ssh_target_backups_are_opt_in_and_the_repository_region_defaults():
+    assert ssh_fleet().groups["eu"].backup is None
+    g = ssh_fleet("    backup: {full_keep: 3}\n").groups["eu"]
+    # the first region that is not the primary: a repository beside the primary shares its fate
+    assert g.backups.full_keep == 3 and g.backup_repo_region == "lhr"
+    assert ssh_fleet("    backup: {repo_region: arn}\n").groups["eu"].backup_repo_region == "arn"
+
+
+def test_a_repository_region_outside_the_group_is_refused():
+    with pytest.raises(FleetError) as err:
+        ssh_fleet("    backup: {repo_region: iad}\n")
+    lines = [str(p) for p in err.value.problems if "repo_region" in str(p)]
+    assert len(lines) == 1 and "iad is not a region of group eu" in lines[0]
+
+
+def test_the_backup_port_is_validated_like_the_other_ports():
+    assert ssh_fleet().network.backup_port == 8432
+    with pytest.raises(FleetError) as err:
+        ssh_fleet(network="network: {backup_port: 6433}\n")
+    assert "network.backup_port: port 6433 is already the write_port" in "\n".join(
+        str(p) for p in err.value.problems
+    )
+    with pytest.raises(FleetError) as err:
+        ssh_fleet(network="network: {backup_port: 5433}\n")
+    assert "overlaps the PostgreSQL node ports" in "\n".join(str(p) for p in err.value.problems)
 
 
 # -- archive settings and the component ------------------------------------------------------
@@ -204,7 +249,7 @@ def test_restore_environment_restores_into_the_preferred_leaders_node():
 
 
 def test_a_group_without_backups_is_named_as_such():
-    with pytest.raises(Abort, match="local target only"):
+    with pytest.raises(Abort, match="needs `backup:` in the fleet file"):
         ops.facts_of("eu", {"nodes": {"fra": {}}})
     with pytest.raises(Abort, match="not deployed"):
         ops.facts_of("eu", None)
