@@ -410,17 +410,19 @@ class HostBackupsArgs:
 
     def secret_environment(self) -> pulumi.Output[dict[str, str]]:
         repo = self.repo
-
-        def pick(s: dict[str, str]) -> dict[str, str]:
-            out = {"PG_SUPERUSER_PASSWORD": s["superuser_password"]}
-            if repo:
-                # only the repository host encrypts: the passphrase goes nowhere else
-                out["PG_BACKUP_PASSPHRASE"] = s["backup_passphrase"]
-            return out
-
         return pulumi.Output.secret(
             pulumi.Output.all(pulumi.Output.secret(self.secrets), self.tls.secret_environment())
-        ).apply(lambda st: {**pick(st[0]), **st[1]})
+        ).apply(lambda st: {**host_secrets(repo, st[0]), **st[1]})
+
+
+def host_secrets(repo: bool, secrets: dict[str, str]) -> dict[str, str]:
+    """The Vault secrets one host's pgbackrest.sh gets: the superuser's password (its
+    TLS server's forks connect to its PostgreSQL), and on the repository host only the
+    passphrase — the repository host encrypts, the nodes never hold the key."""
+    out = {"PG_SUPERUSER_PASSWORD": secrets["superuser_password"]}
+    if repo:
+        out["PG_BACKUP_PASSPHRASE"] = secrets["backup_passphrase"]
+    return out
 
 
 class HostBackups(pulumi.ComponentResource):

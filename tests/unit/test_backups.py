@@ -347,3 +347,128 @@ def test_a_group_without_backups_or_with_one_full_warns():
     )
     one = [with_env(r, FULL_KEEP="1") if r.name == "backups-stanza" else r for r in everything]
     assert "only one full" in messages(run_stack_policy(backups_configured, "replicas-eu", one, {}))
+
+
+# -- the ssh target --------------------------------------------------------------------------
+SSH = Connection(kind="ssh", host="10.1.0.2", user="root")
+
+
+def host_args(**changes) -> backup.HostBackupsArgs:
+    base = {
+        "connection": SSH,
+        "run_as": "demo-eu",
+        "data_root": "/d/demo-eu",
+        "stanza": "demo-eu",
+        "name": "lhr-0",
+        "node": backup.Node("/d/demo-eu/lhr-0/pgdata", 5432, "/d/demo-eu/lhr-0/run"),
+        "address": "10.1.0.2",
+        "tls_port": 8432,
+        "repo": True,
+        "repo_address": "10.1.0.2",
+        "repo_name": "lhr-0",
+        "peers": (
+            backup.Peer(
+                "10.1.0.1", backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run")
+            ),
+        ),
+        "schedule_hours": 24,
+        "full_every_days": 7,
+        "full_keep": 2,
+        "secrets": pulumi.Output.from_input({"superuser_password": "s", "backup_passphrase": "p"}),
+        "tls": backup.TlsFiles("CERT", "KEY", "CA"),
+    }
+    return backup.HostBackupsArgs(**{**base, **changes})
+
+
+def test_the_ssh_archive_command_reads_the_archiving_hosts_own_configuration():
+    cmd = backup.archive_command("/d/demo-eu", "demo-eu", per_host=True)
+    assert cmd == (
+        'd="${PWD%/pgdata}"; pgbackrest --config=/d/demo-eu/pgbackrest/${d##*/}/pgbackrest.conf '
+        '--stanza=demo-eu --pg1-path="$PWD" archive-push %p'
+    )
+
+
+def test_a_repository_hosts_environment_names_its_peers_and_admits_only_them():
+    env = host_args().environment()
+    assert env["BACKUP_MODE"] == "repo" and env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest/lhr-0"
+    assert env["REMOTE_NODES"] == "10.1.0.1:/d/demo-eu/fra-0/pgdata:5432:/d/demo-eu/fra-0/run"
+    assert env["TLS_CLIENTS"] == "10.1.0.1" and not [k for k in env if "PASS" in k]
+    node = host_args(
+        name="fra-0",
+        address="10.1.0.1",
+        repo=False,
+        peers=(),
+        node=backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run"),
+    ).environment()
+    assert (node["BACKUP_MODE"], node["TLS_CLIENTS"], node["REPO_NODE"]) == (
+        "node",
+        "10.1.0.2",
+        "lhr-0",
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"connection": Connection()},  # HostBackups is the ssh target's
+        {"repo": False},  # the repository's address is this host's
+        {"repo_address": "10.1.0.9"},  # repo set on a host that is not the repository
+        {"address": "db-lhr.example"},  # the certificate's name is the address
+        {"peers": (backup.Peer("10.1.0.2", backup.Node("/d/demo-eu/x-0/pgdata", 1, "/d/x")),)},
+        {"name": "../x"},
+        {"node": backup.Node("relative/pgdata", 5432, "/d/demo-eu/lhr-0/run")},
+        {"tls_port": 0},
+    ],
+)
+def test_the_host_component_refuses_what_it_cannot_declare(changes):
+    with pytest.raises(ValueError):
+        host_args(**changes)
+
+
+def test_restore_is_refused_on_the_ssh_target_in_one_line(monkeypatch):
+    reps = {"nodes": {"fra": {}}, "backup": {"target": "ssh", "repo_address": "10.1.0.2"}}
+    monkeypatch.setattr(ops, "load_fleet_file", lambda: type("F", (), {"name": "demo"})())
+    monkeypatch.setattr(ops, "fleet_groups", lambda groups, fleet: groups)
+    monkeypatch.setattr(ops, "group_vault", lambda *a, **k: {})
+    monkeypatch.setattr(ops, "_replicas", lambda group: reps)
+    args = build_parser().parse_args(["restore", "eu", "--latest", "--yes"])
+    with pytest.raises(Abort, match="restore: not on the ssh target yet"):
+        ops.cmd_restore(args)
+
+
+def test_only_the_repository_host_gets_the_passphrase():
+    vault_secrets = {"superuser_password": "s", "backup_passphrase": "p"}
+    assert backup.host_secrets(True, vault_secrets) == {
+        "PG_SUPERUSER_PASSWORD": "s",
+        "PG_BACKUP_PASSPHRASE": "p",
+    }
+    assert backup.host_secrets(False, vault_secrets) == {"PG_SUPERUSER_PASSWORD": "s"}
+
+
+def test_the_ops_commands_reach_the_repository_host_over_ssh(monkeypatch):
+    facts = {
+        "user": "demo-eu",
+        "dir": "/d/demo-eu/pgbackrest/lhr-0",
+        "stanza": "demo-eu",
+        "target": "ssh",
+        "repo_ssh": {"host": "10.1.0.2", "port": 2222},
+    }
+    env = ops.base_env(facts, "demo")
+    calls = []
+    monkeypatch.setattr(
+        ops, "ssh_connection", lambda host, port: calls.append((host, port)) or {"kind": "ssh"}
+    )
+
+    class Done:
+        returncode, stdout, stderr = 0, "{}", ""
+
+    seen_env = {}
+    monkeypatch.setattr(
+        "components.hostcmd.run_script",
+        lambda conn, script, action, e, secret, timeout: seen_env.update(e) or Done(),
+    )
+    assert ops.run_ops("info", env) == (0, "{}", "")
+    assert calls == [("10.1.0.2", 2222)]
+    # the connection's address is not part of the script's environment
+    assert not [k for k in seen_env if k.startswith("DBFLEET_REPO_SSH")]
+    assert seen_env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest/lhr-0"

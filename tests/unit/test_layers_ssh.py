@@ -359,3 +359,35 @@ def test_the_fleet_file_names_the_repository_region(
     s = scripts(run_stack("replicas-eu"))
     repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
     assert len(repo) == 1 and repo[0]["connection"]["host"] == "198.18.3.13"
+
+
+def _policy_resources(mocks: RecordingMocks) -> list:
+    from tests.unit.policy_support import HOST_SCRIPT, Resource, secret
+
+    out = []
+    for reg in mocks.resources:
+        props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
+        if reg.typ == HOST_SCRIPT:
+            props["secret_environment"] = secret(props.get("secret_environment") or {})
+        out.append(Resource(reg.typ, reg.name, props))
+    return out
+
+
+def test_backup_residency_passes_the_ssh_group_and_refuses_a_foreign_repository_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from policies.rules.backup import backup_residency, backups_configured
+    from tests.unit.policy_support import messages, run_stack_policy, with_env
+
+    _with_backup(tmp_path, monkeypatch, "{}")
+    resources = _policy_resources(run_stack("replicas-eu"))
+    assert messages(run_stack_policy(backup_residency, "replicas-eu", resources, {})) == ""
+    assert run_stack_policy(backups_configured, "replicas-eu", resources, {}) == []
+    # a node host whose archive pushes to a host outside the group
+    bad = [
+        with_env(r, REPO_HOST="198.18.9.9") if r.name == "backups-arn-0-pgbackrest" else r
+        for r in resources
+    ]
+    assert "names 198.18.9.9, which is not a pgBackRest host of the group" in messages(
+        run_stack_policy(backup_residency, "replicas-eu", bad, {})
+    )
