@@ -86,6 +86,14 @@ def test_archiving_reaches_the_repository_host_and_the_scheduler_takes_the_first
     # every host's TLS server listens on its own address only
     for address in (f"{net}.21", f"{net}.22", f"{net}.23"):
         assert f"{address}:8432" in fleet.on_host(address, "ss", "-Hltn").stdout
+    # the policies pass (backup-residency: the repository is a host of the group) and a
+    # second up finds every TLS server, the stanza and the scheduler as they should be
+    again = fleet.fe.run("up", "-q")
+    stacks = ("accounts-eu", "networks-eu", "replicas-eu", "proxies-eu")
+    rows = [
+        ln.split() for ln in again.stdout.splitlines() if ln.split()[:1] in ([s] for s in stacks)
+    ]
+    assert len(rows) == 4 and all(r[1] == "unchanged" for r in rows), again.stdout
     # the scheduler on the repository host takes a new group's first full backup by itself
     wait_for(lambda: _info(fleet).get("backup"), 180, "the scheduler's first backup")
     assert _info(fleet)["backup"][0]["type"] == "full"
