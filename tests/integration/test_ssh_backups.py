@@ -147,3 +147,39 @@ def test_the_passphrase_is_only_in_the_repository_hosts_0600_configuration(
     conf = _root(fleet) / "pgbackrest" / "lhr-0" / "pgbackrest.conf"
     assert holders == [conf]
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+
+
+def test_archiving_follows_a_switchover_to_the_repository_hosts_own_node(
+    fleet: SshFleet,
+) -> None:
+    """lhr-0 runs on the repository host: leading, it archives into the local repository
+    (pg1 of that host's configuration); the other nodes then become the remote ones."""
+    fe = fleet.fe
+    before = _info(fleet)["archive"][0]["max"]
+    text = fe.spec.read_text()
+    fe.write_fleet(text.replace("primary: fra", "primary: lhr"))
+    try:
+        fe.run("up", "eu", "-q", timeout=900)
+        check = _pgbackrest(fleet, f"{fleet.net}.22", "lhr-0", "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert _info(fleet)["archive"][0]["max"] > before
+        out = fe.run("backup", "eu", "--type", "incr", timeout=600).stdout
+        assert "backup:" in out, out
+        # no gap in the archive across the switchover
+        verify = _pgbackrest(fleet, f"{fleet.net}.22", "lhr-0", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        fe.write_fleet(text)
+        fe.run("up", "eu", "-q", timeout=900)
+
+
+def test_destroy_stops_every_pgbackrest_process_and_removes_the_repository(
+    fleet: SshFleet,
+) -> None:
+    """Last in the module: it takes the fleet down (the fixture's destroy then has
+    nothing left to do)."""
+    root = _root(fleet)
+    assert [c for c in command_lines().values() if f"{root}/pgbackrest/" in c]
+    fleet.fe.run("destroy", "--yes", "-q", timeout=900)
+    assert not [c for c in command_lines().values() if f"{root}/pgbackrest/" in c]
+    assert not root.exists()

@@ -391,3 +391,22 @@ def test_backup_residency_passes_the_ssh_group_and_refuses_a_foreign_repository_
     assert "names 198.18.9.9, which is not a pgBackRest host of the group" in messages(
         run_stack_policy(backup_residency, "replicas-eu", bad, {})
     )
+
+
+def test_a_switchover_does_not_move_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed in lhr (the default while fra was primary); the file now prefers lhr as
+    primary, whose default would be fra: the repository stays where its backups are."""
+    spec = tmp_path / "switched.yaml"
+    spec.write_text(FLEET.replace("primary: fra", "primary: lhr") + "    backup: {}\n")
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    monkeypatch.setitem(UPSTREAM, "replicas-eu", {**REPLICAS, "backup": {"repo_region": "lhr"}})
+    s = scripts(run_stack("replicas-eu"))
+    repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
+    assert [r["connection"]["host"] for r in repo] == ["198.18.3.12"]
+    # a new group in that file would get the default: the first non-primary region (fra)
+    monkeypatch.setitem(UPSTREAM, "replicas-eu", {})
+    s = scripts(run_stack("replicas-eu"))
+    repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
+    assert [r["connection"]["host"] for r in repo] == ["198.18.3.11"]

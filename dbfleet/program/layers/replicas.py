@@ -40,6 +40,7 @@ def build(ctx: LayerContext) -> None:
     # file backend's metadata sidecar is not written atomically). The upstream stacks'
     # files are not written during this run, so those reads go out together.
     previous = _previous_primary(str(ctx.stack))
+    previous_repo = _previous_repo_region(str(ctx.stack)) if ctx.target == "ssh" else None
     prefetch(*ctx.stack.upstream_stacks())
     accounts = read_outputs(
         ctx.stack.upstream("accounts"),
@@ -179,7 +180,8 @@ def build(ctx: LayerContext) -> None:
         pulumi.ResourceOptions(depends_on=list(nodes.values())),
     )
     if backups and ctx.target == "ssh":
-        _host_backups(ctx, accounts, regions, members, scope, passwords, leader)
+        repo_region = repo_region_of(ctx, previous_repo)
+        _host_backups(ctx, accounts, regions, members, scope, passwords, leader, repo_region)
     elif backups:
         ports = {m: address(*m)[1] for m in members}
         _backups(ctx, accounts, ports, scope, passwords, leader)
@@ -273,12 +275,12 @@ def _host_backups(
     scope: str,
     passwords: pulumi.Output,
     leader: GroupLeader,
+    repo_region: str,
 ) -> None:
     """The ssh target: the repository on the first host of the group's repository
     region, pgBackRest's TLS server on every host (docs/backups.md)."""
     root = accounts["data_root"]
     spec = ctx.group.backups
-    repo_region = ctx.group.backup_repo_region
     repo_member = (repo_region, 0)
 
     def addr(m: tuple[str, int]) -> str:
@@ -350,6 +352,34 @@ def _host_backups(
             "repo_ssh": {"host": host.address, "port": host.port},
         },
     )
+
+
+def repo_region_of(ctx: LayerContext, previous: str | None) -> str:
+    """Where the repository is: the fleet file's `repo_region`; without one, where it
+    already is (the default, a non-primary region, would otherwise move with every
+    switchover — and a moved repository is a new, empty one); else the default."""
+    named = ctx.group.backups.repo_region
+    if named:
+        if previous and previous != named and previous in ctx.group.regions:
+            pulumi.log.warn(
+                f"group {ctx.group_name}: the backup repository moves from {previous} to "
+                f"{named}: a new, empty repository (full backup first); the backups in "
+                f"{previous} are deleted with its host's pgBackRest resource"
+            )
+        return named
+    if previous and previous in ctx.group.regions:
+        return previous
+    return ctx.group.backup_repo_region
+
+
+def _previous_repo_region(stack: str) -> str | None:
+    """The repository region this stack deployed last time (None: none yet)."""
+    try:
+        got = read_outputs(stack, ()).get("backup") or {}
+    except UpstreamError:
+        return None
+    region = got.get("repo_region") if isinstance(got, dict) else None
+    return str(region) if region else None
 
 
 def _rest_ports(net: dict) -> list[int]:
