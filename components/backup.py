@@ -118,8 +118,8 @@ class GroupBackupsArgs:
 
     def __post_init__(self) -> None:
         if self.connection.kind != "local":
-            # spec.py refuses backup: on the ssh target; this is the last line of defence.
-            raise ValueError("backups run on the local target only (docs/backups.md)")
+            # The ssh target's hosts each get a HostBackups (the repository on one of them).
+            raise ValueError("GroupBackups is the local target's; the ssh target uses HostBackups")
         if not _STANZA.match(self.stanza):
             raise ValueError(f"stanza {self.stanza!r} is not a stanza name")
         paths = [self.data_root, *(n.path for n in self.nodes), *(n.socket_dir for n in self.nodes)]

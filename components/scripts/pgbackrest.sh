@@ -302,6 +302,10 @@ server_pid() {
     return 0
 }
 
+# needs_server : the ssh target, with another host to talk to (a group of one host
+# has nothing to serve: its repository and its node are on the same host).
+needs_server() { [[ "$MODE" != local && -n "${TLS_CLIENTS//[[:space:]]/}" ]]; }
+
 server_answers() { run_as "$PGBACKREST_BIN" --config="$CONF" server-ping >/dev/null 2>&1; }
 
 stop_server() {
@@ -347,7 +351,7 @@ do_create() {
     esc=${PG_SUPERUSER_PASSWORD//\\/\\\\}
     esc=${esc//:/\\:}
     printf '*:*:*:postgres:%s\n' "$esc" | put_file "$PGPASS" || true
-    if [[ "$MODE" != local ]]; then
+    if needs_server; then
         # pgBackRest's server reads its configuration and certificate once.
         if ((server_changed)); then stop_server; fi
         if [[ -z "$(server_pid)" ]]; then
@@ -426,7 +430,7 @@ do_delete() {
 do_check() {
     check_inputs
     [[ -f "$CONF" ]] || exit "$DRIFT_EXIT_CODE"
-    if [[ "$MODE" != local && -z "$(server_pid)" ]]; then
+    if needs_server && [[ -z "$(server_pid)" ]]; then
         warn "pgBackRest's TLS server of $STANZA on $TLS_ADDRESS:$TLS_PORT is not running"
         exit "$DRIFT_EXIT_CODE"
     fi
