@@ -217,22 +217,35 @@ def _issue(props: dict) -> dict:
     DNS names and the common name with the host it dialled — a DNS SAN."""
     import time
 
+    import hvac.exceptions
+
     from dbfleet import vault
 
     client = vault.client_from_env()
     mount, address, ttl = props["mount"], props["common_name"], int(props["ttl_s"])
     now = time.time()
-    _ensure_role(client, mount, ttl)
-    resp = client.write_data(
-        f"{mount}/issue/{PKI_ROLE}",
-        data={
-            "common_name": address,
-            "alt_names": address,
-            "ip_sans": address,
-            "ttl": f"{ttl}s",
-            "private_key_format": "pkcs8",
-        },
-    )
+
+    def issue() -> dict:
+        return client.write_data(
+            f"{mount}/issue/{PKI_ROLE}",
+            data={
+                "common_name": address,
+                "alt_names": address,
+                "ip_sans": address,
+                "ttl": f"{ttl}s",
+                "private_key_format": "pkcs8",
+            },
+        )
+
+    try:
+        resp = issue()
+    except hvac.exceptions.VaultError as exc:
+        # A group's PKI made before backups on ssh has no `pgbackrest` role yet: write it
+        # (needs a token that may write the group's PKI roles, as the accounts layer's).
+        if "unknown role" not in str(exc):
+            raise
+        _ensure_role(client, mount, ttl)
+        resp = issue()
     data = resp["data"]
     expiration = float(data.get("expiration") or 0) or now + ttl
     return {
