@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,7 +107,8 @@ def test_a_backup_on_demand_and_status_show_it(fleet: SshFleet) -> None:
     assert len(_info(fleet)["backup"]) == before + 1
     proc = fleet.fe.run("status", "eu", "--json", check=False)
     doc = json.loads(proc.stdout)["groups"][0]["backup"]
-    assert doc["last_full"], doc
+    assert doc["last_full"] and not doc["failing"], doc
+    assert proc.returncode == 0, proc.stdout
     assert "backups" in fleet.fe.run("status", "eu", check=False).stdout
 
 
@@ -171,6 +173,70 @@ def test_archiving_follows_a_switchover_to_the_repository_hosts_own_node(
     finally:
         fe.write_fleet(text)
         fe.run("up", "eu", "-q", timeout=900)
+
+
+def _status(fleet: SshFleet) -> tuple[int, dict]:
+    # a new ssh control directory: a master to a host whose link is down would hang
+    proc = fleet.fresh_run("status", "eu", "--json", check=False)
+    return proc.returncode, json.loads(proc.stdout)["groups"][0]
+
+
+def _status_when(fleet: SshFleet, failing: bool) -> tuple[int, dict] | None:
+    code, doc = _status(fleet)
+    return (code, doc) if bool((doc.get("backup") or {}).get("failing")) == failing else None
+
+
+def test_an_unreachable_repository_host_shows_in_status_and_writes_keep_working(
+    fleet: SshFleet,
+) -> None:
+    """The repository host's link goes down: archive-push (async) fails on the leader's
+    host, writes are not blocked, status turns DEGRADED naming the archiving failure;
+    with the link back the archive catches up (`pgbackrest check`)."""
+    import psycopg
+
+    fe, net = fleet.fe, fleet.net
+    uris = fe.outputs("proxies-eu", show_secrets=True)["connection_uris"]
+    password = vault.read_group_secrets(
+        vault.client_from_env(fe.env), vault.DEFAULT_MOUNT, vault.secret_path(fe.name, "eu")
+    )["superuser_password"]
+    leader = psycopg.conninfo.make_conninfo(
+        host=f"{net}.21", port=5432, user="postgres", dbname="app", password=password,
+        connect_timeout=3,
+    )  # fmt: skip
+    host = fleet.host(f"{net}.22")
+    subprocess.run(["ip", "link", "set", fleet.lab.veth(host), "down"], check=True)
+    try:
+        with psycopg.connect(uris["fra"]["write"], autocommit=True, connect_timeout=5) as c:
+            c.execute("CREATE TABLE IF NOT EXISTS during_cut (i int)")
+            for i in range(20):
+                c.execute("INSERT INTO during_cut VALUES (%s)", (i,))
+        with psycopg.connect(leader, autocommit=True) as c:
+            c.execute("SELECT pg_switch_wal()")  # a full segment for the archiver to push
+        code, doc = wait_for(
+            lambda: _status_when(fleet, failing=True),
+            180,
+            "status to show the archiving failure",
+            interval=2.0,
+        )
+        assert code == 3, doc["backup"]
+        with psycopg.connect(uris["fra"]["write"], autocommit=True, connect_timeout=5) as c:
+            assert c.execute("SELECT count(*) FROM during_cut").fetchone()[0] >= 20
+    finally:
+        subprocess.run(["ip", "link", "set", fleet.lab.veth(host), "up"], check=True)
+    check = wait_for(
+        lambda: (r := _pgbackrest(fleet, f"{net}.22", "lhr-0", "check")).returncode == 0 and r,
+        120,
+        "the archive to catch up",
+        interval=2.0,
+    )
+    assert check.returncode == 0
+    code, doc = wait_for(
+        lambda: _status_when(fleet, failing=False),
+        120,
+        "status to stop reporting the archiving failure",
+        interval=2.0,
+    )
+    assert not doc["backup"]["failing"]
 
 
 def test_destroy_stops_every_pgbackrest_process_and_removes_the_repository(
