@@ -39,6 +39,9 @@ class HostFirewallArgs:
     operator_sources: tuple[str, ...] = ()
     # sshd address:port of the group's other hosts: each must answer from here
     peers: tuple[str, ...] = ()
+    # pgBackRest's TLS server (a group with backups, docs/backups.md): the group's
+    # own hosts only, not even the operators (nothing outside the group speaks to it)
+    backup_port: int | None = None
 
     def __post_init__(self) -> None:
         if not _TABLE.match(self.table):
@@ -57,6 +60,8 @@ class HostFirewallArgs:
             "CLIENT_SOURCES": " ".join(self.client_sources),
             "OPERATOR_SOURCES": " ".join(self.operator_sources),
             "PEERS": " ".join(self.peers),
+            # only when set: a group without backups keeps the environment it had
+            **({} if self.backup_port is None else {"BACKUP_PORT": str(self.backup_port)}),
         }
 
 

@@ -15,6 +15,8 @@
 #   GROUP_SOURCES     IPv4 addresses of every host of the group
 #   CLIENT_SOURCES    CIDRs that may also reach CLIENT_PORTS (applications)
 #   OPERATOR_SOURCES  CIDRs that may reach every port above (dbfleet status)
+#   BACKUP_PORT       optional: pgBackRest's TLS server, which admits the
+#                     group's hosts only (not the operators, not the clients)
 #   PEERS             address:port of the group's other hosts' sshd: each
 #                     must be reachable from here (proves the routes)
 #
@@ -34,7 +36,7 @@ check_inputs() {
     [[ "$FW_TABLE" =~ ^[a-z][a-z0-9_]{0,40}$ ]] || die "FW_TABLE: '$FW_TABLE' is not a table name"
     check_ipv4 HOST_ADDRESS "$HOST_ADDRESS"
     local p a
-    for p in ${NODE_PORTS:-} ${STATS_PORT:-} ${CLIENT_PORTS:-}; do check_port PORT "$p"; done
+    for p in ${NODE_PORTS:-} ${STATS_PORT:-} ${CLIENT_PORTS:-} ${BACKUP_PORT:-}; do check_port PORT "$p"; done
     for a in ${GROUP_SOURCES:-}; do check_ipv4 GROUP_SOURCES "$a"; done
     for a in ${CLIENT_SOURCES:-} ${OPERATOR_SOURCES:-}; do
         [[ "$a" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$ ]] || die "'$a' is not an IPv4 address or CIDR"
@@ -68,6 +70,14 @@ render() {
         fi
         printf '    ip daddr %s tcp dport { %s } drop\n' "$HOST_ADDRESS" "$(joined "${outer[@]}")"
     fi
+    if [[ -n "${BACKUP_PORT:-}" ]]; then
+        if [[ -n "${GROUP_SOURCES:-}" ]]; then
+            read -ra admin <<<"${GROUP_SOURCES:-}"
+            printf '    ip daddr %s tcp dport %s ip saddr { %s } accept\n' \
+                "$HOST_ADDRESS" "$BACKUP_PORT" "$(joined "${admin[@]}")"
+        fi
+        printf '    ip daddr %s tcp dport %s drop\n' "$HOST_ADDRESS" "$BACKUP_PORT"
+    fi
     printf '  }\n}\n'
 }
 
@@ -100,7 +110,7 @@ do_create() {
     printf 'table inet %s\ndelete table inet %s\n%s\n' "$FW_TABLE" "$FW_TABLE" "$rules" | nft -f - ||
         die "nft could not load the rules of table $FW_TABLE"
     local ports
-    read -ra ports <<<"${NODE_PORTS:-} ${STATS_PORT:-} ${CLIENT_PORTS:-}"
+    read -ra ports <<<"${NODE_PORTS:-} ${STATS_PORT:-} ${CLIENT_PORTS:-} ${BACKUP_PORT:-}"
     echo "firewall $FW_TABLE: ports $(joined "${ports[@]}") guarded"
 }
 

@@ -26,6 +26,21 @@
 #   FLEET_NAME             as for every script (lib.sh)
 # delete needs RUN_AS and BACKUP_DIR.
 #
+# The ssh target (BACKUP_MODE repo | node; default local, as above): one run
+# per host of the group, BACKUP_DIR that host's own directory
+# (<data root>/pgbackrest/<region>-<k>).  Every host runs pgBackRest's TLS
+# server (`pgbackrest server`, detached as RUN_AS; its absence is drift) on
+# TLS_ADDRESS:TLS_PORT with its certificate (TLS_CERT, TLS_KEY secret,
+# TLS_CA: base64 PEM, lib.sh write_tls, into BACKUP_DIR/tls), admitting only
+# the certificate names in TLS_CLIENTS, and for STANZA only.
+#   repo: the repository is here, and the passphrase (nowhere else); NODES is
+#         this host's node, REMOTE_NODES "address:path:port:socketdir" the
+#         other hosts' nodes, reached through their TLS servers; stanza,
+#         check and scheduler as on the local target.
+#   node: REPO_HOST is the repository host, whose TLS server archive-push
+#         (async) reaches.  No passphrase here: the repository host hands
+#         the archive's key over the TLS connection for each push.
+#
 # create/update (idempotent): writes the files (only when they differ), creates
 # the stanza when `pgbackrest info` does not find it valid and then runs
 # `pgbackrest check` (a WAL switch on the leader that must reach the
@@ -67,7 +82,10 @@ secret_guard() {
     protect_secrets
 }
 
+MODE=${BACKUP_MODE:-local}
+
 init_vars() {
+    TLS_DIR=$BACKUP_DIR/tls
     CONF=$BACKUP_DIR/pgbackrest.conf
     PGPASS=$BACKUP_DIR/pgpass
     REPO=$BACKUP_DIR/repo
@@ -77,6 +95,7 @@ init_vars() {
     SCHEDULER=$BACKUP_DIR/scheduler.sh
     SETTINGS=$BACKUP_DIR/scheduler.settings
     SCHED_PID=$RUNS/scheduler.pid
+    SERVER_PID=$RUNS/server.pid
 }
 
 check_inputs() {
@@ -102,6 +121,30 @@ check_inputs() {
         [[ "$path" == "$DATA_ROOT"/* && "$sock" == "$DATA_ROOT"/* ]] ||
             die "NODES: $path is not a node of this group's data root $DATA_ROOT"
     done
+    [[ "$MODE" =~ ^(local|repo|node)$ ]] || die "BACKUP_MODE '$MODE' is not local, repo or node"
+    if [[ "$MODE" != local ]]; then
+        require_env TLS_ADDRESS TLS_PORT REPO_HOST
+        check_ipv4 TLS_ADDRESS "$TLS_ADDRESS"
+        check_ipv4 REPO_HOST "$REPO_HOST"
+        check_port TLS_PORT "$TLS_PORT"
+        local a
+        for a in ${TLS_CLIENTS:-}; do check_ipv4 TLS_CLIENTS "$a"; done
+        [[ "$MODE" == repo || -z "${REMOTE_NODES:-}" ]] || die "REMOTE_NODES is for the repository host"
+        [[ "$MODE" == node || "$REPO_HOST" == "$TLS_ADDRESS" ]] ||
+            die "REPO_HOST $REPO_HOST is not this host ($TLS_ADDRESS) in mode repo"
+        [[ "$MODE" == repo || "${REPO_NODE:-}" =~ ^[a-z]{2,8}-[0-9]$ ]] ||
+            die "REPO_NODE '${REPO_NODE:-}' is not the repository host's node (<region>-<k>)"
+        local addr rpath rport
+        for n in ${REMOTE_NODES:-}; do
+            [[ "$n" =~ ^([0-9.]+):(/[A-Za-z0-9._/-]+):([0-9]+):(/[A-Za-z0-9._/-]+)$ ]] ||
+                die "REMOTE_NODES: '$n' is not address:path:port:socketdir"
+            addr=${BASH_REMATCH[1]} rpath=${BASH_REMATCH[2]} rport=${BASH_REMATCH[3]}
+            check_ipv4 REMOTE_NODES "$addr"
+            check_port REMOTE_NODES "$rport"
+            [[ "$rpath" == "$DATA_ROOT"/* ]] ||
+                die "REMOTE_NODES: $rpath is not a node of this group's data root $DATA_ROOT"
+        done
+    fi
     [[ -x "$PGBACKREST_BIN" ]] || die "pgBackRest not found at $PGBACKREST_BIN (Debian package pgbackrest)"
     [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
     init_vars
@@ -109,17 +152,32 @@ check_inputs() {
 
 render_config() {
     local i=0 n
-    cat <<EOF
-# Managed by dbfleet (pgbackrest.sh); rewritten on every run - do not edit.
-[global]
+    printf '# Managed by dbfleet (pgbackrest.sh); rewritten on every run - do not edit.\n[global]\n'
+    if [[ "$MODE" == node ]]; then
+        # The repository is on REPO_HOST, reached through its TLS server; the
+        # remote end reads the repository host's own configuration.
+        cat <<EOF
+repo1-host=$REPO_HOST
+repo1-host-type=tls
+repo1-host-port=$TLS_PORT
+repo1-host-config=$DATA_ROOT/pgbackrest/$REPO_NODE/pgbackrest.conf
+repo1-host-cert-file=$TLS_DIR/server.crt
+repo1-host-key-file=$TLS_DIR/server.key
+repo1-host-ca-file=$TLS_DIR/ca.crt
+EOF
+    else
+        cat <<EOF
 repo1-path=$REPO
 repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=$PG_BACKUP_PASSPHRASE
 repo1-retention-full-type=count
 repo1-retention-full=$FULL_KEEP
+start-fast=y
+EOF
+    fi
+    cat <<EOF
 compress-type=lz4
 process-max=2
-start-fast=y
 archive-async=y
 archive-timeout=60
 spool-path=$SPOOL
@@ -127,15 +185,41 @@ log-path=$LOGS
 lock-path=$RUNS
 log-level-console=warn
 log-level-file=info
-
-[$STANZA]
 EOF
+    if [[ "$MODE" != local ]]; then
+        cat <<EOF
+tls-server-address=$TLS_ADDRESS
+tls-server-port=$TLS_PORT
+tls-server-cert-file=$TLS_DIR/server.crt
+tls-server-key-file=$TLS_DIR/server.key
+tls-server-ca-file=$TLS_DIR/ca.crt
+EOF
+        for n in ${TLS_CLIENTS:-}; do printf 'tls-server-auth=%s=%s\n' "$n" "$STANZA"; done
+    fi
+    printf '\n[%s]\n' "$STANZA"
     for n in $NODES; do
         i=$((i + 1))
         IFS=: read -r path port sock <<<"$n"
         printf 'pg%d-path=%s\npg%d-port=%s\npg%d-socket-path=%s\npg%d-user=postgres\n' \
             "$i" "$path" "$i" "$port" "$i" "$sock" "$i"
     done
+    for n in ${REMOTE_NODES:-}; do
+        i=$((i + 1))
+        IFS=: read -r addr path port sock <<<"$n"
+        printf 'pg%d-host=%s\npg%d-host-type=tls\npg%d-host-port=%s\npg%d-host-config=%s\n' \
+            "$i" "$addr" "$i" "$i" "$TLS_PORT" "$i" "$(peer_conf "$path")"
+        printf 'pg%d-host-cert-file=%s\npg%d-host-key-file=%s\npg%d-host-ca-file=%s\n' \
+            "$i" "$TLS_DIR/server.crt" "$i" "$TLS_DIR/server.key" "$i" "$TLS_DIR/ca.crt"
+        printf 'pg%d-path=%s\npg%d-port=%s\npg%d-socket-path=%s\npg%d-user=postgres\n' \
+            "$i" "$path" "$i" "$port" "$i" "$sock" "$i"
+    done
+}
+
+# peer_conf NODE_PGDATA : the configuration of the host that runs that node
+# (ssh target: <data root>/pgbackrest/<region>-<k>/pgbackrest.conf).
+peer_conf() {
+    local d=${1%/pgdata}
+    printf '%s/pgbackrest/%s/pgbackrest.conf' "$DATA_ROOT" "${d##*/}"
 }
 
 # pgbr ARGS... : pgBackRest as RUN_AS with this group's configuration; the
@@ -220,18 +304,84 @@ start_scheduler() {
     printf '%s\n' "$pid" | put_file "$SCHED_PID" || true
 }
 
+# server_pid : the pid in server.pid if it runs this host's TLS server.
+server_pid() {
+    local pid='' args
+    [[ -f "$SERVER_PID" ]] && read -r pid <"$SERVER_PID"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    proc_exe_is "$pid" "$PGBACKREST_BIN" || return 0
+    args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+    [[ " $args" == *" --config=$CONF server "* ]] && printf '%s' "$pid"
+    return 0
+}
+
+# needs_server : the ssh target, with another host to talk to (a group of one host
+# has nothing to serve: its repository and its node are on the same host).
+needs_server() { [[ "$MODE" != local && -n "${TLS_CLIENTS//[[:space:]]/}" ]]; }
+
+server_answers() { run_as "$PGBACKREST_BIN" --config="$CONF" server-ping >/dev/null 2>&1; }
+
+stop_server() {
+    local pid
+    pid=$(server_pid)
+    [[ -n "$pid" ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_for 15 "the pgBackRest TLS server (pid $pid) to stop" gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    rm -f -- "$SERVER_PID"
+}
+
+# start_server : pgBackRest's TLS server, detached (its own session), as
+# RUN_AS, with an empty environment but the pgpass file (its forks connect to
+# this host's PostgreSQL for the repository host's backups).
+start_server() {
+    local pid
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    pid=$(run_as setsid bash -c 'exec env -i PATH=/usr/bin:/bin PGPASSFILE="$3" "$0" --config="$1" server >>"$2" 2>&1 </dev/null & printf "%s" "$!"' \
+        "$PGBACKREST_BIN" "$CONF" "$LOGS/server.log" "$PGPASS") || die "could not start pgBackRest's TLS server"
+    printf '%s\n' "$pid" | put_file "$SERVER_PID" || true
+    wait_for 30 "pgBackRest's TLS server on $TLS_ADDRESS:$TLS_PORT" server_answers ||
+        die "pgBackRest's TLS server did not answer on $TLS_ADDRESS:$TLS_PORT: $(tail -n 3 "$LOGS/server.log" 2>/dev/null | tr '\n' ' ')"
+}
+
 do_create() {
-    require_env PG_BACKUP_PASSPHRASE PG_SUPERUSER_PASSWORD
+    require_env PG_SUPERUSER_PASSWORD
+    [[ "$MODE" == node ]] || require_env PG_BACKUP_PASSPHRASE
     check_inputs
     claim_dir "$BACKUP_DIR" use
-    make_dirs "$BACKUP_DIR" "$REPO" "$SPOOL" "$LOGS" "$RUNS"
-    mark_dir "$BACKUP_DIR" "backup repository"
+    make_dirs "$BACKUP_DIR" "$SPOOL" "$LOGS" "$RUNS"
+    [[ "$MODE" == node ]] || make_dirs "$REPO"
+    mark_dir "$BACKUP_DIR" "backup $([[ "$MODE" == node ]] && echo configuration || echo repository)"
     lock_dir "$BACKUP_DIR"
-    local done_=() esc
-    if render_config | put_file "$CONF"; then done_+=("configuration written"); fi
+    local done_=() esc server_changed=0
+    if [[ "$MODE" != local ]] && write_tls "$TLS_DIR"; then
+        server_changed=1
+        done_+=("certificate written")
+    fi
+    if render_config | put_file "$CONF"; then
+        server_changed=1
+        done_+=("configuration written")
+    fi
     esc=${PG_SUPERUSER_PASSWORD//\\/\\\\}
     esc=${esc//:/\\:}
     printf '*:*:*:postgres:%s\n' "$esc" | put_file "$PGPASS" || true
+    if needs_server; then
+        # pgBackRest's server reads its configuration and certificate once.
+        if ((server_changed)); then stop_server; fi
+        if [[ -z "$(server_pid)" ]]; then
+            start_server
+            done_+=("TLS server started")
+        fi
+    fi
+    if [[ "$MODE" == node ]]; then
+        local what="no changes"
+        if ((${#done_[@]} > 0)); then
+            what=$(printf '%s, ' "${done_[@]}")
+            what=${what%, }
+        fi
+        printf '%s: stanza %s: node configuration in %s, TLS server on %s:%s, repository on %s, in %s: %s\n' \
+            "$SCRIPT_NAME" "$STANZA" "$BACKUP_DIR" "$TLS_ADDRESS" "$TLS_PORT" "$REPO_HOST" "$(elapsed)" "$what"
+        return 0
+    fi
     printf '%s %s %s\n' "$STANZA" "$SCHEDULE_HOURS" "$FULL_EVERY_DAYS" | put_file "$SETTINGS" || true
     local restart=0
     if printf '%s\n' "$SCHEDULER_SH" | put_file "$SCHEDULER"; then restart=1; fi
@@ -279,8 +429,13 @@ do_delete() {
     if [[ -d "$BACKUP_DIR" ]]; then
         claim_dir "$BACKUP_DIR" delete
         stop_scheduler
+        stop_server
         stop_pgbackrest
         safe_remove_dir "$BACKUP_DIR"
+    fi
+    # The ssh target's per-host directories share a parent: the last one out removes it.
+    if [[ "$MODE" != local ]]; then
+        rmdir -- "$(dirname -- "$BACKUP_DIR")" 2>/dev/null || true
     fi
     printf '%s: deleted %s in %s\n' "$SCRIPT_NAME" "$BACKUP_DIR" "$(elapsed)"
 }
@@ -288,6 +443,11 @@ do_delete() {
 do_check() {
     check_inputs
     [[ -f "$CONF" ]] || exit "$DRIFT_EXIT_CODE"
+    if needs_server && [[ -z "$(server_pid)" ]]; then
+        warn "pgBackRest's TLS server of $STANZA on $TLS_ADDRESS:$TLS_PORT is not running"
+        exit "$DRIFT_EXIT_CODE"
+    fi
+    [[ "$MODE" != node ]] || exit 0
     if [[ -z "$(scheduler_pid)" ]]; then
         warn "the backup scheduler of $STANZA is not running"
         exit "$DRIFT_EXIT_CODE"

@@ -345,6 +345,9 @@ class BackupSpec(_Model):
     schedule_hours: Annotated[StrictInt, Field(ge=1, le=168)] = 24
     full_every_days: Annotated[StrictInt, Field(ge=1, le=90)] = 7
     full_keep: Annotated[StrictInt, Field(ge=1, le=50)] = 2
+    # ssh target only: the region whose first host keeps the repository; None: the
+    # first region of the group (in the file's order) that is not its primary.
+    repo_region: RegionCode | None = None
 
 
 class GroupSpec(_Model):
@@ -364,13 +367,23 @@ class GroupSpec(_Model):
     read_lag_budget: Annotated[StrictStr, AfterValidator(_check_size)] = "16MB"
     # async only: the most WAL a replica may miss and still be promoted by a failover.
     max_lag_on_failover: Annotated[StrictStr, AfterValidator(_check_size)] = "1MB"
-    # Local target only for now; None: the defaults of BackupSpec.
+    # None: the defaults of BackupSpec on the local target, no backups on the ssh
+    # target (there the repository's host is the operator's choice to make).
     backup: BackupSpec | None = None
 
     @property
     def backups(self) -> BackupSpec:
         """The group's backup settings, the defaults when the file names none."""
         return self.backup or BackupSpec()
+
+    @property
+    def backup_repo_region(self) -> str:
+        """The region whose first host keeps the repository on the ssh target: the
+        file's `repo_region`, else the first non-primary region (a repository beside
+        the primary would share its fate), else the primary of a one-region group."""
+        if self.backups.repo_region:
+            return self.backups.repo_region
+        return next((r for r in self.regions if r != self.primary), self.primary)
 
     @property
     def read_lag_budget_bytes(self) -> int:
@@ -396,6 +409,9 @@ class NetworkSpec(_Model):
     # The region's etcd member: client and peer ports.
     etcd_port: Port = 2379
     etcd_peer_port: Port = 2380
+    # ssh target: every host's pgBackRest TLS server (docs/backups.md), the group's
+    # hosts only.
+    backup_port: Port = 8432
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -444,6 +460,7 @@ class NetworkSpec(_Model):
             "pool_port",
             "etcd_port",
             "etcd_peer_port",
+            "backup_port",
         ):
             port = getattr(self, field)
             for label, reserved in (
@@ -631,21 +648,35 @@ def _host_rules(groups: Mapping[str, GroupSpec], fleet_target: str, has_ssh: boo
 
 
 def _backup_rules(groups: Mapping[str, GroupSpec], fleet_target: str) -> RuleProblems:
-    """Backups run on the local target only (docs/backups.md): across hosts pgBackRest
-    needs its TLS server with certificates from the group's PKI, which dbfleet does not
-    issue yet."""
-    return [
-        (
-            ("groups", name, "backup"),
-            (
-                "backups are available on the local target only for now: pgBackRest across "
-                "hosts needs its TLS server with the group's certificates (not issued yet); "
-                "remove backup: from this group"
-            ),
-        )
-        for name, group in groups.items()
-        if group.backup is not None and (group.target or fleet_target) == "ssh"
-    ]
+    """`repo_region` names a region of its group, and only on the ssh target (on the
+    local target the repository is in the group's data root, docs/backups.md)."""
+    problems: RuleProblems = []
+    for name, group in groups.items():
+        repo = group.backup.repo_region if group.backup is not None else None
+        if repo is None:
+            continue
+        loc = ("groups", name, "backup", "repo_region")
+        if (group.target or fleet_target) != "ssh":
+            problems.append(
+                (
+                    loc,
+                    (
+                        "repo_region is for the ssh target; on the local target the repository "
+                        "is in the group's data root"
+                    ),
+                )
+            )
+        elif repo not in group.regions:
+            problems.append(
+                (
+                    loc,
+                    (
+                        f"{repo} is not a region of group {name} ({', '.join(group.regions)}): "
+                        "the repository stays on a host of the group"
+                    ),
+                )
+            )
+    return problems
 
 
 def _group_rules(groups: Mapping[str, GroupSpec]) -> RuleProblems:

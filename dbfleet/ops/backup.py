@@ -2,8 +2,9 @@
 
 The group's stanza, repository and scheduler are declared by its replicas stack
 (components/backup.py); these commands only ask them, through the host script
-`pgbackrest_ops.sh` (run as the group's OS user on the local target; it reads the
-configuration pgbackrest.sh wrote, so no secret passes through here):
+`pgbackrest_ops.sh` (run as the group's OS user on the local target, and on the ssh
+target over ssh on the repository's host; it reads the configuration pgbackrest.sh
+wrote, so no secret passes through here):
 
 - `backup GROUP [--type full|diff|incr]` takes one backup now, on whichever node leads
   (pgBackRest finds it);
@@ -128,12 +129,43 @@ def first_lsn(info: Mapping[str, Any]) -> str:
 Runner = Callable[[str, dict[str, str], int], tuple[int, str, str]]
 
 
+# Where base_env says the repository is on the ssh target; run_ops takes them out of the
+# script's environment again (they are for the connection, not for the host).
+_SSH_HOST, _SSH_PORT = "DBFLEET_REPO_SSH_HOST", "DBFLEET_REPO_SSH_PORT"
+
+
+def ssh_connection(host: str, port: int) -> dict[str, Any]:
+    """The connection to the repository's host on the ssh target: the fleet file's
+    login, its key and pinned host keys read from Vault (as `dbfleet up` does)."""
+    from components.hostcmd import Connection
+    from dbfleet import vault
+
+    fleet = load_fleet_file(deployed=False)
+    ssh = fleet.ssh
+    if ssh is None:
+        raise Abort("the fleet file has no ssh section: the repository's host cannot be reached")
+    login = vault.read_ssh_login(vault.client_from_env(), vault.DEFAULT_MOUNT, ssh.key)
+    conn = Connection(
+        kind="ssh",
+        host=host,
+        port=port,
+        user=ssh.user,
+        proxy=ssh.proxy,
+        dial_error_limit=ssh.dial_error_limit,
+        per_dial_timeout_s=ssh.per_dial_timeout_s,
+    ).to_inputs()
+    return {**conn, "credentials": {**login, "vault_path": ssh.key}}
+
+
 def run_ops(
     action: str, env: dict[str, str], timeout_s: int = 600, secret_env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     from components.hostcmd import run_script
 
-    proc = run_script(dict(LOCAL), OPS_SCRIPT, action, env, secret_env or {}, timeout_s)
+    env = dict(env)
+    host, port = env.pop(_SSH_HOST, None), env.pop(_SSH_PORT, None)
+    conn = dict(LOCAL) if host is None else ssh_connection(host, int(port or 22))
+    proc = run_script(conn, OPS_SCRIPT, action, env, secret_env or {}, timeout_s)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -144,19 +176,23 @@ def facts_of(group: str, reps: Mapping[str, Any] | None) -> dict:
     facts = reps.get("backup")
     if not facts:
         raise Abort(
-            f"group {group} has no backups: they run on the local target only for now "
-            "(docs/backups.md), or its replicas stack predates them (run dbfleet up)"
+            f"group {group} has no backups: on the ssh target a group needs `backup:` in the "
+            "fleet file (docs/backups.md), or its replicas stack predates them (run dbfleet up)"
         )
     return dict(facts)
 
 
 def base_env(facts: Mapping[str, Any], fleet: str) -> dict[str, str]:
-    return {
+    env = {
         "RUN_AS": str(facts["user"]),
         "BACKUP_DIR": str(facts["dir"]),
         "STANZA": str(facts["stanza"]),
         "FLEET_NAME": fleet,
     }
+    ssh = facts.get("repo_ssh")
+    if isinstance(ssh, Mapping):
+        env[_SSH_HOST], env[_SSH_PORT] = str(ssh["host"]), str(ssh.get("port") or 22)
+    return env
 
 
 def read_info(env: dict[str, str], runner: Runner = run_ops) -> dict:
@@ -282,6 +318,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     reps = _replicas(group)
     facts = facts_of(group, reps)
     assert reps is not None
+    if facts.get("target") == "ssh":
+        raise Abort(
+            "restore: not on the ssh target yet: take the backups by hand from the repository "
+            f"host ({facts.get('repo_address')}) with pgbackrest restore (docs/backups.md)"
+        )
     env = base_env(facts, fleet.name)
     if args.into:
         into_refusal(fleet, group, args.into, _replicas(args.into))

@@ -5,9 +5,12 @@
   (`<fleet>-<group>`), every node it backs up is one of the group's, and the archive
   command in the group's Patroni configuration names only that stanza and that
   configuration — so no WAL and no backup of a group can land in another group's
-  repository (or another zone).
+  repository (or another zone). On the ssh target also: the repository is on a host of
+  the group (exactly one repository host), and every pgBackRest TLS server and client
+  of the stack names only the group's own pgBackRest hosts (the repository host, the
+  nodes it backs up, the certificate names its servers admit).
 - `backups-configured` (advisory): a replicas stack with database nodes but no
-  backups (the ssh target, for now), or a retention of a single full backup, warns.
+  backups (an ssh group without `backup:`), or a retention of a single full backup, warns.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ DESCRIPTION = (
 REMEDIATION = (
     "declare backups with components/backup.py from the group's own accounts outputs (its "
     "data root) and stanza <fleet>-<group>, build archive_command with "
-    "backup.archive_command(data_root, stanza), run the group on the local target (the ssh "
-    "target has no backups yet) and keep full_keep >= 2 (docs/backups.md)."
+    "backup.archive_command(data_root, stanza), on the ssh target keep the repository on a "
+    "host of the group (backup.repo_region) and keep full_keep >= 2 (docs/backups.md)."
 )
 
 _STANZA_ARG = re.compile(r"--stanza=(\S+)")
@@ -75,10 +78,43 @@ def _repository_problems(view: HostScriptView, ctx: StackContext, stanza: str) -
         out.append(f"{view.name}: repository {where or '(none)'} is outside the data root {root}")
     if env.get("STANZA") != stanza:
         out.append(f"{view.name}: stanza {env.get('STANZA')} is not the group's ({stanza})")
-    for node in view.listed("NODES"):
-        path = node.split(":", 1)[0]
+    paths = [n.split(":", 1)[0] for n in view.listed("NODES")]
+    paths += [n.split(":")[1] for n in view.listed("REMOTE_NODES") if n.count(":") >= 1]
+    for path in paths:
         if not _inside(path, root):
             out.append(f"{view.name}: backs up {path}, which is not a node of the group")
+    return out
+
+
+def _host_problems(views: list[HostScriptView], ctx: StackContext) -> list[tuple[str, str]]:
+    """The ssh target: one repository host, a host of the group; every address a
+    pgBackRest configuration names is one of the stack's own pgBackRest hosts."""
+    hosts = [v for v in views if v.environment.get("BACKUP_MODE") in ("repo", "node")]
+    if not hosts:
+        return []
+    out: list[tuple[str, str]] = []
+    repos = [v for v in hosts if v.environment.get("BACKUP_MODE") == "repo"]
+    if len(repos) != 1:
+        out.append(
+            (hosts[0].urn, f"{len(repos)} repository hosts in group {ctx.group_name}, not 1")
+        )
+    group_hosts = ctx.group_hosts
+    ours = {v.environment.get("TLS_ADDRESS") for v in hosts}
+    for v in hosts:
+        env = v.environment
+        host = v.connection.get("host")
+        if host not in group_hosts:
+            out.append((v.urn, f"{v.name}: runs on {host}, which is not a host of the group"))
+        named = [env.get("REPO_HOST", ""), *v.listed("TLS_CLIENTS")]
+        named += [n.split(":", 1)[0] for n in v.listed("REMOTE_NODES")]
+        for address in named:
+            if address and address != "?" and address not in ours:
+                out.append(
+                    (
+                        v.urn,
+                        f"{v.name}: names {address}, which is not a pgBackRest host of the group",
+                    )
+                )
     return out
 
 
@@ -95,10 +131,11 @@ def _archive_problems(view: HostScriptView, ctx: StackContext, stanza: str) -> l
             f"{view.name}: archive_command pushes WAL to stanza(s) {', '.join(stanzas) or '(none)'}, "
             f"not only to the group's ({stanza})"
         )
-    if len(configs) != 1 or configs[0] != backup.config_path(root):
+    wanted = backup.host_config_path(root) if not view.is_local else backup.config_path(root)
+    if len(configs) != 1 or configs[0] != wanted:
         out.append(
             f"{view.name}: archive_command reads {', '.join(configs) or 'the default configuration'}, "
-            f"not the group's ({backup.config_path(root)})"
+            f"not the group's ({wanted})"
         )
     return out
 
@@ -109,8 +146,11 @@ def residency_problems(
     if ctx.layer != "replicas":
         return []
     stanza = backup.stanza_name(ctx.fleet.name, ctx.group_name)
-    found: list[tuple[str | None, str]] = []
-    for view in _views(resources):
+    views = _views(resources)
+    found: list[tuple[str | None, str]] = list(
+        _host_problems([v for v in views if v.script == backup.SCRIPT], ctx)
+    )
+    for view in views:
         if view.script == backup.SCRIPT:
             found += [(view.urn, p) for p in _repository_problems(view, ctx, stanza)]
         elif view.is_node:

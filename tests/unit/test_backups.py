@@ -59,12 +59,57 @@ def test_backup_keys_are_read_and_bounded():
     assert "groups.eu.backup.fulls: unknown key (allowed: schedule_hours" in text
 
 
-def test_backup_keys_on_the_ssh_target_are_refused_in_one_line():
-    text = FLEET.format(target="local", extra="    target: ssh\n    backup: {full_keep: 3}\n")
+def test_repo_region_on_the_local_target_is_refused_in_one_line():
     with pytest.raises(FleetError) as err:
-        parse_fleet(text)
+        fleet(extra="    backup: {repo_region: lhr}\n")
     lines = [str(p) for p in err.value.problems if "backup" in str(p)]
-    assert len(lines) == 1 and "local target only" in lines[0]
+    assert len(lines) == 1 and "repo_region is for the ssh target" in lines[0]
+
+
+SSH_FLEET = """
+name: demo
+target: ssh
+ssh: {{user: root, key: dbfleet/demo/ssh}}
+{network}groups:
+  eu:
+    zone: EU
+    primary: fra
+    regions:
+      fra: {{nodes: 1, hosts: [{{address: 10.1.0.1}}]}}
+      lhr: {{nodes: 1, hosts: [{{address: 10.1.0.2}}]}}
+      arn: {{nodes: 1, hosts: [{{address: 10.1.0.3}}]}}
+{extra}"""
+
+
+def ssh_fleet(extra: str = "", network: str = ""):
+    return parse_fleet(SSH_FLEET.format(extra=extra, network=network))
+
+
+def test_on_the_ssh_target_backups_are_opt_in_and_the_repository_region_defaults():
+    assert ssh_fleet().groups["eu"].backup is None
+    g = ssh_fleet("    backup: {full_keep: 3}\n").groups["eu"]
+    # the first region that is not the primary: a repository beside the primary shares its fate
+    assert g.backups.full_keep == 3 and g.backup_repo_region == "lhr"
+    assert ssh_fleet("    backup: {repo_region: arn}\n").groups["eu"].backup_repo_region == "arn"
+
+
+def test_a_repository_region_outside_the_group_is_refused():
+    with pytest.raises(FleetError) as err:
+        ssh_fleet("    backup: {repo_region: iad}\n")
+    lines = [str(p) for p in err.value.problems if "repo_region" in str(p)]
+    assert len(lines) == 1 and "iad is not a region of group eu" in lines[0]
+
+
+def test_the_backup_port_is_validated_like_the_other_ports():
+    assert ssh_fleet().network.backup_port == 8432
+    with pytest.raises(FleetError) as err:
+        ssh_fleet(network="network: {backup_port: 6433}\n")
+    assert "network.backup_port: port 6433 is already the write_port" in "\n".join(
+        str(p) for p in err.value.problems
+    )
+    with pytest.raises(FleetError) as err:
+        ssh_fleet(network="network: {backup_port: 5433}\n")
+    assert "overlaps the PostgreSQL node ports" in "\n".join(str(p) for p in err.value.problems)
 
 
 # -- archive settings and the component ------------------------------------------------------
@@ -204,7 +249,7 @@ def test_restore_environment_restores_into_the_preferred_leaders_node():
 
 
 def test_a_group_without_backups_is_named_as_such():
-    with pytest.raises(Abort, match="local target only"):
+    with pytest.raises(Abort, match="needs `backup:` in the fleet file"):
         ops.facts_of("eu", {"nodes": {"fra": {}}})
     with pytest.raises(Abort, match="not deployed"):
         ops.facts_of("eu", None)
@@ -367,3 +412,165 @@ def test_restore_into_gives_the_new_groups_roles_its_own_passwords_as_verifiers(
 def test_restore_into_parses():
     a = build_parser().parse_args(["restore", "eu", "--latest", "--into", "eu2"])
     assert (a.group, a.into, a.latest) == ("eu", "eu2", True)
+
+
+# -- the ssh target --------------------------------------------------------------------------
+SSH = Connection(kind="ssh", host="10.1.0.2", user="root")
+
+
+def host_args(**changes) -> backup.HostBackupsArgs:
+    base = {
+        "connection": SSH,
+        "run_as": "demo-eu",
+        "data_root": "/d/demo-eu",
+        "stanza": "demo-eu",
+        "name": "lhr-0",
+        "node": backup.Node("/d/demo-eu/lhr-0/pgdata", 5432, "/d/demo-eu/lhr-0/run"),
+        "address": "10.1.0.2",
+        "tls_port": 8432,
+        "repo": True,
+        "repo_address": "10.1.0.2",
+        "repo_name": "lhr-0",
+        "peers": (
+            backup.Peer(
+                "10.1.0.1", backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run")
+            ),
+        ),
+        "schedule_hours": 24,
+        "full_every_days": 7,
+        "full_keep": 2,
+        "secrets": pulumi.Output.from_input({"superuser_password": "s", "backup_passphrase": "p"}),
+        "tls": backup.TlsFiles("CERT", "KEY", "CA"),
+    }
+    return backup.HostBackupsArgs(**{**base, **changes})
+
+
+def test_the_ssh_archive_command_reads_the_archiving_hosts_own_configuration():
+    cmd = backup.archive_command("/d/demo-eu", "demo-eu", per_host=True)
+    assert cmd == (
+        'd="${PWD%/pgdata}"; pgbackrest --config=/d/demo-eu/pgbackrest/${d##*/}/pgbackrest.conf '
+        '--stanza=demo-eu --pg1-path="$PWD" archive-push %p'
+    )
+
+
+def test_a_repository_hosts_environment_names_its_peers_and_admits_only_them():
+    env = host_args().environment()
+    assert env["BACKUP_MODE"] == "repo" and env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest/lhr-0"
+    assert env["REMOTE_NODES"] == "10.1.0.1:/d/demo-eu/fra-0/pgdata:5432:/d/demo-eu/fra-0/run"
+    assert env["TLS_CLIENTS"] == "10.1.0.1" and not [k for k in env if "PASS" in k]
+    node = host_args(
+        name="fra-0",
+        address="10.1.0.1",
+        repo=False,
+        peers=(),
+        node=backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run"),
+    ).environment()
+    assert (node["BACKUP_MODE"], node["TLS_CLIENTS"], node["REPO_NODE"]) == (
+        "node",
+        "10.1.0.2",
+        "lhr-0",
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"connection": Connection()},  # HostBackups is the ssh target's
+        {"repo": False},  # the repository's address is this host's
+        {"repo_address": "10.1.0.9"},  # repo set on a host that is not the repository
+        {"address": "db-lhr.example"},  # the certificate's name is the address
+        {"peers": (backup.Peer("10.1.0.2", backup.Node("/d/demo-eu/x-0/pgdata", 1, "/d/x")),)},
+        {"name": "../x"},
+        {"node": backup.Node("relative/pgdata", 5432, "/d/demo-eu/lhr-0/run")},
+        {"tls_port": 0},
+    ],
+)
+def test_the_host_component_refuses_what_it_cannot_declare(changes):
+    with pytest.raises(ValueError):
+        host_args(**changes)
+
+
+def test_restore_is_refused_on_the_ssh_target_in_one_line(monkeypatch):
+    reps = {"nodes": {"fra": {}}, "backup": {"target": "ssh", "repo_address": "10.1.0.2"}}
+    monkeypatch.setattr(ops, "load_fleet_file", lambda: type("F", (), {"name": "demo"})())
+    monkeypatch.setattr(ops, "fleet_groups", lambda groups, fleet: groups)
+    monkeypatch.setattr(ops, "group_vault", lambda *a, **k: {})
+    monkeypatch.setattr(ops, "_replicas", lambda group: reps)
+    args = build_parser().parse_args(["restore", "eu", "--latest", "--yes"])
+    with pytest.raises(Abort, match="restore: not on the ssh target yet"):
+        ops.cmd_restore(args)
+
+
+def test_only_the_repository_host_gets_the_passphrase():
+    vault_secrets = {"superuser_password": "s", "backup_passphrase": "p"}
+    assert backup.host_secrets(True, vault_secrets) == {
+        "PG_SUPERUSER_PASSWORD": "s",
+        "PG_BACKUP_PASSPHRASE": "p",
+    }
+    assert backup.host_secrets(False, vault_secrets) == {"PG_SUPERUSER_PASSWORD": "s"}
+
+
+def test_the_ops_commands_reach_the_repository_host_over_ssh(monkeypatch):
+    facts = {
+        "user": "demo-eu",
+        "dir": "/d/demo-eu/pgbackrest/lhr-0",
+        "stanza": "demo-eu",
+        "target": "ssh",
+        "repo_ssh": {"host": "10.1.0.2", "port": 2222},
+    }
+    env = ops.base_env(facts, "demo")
+    calls = []
+    monkeypatch.setattr(
+        ops, "ssh_connection", lambda host, port: calls.append((host, port)) or {"kind": "ssh"}
+    )
+
+    class Done:
+        returncode, stdout, stderr = 0, "{}", ""
+
+    seen_env = {}
+    monkeypatch.setattr(
+        "components.hostcmd.run_script",
+        lambda conn, script, action, e, secret, timeout: seen_env.update(e) or Done(),
+    )
+    assert ops.run_ops("info", env) == (0, "{}", "")
+    assert calls == [("10.1.0.2", 2222)]
+    # the connection's address is not part of the script's environment
+    assert not [k for k in seen_env if k.startswith("DBFLEET_REPO_SSH")]
+    assert seen_env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest/lhr-0"
+
+
+def test_a_host_certificate_names_its_address_and_the_role_is_written_only_when_missing(
+    monkeypatch,
+):
+    import hvac.exceptions
+
+    from dbfleet import vault
+
+    class FakeVault:
+        def __init__(self) -> None:
+            self.roles: dict[str, dict] = {}
+            self.writes: list[tuple[str, dict]] = []
+
+        def write_data(self, path: str, data: dict) -> dict:
+            self.writes.append((path, data))
+            if "/roles/" in path:
+                self.roles[path.rsplit("/", 1)[1]] = data
+                return {}
+            if path.rsplit("/", 1)[1] not in self.roles:
+                raise hvac.exceptions.InvalidRequest("unknown role: pgbackrest")
+            return {"data": {"certificate": "C", "private_key": "K", "serial_number": "1"}}
+
+    fake = FakeVault()
+    monkeypatch.setattr(vault, "client_from_env", lambda: fake)
+    props = {"mount": "pki-demo-eu", "common_name": "10.1.0.2", "ip_sans": ["10.1.0.2"],
+             "ttl_s": 3600, "renew_fraction": 0.25}  # fmt: skip
+    out = backup._issue(props)
+    assert (out["certificate"], out["private_key"]) == ("C", "K")
+    issued = [d for p, d in fake.writes if p == "pki-demo-eu/issue/pgbackrest"][-1]
+    # pgBackRest 2.45 matches the dialled address against DNS names and the CN only
+    assert issued["common_name"] == issued["alt_names"] == issued["ip_sans"] == "10.1.0.2"
+    role = fake.roles["pgbackrest"]
+    assert role["client_flag"] and role["server_flag"] and role["no_store"]
+    fake.writes.clear()
+    backup._issue(props)
+    assert [p for p, _ in fake.writes] == ["pki-demo-eu/issue/pgbackrest"]

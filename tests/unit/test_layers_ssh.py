@@ -269,3 +269,144 @@ def test_each_region_pooler_runs_beside_its_proxy_on_the_first_host() -> None:
     env = pool["environment"]
     assert (env["POOL_HOST"], env["POOL_PORT"], env["TARGET"]) == ("198.18.3.12", "6435", "ssh")
     assert (env["WRITE_TARGET"], env["READ_TARGET"]) == ("198.18.3.12:6433", "198.18.3.12:6432")
+
+
+# -- backups (docs/backups.md): `backup:` in the group ---------------------------------------
+def _with_backup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: str) -> None:
+    spec = tmp_path / "backup.yaml"
+    spec.write_text(FLEET + f"    backup: {keys}\n")
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+
+
+def test_a_group_without_backup_has_no_backup_port_nor_pgbackrest() -> None:
+    fw = scripts(run_stack("networks-eu"))["fra-0-firewall"]["environment"]
+    assert "BACKUP_PORT" not in fw
+    assert not [n for n, i in scripts(run_stack("replicas-eu")).items() if "pgbackrest" in n]
+
+
+def test_the_firewall_opens_the_backup_port_to_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_backup(tmp_path, monkeypatch, "{}")
+    s = scripts(run_stack("networks-eu"))
+    assert {i["environment"]["BACKUP_PORT"] for i in s.values()} == {"8432"}
+
+
+def test_the_repository_is_on_the_first_host_of_a_non_primary_region_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_backup(tmp_path, monkeypatch, "{full_keep: 3}")
+    net = {r: {**v, "backup_port": 8432} for r, v in NETWORKS["regions"].items()}
+    UPSTREAM["networks-eu"] = {**NETWORKS, "regions": net}
+    try:
+        mocks = run_stack("replicas-eu")
+    finally:
+        UPSTREAM["networks-eu"] = NETWORKS
+    s = scripts(mocks)
+    hosts = {n: i for n, i in s.items() if i["script"] == "pgbackrest.sh"}
+    assert sorted(hosts) == [
+        "backups-arn-0-pgbackrest",
+        "backups-fra-0-pgbackrest",
+        "backups-lhr-0-pgbackrest",
+        "backups-lhr-1-pgbackrest",
+    ]
+    repo = hosts["backups-lhr-0-pgbackrest"]
+    env = repo["environment"]
+    assert repo["connection"]["host"] == "198.18.3.12"
+    assert (env["BACKUP_MODE"], env["REPO_HOST"], env["TLS_ADDRESS"]) == (
+        "repo",
+        "198.18.3.12",
+        "198.18.3.12",
+    )
+    assert env["BACKUP_DIR"] == "/var/lib/dbfleet/lab-eu/pgbackrest/lhr-0"
+    assert env["NODES"] == (
+        "/var/lib/dbfleet/lab-eu/lhr-0/pgdata:5432:/var/lib/dbfleet/lab-eu/lhr-0/run"
+    )
+    # every other node, by its host, through its TLS server
+    assert env["REMOTE_NODES"].split() == [
+        "198.18.3.11:/var/lib/dbfleet/lab-eu/fra-0/pgdata:5432:/var/lib/dbfleet/lab-eu/fra-0/run",
+        "198.18.3.14:/var/lib/dbfleet/lab-eu/lhr-1/pgdata:5433:/var/lib/dbfleet/lab-eu/lhr-1/run",
+        "198.18.3.13:/var/lib/dbfleet/lab-eu/arn-0/pgdata:5432:/var/lib/dbfleet/lab-eu/arn-0/run",
+    ]
+    assert set(env["TLS_CLIENTS"].split()) == {"198.18.3.11", "198.18.3.13", "198.18.3.14"}
+    assert env["FULL_KEEP"] == "3" and env["TLS_PORT"] == "8432"
+    node = hosts["backups-arn-0-pgbackrest"]["environment"]
+    assert (node["BACKUP_MODE"], node["REPO_HOST"], node["REPO_NODE"]) == (
+        "node",
+        "198.18.3.12",
+        "lhr-0",
+    )
+    # a node host's server admits the repository host only, and backs up nothing itself
+    assert node["TLS_CLIENTS"] == "198.18.3.12" and node["REMOTE_NODES"] == ""
+    # no secret in any environment: they travel in the secret one
+    for inputs in hosts.values():
+        assert not [k for k in inputs["environment"] if "PASS" in k or k == "TLS_KEY"]
+    # a certificate per host, named by its address, from the group's CA
+    certs = {n: i for n, i in certificates(mocks).items() if "pgbackrest" in n}
+    assert certs["lhr-1-pgbackrest-tls"]["common_name"] == "198.18.3.14"
+    assert certs["lhr-1-pgbackrest-tls"]["mount"] == "pki-lab-eu"
+    assert len(certs) == 4
+    # every node archives through its own host's configuration
+    dcs = s["fra-0-server"]["environment"]["DCS_CONFIG"]
+    assert "/var/lib/dbfleet/lab-eu/pgbackrest/${d##*/}/pgbackrest.conf" in dcs
+    assert "--stanza=lab-eu" in dcs
+
+
+def test_the_fleet_file_names_the_repository_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_backup(tmp_path, monkeypatch, "{repo_region: arn}")
+    s = scripts(run_stack("replicas-eu"))
+    repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
+    assert len(repo) == 1 and repo[0]["connection"]["host"] == "198.18.3.13"
+
+
+def _policy_resources(mocks: RecordingMocks) -> list:
+    from tests.unit.policy_support import HOST_SCRIPT, Resource, secret
+
+    out = []
+    for reg in mocks.resources:
+        props = {k: v for k, v in reg.inputs.items() if not k.startswith("__")}
+        if reg.typ == HOST_SCRIPT:
+            props["secret_environment"] = secret(props.get("secret_environment") or {})
+        out.append(Resource(reg.typ, reg.name, props))
+    return out
+
+
+def test_backup_residency_passes_the_ssh_group_and_refuses_a_foreign_repository_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from policies.rules.backup import backup_residency, backups_configured
+    from tests.unit.policy_support import messages, run_stack_policy, with_env
+
+    _with_backup(tmp_path, monkeypatch, "{}")
+    resources = _policy_resources(run_stack("replicas-eu"))
+    assert messages(run_stack_policy(backup_residency, "replicas-eu", resources, {})) == ""
+    assert run_stack_policy(backups_configured, "replicas-eu", resources, {}) == []
+    # a node host whose archive pushes to a host outside the group
+    bad = [
+        with_env(r, REPO_HOST="198.18.9.9") if r.name == "backups-arn-0-pgbackrest" else r
+        for r in resources
+    ]
+    assert "names 198.18.9.9, which is not a pgBackRest host of the group" in messages(
+        run_stack_policy(backup_residency, "replicas-eu", bad, {})
+    )
+
+
+def test_a_switchover_does_not_move_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployed in lhr (the default while fra was primary); the file now prefers lhr as
+    primary, whose default would be fra: the repository stays where its backups are."""
+    spec = tmp_path / "switched.yaml"
+    spec.write_text(FLEET.replace("primary: fra", "primary: lhr") + "    backup: {}\n")
+    monkeypatch.setenv("DBFLEET_SPEC", str(spec))
+    monkeypatch.setitem(UPSTREAM, "replicas-eu", {**REPLICAS, "backup": {"repo_region": "lhr"}})
+    s = scripts(run_stack("replicas-eu"))
+    repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
+    assert [r["connection"]["host"] for r in repo] == ["198.18.3.12"]
+    # a new group in that file would get the default: the first non-primary region (fra)
+    monkeypatch.setitem(UPSTREAM, "replicas-eu", {})
+    s = scripts(run_stack("replicas-eu"))
+    repo = [i for i in s.values() if i["environment"].get("BACKUP_MODE") == "repo"]
+    assert [r["connection"]["host"] for r in repo] == ["198.18.3.11"]

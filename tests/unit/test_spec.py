@@ -276,7 +276,7 @@ def test_nodes_default_to_one() -> None:
             "network.colour",
             (
                 "network.colour: unknown key "
-                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port, patroni_port, etcd_port, etcd_peer_port)"
+                "(allowed: cidr, postgres_port, read_port, write_port, stats_port, pool_port, patroni_port, etcd_port, etcd_peer_port, backup_port)"
             ),
         ),
     ],

@@ -71,7 +71,12 @@ def build(ctx: LayerContext) -> None:
 
 
 def _export(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
-    pulumi.export("regions", {r: _region_output(n) for r, n in nets.items()})
+    regions = {r: _region_output(n) for r, n in nets.items()}
+    if ctx.target == "ssh" and ctx.group.backup is not None:
+        # pgBackRest's TLS server on every host of a group with backups (docs/backups.md)
+        for out in regions.values():
+            out["backup_port"] = ctx.fleet.network.backup_port
+    pulumi.export("regions", regions)
     pulumi.export("nearest", nearest_first(list(ctx.group.regions)))
 
 
@@ -147,6 +152,9 @@ def _firewalls(ctx: LayerContext, nets: dict[str, RegionNet]) -> None:
                     f"{addresses[other]}:{ssh_ports[other]}"
                     for other in ctx.hosts()
                     if other != (region, k)
+                ),
+                backup_port=(
+                    ctx.fleet.network.backup_port if ctx.group.backup is not None else None
                 ),
             ),
         )

@@ -41,6 +41,7 @@ def build(ctx: LayerContext) -> None:
     # file backend's metadata sidecar is not written atomically). The upstream stacks'
     # files are not written during this run, so those reads go out together.
     previous = _previous_primary(str(ctx.stack))
+    previous_repo = _previous_repo_region(str(ctx.stack)) if ctx.target == "ssh" else None
     prefetch(*ctx.stack.upstream_stacks())
     accounts = read_outputs(
         ctx.stack.upstream("accounts"),
@@ -57,8 +58,9 @@ def build(ctx: LayerContext) -> None:
             f"{ctx.stack.upstream('networks')} has fewer node ports than the fleet file's nodes for "
             f"{', '.join(short)}: bring it up first: pulumi up -s {ctx.stack.upstream('networks')}  (or: dbfleet up)"
         )
-    # Backups (docs/backups.md) run on the local target only for now.
-    backups = ctx.target == "local"
+    # Backups (docs/backups.md): every group on the local target; on the ssh target a
+    # group whose fleet file names `backup:` (the repository's host is a choice).
+    backups = ctx.target == "local" or ctx.group.backup is not None
     passwords = pulumi.Output.secret(
         vault.read_group_secrets(
             vault.client_from_env(),
@@ -91,7 +93,11 @@ def build(ctx: LayerContext) -> None:
         ctx.group.durability,
         ctx.group.max_lag_on_failover_bytes,
         ctx.fleet.limits.max_connections,
-        archive_command=(backup.archive_command(accounts["data_root"], scope) if backups else None),
+        archive_command=(
+            backup.archive_command(accounts["data_root"], scope, per_host=ctx.target == "ssh")
+            if backups
+            else None
+        ),
     )
     certs: dict[str, ServerCertificate] = {}
     etcd = _etcd_members(ctx, accounts, regions, scope, certs)
@@ -180,7 +186,10 @@ def build(ctx: LayerContext) -> None:
         ),
         pulumi.ResourceOptions(depends_on=list(nodes.values())),
     )
-    if backups:
+    if backups and ctx.target == "ssh":
+        repo_region = repo_region_of(ctx, previous_repo)
+        _host_backups(ctx, accounts, regions, members, scope, passwords, leader, repo_region)
+    elif backups:
         ports = {m: address(*m)[1] for m in members}
         _backups(ctx, accounts, ports, scope, passwords, leader)
 
@@ -263,6 +272,121 @@ def _backups(
             "full_keep": spec.full_keep,
         },
     )
+
+
+def _host_backups(
+    ctx: LayerContext,
+    accounts: dict,
+    regions: dict,
+    members: list[tuple[str, int]],
+    scope: str,
+    passwords: pulumi.Output,
+    leader: GroupLeader,
+    repo_region: str,
+) -> None:
+    """The ssh target: the repository on the first host of the group's repository
+    region, pgBackRest's TLS server on every host (docs/backups.md)."""
+    root = accounts["data_root"]
+    spec = ctx.group.backups
+    repo_member = (repo_region, 0)
+
+    def addr(m: tuple[str, int]) -> str:
+        return _node_hosts(regions[m[0]])[m[1]]
+
+    def node(m: tuple[str, int]) -> backup.Node:
+        d = f"{root}/{member_name(*m)}"
+        return backup.Node(f"{d}/pgdata", regions[m[0]]["node_ports"][m[1]], f"{d}/run")
+
+    def args(m: tuple[str, int]) -> backup.HostBackupsArgs:
+        port = regions[m[0]].get("backup_port") or ctx.fleet.network.backup_port
+        cert = backup.BackupCertificate(
+            f"{member_name(*m)}-pgbackrest-tls",
+            accounts["pki_mount"],
+            addr(m),
+            ctx.fleet.tls.cert_ttl_s,
+            ctx.fleet.tls.renew_fraction,
+        )
+        repo = m == repo_member
+        return backup.HostBackupsArgs(
+            connection=ctx.node_connection(*m),
+            run_as=accounts["user"],
+            data_root=root,
+            stanza=scope,
+            name=member_name(*m),
+            node=node(m),
+            address=addr(m),
+            tls_port=int(port),
+            repo=repo,
+            repo_address=addr(repo_member),
+            repo_name=member_name(*repo_member),
+            peers=tuple(backup.Peer(addr(o), node(o)) for o in members if o != m) if repo else (),
+            schedule_hours=spec.schedule_hours,
+            full_every_days=spec.full_every_days,
+            full_keep=spec.full_keep,
+            secrets=passwords,
+            tls=TlsFiles(cert.certificate, cert.private_key, accounts["ca_certificate"]),
+            fleet=ctx.fleet.name,
+        )
+
+    # The nodes' TLS servers first: the repository host's stanza-create and check reach them.
+    others = [
+        backup.HostBackups(
+            f"backups-{member_name(*m)}", args(m), pulumi.ResourceOptions(depends_on=[leader])
+        )
+        for m in members
+        if m != repo_member
+    ]
+    backup.HostBackups(
+        f"backups-{member_name(*repo_member)}",
+        args(repo_member),
+        pulumi.ResourceOptions(depends_on=[leader, *others]),
+    )
+    host = (ctx.group.regions[repo_region].hosts or [])[0]
+    pulumi.export(
+        "backup",
+        {
+            "stanza": scope,
+            "dir": backup.host_backup_dir(root, member_name(*repo_member)),
+            "data_root": root,
+            "user": accounts["user"],
+            "schedule_hours": spec.schedule_hours,
+            "full_every_days": spec.full_every_days,
+            "full_keep": spec.full_keep,
+            "target": "ssh",
+            "repo_region": repo_region,
+            "repo_address": addr(repo_member),
+            # where `dbfleet backup` and status log in to ask the repository
+            "repo_ssh": {"host": host.address, "port": host.port},
+        },
+    )
+
+
+def repo_region_of(ctx: LayerContext, previous: str | None) -> str:
+    """Where the repository is: the fleet file's `repo_region`; without one, where it
+    already is (the default, a non-primary region, would otherwise move with every
+    switchover — and a moved repository is a new, empty one); else the default."""
+    named = ctx.group.backups.repo_region
+    if named:
+        if previous and previous != named and previous in ctx.group.regions:
+            pulumi.log.warn(
+                f"group {ctx.group_name}: the backup repository moves from {previous} to "
+                f"{named}: a new, empty repository (full backup first); the backups in "
+                f"{previous} are deleted with its host's pgBackRest resource"
+            )
+        return named
+    if previous and previous in ctx.group.regions:
+        return previous
+    return ctx.group.backup_repo_region
+
+
+def _previous_repo_region(stack: str) -> str | None:
+    """The repository region this stack deployed last time (None: none yet)."""
+    try:
+        got = read_outputs(stack, ()).get("backup") or {}
+    except UpstreamError:
+        return None
+    region = got.get("repo_region") if isinstance(got, dict) else None
+    return str(region) if region else None
 
 
 def _rest_ports(net: dict) -> list[int]:
