@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from bench import (
     fig_apps,
+    fig_backup,
     fig_converge,
     fig_engine,
     fig_ha,
@@ -42,6 +43,7 @@ FIGURE_MODULES = (
     ("ssh", fig_ssh),
     ("apps", fig_apps),
     ("ha", fig_ha),
+    ("backup", fig_backup),
 )
 INTRO = "intro"
 
