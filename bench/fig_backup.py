@@ -110,24 +110,27 @@ def archive_lag(samples: Sequence[Mapping]) -> dict:
     """From samples {t, current, archived} (segment numbers, time ascending): per sample,
     the segments finished but not archived and the archive lag in seconds (how long the
     oldest of them has been finished, 0 when none waits); per segment finished in the
-    window, its delay from finished to archived. A segment's finishing time is the
-    first sample whose current segment is past it (at most SAMPLE_S late); segments
-    finished before the first sample count from it."""
+    window, its delay from finished to archived. Both are upper bounds at the sampling
+    interval: a segment counts as finished from the last sample that did not yet see it
+    finished, and as archived from the first sample that saw it archived. Segments
+    already finished at the first sample count from it and have no delay."""
     finished: dict[int, float] = {}
+    before_window: set[int] = set()
     archived_at: dict[int, float] = {}
     behind, lag = [], []
-    last_cur = None
+    last_cur, last_t = None, None
     for s in samples:
         cur, arch, t = s["current"], s["archived"], s["t"]
         if cur is None:
             continue
-        if last_cur is not None:
-            lo = last_cur
+        if last_cur is None:
+            news = range(arch + 1 if arch is not None else cur, cur)
+            before_window.update(news)
         else:
-            lo = arch + 1 if arch is not None else cur
-        for seg in range(lo, cur):
-            finished.setdefault(seg, t)
-        last_cur = cur
+            news = range(last_cur, cur)
+        for seg in news:
+            finished.setdefault(seg, t if last_t is None else last_t)
+        last_cur, last_t = cur, t
         if arch is not None:
             for seg in [x for x in finished if x <= arch and x not in archived_at]:
                 archived_at[seg] = t
@@ -135,8 +138,7 @@ def archive_lag(samples: Sequence[Mapping]) -> dict:
         waiting = max(0, cur - oldest)
         behind.append(waiting)
         lag.append(t - finished.get(oldest, t) if waiting else 0.0)
-    first_t = samples[0]["t"] if samples else 0.0
-    delays = [archived_at[x] - finished[x] for x in archived_at if finished[x] > first_t]
+    delays = [archived_at[x] - finished[x] for x in archived_at if x not in before_window]
     return {
         "samples": len(behind),
         "segments_behind_p50": percentile(behind, 50),
@@ -347,6 +349,8 @@ def archive_figure(ctx: Ctx, fe: FleetEnv, leader: Mapping, su: str, write: str)
         "wal_mib_per_s": wal_bytes / wall / 2**20,
         "archiver_failures": (window[-1]["failed"] - window[0]["failed"]) if window else None,
         "sampler_error": sampler.error,
+        # the raw samples, seconds from the load's start: the lag can be recomputed
+        "archiver_samples": [{**r, "t": round(r["t"] - t0, 3)} for r in window],
         **archive_lag(window),
     }
 
@@ -685,8 +689,9 @@ def section(res: Mapping) -> str:
             f"{num(pg.get('failed') or 0):.0f} failed, {num(arch.get('wal_mib_per_s')):.2f} MiB/s of WAL. "
             f"The leader's `pg_stat_archiver` and current WAL file every {res.get('sample_s')} s "
             f"({arch.get('samples')} samples): lag = how long the oldest finished, not yet archived segment "
-            "has waited (0 when none waits; in steps of the sampling interval, so 0 s means archived "
-            "before the next sample)."
+            "has waited (0 when none waits). Both lag and delay are upper bounds in steps of the "
+            "sampling interval: a segment counts as finished from the last sample that saw it "
+            "current, as archived from the first sample that saw it archived."
         ),
         "",
         table(
@@ -709,7 +714,7 @@ def section(res: Mapping) -> str:
         "",
         (
             f"{arch.get('segments_archived')} segment(s) finished and archived in the window, each "
-            f"{fmt(arch.get('segment_delay_s'))} after it finished (resolution {res.get('sample_s')} s); "
+            f"at most {fmt(arch.get('segment_delay_s'))} after it finished; "
             f"archiver failures: {arch.get('archiver_failures')}."
             + (f" Sampler error: {arch['sampler_error']}." if arch.get("sampler_error") else "")
         ),

@@ -1142,19 +1142,19 @@ def test_a_wal_file_name_is_its_segment_number_whatever_the_timeline():
 def test_archive_lag_is_the_wait_of_the_oldest_finished_segment_and_zero_when_none_waits():
     samples = [
         {"t": 0.0, "current": 5, "archived": 4},  # only the current segment unarchived
-        {"t": 0.5, "current": 6, "archived": 4},  # 5 finished at 0.5
+        {"t": 0.5, "current": 6, "archived": 4},  # 5 finished after 0.0
         {"t": 1.0, "current": 6, "archived": 4},
-        {"t": 1.5, "current": 7, "archived": 4},  # 6 finished at 1.5; 5 waits 1.0 s
-        {"t": 2.0, "current": 7, "archived": 6},  # both archived at 2.0
+        {"t": 1.5, "current": 7, "archived": 4},  # 6 finished after 1.0; 5 waits ≤ 1.5 s
+        {"t": 2.0, "current": 7, "archived": 6},  # both archived by 2.0
         {"t": 2.5, "current": 7, "archived": 6},
     ]
     out = fig_backup.archive_lag(samples)
     assert out["samples"] == 6
-    assert out["lag_s_max"] == 1.0 and out["segments_behind_max"] == 2
-    assert out["lag_s_p50"] == 0.0
-    # segment 5 waited 1.5 s, segment 6 0.5 s
+    assert out["lag_s_max"] == 1.5 and out["segments_behind_max"] == 2
+    assert out["lag_s_p50"] == 0.25  # of 0, 0.5, 1.0, 1.5, 0, 0
+    # upper bounds: segment 5 waited at most 2.0 s, segment 6 at most 1.0 s
     assert out["segments_archived"] == 2
-    assert out["segment_delay_s"]["min"] == 0.5 and out["segment_delay_s"]["max"] == 1.5
+    assert out["segment_delay_s"]["min"] == 1.0 and out["segment_delay_s"]["max"] == 2.0
     assert fig_backup.archive_lag([])["samples"] == 0
 
 
@@ -1297,6 +1297,7 @@ def test_backup_section_shows_each_pair_the_lag_and_the_restore():
     assert text.startswith("## 11. Backups and point-in-time recovery (pgBackRest)")
     assert "| 1 | 30.0 s | 27 s | 12.0 MiB of 180.0 MiB | 10.0 s | 200.0 MiB | 3.00× |" in text
     assert "| archive lag | 0.0 s | 1.5 s | 1.5 s |" in text
+    assert "4 segment(s) finished and archived in the window, each at most 0.5 s (0.5–1.0)" in text
     assert "writes stopped 1.0 s after the command started and worked again after 48.0 s" in text
     assert "**not the data at T**" in text and "indicative" in text
     rows = fig_backup.summary_rows(res)
