@@ -47,9 +47,9 @@ import yaml
 
 from bench import alone, procs
 from bench.context import PG_BIN, Ctx
-from bench.fig_ha import Group, stack_secrets, wait_until
+from bench.fig_ha import TABLE, Group, Writer, stack_secrets, wait_until
 from bench.fig_ha import fleet_text as ha_fleet_text
-from bench.fig_lag import _DONE, _FAILED, _LAT, _TPS, _connect
+from bench.fig_lag import _connect, pgbench_numbers
 from bench.fleetenv import FleetEnv
 from bench.markdown import figure_meta, fmt, fmt_ratio, has_value, med, num, table, verdict
 from bench.stats import Summary, paired_ratios, percentile
@@ -184,36 +184,9 @@ class ArchiverSampler(threading.Thread):
 # --------------------------------------------------------------------------- writes probe
 
 
-class Prober(threading.Thread):
-    """One INSERT through the write endpoint every PROBE_S (reconnecting after an
-    error): each attempt's time and whether it was acknowledged."""
-
-    def __init__(self, uri: str) -> None:
-        super().__init__(daemon=True, name="write-prober")
-        self.uri = uri
-        self.stop = threading.Event()
-        self.attempts: list[tuple[float, bool]] = []
-
-    def run(self) -> None:
-        conn = None
-        while not self.stop.is_set():
-            t = time.monotonic()
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self.uri, autocommit=True, connect_timeout=2)
-                conn.execute("INSERT INTO bench_backup_probe DEFAULT VALUES")
-                self.attempts.append((t, True))
-            except psycopg.Error:
-                self.attempts.append((t, False))
-                if conn is not None:
-                    try:
-                        conn.close()
-                    except psycopg.Error:
-                        pass
-                conn = None
-            self.stop.wait(max(0.0, PROBE_S - (time.monotonic() - t)))
-        if conn is not None:
-            conn.close()
+def attempts(w: Writer) -> list[tuple[float, bool]]:
+    """A writer's attempts in time order: (when, acknowledged)."""
+    return sorted([(sent, True) for _, sent, _, _ in w.acked] + [(t, False) for t, _ in w.errors])
 
 
 def outage(attempts: Sequence[tuple[float, bool]], start: float) -> dict:
@@ -329,16 +302,7 @@ def archive_figure(ctx: Ctx, fe: FleetEnv, leader: Mapping, su: str, write: str)
         (wal_bytes,) = c.execute(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::float8", (lsn0,)
         ).fetchone()
-    text = pg.stdout + pg.stderr
-    found = {
-        k: (float(m.group(1)) if (m := rx.search(text)) else None)
-        for k, rx in (
-            ("tps", _TPS),
-            ("latency_ms", _LAT),
-            ("transactions", _DONE),
-            ("failed", _FAILED),
-        )
-    }
+    found = pgbench_numbers(pg.stdout + pg.stderr)
     window = [r for r in sampler.rows if t0 <= r["t"] <= t0 + wall]
     return {
         "rate": RATE,
@@ -365,22 +329,21 @@ def restore_figure(fe: FleetEnv, write: str) -> dict:
         # The mistake after T: the restore must take it back.
         c.execute("UPDATE pgbench_accounts SET abalance = abalance + 1000 WHERE aid <= 1000")
     target: dt.datetime = t
-    prober = Prober(write)
-    prober.start()
-    wait_until(lambda: any(ok for _, ok in prober.attempts), 30, "the write prober")
+    # fig_ha's paced writer as the probe: one INSERT every PROBE_S, reconnecting.
+    prober = Writer(write, "probe", PROBE_S).start()
+    wait_until(lambda: prober.acked, 30, "the write prober")
     t0 = time.monotonic()
     try:
         r = fe.dbfleet("restore", GROUP, "--to", target.isoformat(), "--yes", timeout=3600)
         restore_s = time.monotonic() - t0
         wait_until(
-            lambda: any(ok for t_, ok in prober.attempts if t_ > t0 + restore_s),
+            lambda: prober.acked[-1][1] > t0 + restore_s,
             WRITES_BACK_MAX_S,
             "a write through the write endpoint after the restore",
             interval=0.2,
         )
     finally:
-        prober.stop.set()
-        prober.join(timeout=30)
+        prober.stop()
     after = balances(write)
     return {
         "target": target.isoformat(),
@@ -388,7 +351,7 @@ def restore_figure(fe: FleetEnv, write: str) -> dict:
         "reported": next(
             (line for line in r.stdout.splitlines() if "restored and writable" in line), ""
         ),
-        **outage(prober.attempts, t0),
+        **outage(attempts(prober), t0),
         "rows_at_t": count,
         "sum_at_t": total,
         "rows_after": after[0],
@@ -424,7 +387,8 @@ def measure(ctx: Ctx, fe: FleetEnv) -> dict:
         ).fetchone()
         c.execute("CHECKPOINT")
     with psycopg.connect(write, autocommit=True) as c:
-        c.execute("CREATE TABLE IF NOT EXISTS bench_backup_probe (id bigserial PRIMARY KEY)")
+        # the probe's table, there at T (fig_ha's writer writes to it)
+        c.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (k text PRIMARY KEY)")
     pairs = []
     for i in range(backup_runs(ctx)):
         ctx.say(f"backup: full backup and pg_basebackup {i + 1}/{backup_runs(ctx)}")

@@ -1178,6 +1178,11 @@ def test_the_outage_runs_from_the_first_failed_write_to_the_next_acknowledged_on
     assert never["writes_stop_s"] is None and never["outage_s"] is None
     gone = fig_backup.outage([(1.0, False)], 0.0)
     assert gone["writes_stop_s"] == 1.0 and gone["writes_back_s"] is None
+    w = fig_ha.Writer("postgresql://unused", "probe", 0.2)  # never started
+    w.acked = [("probe-1", 0.0, 0.01, "h"), ("probe-4", 4.0, 4.01, "h")]
+    w.errors = [(2.0, "25006"), (3.0, None)]
+    assert fig_backup.attempts(w) == [(0.0, True), (2.0, False), (3.0, False), (4.0, True)]
+    assert fig_backup.outage(fig_backup.attempts(w), 0.5)["outage_s"] == 2.0
 
 
 def test_the_password_leaves_the_uri_for_the_environment():
