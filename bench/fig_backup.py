@@ -566,7 +566,7 @@ def summary_rows(res: Mapping) -> list[list[str]]:
             ),
             (
                 f"{arch.get('segments_archived')} segment(s) in {res.get('load_s')} s, each "
-                f"archived after {fmt(arch.get('segment_delay_s'))}"
+                f"archived at most {fmt(arch.get('segment_delay_s'))} after it finished"
             ),
             verdict(lag),
         ],
@@ -623,7 +623,8 @@ def section(res: Mapping) -> str:
             f"{res.get('group')} --type full` (pgBackRest on the leader `{res.get('leader')}`: gzip, "
             "AES-256, into the group's repository; size from `pgbackrest info`), then as the floor "
             "`pg_basebackup` of the same leader (plain format, WAL streamed, fast checkpoint, as the "
-            "group's OS user, into a temp dir removed afterwards; size on disk), back to back. "
+            "group's OS user over TLS to the node — its pg_hba admits replication only there — into "
+            "a temp dir removed afterwards; size on disk), back to back. "
             "On a shared 2-core machine: indicative numbers."
         ),
         "",
