@@ -11,6 +11,8 @@
                                     target (optional: needs root, takes minutes)
     python -m bench --only apps     read-your-writes through dbfleet.client, and the pooler
                                     next to the direct endpoint (optional: a fleet of its own)
+    python -m bench --only backup   pgBackRest: full backup, WAL archive lag, point-in-time
+                                    restore, next to pg_basebackup (optional: a fleet of its own)
     python -m bench --render        re-render BENCHMARKS.md and the plot from results.json
 
 BENCHMARKS.md is generated except its hand-written analysis (between `<!-- analysis
@@ -48,7 +50,7 @@ DOC = REPO / "BENCHMARKS.md"
 # Figures measured only when named with --only: `make test` once, the ssh target on a lab
 # (needs root, takes minutes), and applications on a fleet of their own (read-your-writes,
 # the pooler). (The place of ssh, apps and ha is bench.context.OPTIONAL_FIGURES.)
-OPTIONAL = (*OPTIONAL_FIGURES, "ssh", "apps", "ha")
+OPTIONAL = (*OPTIONAL_FIGURES, "ssh", "apps", "ha", "backup")
 PLOT = REPO / "bench" / "scale.png"
 
 
@@ -259,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901, PLR0912, PLR0915
             from bench import fig_ha
 
             figure("ha", lambda: fig_ha.run(ctx))
+        if "backup" in figures:
+            from bench import fig_backup
+
+            figure("backup", lambda: fig_backup.run(ctx))
         if "scale" in figures:
             from bench import fig_scale
 

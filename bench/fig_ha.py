@@ -28,7 +28,6 @@ bench/out/results.json under "ha" and the section is printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -36,14 +35,14 @@ import ssl
 import sys
 import threading
 import time
-import traceback
 import urllib.request
 from collections.abc import Callable, Mapping
 
 import psycopg
 import yaml
 
-from bench.context import FULL, QUICK, Ctx
+from bench import alone
+from bench.context import Ctx
 from bench.fleetenv import FleetEnv
 from bench.floor import EmptyFleet
 from bench.markdown import figure_meta, fmt, fmt_ratio, has_value, med, num, table, verdict
@@ -751,42 +750,7 @@ def section(ha: Mapping) -> str:
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.fig_ha [--quick] [--worktree] [--keep]`: this figure alone; its
     result replaces "ha" in results.json (bench/out/, or bench/out/quick/)."""
-    from bench import machine, snapshot
-    from bench.context import OUT_DIR, PG_BIN, _json_default
-
-    p = argparse.ArgumentParser(prog="python -m bench.fig_ha", description=main.__doc__)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--worktree", action="store_true")
-    p.add_argument("--keep", action="store_true")
-    args = p.parse_args(argv)
-    out = OUT_DIR / "quick" if args.quick else OUT_DIR
-    snap = snapshot.take(worktree=args.worktree)
-    ctx = Ctx(plan=QUICK if args.quick else FULL, snapshot=snap, out=out, keep=args.keep)
-    results_file = out / "results.json"
-    ctx.results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    ctx.results.setdefault("meta", {"machine": machine.describe(PG_BIN)})
-    load_start = ctx.load.mark("ha start")
-    t0 = time.time()
-    try:
-        res = run(ctx)
-    except Exception as exc:  # noqa: BLE001 — the failure is the figure's result
-        res = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
-    finally:
-        if not ctx.keep:
-            snap.remove()
-    res["_meta"] = {
-        "commit": snap.commit,
-        "source": snap.source,
-        "started": t0,
-        "seconds": time.time() - t0,
-        "load_start": [round(x, 2) for x in load_start],
-        "load_end": [round(x, 2) for x in ctx.load.mark("ha end")],
-        "plan": ctx.plan.name,
-    }
-    ctx.results["ha"] = json.loads(json.dumps(res, default=_json_default))
-    ctx.save()
-    print(section(ctx.results["ha"]))
-    return 1 if "error" in res else 0
+    return alone.main("ha", run, section, argv, doc=main.__doc__)
 
 
 if __name__ == "__main__":

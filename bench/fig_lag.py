@@ -40,6 +40,21 @@ _DONE = re.compile(r"number of transactions actually processed: (\d+)")
 _FAILED = re.compile(r"number of failed transactions: (\d+)")
 
 
+def pgbench_numbers(text: str) -> dict[str, float | None]:
+    """What pgbench's report says: tps, latency_ms, schedule_lag_ms, transactions, failed
+    (None for what it does not say)."""
+    return {
+        k: (float(m.group(1)) if (m := rx.search(text)) else None)
+        for k, rx in (
+            ("tps", _TPS),
+            ("latency_ms", _LAT),
+            ("schedule_lag_ms", _SCHED),
+            ("transactions", _DONE),
+            ("failed", _FAILED),
+        )
+    }
+
+
 def _connect(host: str, port: int, db: str, user: str, password: str) -> psycopg.Connection:
     return psycopg.connect(
         host=host,
@@ -147,17 +162,7 @@ def one_run(
     sampler.stop.set()
     sampler.join()
     lsn1 = _wal_lsn(primary, secrets["superuser_password"])
-    text = pg.stdout + pg.stderr
-    found = {
-        k: (float(m.group(1)) if (m := rx.search(text)) else None)
-        for k, rx in (
-            ("tps", _TPS),
-            ("latency_ms", _LAT),
-            ("schedule_lag_ms", _SCHED),
-            ("transactions", _DONE),
-            ("failed", _FAILED),
-        )
-    }
+    found = pgbench_numbers(pg.stdout + pg.stderr)
     start = sampler.rows[0]["t"] if sampler.rows else t0
     t_from, t_to = t0 + WARMUP_S, t0 + seconds
     per_slot: dict[str, dict] = {}

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 from bench import (
     fig_apps,
+    fig_backup,
     fig_converge,
     fig_engine,
     fig_ha,
@@ -44,6 +45,7 @@ FIGURE_MODULES = (
     ("apps", fig_apps),
     ("ha", fig_ha),
     ("tls", fig_tls),
+    ("backup", fig_backup),
 )
 INTRO = "intro"
 

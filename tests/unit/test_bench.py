@@ -14,6 +14,7 @@ import pytest
 
 from bench import (
     fig_apps,
+    fig_backup,
     fig_converge,
     fig_engine,
     fig_ha,
@@ -1289,3 +1290,210 @@ def test_compare_names_its_paths_alternates_them_and_divides_the_first_by_the_se
     assert out["tls_p50_ms"].median == pytest.approx(0.3)
     assert out["plain_p99_ms"].median == pytest.approx(0.2)
     assert out["ratio_p50"].median == pytest.approx(1.5) and out["ratio_p50"].n == 3
+
+
+# --------------------------------------------------------------------------- figure 11: backups
+
+
+def test_a_wal_file_name_is_its_segment_number_whatever_the_timeline():
+    assert fig_backup.segno("000000010000000000000003") == 3
+    assert fig_backup.segno("000000020000000100000002") == 0x102
+    assert fig_backup.segno(None) is None and fig_backup.segno("") is None
+
+
+def test_archive_lag_is_the_wait_of_the_oldest_finished_segment_and_zero_when_none_waits():
+    samples = [
+        {"t": 0.0, "current": 5, "archived": 4},  # only the current segment unarchived
+        {"t": 0.5, "current": 6, "archived": 4},  # 5 finished after 0.0
+        {"t": 1.0, "current": 6, "archived": 4},
+        {"t": 1.5, "current": 7, "archived": 4},  # 6 finished after 1.0; 5 waits ≤ 1.5 s
+        {"t": 2.0, "current": 7, "archived": 6},  # both archived by 2.0
+        {"t": 2.5, "current": 7, "archived": 6},
+    ]
+    out = fig_backup.archive_lag(samples)
+    assert out["samples"] == 6
+    assert out["lag_s_max"] == 1.5 and out["segments_behind_max"] == 2
+    assert out["lag_s_p50"] == 0.25  # of 0, 0.5, 1.0, 1.5, 0, 0
+    # upper bounds: segment 5 waited at most 2.0 s, segment 6 at most 1.0 s
+    assert out["segments_archived"] == 2
+    assert out["segment_delay_s"]["min"] == 1.0 and out["segment_delay_s"]["max"] == 2.0
+    assert fig_backup.archive_lag([])["samples"] == 0
+
+
+def test_a_backlog_at_the_first_sample_counts_from_it_and_its_segments_have_no_delay():
+    out = fig_backup.archive_lag(
+        [{"t": 10.0, "current": 9, "archived": 6}, {"t": 11.0, "current": 9, "archived": 6}]
+    )
+    assert out["segments_behind_max"] == 2 and out["lag_s_max"] == 1.0
+    assert out["segments_archived"] == 0
+
+
+def test_the_outage_runs_from_the_first_failed_write_to_the_next_acknowledged_one():
+    attempts = [(0.0, True), (1.0, True), (2.0, False), (3.0, False), (4.0, True), (5.0, False)]
+    assert fig_backup.outage(attempts, 0.5) == {
+        "writes_stop_s": 1.5,
+        "writes_back_s": 3.5,
+        "outage_s": 2.0,
+        "failed_attempts": 3,
+    }
+    never = fig_backup.outage([(1.0, True)], 0.0)
+    assert never["writes_stop_s"] is None and never["outage_s"] is None
+    gone = fig_backup.outage([(1.0, False)], 0.0)
+    assert gone["writes_stop_s"] == 1.0 and gone["writes_back_s"] is None
+    w = fig_ha.Writer("postgresql://unused", "probe", 0.2)  # never started
+    w.acked = [("probe-1", 0.0, 0.01, "h"), ("probe-4", 4.0, 4.01, "h")]
+    w.errors = [(2.0, "25006"), (3.0, None)]
+    assert fig_backup.attempts(w) == [(0.0, True), (2.0, False), (3.0, False), (4.0, True)]
+    assert fig_backup.outage(fig_backup.attempts(w), 0.5)["outage_s"] == 2.0
+
+
+def test_the_password_leaves_the_uri_for_the_environment():
+    conninfo, password = fig_backup.without_password(
+        "postgresql://app:s3cret@127.1.0.1:6432/app?sslmode=verify-full&sslrootcert=/x/ca.crt"
+    )
+    assert password == "s3cret" and "s3cret" not in conninfo
+    assert "sslmode=verify-full" in conninfo and "sslrootcert=/x/ca.crt" in conninfo
+
+
+def test_the_backup_fleet_is_one_group_of_three_regions_with_backups():
+    fleet = parse_fleet(fig_backup.fleet_text("b000001", 42))
+    assert list(fleet.groups) == ["eu"]
+    group = fleet.groups["eu"]
+    assert len(group.regions) == 3 and group.backup is not None
+
+
+def _backup_results(backup_s=(30.0, 34.0), lag_p99: float = 1.5, exact: bool = True) -> dict:
+    MiB = 2**20
+    pairs = [
+        {
+            "backup": {
+                "seconds": s,
+                "label": f"2026-F{i}",
+                "type": "full",
+                "db_bytes": 180 * MiB,
+                "repo_bytes": 12 * MiB,
+                "pgbackrest_s": s - 3,
+                "repository_total_bytes": 40 * MiB,
+            },
+            "basebackup": {"seconds": 10.0, "bytes": 200 * MiB},
+        }
+        for i, s in enumerate(backup_s)
+    ]
+    res = {
+        "group": "eu",
+        "scale": 10,
+        "rate": 200,
+        "load_s": 60,
+        "sample_s": 0.5,
+        "goal_archive_p99_s": 60.0,
+        "goal_backup_ratio": 3.0,
+        "up_s": 40.0,
+        "leader": "fra-0",
+        "first_backup_s": 20.0,
+        "init_s": 25.0,
+        "db_bytes": 190 * MiB,
+        "pairs": pairs,
+        "archive": {
+            "rate": 200,
+            "seconds": 60,
+            "wall_s": 60.2,
+            "pgbench": {"tps": 199.8, "latency_ms": 3.1, "transactions": 11990, "failed": 0},
+            "writes_per_s": 199.8,
+            "wal_mib_per_s": 1.2,
+            "archiver_failures": 0,
+            "sampler_error": "",
+            "samples": 120,
+            "segments_behind_p50": 0,
+            "segments_behind_p99": 1,
+            "segments_behind_max": 1,
+            "lag_s_p50": 0.0,
+            "lag_s_p99": lag_p99,
+            "lag_s_max": lag_p99,
+            "segments_archived": 4,
+            "segment_delay_s": {"median": 0.5, "min": 0.5, "max": 1.0, "n": 4},
+        },
+        "restore": {
+            "target": "2026-12-02 08:00:00+00:00",
+            "seconds": 50.0,
+            "reported": "",
+            "writes_stop_s": 1.0,
+            "writes_back_s": 48.0,
+            "outage_s": 47.0,
+            "failed_attempts": 200,
+            "rows_at_t": 1000000,
+            "sum_at_t": 11990,
+            "rows_after": 1000000,
+            "sum_after": 11990 if exact else 12990,
+            "exact": exact,
+        },
+    }
+    res.update(fig_backup.summarize(pairs))
+    return json.loads(json.dumps(res, default=_json_default))
+
+
+def test_backup_summaries_pair_each_backup_with_its_basebackup():
+    res = _backup_results()
+    assert res["backup_s"]["median"] == 32.0 and res["basebackup_s"]["median"] == 10.0
+    assert res["time_ratio"]["median"] == pytest.approx(3.2)
+    assert res["size_ratio"]["median"] == pytest.approx(12 / 200)
+    assert res["backup_mib"]["median"] == 12.0
+
+
+def test_backup_verdicts_hold_the_backup_to_3x_the_floor_the_lag_under_60_s_and_the_data_at_t():
+    assert fig_backup.ok(_backup_results(backup_s=(28.0, 30.0))) == (True, True, True)
+    assert fig_backup.ok(_backup_results()) == (False, True, True)
+    assert fig_backup.ok(_backup_results(backup_s=(28.0, 30.0), lag_p99=60.0)) == (
+        True,
+        False,
+        True,
+    )
+    assert fig_backup.ok(_backup_results(backup_s=(28.0, 30.0), exact=False)) == (
+        True,
+        True,
+        False,
+    )
+    res = _backup_results(backup_s=(28.0, 30.0))
+    res["archive"]["sampler_error"] = "OperationalError: gone"
+    assert fig_backup.ok(res)[1] is False
+    assert fig_backup.ok({}) == (None, None, None)
+
+
+def test_backup_section_shows_each_pair_the_lag_and_the_restore():
+    res = _backup_results(exact=False)
+    text = fig_backup.section(res)
+    assert text.startswith("## 11. Backups and point-in-time recovery (pgBackRest)")
+    assert "| 1 | 30.0 s | 27 s | 12.0 MiB of 180.0 MiB | 10.0 s | 200.0 MiB | 3.00× |" in text
+    assert "| archive lag | 0.0 s | 1.5 s | 1.5 s |" in text
+    assert "4 segment(s) finished and archived in the window, each at most 0.5 s (0.5–1.0)" in text
+    assert "writes stopped 1.0 s after the command started and worked again after 48.0 s" in text
+    assert "**not the data at T**" in text and "indicative" in text
+    rows = fig_backup.summary_rows(res)
+    assert [r[0][:4] for r in rows] == ["11a.", "11b.", "11c."]
+    assert [r[-1] for r in rows] == ["**missed**", "met", "**missed**"]
+    assert "12 MiB (12–12) in the repository; 3.20× (3.00–3.40)" in rows[0][2]
+    assert fig_backup.section({"error": "RuntimeError: boom"}).endswith(
+        "Failed: RuntimeError: boom"
+    )
+    assert fig_backup.section({}) == "" and fig_backup.summary_rows({}) == []
+
+
+def test_the_backup_figure_follows_ha_with_its_own_analysis_block():
+    text = report.render({**RESULTS, "ha": _ha_results(), "backup": _backup_results()})
+    assert text.index("## 9. High availability") < text.index("## 11. Backups")
+    assert "11c. point-in-time restore" in text.split("## 1. Engine floor")[0]
+    assert list(report.analysis_blocks(text))[-1] == "backup"
+
+
+def test_a_failed_destroy_after_the_backup_figure_is_named_with_what_lingered():
+    res = _backup_results()
+    assert "dbfleet destroy` of the fleet afterwards" not in fig_backup.section(res)
+    res["destroy"] = {
+        "seconds": 50.0,
+        "exit": 1,
+        "last_processes": ["12 pgbackrest archive-get:async"],
+        "lingering": [],
+        "lingered_s": 3.0,
+    }
+    text = fig_backup.section(res)
+    assert "**`dbfleet destroy` of the fleet afterwards exited 1**" in text
+    assert "(12 pgbackrest archive-get:async); they ended 3.0 s later" in text
