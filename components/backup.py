@@ -187,28 +187,7 @@ class GroupBackups(pulumi.ComponentResource):
 
 
 # --- the ssh target ------------------------------------------------------------------
-#: the Vault PKI role every pgBackRest certificate of a group is issued from: server and
-#: client use (the `server` role is the databases'; this one is for pgBackRest only).
-PKI_ROLE = "pgbackrest"
 _ADDRESS = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
-
-
-def _ensure_role(client, mount: str, ttl_s: int) -> None:
-    """Writes the group's `pgbackrest` role (idempotent: the same settings every time)."""
-    client.write_data(
-        f"{mount}/roles/{PKI_ROLE}",
-        data={
-            "allow_any_name": True,
-            "enforce_hostnames": False,
-            "allow_ip_sans": True,
-            "server_flag": True,
-            "client_flag": True,
-            "key_type": "ec",
-            "key_bits": 256,
-            "max_ttl": f"{max(int(ttl_s), 3600)}s",
-            "no_store": True,
-        },
-    )
 
 
 def _issue(props: dict) -> dict:
@@ -227,7 +206,7 @@ def _issue(props: dict) -> dict:
 
     def issue() -> dict:
         return client.write_data(
-            f"{mount}/issue/{PKI_ROLE}",
+            f"{mount}/issue/{vault.BACKUP_PKI_ROLE}",
             data={
                 "common_name": address,
                 "alt_names": address,
@@ -240,12 +219,13 @@ def _issue(props: dict) -> dict:
     try:
         resp = issue()
     except hvac.exceptions.VaultError as exc:
-        # A group's PKI made before backups on ssh has no `pgbackrest` role yet: write it
-        # (needs a token that may write the group's PKI roles, as the accounts layer's).
-        if "unknown role" not in str(exc):
-            raise
-        _ensure_role(client, mount, ttl)
-        resp = issue()
+        # `dbfleet up` (the accounts layer, with an admin token) makes the role; a
+        # group's PKI from before backups on ssh gets it at its next such `up`.
+        if "unknown role" in str(exc):
+            raise vault.VaultError(
+                f"{mount} has no role {vault.BACKUP_PKI_ROLE} yet: run `dbfleet up` with an admin token first"
+            ) from None
+        raise
     data = resp["data"]
     expiration = float(data.get("expiration") or 0) or now + ttl
     return {

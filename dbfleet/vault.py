@@ -725,6 +725,8 @@ def create_token(
 
 #: the role every server certificate of a group is issued from
 PKI_ROLE = "server"
+#: pgBackRest's TLS servers and clients on the ssh target (components/backup.py)
+BACKUP_PKI_ROLE = "pgbackrest"
 #: a group CA's lifetime (and the PKI engine's maximum lease): ten years
 CA_TTL = "87600h"
 
@@ -741,7 +743,8 @@ def ca_name(fleet_name: str, group: str) -> str:
 
 def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list[str]:
     """A PKI engine at `mount` with its own root CA (`common_name`, 10 years) and a role
-    `server` that issues server certificates for IP addresses and names, at most
+    `server` that issues server certificates for IP addresses and names (and the same
+    role `pgbackrest` for pgBackRest's TLS servers on the ssh target), at most
     `max_ttl` long, not stored in Vault (they are renewed, never looked up). One engine
     per group: a group's certificates chain to its CA only. Returns what it created or
     changed. Needs an admin token (sys/mounts, root generation, roles)."""
@@ -771,16 +774,17 @@ def ensure_group_pki(client, mount: str, common_name: str, max_ttl: str) -> list
         "max_ttl": max_ttl,
         "no_store": True,
     }
-    api_path = f"{mount}/roles/{PKI_ROLE}"
-    current = _read_or_none(client, api_path, f"PKI role {PKI_ROLE}")
-    have = (current or {}).get("data") if isinstance(current, Mapping) else None
-    if (
-        not isinstance(have, Mapping)
-        or any(str(have.get(k)) != str(v) for k, v in role.items() if k != "max_ttl")
-        or _seconds(have.get("max_ttl")) != _seconds(max_ttl)
-    ):
-        _write(client, api_path, role, f"writing PKI role {PKI_ROLE}", "update")
-        made.append(f"PKI role {mount}/roles/{PKI_ROLE}")
+    for name in (PKI_ROLE, BACKUP_PKI_ROLE):
+        api_path = f"{mount}/roles/{name}"
+        current = _read_or_none(client, api_path, f"PKI role {name}")
+        have = (current or {}).get("data") if isinstance(current, Mapping) else None
+        if (
+            not isinstance(have, Mapping)
+            or any(str(have.get(k)) != str(v) for k, v in role.items() if k != "max_ttl")
+            or _seconds(have.get("max_ttl")) != _seconds(max_ttl)
+        ):
+            _write(client, api_path, role, f"writing PKI role {name}", "update")
+            made.append(f"PKI role {mount}/roles/{name}")
     for what in made:
         log.info("created %s", what)
     return made

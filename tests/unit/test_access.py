@@ -251,6 +251,7 @@ def test_prepare_with_an_admin_token_creates_policies_role_ca_and_key_once(
         "sys/mounts/pki-demo-eu",
         "pki-demo-eu/root/generate/internal",
         "pki-demo-eu/roles/server",
+        "pki-demo-eu/roles/pgbackrest",
         "sys/mounts/transit",
         "transit/keys/dbfleet-demo-eu",
     ]
@@ -258,6 +259,9 @@ def test_prepare_with_an_admin_token_creates_policies_role_ca_and_key_once(
     assert fake.store["pki-demo-eu/root/generate/internal"]["common_name"] == "dbfleet demo eu CA"
     role = fake.store["pki-demo-eu/roles/server"]
     assert role["allow_ip_sans"] and role["no_store"] and role["max_ttl"] == f"{90 * 86400}s"
+    # pgBackRest's TLS servers and clients (ssh target): their own role, both uses.
+    backup_role = fake.store["pki-demo-eu/roles/pgbackrest"]
+    assert backup_role["client_flag"] and backup_role["server_flag"] and backup_role["no_store"]
     fake.writes.clear()
     access.prepare(fake, fleet, ["eu"], "up")
     assert fake.writes == []  # idempotent: nothing differs, nothing written

@@ -539,23 +539,18 @@ def test_the_ops_commands_reach_the_repository_host_over_ssh(monkeypatch):
     assert seen_env["BACKUP_DIR"] == "/d/demo-eu/pgbackrest/lhr-0"
 
 
-def test_a_host_certificate_names_its_address_and_the_role_is_written_only_when_missing(
-    monkeypatch,
-):
+def test_a_host_certificate_names_its_address_and_a_missing_role_is_a_clear_error(monkeypatch):
     import hvac.exceptions
 
     from dbfleet import vault
 
     class FakeVault:
         def __init__(self) -> None:
-            self.roles: dict[str, dict] = {}
+            self.roles: set[str] = set()
             self.writes: list[tuple[str, dict]] = []
 
         def write_data(self, path: str, data: dict) -> dict:
             self.writes.append((path, data))
-            if "/roles/" in path:
-                self.roles[path.rsplit("/", 1)[1]] = data
-                return {}
             if path.rsplit("/", 1)[1] not in self.roles:
                 raise hvac.exceptions.InvalidRequest("unknown role: pgbackrest")
             return {"data": {"certificate": "C", "private_key": "K", "serial_number": "1"}}
@@ -564,13 +559,13 @@ def test_a_host_certificate_names_its_address_and_the_role_is_written_only_when_
     monkeypatch.setattr(vault, "client_from_env", lambda: fake)
     props = {"mount": "pki-demo-eu", "common_name": "10.1.0.2", "ip_sans": ["10.1.0.2"],
              "ttl_s": 3600, "renew_fraction": 0.25}  # fmt: skip
+    # The accounts layer (an admin `dbfleet up`) makes the role; the resource never does.
+    with pytest.raises(vault.VaultError, match="pki-demo-eu has no role pgbackrest yet"):
+        backup._issue(props)
+    fake.roles.add("pgbackrest")
     out = backup._issue(props)
     assert (out["certificate"], out["private_key"]) == ("C", "K")
-    issued = [d for p, d in fake.writes if p == "pki-demo-eu/issue/pgbackrest"][-1]
+    assert {p for p, _ in fake.writes} == {"pki-demo-eu/issue/pgbackrest"}
+    issued = fake.writes[-1][1]
     # pgBackRest 2.45 matches the dialled address against DNS names and the CN only
     assert issued["common_name"] == issued["alt_names"] == issued["ip_sans"] == "10.1.0.2"
-    role = fake.roles["pgbackrest"]
-    assert role["client_flag"] and role["server_flag"] and role["no_store"]
-    fake.writes.clear()
-    backup._issue(props)
-    assert [p for p, _ in fake.writes] == ["pki-demo-eu/issue/pgbackrest"]
