@@ -205,14 +205,15 @@ def test_the_report_of_adding_a_region_names_exactly_what_up_changes(
             "create",
             "update",
         }
-        # a region brings its node and its etcd member; every node learns the new
-        # member, and the group's leadership the new node
+        # a region brings its node and its etcd member, each with its certificate; every
+        # node learns the new member, and the group's leadership the new node
         assert ops("replicas-eu", "create") == {
             "ams-0",
             "ams-0-server",
             "ams-0-tls",
             "etcd-ams",
             "etcd-ams-etcd",
+            "etcd-ams-tls",
         }
         assert {"fra-0-server", "lhr-0-server", "arn-0-server", "leader-leader"} <= ops(
             "replicas-eu", "update"
