@@ -260,6 +260,42 @@ SQL
         die "applying roles/database to $SCOPE's leader $LEADER failed"
 }
 
+# pending_restarts : the members whose PostgreSQL waits for a restart to apply a
+# parameter of the dynamic configuration (Patroni's /patroni says pending_restart),
+# the leader last.
+pending_restarts() {
+    local name body out=() last=
+    for name in "${!MEMBER_REST[@]}"; do
+        body=$(curl -sf -m 3 --cacert "$CA_FILE" "https://${MEMBER_REST[$name]}/patroni" 2>/dev/null) || continue
+        printf '%s' "$body" | "$PYTHON" -I -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("pending_restart") else 1)' ||
+            continue
+        if [[ "$name" == "$LEADER" ]]; then last=$name; else out+=("$name"); fi
+    done
+    [[ -z "$last" ]] || out+=("$last")
+    printf '%s\n' "${out[@]}"
+}
+
+any_pending() { [[ -n "$(pending_restarts)" ]]; }
+
+member_running() { leader && [[ " $VIEW " == *" $1=running/"* ]]; }
+
+# restart_pending : a parameter that only a restart applies (archive_mode when a
+# group gets backups, max_connections, ...) is applied by restarting the members
+# that wait for it, one at a time, the leader last (Patroni restarts it in place:
+# a short pause of writes, no failover).
+restart_pending() {
+    local name
+    # Patroni applies a new dynamic configuration in its next cycles (loop_wait 2 s).
+    wait_for 10 "a restart to be pending" any_pending 2>/dev/null || return 0
+    for name in $(pending_restarts); do
+        rest_change POST "$name" /restart '{"restart_pending": true}' >/dev/null ||
+            die "Patroni could not restart $name to apply the dynamic configuration"
+        wait_for 120 "$name to run again after its restart" member_running "$name" ||
+            die "$name does not run again after its restart (see its patroni.log)"
+        DONE+=("$name restarted to apply the configuration")
+    done
+}
+
 check_inputs() {
     require_env SCOPE MEMBERS PREFERRED DCS_CONFIG TLS_CA
     [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
@@ -282,6 +318,7 @@ do_create() {
         rest_change PATCH "$LEADER" /config "$DCS_CONFIG" >/dev/null ||
             die "Patroni refused the dynamic configuration of $SCOPE"
         DONE+=("dynamic configuration set")
+        restart_pending
     fi
     local before=$LEADER
     if [[ "$LEADER" != "$PREFERRED" ]]; then
