@@ -224,12 +224,19 @@ check_inputs() {
 # host:port), as RUN_AS, with short timeouts and a clean environment: an
 # inherited ETCDCTL_* (endpoints, credentials) must not change whom we ask.
 # HTTPS, verifying the members against the group's CA, with this member's
-# certificate as the client certificate.
+# certificate as the client certificate.  With PLAIN_CLIENTS=1: plain http
+# and no certificate, for members an older dbfleet started without client TLS
+# (only while they move to TLS).
 ctl() {
-    local endpoints=https://${1//,/,https://}
+    local scheme=https tls=(--cacert="$TLS_DIR/ca.crt" --cert="$TLS_DIR/server.crt"
+        --key="$TLS_DIR/server.key")
+    if [[ -n "${PLAIN_CLIENTS:-}" ]]; then
+        scheme=http
+        tls=()
+    fi
+    local endpoints=$scheme://${1//,/,$scheme://}
     shift
-    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" \
-        --cacert="$TLS_DIR/ca.crt" --cert="$TLS_DIR/server.crt" --key="$TLS_DIR/server.key" \
+    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" "${tls[@]}" \
         --dial-timeout=1s --command-timeout=3s "$@"
 }
 
@@ -510,11 +517,22 @@ do_create() {
             what="restarted (flags changed)"
             # A member of a working cluster must be back in it before the next
             # member restarts (the replicas layer updates them one by one).
+            # Its clients may still be on plain http too (a group from before
+            # etcd used TLS at all): then it is asked that way.
+            local all="$ETCD_HOST:$ETCD_CLIENT_PORT${OTHERS:+,$OTHERS}" plain=
             was_healthy=0
-            healthy "$PID" && was_healthy=1
-            if list=$(ctl "$ETCD_HOST:$ETCD_CLIENT_PORT${OTHERS:+,$OTHERS}" member list -w simple 2>/dev/null) &&
-                line=$(own_member "$list") && [[ "$(member_field "$line" 3)" != "$PEER_URL" ]]; then
-                move_peer_url "$list"
+            if healthy "$PID"; then
+                was_healthy=1
+            elif PLAIN_CLIENTS=1 healthy "$PID"; then
+                was_healthy=1
+                plain=1
+            fi
+            if ! list=$(PLAIN_CLIENTS=$plain ctl "$all" member list -w simple 2>/dev/null); then
+                list=$(PLAIN_CLIENTS=1 ctl "$all" member list -w simple 2>/dev/null) && plain=1
+            fi
+            if [[ -n "$list" ]] && line=$(own_member "$list") &&
+                [[ "$(member_field "$line" 3)" != "$PEER_URL" ]]; then
+                PLAIN_CLIENTS=$plain move_peer_url "$list"
                 what="restarted (peers moved to https)"
             fi
             stop_etcd "$PID"
