@@ -38,9 +38,10 @@ if not ETCD.exists():
 
 GROUP = "eu"
 REPO = Path(__file__).resolve().parents[2]
-# The last commit whose etcd.sh ran the peers on plain http (what a group deployed
-# before peer TLS runs).
+# The last commit whose etcd.sh ran the peers on plain http (clients on TLS), and
+# one whose etcd.sh spoke plain http to clients too: groups deployed before peer TLS.
 HTTP_PEERS_COMMIT = "68e3322"
+PLAIN_CLIENTS_COMMIT = "6af09a0"
 
 
 @dataclass(frozen=True)
@@ -388,13 +389,13 @@ def test_a_whole_group_deleted_at_once_stops_every_member(group):
         assert not alive_etcd(pids[m]) and not group.dir(m).exists()
 
 
-def _old_script(group: Group) -> Path:
-    """etcd.sh and lib.sh as of HTTP_PEERS_COMMIT, side by side in the test's dir."""
+def _old_script(group: Group, commit: str) -> Path:
+    """etcd.sh and lib.sh as of `commit`, side by side in the test's dir."""
     old = group.base / "old-scripts"
     old.mkdir()
     for name in ("etcd.sh", "lib.sh"):
         text = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{HTTP_PEERS_COMMIT}:components/scripts/{name}"],
+            ["git", "-C", str(REPO), "show", f"{commit}:components/scripts/{name}"],
             capture_output=True,
             text=True,
             check=True,
@@ -403,22 +404,33 @@ def _old_script(group: Group) -> Path:
     return old / "etcd.sh"
 
 
-def test_a_group_on_http_peers_moves_to_https_one_member_at_a_time(group):
+@pytest.mark.parametrize(
+    ("commit", "tls_clients"), [(HTTP_PEERS_COMMIT, True), (PLAIN_CLIENTS_COMMIT, False)]
+)
+def test_a_group_on_http_peers_moves_to_https_one_member_at_a_time(group, commit, tls_clients):
     """What `dbfleet up` does to a group an older dbfleet deployed: the replicas layer
     runs etcd.sh update for one member after the other."""
     members = group.members
     # Deployed before peer TLS: the old script, http peer URLs.
     new_script = group.script
-    group.script, group.peer_scheme = _old_script(group), "http"
+    group.script, group.peer_scheme = _old_script(group, commit), "http"
     procs = [(m, group.start("create", m)) for m in members]
     for m, proc in procs:
         rc, _out, err = group.finish(m, proc)
         assert rc == 0, err
-    eventually("the http-peer group to be healthy", lambda: healthy(group, members))
-    assert set(started_members(group, members[0]).values()) == {
-        f"http://{m.host}:{m.peer_port}" for m in members
-    }
-    assert group.ctl(members, "put", "before-tls", "kept").returncode == 0
+    if tls_clients:
+        eventually("the http-peer group to be healthy", lambda: healthy(group, members))
+        assert set(started_members(group, members[0]).values()) == {
+            f"http://{m.host}:{m.peer_port}" for m in members
+        }
+        assert group.ctl(members, "put", "before-tls", "kept").returncode == 0
+    else:
+        plain = [f"http://{m.client}" for m in members]
+        eventually(
+            "the plain-http group to be healthy",
+            lambda: ctl(plain, "endpoint", "health").returncode == 0,
+        )
+        assert ctl(plain, "put", "before-tls", "kept").returncode == 0
 
     # Now the current script. A member still on http peers is drift.
     group.script, group.peer_scheme = new_script, "https"
@@ -446,7 +458,7 @@ def test_a_group_on_http_peers_moves_to_https_one_member_at_a_time(group):
     try:
         for m in members:
             out = group.ok("update", m)
-            assert ") restarted (peers moved to https) in" in out, out
+            assert ") restarted (peers moved to https)" in out, out
             assert group.check(m) == 0
             # Back in the cluster before the next member goes: the key written before
             # the move is still readable, through every member.
