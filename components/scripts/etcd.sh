@@ -55,10 +55,12 @@
 #     and the member joins afresh ("rejoined").
 #   * not running, no data: the OTHER members are asked (short timeouts) for
 #     their member list.  No answer: start as a member of a new cluster made
-#     of ETCD_CLUSTER ("started").  A brand-new group starts every member at
-#     once; none has quorum yet, so none answers (etcd 3.4 serves no client
-#     request before it has joined a quorum), and all of them start "new",
-#     which is what bootstraps the cluster.  An answer: the cluster exists, so
+#     of ETCD_CLUSTER ("started").  In a brand-new group the first members
+#     (started one after another by the replicas layer, or all at once) find
+#     nobody with a quorum, so nobody answers (etcd 3.4 serves no client
+#     request before it has joined a quorum), and they start "new", which is
+#     what bootstraps the cluster; once a quorum of them runs, the rest find
+#     it and join.  An answer: the cluster exists, so
 #     this member is added to it (etcdctl member add, unless it is listed as
 #     not yet started) and joins it with --initial-cluster-state existing
 #     ("joined").  A listed, started member without data lost its data: it is
