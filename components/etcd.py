@@ -12,8 +12,12 @@ Clients speak HTTPS to a member, which presents its own certificate from the gro
 (naming its address) and admits only clients whose certificate that CA signed
 (`--client-cert-auth`): Patroni with its node's certificate, etcd.sh's etcdctl with the
 member's. Another group's certificates, or none, are refused in the TLS handshake. The
-member's key is secret (the host script's secret environment); peer traffic between the
-members stays on the group's network (loopback locally, the firewall on ssh hosts).
+member's key is secret (the host script's secret environment). Peer traffic (raft) is
+HTTPS with the same certificate both ways (`--peer-client-cert-auth`): a member admits
+only peers whose certificate the group's CA signed. A member that ran its peers on plain
+http (an older dbfleet) moves to https in its update (`member update`, then a restart);
+the replicas layer updates a group's members one after another, so that only one is
+ever down.
 """
 
 from __future__ import annotations
@@ -136,6 +140,10 @@ class EtcdMemberArgs:
     def client_url(self) -> str:
         return f"https://{self.host}:{self.client_port}"
 
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.host}:{self.peer_port}"
+
     def environment(self) -> dict[str, str]:
         env = {
             "RUN_AS": self.run_as,
@@ -145,7 +153,7 @@ class EtcdMemberArgs:
             "ETCD_CLIENT_PORT": str(self.client_port),
             "ETCD_PEER_PORT": str(self.peer_port),
             "ETCD_CLUSTER": ",".join(
-                f"{name}=http://{host}:{port}" for name, host, port in self.cluster
+                f"{name}=https://{host}:{port}" for name, host, port in self.cluster
             ),
             "ETCD_CLIENTS": " ".join(self.clients),
             "ETCD_TOKEN": self.token,

@@ -7,7 +7,9 @@
 # HTTPS: the member presents its certificate from the group's CA and admits
 # only clients whose certificate that CA signed (--client-cert-auth), so
 # neither a stranger nor another group's Patroni can read or write the
-# group's keys.  Peer traffic stays plain http on the group's own network.
+# group's keys.  Peers (raft) speak HTTPS too, with the same certificate
+# both ways (--peer-client-cert-auth): a member admits only peers whose
+# certificate the group's CA signed.
 #
 # Environment:
 #   RUN_AS            OS user running etcd (the group's user)
@@ -19,9 +21,9 @@
 #                     the local target, the host's own address with TARGET=ssh;
 #                     never 0.0.0.0
 #   ETCD_CLIENT_PORT  client port (https://ETCD_HOST:ETCD_CLIENT_PORT)
-#   ETCD_PEER_PORT    peer port (http://ETCD_HOST:ETCD_PEER_PORT)
+#   ETCD_PEER_PORT    peer port (https://ETCD_HOST:ETCD_PEER_PORT)
 #   ETCD_CLUSTER      every member of the group, this one included, in etcd's
-#                     --initial-cluster form: name=http://host:peerport,...
+#                     --initial-cluster form: name=https://host:peerport,...
 #   ETCD_CLIENTS      space-separated host:clientport of every member (this
 #                     one included), in the order of ETCD_CLUSTER
 #   ETCD_TOKEN        --initial-cluster-token (<fleet>-<group>): two groups
@@ -33,14 +35,18 @@
 #                     The member's etcdctl calls present them as its client
 #                     certificate (delete and check use the files already there)
 #   TLS_CA            the group's CA certificate (PEM, base64-encoded): the only
-#                     CA whose client certificates etcd accepts
+#                     CA whose client and peer certificates etcd accepts
 #   FLEET_NAME        optional: the fleet named in the directory's marker
 #   TARGET            optional: "ssh" lets ETCD_HOST be any IPv4 address
 #
 # create/update (idempotent):
 #   * running (pid file, /proc/PID/exe is etcd) with the recorded flags:
 #     nothing happens ("unchanged"); with other flags: stopped and started
-#     again ("restarted").  The bootstrap flags (--initial-*) are not among
+#     again ("restarted"), then waited for until it serves linearizable
+#     reads (it is back in a cluster with a leader).  A member that ran its
+#     peers on plain http (an older dbfleet) first moves its peer URL to
+#     https in the cluster (member update), then restarts with peer TLS
+#     ("restarted (peers moved to https)"); see "Moving peers to https".  The bootstrap flags (--initial-*) are not among
 #     the recorded ones: etcd reads them only once, so a region added to the
 #     group (a longer ETCD_CLUSTER) restarts no running member.
 #   * not running, data present: started ("started").  If the other members
@@ -49,10 +55,12 @@
 #     and the member joins afresh ("rejoined").
 #   * not running, no data: the OTHER members are asked (short timeouts) for
 #     their member list.  No answer: start as a member of a new cluster made
-#     of ETCD_CLUSTER ("started").  A brand-new group starts every member at
-#     once; none has quorum yet, so none answers (etcd 3.4 serves no client
-#     request before it has joined a quorum), and all of them start "new",
-#     which is what bootstraps the cluster.  An answer: the cluster exists, so
+#     of ETCD_CLUSTER ("started").  In a brand-new group the first members
+#     (started one after another by the replicas layer, or all at once) find
+#     nobody with a quorum, so nobody answers (etcd 3.4 serves no client
+#     request before it has joined a quorum), and they start "new", which is
+#     what bootstraps the cluster; once a quorum of them runs, the rest find
+#     it and join.  An answer: the cluster exists, so
 #     this member is added to it (etcdctl member add, unless it is listed as
 #     not yet started) and joins it with --initial-cluster-state existing
 #     ("joined").  A listed, started member without data lost its data: it is
@@ -68,11 +76,20 @@
 #   cost the rest of the group its quorum (a member down or just restarted)
 #   is refused by etcd; the script then stops with that reason.  Idempotent.
 # check: read-only; exits DRIFT_EXIT_CODE (lib.sh) when the member is not
-#   running or not listening on its client port, 0 otherwise.
+#   running, not listening on its client port, or runs without peer TLS
+#   (its peers still on plain http), 0 otherwise.
+#
+# Moving peers to https: the members of a group deployed with http peers are
+# updated one after another (the replicas layer chains them), each in one
+# run: member update to its https peer URL through the cluster, restart with
+# peer TLS, wait until it serves again.  Only that member is ever down.  A
+# member still on http holds no peer certificate and cannot verify https
+# peers, so it cannot dial the members already moved; those dial it (http)
+# and carry the traffic both ways over their own connections (etcd's
+# streams are bidirectional once dialled), so the group keeps its quorum.
 #
 # Output: one summary line on stdout; progress/errors on stderr.  etcd logs
-# (zap, JSON lines) to ETCD_DIR/etcd.log.  A member that ran plain http
-# before (an older dbfleet) restarts once with TLS (its flags changed).
+# (zap, JSON lines) to ETCD_DIR/etcd.log.
 set -euo pipefail
 
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -120,7 +137,9 @@ init_vars() {
     FLAGSFILE=$ETCD_DIR/etcd.flags
     TLS_DIR=$ETCD_DIR/tls
     CLIENT_URL=https://$ETCD_HOST:$ETCD_CLIENT_PORT
-    PEER_URL=http://$ETCD_HOST:$ETCD_PEER_PORT
+    PEER_URL=https://$ETCD_HOST:$ETCD_PEER_PORT
+    # This member's peer URL as an older dbfleet advertised it (plain http).
+    HTTP_PEER_URL=http://$ETCD_HOST:$ETCD_PEER_PORT
 }
 
 # check_member_name NAME VALUE : an etcd member name (a region code: a DNS
@@ -139,11 +158,11 @@ parse_cluster() {
     CLUSTER_URLS=()
     IFS=',' read -r -a entries <<<"$ETCD_CLUSTER"
     for entry in "${entries[@]}"; do
-        [[ "$entry" == *=http://* ]] || die "ETCD_CLUSTER: '$entry' is not name=http://host:port"
+        [[ "$entry" == *=https://* ]] || die "ETCD_CLUSTER: '$entry' is not name=https://host:port"
         name=${entry%%=*}
         url=${entry#*=}
         check_member_name ETCD_CLUSTER "$name"
-        hostport=${url#http://}
+        hostport=${url#https://}
         check_hostport ETCD_CLUSTER "$hostport"
         check_bind ETCD_CLUSTER "${hostport%:*}"
         [[ "$seen_names" != *" $name "* ]] || die "ETCD_CLUSTER: member $name is listed twice"
@@ -207,12 +226,19 @@ check_inputs() {
 # host:port), as RUN_AS, with short timeouts and a clean environment: an
 # inherited ETCDCTL_* (endpoints, credentials) must not change whom we ask.
 # HTTPS, verifying the members against the group's CA, with this member's
-# certificate as the client certificate.
+# certificate as the client certificate.  With PLAIN_CLIENTS=1: plain http
+# and no certificate, for members an older dbfleet started without client TLS
+# (only while they move to TLS).
 ctl() {
-    local endpoints=https://${1//,/,https://}
+    local scheme=https tls=(--cacert="$TLS_DIR/ca.crt" --cert="$TLS_DIR/server.crt"
+        --key="$TLS_DIR/server.key")
+    if [[ -n "${PLAIN_CLIENTS:-}" ]]; then
+        scheme=http
+        tls=()
+    fi
+    local endpoints=$scheme://${1//,/,$scheme://}
     shift
-    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" \
-        --cacert="$TLS_DIR/ca.crt" --cert="$TLS_DIR/server.crt" --key="$TLS_DIR/server.key" \
+    run_as env -i ETCDCTL_API=3 "$ETCDCTL_BIN" --endpoints="$endpoints" "${tls[@]}" \
         --dial-timeout=1s --command-timeout=3s "$@"
 }
 
@@ -232,16 +258,36 @@ member_field() {
     printf '%s' "${rest%%, *}"
 }
 
-# own_member LIST : the line of LIST whose peer URLs include PEER_URL.
+# own_member LIST : the line of LIST whose peer URLs include PEER_URL, or
+# HTTP_PEER_URL (this member before its peers moved to https).
 own_member() {
-    local line
+    local line urls
     while IFS= read -r line; do
-        [[ ",$(member_field "$line" 3)," == *",$PEER_URL,"* ]] && printf '%s\n' "$line" && return 0
+        urls=",$(member_field "$line" 3),"
+        if [[ "$urls" == *",$PEER_URL,"* || "$urls" == *",$HTTP_PEER_URL,"* ]]; then
+            printf '%s\n' "$line"
+            return 0
+        fi
     done <<<"$1"
     return 1
 }
 
-# reconfigure WHAT ARGS... : a member add/remove through the other members;
+# move_peer_url LIST : if LIST (a `member list`) gives this member a peer URL
+# other than PEER_URL (plain http, from an older dbfleet), move it to PEER_URL
+# (member update, through the cluster).  Prints nothing; dies on refusal.
+move_peer_url() {
+    local line why
+    line=$(own_member "$1") || return 0
+    [[ "$(member_field "$line" 3)" != "$PEER_URL" ]] || return 0
+    info "moving member $MEMBER_NAME's peer URL $(member_field "$line" 3) to $PEER_URL"
+    # Through this member too: a group of one has nobody else to ask.
+    why=$(VIA="$ETCD_HOST:$ETCD_CLIENT_PORT${OTHERS:+,$OTHERS}" reconfigure "member update" member update "$(member_field "$line" 0)" \
+        --peer-urls="$PEER_URL") ||
+        die "cannot move member $MEMBER_NAME's peer URL to $PEER_URL: $why"
+}
+
+# reconfigure WHAT ARGS... : a member add/remove/update through the other
+# members (VIA instead, when set);
 # "unhealthy cluster" (a member connected less than 5 s ago) is retried until
 # RECONFIG_TIMEOUT.  On failure prints etcdctl's reason and returns 1.
 reconfigure() {
@@ -250,7 +296,7 @@ reconfigure() {
     now=${EPOCHREALTIME//[!0-9]/}
     deadline=$((now + RECONFIG_TIMEOUT * 1000000))
     while :; do
-        if out=$(ctl "$OTHERS" "$@" 2>&1); then
+        if out=$(ctl "${VIA:-$OTHERS}" "$@" 2>&1); then
             return 0
         fi
         now=${EPOCHREALTIME//[!0-9]/}
@@ -317,7 +363,10 @@ join_cluster() {
             line=
         fi
     fi
-    if [[ -z "$line" ]]; then
+    if [[ -n "$line" ]]; then
+        # Added by an older dbfleet (http peers) but never started.
+        move_peer_url "$list"
+    else
         why=$(reconfigure "member add" member add "$MEMBER_NAME" --peer-urls="$PEER_URL") ||
             die "cannot add member $MEMBER_NAME to the group's etcd cluster ($OTHERS): $why"
     fi
@@ -339,6 +388,12 @@ has_data() { compgen -G "$DATA/member/wal/*.wal" >/dev/null; }
 
 # render_flags : the flags of a running member, one per line (recorded in
 # etcd.flags; a change restarts the member).
+# A peer proves itself by its certificate from the group's CA.  etcd would
+# also match the certificate's addresses against the connection's source
+# address, which a member cannot choose: on the local target every loopback
+# connection leaves from 127.0.0.1, on hosts with several addresses (or behind
+# NAT) from whichever the route picks.  That check is turned off; the CA
+# check, which keeps every other group and every stranger out, stays.
 render_flags() {
     cat <<EOF
 --name=$MEMBER_NAME
@@ -349,6 +404,11 @@ render_flags() {
 --key-file=$TLS_DIR/server.key
 --trusted-ca-file=$TLS_DIR/ca.crt
 --client-cert-auth=true
+--peer-cert-file=$TLS_DIR/server.crt
+--peer-key-file=$TLS_DIR/server.key
+--peer-trusted-ca-file=$TLS_DIR/ca.crt
+--peer-client-cert-auth=true
+--experimental-peer-skip-client-san-verification=true
 --listen-peer-urls=$PEER_URL
 --initial-advertise-peer-urls=$PEER_URL
 --heartbeat-interval=100
@@ -372,6 +432,10 @@ up() { proc_exe_is "$1" "$ETCD_BIN" && listening; }
 # serving PID : PID still runs etcd and answers on its client port (it has
 # joined its cluster).
 serving() { proc_exe_is "$1" "$ETCD_BIN" && ctl "$ETCD_HOST:$ETCD_CLIENT_PORT" endpoint status >/dev/null 2>&1; }
+
+# healthy PID : PID still runs etcd and serves a linearizable read (etcdctl
+# endpoint health): it is in a cluster that has a leader and a quorum.
+healthy() { proc_exe_is "$1" "$ETCD_BIN" && ctl "$ETCD_HOST:$ETCD_CLIENT_PORT" endpoint health >/dev/null 2>&1; }
 
 # start_etcd [BOOTSTRAP_FLAGS...] : start etcd detached (its own session,
 # stdin /dev/null, stdout/stderr appended to etcd.log) as RUN_AS, with a
@@ -443,7 +507,7 @@ do_create() {
     mark_dir "$ETCD_DIR" "etcd member"
     lock_dir "$ETCD_DIR"
 
-    local what flags_changed=0 list tls_note=
+    local what flags_changed=0 list line was_healthy tls_note=
     # New files under the same names: etcd reads them at the next handshake.
     if write_tls "$TLS_DIR" && [[ -n "$(etcd_pid)" ]]; then tls_note=", certificate renewed"; fi
     render_flags | put_file "$FLAGSFILE" && flags_changed=1
@@ -452,9 +516,33 @@ do_create() {
         if ((!flags_changed)); then
             what=unchanged
         else
+            what="restarted (flags changed)"
+            # A member of a working cluster must be back in it before the next
+            # member restarts (the replicas layer updates them one by one).
+            # Its clients may still be on plain http too (a group from before
+            # etcd used TLS at all): then it is asked that way.
+            local all="$ETCD_HOST:$ETCD_CLIENT_PORT${OTHERS:+,$OTHERS}" plain=
+            was_healthy=0
+            if healthy "$PID"; then
+                was_healthy=1
+            elif PLAIN_CLIENTS=1 healthy "$PID"; then
+                was_healthy=1
+                plain=1
+            fi
+            if ! list=$(PLAIN_CLIENTS=$plain ctl "$all" member list -w simple 2>/dev/null); then
+                list=$(PLAIN_CLIENTS=1 ctl "$all" member list -w simple 2>/dev/null) && plain=1
+            fi
+            if [[ -n "$list" ]] && line=$(own_member "$list") &&
+                [[ "$(member_field "$line" 3)" != "$PEER_URL" ]]; then
+                PLAIN_CLIENTS=$plain move_peer_url "$list"
+                what="restarted (peers moved to https)"
+            fi
             stop_etcd "$PID"
             start_etcd
-            what="restarted (flags changed)"
+            if ((was_healthy)); then
+                wait_for "$JOIN_TIMEOUT" "etcd $MEMBER_NAME to serve in its cluster again" healthy "$PID" ||
+                    die "etcd $MEMBER_NAME restarted but does not serve in its cluster again: $(start_failure) (see $LOGFILE)"
+            fi
         fi
     elif has_data; then
         what=started
@@ -464,6 +552,9 @@ do_create() {
             join_and_start "$list"
             what=rejoined
         else
+            # Stopped while the others moved their peers to https: its own
+            # peer URL moves too before it starts with peer TLS.
+            [[ -z "${list:-}" ]] || move_peer_url "$list"
             start_etcd
         fi
     elif list=$(cluster_members); then
@@ -553,8 +644,14 @@ do_delete() {
 do_check() {
     require_env ETCD_DIR ETCD_HOST ETCD_CLIENT_PORT ETCD_PEER_PORT
     init_vars
-    [[ -n "$(etcd_pid)" ]] || exit "$DRIFT_EXIT_CODE"
+    local pid cmdline
+    pid=$(etcd_pid)
+    [[ -n "$pid" ]] || exit "$DRIFT_EXIT_CODE"
     listening || exit "$DRIFT_EXIT_CODE"
+    # Peers still on plain http (started by an older dbfleet): drift.
+    cmdline=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null) || exit "$DRIFT_EXIT_CODE"
+    grep -qxF -- "--listen-peer-urls=$PEER_URL" <<<"$cmdline" || exit "$DRIFT_EXIT_CODE"
+    grep -qxF -- "--peer-client-cert-auth=true" <<<"$cmdline" || exit "$DRIFT_EXIT_CODE"
     exit 0
 }
 

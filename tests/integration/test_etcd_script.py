@@ -3,17 +3,21 @@ members on loopback addresses: started together they form one cluster; a second 
 changes nothing; a killed member is drift that create repairs; a deleted member leaves
 the cluster (the other two stay healthy) and comes back by joining it. Clients speak
 HTTPS with a certificate from the group's CA (a throw-away one here); etcd refuses
-anyone else."""
+anyone else, on the client port and on the peer port alike. A group whose peers an older
+etcd.sh started on plain http moves to https member by member, serving throughout."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +37,11 @@ if not ETCD.exists():
     pytestmark = pytest.mark.skip(reason="no /usr/bin/etcd (package etcd-server)")
 
 GROUP = "eu"
+REPO = Path(__file__).resolve().parents[2]
+# The last commit whose etcd.sh ran the peers on plain http (clients on TLS), and
+# one whose etcd.sh spoke plain http to clients too: groups deployed before peer TLS.
+HTTP_PEERS_COMMIT = "68e3322"
+PLAIN_CLIENTS_COMMIT = "6af09a0"
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,10 @@ class Group:
     client: Issued
     # Every etcd pid a run recorded: the teardown stops these and only these.
     pids: set[int] = field(default_factory=set)
+    # etcd.sh to run (another commit's, for a group deployed before peer TLS), and
+    # the peer URL scheme its ETCD_CLUSTER names.
+    script: Path = SCRIPTS_DIR / "etcd.sh"
+    peer_scheme: str = "https"
 
     def dir(self, m: Member) -> Path:
         return self.root / f"etcd-{m.name}"
@@ -76,7 +89,7 @@ class Group:
             "ETCD_CLIENT_PORT": str(m.client_port),
             "ETCD_PEER_PORT": str(m.peer_port),
             "ETCD_CLUSTER": ",".join(
-                f"{o.name}=http://{o.host}:{o.peer_port}" for o in self.members
+                f"{o.name}={self.peer_scheme}://{o.host}:{o.peer_port}" for o in self.members
             ),
             "ETCD_CLIENTS": " ".join(o.client for o in self.members),
             "ETCD_TOKEN": f"{self.fleet}-{GROUP}",
@@ -95,7 +108,7 @@ class Group:
 
     def start(self, action: str, m: Member) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            ["bash", str(SCRIPTS_DIR / "etcd.sh"), action],
+            ["bash", str(self.script), action],
             env=self.env(m),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -178,6 +191,27 @@ def alive_etcd(pid: int) -> bool:
         return False
 
 
+def peer_get(m: Member, ca: Path | None, cert: Issued | None = None) -> int | str:
+    """GET /version on m's peer port: over TLS verifying against `ca` (presenting
+    `cert` when given), or plain http when `ca` is None. The HTTP status, or why
+    the connection failed."""
+    conn: http.client.HTTPConnection
+    if ca is None:
+        conn = http.client.HTTPConnection(m.host, m.peer_port, timeout=3)
+    else:
+        context = ssl.create_default_context(cafile=str(ca))
+        if cert is not None:
+            context.load_cert_chain(str(cert.cert), str(cert.key))
+        conn = http.client.HTTPSConnection(m.host, m.peer_port, timeout=3, context=context)
+    try:
+        conn.request("GET", "/version")
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
 def refused(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -232,8 +266,18 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
         assert f"member {m.name} https://{m.client} (pid " in out and ") started in" in out
     eventually("the three members to be healthy", lambda: healthy(group, members))
     assert started_members(group, fra) == {
-        m.name: f"http://{m.host}:{m.peer_port}" for m in members
+        m.name: f"https://{m.host}:{m.peer_port}" for m in members
     }
+    # Peers speak TLS and admit only certificates from the group's CA: a member's
+    # own certificate gets in; none, another CA's, or plain http do not.
+    stranger_peer = ScratchCa.make(group.base / "pki", "peer-stranger").issue("etcd-x", (fra.host,))
+    assert peer_get(fra, group.ca.cert, group.certs["ams"]) == 200
+    for how, answer in (
+        ("no certificate", peer_get(fra, group.ca.cert)),
+        ("another CA's certificate", peer_get(fra, group.ca.cert, stranger_peer)),
+        ("plain http", peer_get(fra, None)),
+    ):
+        assert answer != 200, f"{how}: {answer}"
     # Only clients with a certificate from the group's CA get in: no certificate, a
     # certificate from another CA, or plain http are refused.
     other = ScratchCa.make(group.base / "pki", "other")
@@ -253,7 +297,7 @@ def test_three_members_form_a_group_survive_loss_and_rejoin(group):
     ):
         assert refused_client.returncode != 0, refused_client.stdout
     # The member's key and the CA are private to the group's user.
-    for name in ("server.key", "server.crt", "ca.crt"):
+    for name in ("server.key", "server.crt", "ca.crt"):  # also the peer TLS files
         f = group.dir(fra) / "tls" / name
         assert f.stat().st_mode & 0o777 == 0o600 and f.stat().st_uid != 0
     # Listening on its own address only: not the wildcard, not 127.0.0.1.
@@ -343,3 +387,93 @@ def test_a_whole_group_deleted_at_once_stops_every_member(group):
         assert f"member {m.name} " in out and ", deleted " in out
     for m in members:
         assert not alive_etcd(pids[m]) and not group.dir(m).exists()
+
+
+def _old_script(group: Group, commit: str) -> Path:
+    """etcd.sh and lib.sh as of `commit`, side by side in the test's dir."""
+    old = group.base / "old-scripts"
+    old.mkdir()
+    for name in ("etcd.sh", "lib.sh"):
+        text = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{commit}:components/scripts/{name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (old / name).write_text(text)
+    return old / "etcd.sh"
+
+
+@pytest.mark.parametrize(
+    ("commit", "tls_clients"), [(HTTP_PEERS_COMMIT, True), (PLAIN_CLIENTS_COMMIT, False)]
+)
+def test_a_group_on_http_peers_moves_to_https_one_member_at_a_time(group, commit, tls_clients):
+    """What `dbfleet up` does to a group an older dbfleet deployed: the replicas layer
+    runs etcd.sh update for one member after the other."""
+    members = group.members
+    # Deployed before peer TLS: the old script, http peer URLs.
+    new_script = group.script
+    group.script, group.peer_scheme = _old_script(group, commit), "http"
+    procs = [(m, group.start("create", m)) for m in members]
+    for m, proc in procs:
+        rc, _out, err = group.finish(m, proc)
+        assert rc == 0, err
+    if tls_clients:
+        eventually("the http-peer group to be healthy", lambda: healthy(group, members))
+        assert set(started_members(group, members[0]).values()) == {
+            f"http://{m.host}:{m.peer_port}" for m in members
+        }
+        assert group.ctl(members, "put", "before-tls", "kept").returncode == 0
+    else:
+        plain = [f"http://{m.client}" for m in members]
+        eventually(
+            "the plain-http group to be healthy",
+            lambda: ctl(plain, "endpoint", "health").returncode == 0,
+        )
+        assert ctl(plain, "put", "before-tls", "kept").returncode == 0
+
+    # Now the current script. A member still on http peers is drift.
+    group.script, group.peer_scheme = new_script, "https"
+    for m in members:
+        assert group.check(m) == DRIFT_EXIT_CODE
+
+    # Watch the members' processes while they move: never more than one is down.
+    down_seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            down = 0
+            for m in members:
+                try:
+                    pid = group.pid(m)
+                except (OSError, ValueError):
+                    pid = -1
+                down += not alive_etcd(pid)
+            down_seen.append(down)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        for m in members:
+            out = group.ok("update", m)
+            assert ") restarted (peers moved to https)" in out, out
+            assert group.check(m) == 0
+            # Back in the cluster before the next member goes: the key written before
+            # the move is still readable, through every member.
+            got = group.ctl(members, "get", "before-tls", "--print-value-only")
+            assert got.returncode == 0 and got.stdout.strip() == "kept", got.stderr
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    assert down_seen and max(down_seen) <= 1, max(down_seen)
+
+    eventually("the https-peer group to be healthy", lambda: healthy(group, members))
+    assert started_members(group, members[0]) == {
+        m.name: f"https://{m.host}:{m.peer_port}" for m in members
+    }
+    for m in members:
+        assert peer_get(m, None) != 200  # no plain http peer listener is left
+        assert group.check(m) == 0
+        assert ") unchanged in" in group.ok("update", m)

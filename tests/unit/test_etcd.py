@@ -68,7 +68,7 @@ def test_environment_is_what_etcd_sh_reads():
         "ETCD_CLIENT_PORT": "2379",
         "ETCD_PEER_PORT": "2380",
         "ETCD_CLUSTER": (
-            "fra=http://127.77.12.1:2380,ams=http://127.77.10.1:2380,waw=http://127.77.14.1:2380"
+            "fra=https://127.77.12.1:2380,ams=https://127.77.10.1:2380,waw=https://127.77.14.1:2380"
         ),
         "ETCD_CLIENTS": "127.77.12.1:2379 127.77.10.1:2379 127.77.14.1:2379",
         "ETCD_TOKEN": "ncfleet-eu",
@@ -88,7 +88,7 @@ def test_on_the_ssh_target_the_member_may_bind_the_hosts_own_address():
 def test_a_group_of_one_region_is_a_cluster_of_one():
     cluster, clients = cluster_spec([PEERS[0]])
     assert etcd_args(cluster=cluster, clients=clients).environment()["ETCD_CLUSTER"] == (
-        "fra=http://127.77.12.1:2380"
+        "fra=https://127.77.12.1:2380"
     )
 
 
@@ -169,17 +169,19 @@ def run_script(action: str, **env: str) -> subprocess.CompletedProcess[str]:
         ({"MEMBER_NAME": "f r"}, "is not a member name"),
         ({"ETCD_TOKEN": "a b"}, "ETCD_TOKEN"),
         ({"ETCD_PEER_PORT": "2379"}, "are both 2379"),
-        ({"ETCD_CLUSTER": "ams=http://127.77.10.1:2380"}, "does not list this member"),
+        ({"ETCD_CLUSTER": "ams=https://127.77.10.1:2380"}, "does not list this member"),
         (
-            {"ETCD_CLUSTER": "fra=http://127.77.12.1:2390,ams=http://127.77.10.1:2380"},
-            "gives member fra the peer URL http://127.77.12.1:2390",
+            {"ETCD_CLUSTER": "fra=https://127.77.12.1:2390,ams=https://127.77.10.1:2380"},
+            "gives member fra the peer URL https://127.77.12.1:2390",
         ),
         (
-            {"ETCD_CLUSTER": "fra=http://127.77.12.1:2380,ams=http://127.77.12.1:2380"},
+            {"ETCD_CLUSTER": "fra=https://127.77.12.1:2380,ams=https://127.77.12.1:2380"},
             "listed twice",
         ),
-        ({"ETCD_CLUSTER": "fra=127.77.12.1:2380"}, "is not name=http://host:port"),
-        ({"ETCD_CLUSTER": "fra=http://8.8.8.8:2380"}, "not a loopback"),
+        ({"ETCD_CLUSTER": "fra=127.77.12.1:2380"}, "is not name=https://host:port"),
+        # Peers speak https only: a plain http peer URL is an error, not a fallback.
+        ({"ETCD_CLUSTER": "fra=http://127.77.12.1:2380"}, "is not name=https://host:port"),
+        ({"ETCD_CLUSTER": "fra=https://8.8.8.8:2380"}, "not a loopback"),
         ({"ETCD_CLIENTS": "127.77.12.1:2379"}, "1 endpoints, ETCD_CLUSTER 3 members"),
         (
             {"ETCD_CLIENTS": "127.77.12.1:2389 127.77.10.1:2379 127.77.14.1:2379"},

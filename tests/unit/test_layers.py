@@ -232,7 +232,9 @@ def test_each_region_has_one_etcd_member_of_the_groups_cluster(env):
     s = scripts(run_stack("replicas-eu"))
     members = {n: i for n, i in s.items() if i["script"] == "etcd.sh"}
     assert set(members) == {"etcd-fra-etcd", "etcd-lhr-etcd", "etcd-arn-etcd"}
-    cluster = "fra=http://127.77.12.1:2380,lhr=http://127.77.20.1:2380,arn=http://127.77.2.1:2380"
+    cluster = (
+        "fra=https://127.77.12.1:2380,lhr=https://127.77.20.1:2380,arn=https://127.77.2.1:2380"
+    )
     for region, host in (("fra", "127.77.12.1"), ("lhr", "127.77.20.1"), ("arn", "127.77.2.1")):
         e = members[f"etcd-{region}-etcd"]["environment"]
         assert (e["MEMBER_NAME"], e["ETCD_HOST"]) == (region, host)

@@ -244,7 +244,7 @@ def test_each_region_has_one_etcd_member_on_its_first_host() -> None:
     assert (env["ETCD_HOST"], env["TARGET"]) == ("198.18.3.12", "ssh")
     assert env["ETCD_DIR"] == "/var/lib/dbfleet/lab-eu/etcd-lhr"
     assert env["ETCD_CLUSTER"] == (
-        "fra=http://198.18.3.11:2380,lhr=http://198.18.3.12:2380,arn=http://198.18.3.13:2380"
+        "fra=https://198.18.3.11:2380,lhr=https://198.18.3.12:2380,arn=https://198.18.3.13:2380"
     )
     assert "198.18.3.14" not in env["ETCD_CLUSTER"] + env["ETCD_CLIENTS"]
 

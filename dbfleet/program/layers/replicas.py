@@ -433,26 +433,34 @@ def _etcd_members(
     clients = tuple(
         f"{_node_hosts(regions[r])[0]}:{regions[r]['etcd_port']}" for r in ctx.group.regions
     )
-    return [
-        EtcdMember(
-            f"etcd-{region}",
-            EtcdMemberArgs(
-                connection=ctx.node_connection(region, 0),
-                run_as=accounts["user"],
-                etcd_dir=f"{accounts['data_root']}/etcd-{region}",
-                member_name=region,
-                host=_node_hosts(regions[region])[0],
-                client_port=regions[region]["etcd_port"],
-                peer_port=regions[region]["etcd_peer_port"],
-                cluster=cluster,
-                clients=clients,
-                token=scope,
-                tls=tls(region),
-                fleet=ctx.fleet.name,
-            ),
+    # One member after another, never all at once: an update that restarts the
+    # members (new flags, peers moving from http to https) then takes only one of
+    # them down at a time, and etcd.sh waits until it serves again before the next
+    # starts. A brand-new group still bootstraps: the first members start "new"
+    # (nobody answers before a quorum is up), the last ones join the quorum.
+    members: list[EtcdMember] = []
+    for region in ctx.group.regions:
+        members.append(
+            EtcdMember(
+                f"etcd-{region}",
+                EtcdMemberArgs(
+                    connection=ctx.node_connection(region, 0),
+                    run_as=accounts["user"],
+                    etcd_dir=f"{accounts['data_root']}/etcd-{region}",
+                    member_name=region,
+                    host=_node_hosts(regions[region])[0],
+                    client_port=regions[region]["etcd_port"],
+                    peer_port=regions[region]["etcd_peer_port"],
+                    cluster=cluster,
+                    clients=clients,
+                    token=scope,
+                    tls=tls(region),
+                    fleet=ctx.fleet.name,
+                ),
+                pulumi.ResourceOptions(depends_on=members[-1:]),
+            )
         )
-        for region in ctx.group.regions
-    ]
+    return members
 
 
 def _warn_if_failed_over(
