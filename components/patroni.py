@@ -266,7 +266,7 @@ class GroupLeader(pulumi.ComponentResource):
             # Asked on every preview: a failover (the live leader is not the
             # preferred one) or changed dynamic configuration plans an update.
             check_drift=True,
-            timeout_s=300,
+            timeout_s=900,  # a switchover, then restarts applying the configuration
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.summary = leader.summary
