@@ -103,6 +103,7 @@ CASE_RUNS = {
     "stack-shape": ("wrong_stack_shape", "proxies-eu", ("preview",), None),
     "tls": ("no_certificate", "replicas-eu", ("preview",), None),
     "tls-outputs": ("plain_uris", "proxies-eu", ("preview",), None),
+    "backup-residency": ("archive_abroad", "replicas-eu", ("preview",), None),
     # The real program on a fleet file whose group br has two regions.
     "durability": ("two_region_fleet", "accounts-br", ("preview",), None),
     "durability-mandatory": (
@@ -363,6 +364,15 @@ def test_tls_blocks_a_node_without_its_ca_and_uris_that_do_not_verify(runs):
         "connection_uris.fra.write: sslmode=prefer (libpq's default); clients must verify the server",
     )  # fmt: skip
     assert "policy-case-application" not in proc.stdout  # the URI's password is never shown
+
+
+def test_backup_residency_blocks_a_node_archiving_into_another_groups_repository(runs, fleet_env):
+    name = fleet_env.name
+    assert_blocked(
+        runs.case("backup-residency"), "backup-residency",
+        f"fra-0-server: archive_command pushes WAL to stanza(s) {name}-us, not only to the group's ({name}-eu)",
+        f"/{name}-us/pgbackrest/pgbackrest.conf, not the group's (",
+    )  # fmt: skip
 
 
 def test_every_mandatory_policy_is_shown_blocking_a_preview():
