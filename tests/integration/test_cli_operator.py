@@ -92,7 +92,7 @@ def group_secrets(fleet: FleetEnv) -> list[str]:
         values += vault.read_group_secrets(
             client, vault.DEFAULT_MOUNT, vault.secret_path(fleet.name, g)
         ).values()
-    assert len(values) == 6
+    assert len(values) == len(GROUPS) * len(vault.GENERATED_KEYS)  # passwords, backup passphrase
     return values
 
 
