@@ -122,12 +122,14 @@ def test_warm_start_keeps_the_process(server):
 # dbfleet.vault against the server
 
 
-def test_ensure_creates_three_values_then_returns_the_same(server):
+def test_ensure_creates_every_generated_value_then_returns_the_same(server):
     client = _client(server)
     path = v.secret_path("it", "us")
     first = v.ensure_group_secrets(client, MOUNT, path)
-    assert set(first) == set(v.SECRET_KEYS)
-    assert len(set(first.values())) == 3 and all(len(x) >= 43 for x in first.values())
+    # the three passwords and the backup passphrase
+    assert set(first) == set(v.GENERATED_KEYS)
+    assert len(set(first.values())) == len(v.GENERATED_KEYS)
+    assert all(len(x) >= 43 for x in first.values())
     assert v.ensure_group_secrets(client, MOUNT, path) == first
     assert v.read_group_secrets(client, MOUNT, path) == first
     meta = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=MOUNT)
@@ -142,7 +144,7 @@ def test_missing_key_is_added_and_others_kept(server):
     )
     got = v.ensure_group_secrets(client, MOUNT, path)
     assert got["app_password"] == "chosen-by-operator"
-    assert set(got) == set(v.SECRET_KEYS)
+    assert set(got) == set(v.GENERATED_KEYS)
 
 
 def test_concurrent_ensure_agrees(server):
@@ -384,7 +386,7 @@ def test_local_vault_fixture(local_vault):
     assert local_vault.home.is_dir() and (local_vault.home / "vault" / "init.json").exists()
     client = v.client_from_env(local_vault.env)
     got = v.ensure_group_secrets(client, MOUNT, v.secret_path("fixture", "us"))
-    assert set(got) == set(v.SECRET_KEYS)
+    assert set(got) == set(v.GENERATED_KEYS)
 
 
 # --------------------------------------------------------------------------------------------
