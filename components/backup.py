@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import pulumi
 
 from components.hostcmd import Connection, HostScript
-from components.tls import TlsFiles, _needs_new_certificate, renew_after
+from components.tls import CERTIFICATE_OUTPUTS, TlsFiles, _needs_new_certificate, renew_after
 
 TYPE = "dbfleet:backup:GroupBackups"
 SCRIPT = "pgbackrest.sh"
@@ -92,6 +92,17 @@ def archive_command(data_root: str, stanza: str, per_host: bool = False) -> str:
     )
 
 
+def check_schedule(schedule_hours: int, full_every_days: int, full_keep: int) -> None:
+    """The schedule and retention within what the fleet file allows (spec.py)."""
+    for name, value, low, high in (
+        ("schedule_hours", schedule_hours, 1, 168),
+        ("full_every_days", full_every_days, 1, 90),
+        ("full_keep", full_keep, 1, 50),
+    ):
+        if not low <= value <= high:
+            raise ValueError(f"{name} {value} is outside {low}..{high}")
+
+
 @dataclass(frozen=True)
 class Node:
     """A node as pgBackRest reaches it: data directory, port, socket directory."""
@@ -128,13 +139,7 @@ class GroupBackupsArgs:
                 raise ValueError(f"{path!r} is not an absolute, plain path")
         if not self.nodes:
             raise ValueError(f"stanza {self.stanza} has no nodes")
-        for name, value, low, high in (
-            ("schedule_hours", self.schedule_hours, 1, 168),
-            ("full_every_days", self.full_every_days, 1, 90),
-            ("full_keep", self.full_keep, 1, 50),
-        ):
-            if not low <= value <= high:
-                raise ValueError(f"{name} {value} is outside {low}..{high}")
+        check_schedule(self.schedule_hours, self.full_every_days, self.full_keep)
 
     def environment(self) -> dict[str, str]:
         env = {
@@ -291,13 +296,7 @@ class BackupCertificate(pulumi.dynamic.Resource):
                 "ip_sans": [address],
                 "ttl_s": ttl_s,
                 "renew_fraction": renew_fraction,
-                "certificate": None,
-                "private_key": None,
-                "issuing_ca": None,
-                "serial": None,
-                "issued_at": None,
-                "expiration": None,
-                "renew_after": None,
+                **CERTIFICATE_OUTPUTS,
             },
             pulumi.ResourceOptions.merge(
                 pulumi.ResourceOptions(additional_secret_outputs=["private_key"]), opts
@@ -364,13 +363,7 @@ class HostBackupsArgs:
             raise ValueError(f"{self.address} is listed as its own peer")
         if not 1 <= self.tls_port <= 65535:
             raise ValueError(f"tls_port {self.tls_port} is not a port")
-        for name, value, low, high in (
-            ("schedule_hours", self.schedule_hours, 1, 168),
-            ("full_every_days", self.full_every_days, 1, 90),
-            ("full_keep", self.full_keep, 1, 50),
-        ):
-            if not low <= value <= high:
-                raise ValueError(f"{name} {value} is outside {low}..{high}")
+        check_schedule(self.schedule_hours, self.full_every_days, self.full_keep)
 
     def environment(self) -> dict[str, str]:
         n = self.node

@@ -28,6 +28,12 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 _REISSUE_ON = ("mount", "common_name", "ip_sans", "ttl_s")
 
 
+#: what the engine fills in once a certificate is issued (unknown in a preview)
+CERTIFICATE_OUTPUTS: dict[str, None] = dict.fromkeys(
+    ("certificate", "private_key", "issuing_ca", "serial", "issued_at", "expiration", "renew_after")
+)
+
+
 def renew_after(issued_at: float, expiration: float, renew_fraction: float) -> float:
     """When the renewal window of a certificate valid from `issued_at` to `expiration` opens."""
     return expiration - (expiration - issued_at) * renew_fraction
@@ -130,13 +136,7 @@ class ServerCertificate(pulumi.dynamic.Resource):
                 "ip_sans": sorted(set(args.ip_sans)),
                 "ttl_s": args.ttl_s,
                 "renew_fraction": args.renew_fraction,
-                "certificate": None,
-                "private_key": None,
-                "issuing_ca": None,
-                "serial": None,
-                "issued_at": None,
-                "expiration": None,
-                "renew_after": None,
+                **CERTIFICATE_OUTPUTS,
             },
             pulumi.ResourceOptions.merge(
                 pulumi.ResourceOptions(additional_secret_outputs=["private_key"]), opts
