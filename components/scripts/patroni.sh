@@ -230,15 +230,30 @@ rest_code() {
 
 rest_is() { [[ "$(rest_code "$1")" == "$2" ]]; }
 
-has_role() { rest_is /primary 200 || rest_is /replica 200; }
+# has_role : Patroni has settled the node's role; ROLE says which.
+ROLE=starting
+has_role() {
+    if rest_is /primary 200; then
+        ROLE=leader
+    elif rest_is /replica 200; then
+        ROLE=replica
+    else
+        return 1
+    fi
+}
 
 # listening_on HOST PORT : something accepts TCP connections there.
 listening_on() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# running_or_failed : PostgreSQL runs under Patroni - or Patroni gave up
-# starting it (then waiting longer is pointless).
+# running_or_failed : PostgreSQL runs under Patroni (HEALTHY=1) - or Patroni
+# gave up starting it (then waiting longer is pointless).  The answer is kept:
+# asking again can meet the REST API restarting for a reloaded certificate.
+HEALTHY=0
 running_or_failed() {
-    rest_is /health 200 && return 0
+    if rest_is /health 200; then
+        HEALTHY=1
+        return 0
+    fi
     local state
     state=$(rest_get /patroni 2>/dev/null) || return 1
     [[ "$state" == *'"state": "start failed"'* || "$state" == *'"state": "bootstrap failed"'* ]]
@@ -329,18 +344,19 @@ do_create() {
 
     # Running: Patroni answers and its PostgreSQL runs (a new replica first
     # copies the leader: pg_basebackup, so the deadline is generous).
-    wait_for 600 "Patroni of $MEMBER_NAME to run PostgreSQL" running_or_failed || true
-    if ! rest_is /health 200; then
+    local state=
+    if ! wait_for 600 "Patroni of $MEMBER_NAME to run PostgreSQL" running_or_failed; then
+        state="after 600 s"
+    elif ((!HEALTHY)); then
+        state="(Patroni reports its start failed)"
+    fi
+    if [[ -n "$state" ]]; then
         patroni_log_tail
         [[ -n "$(patroni_pid)" ]] || die "Patroni of $MEMBER_NAME exited (see $PATRONI_LOG)"
-        die "PostgreSQL of $MEMBER_NAME is not running under Patroni after 600 s (see $PATRONI_LOG and $LOG_FILE)"
+        die "PostgreSQL of $MEMBER_NAME is not running under Patroni $state (see $PATRONI_LOG and $LOG_FILE)"
     fi
     # Its role, once Patroni has settled it (the leader's lock, or streaming).
-    local role=starting
-    if wait_for 60 "Patroni of $MEMBER_NAME to settle its role" has_role; then
-        role=replica
-        rest_is /primary 200 && role=leader
-    fi
+    wait_for 60 "Patroni of $MEMBER_NAME to settle its role" has_role || true
 
     local what="no changes"
     if ((${#done_[@]} > 0)); then
@@ -348,7 +364,7 @@ do_create() {
         what=${what%, }
     fi
     printf '%s: %s %s:%s (%s, REST %s) running as %s in %s: %s\n' \
-        "$SCRIPT_NAME" "$MEMBER_NAME" "$PG_HOST" "$PG_PORT" "$NODE_DIR" "$REST_PORT" "$role" \
+        "$SCRIPT_NAME" "$MEMBER_NAME" "$PG_HOST" "$PG_PORT" "$NODE_DIR" "$REST_PORT" "$ROLE" \
         "$(elapsed)" "$what"
 }
 
