@@ -3,6 +3,7 @@ the next `up` completes once space is back, with no data lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from dbfleet import vault
 from tests.fleets import default_fleet_text
-from tests.integration.conftest import make_fleet_env
+from tests.integration.conftest import make_fleet_env, wait_for
 
 
 @pytest.fixture
@@ -57,11 +58,30 @@ def _fill(data: Path, leave_bytes: int) -> Path:
     return filler
 
 
+def _has_full_backup(fe):
+    def done() -> bool:
+        proc = fe.run("status", "eu", "--json", check=False)
+        try:
+            return bool(json.loads(proc.stdout)["groups"][0]["backup"]["last_full"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False
+
+    return done
+
+
 def test_a_full_data_root_fails_clearly_and_the_next_up_completes(small_disk_fleet):
     fe, data = small_disk_fleet
     fe.run("up")
-    # The data root fills up; then a region is added (its etcd member and node need room).
-    filler = _fill(data, 8 * 2**20)
+    # A new group's scheduler takes its first full backup right away, into the
+    # repository on this same data root: filling the disk under it would starve the
+    # leader's WAL too (a different fault from the one this test is about).
+    wait_for(_has_full_backup(fe), 180, "the scheduler's first full backup")
+    # The data root fills up; then a region is added (its etcd member preallocates 64 MiB,
+    # its node copies the leader's 100+ MiB). What is left is what the group's own leader
+    # needs to go on: with archiving on, a WAL segment is recycled only once archived,
+    # and a leader that cannot create its next 16 MiB segment stops (PostgreSQL cannot
+    # run on a full disk at all; the fault here is the new region's, not the leader's).
+    filler = _fill(data, 40 * 2**20)
     text = default_fleet_text(fe.name, fe.cidr_octet, groups=("eu",))
     fe.write_fleet(
         text.replace("      arn: {nodes: 1}\n", "      arn: {nodes: 1}\n      ams: {nodes: 1}\n")
