@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
-# pgbackrest_ops.sh info|backup|restore|restore-into - what an operator asks of a region
-# group's backups (dbfleet/ops/backup.py, dbfleet status).  pgbackrest.sh
-# (the group's GroupBackups resource) made everything this uses: the
+# pgbackrest_ops.sh info|backup|restore|restore-fence|restore-stop|restore-node|
+#   restore-clear|restore-into - what an operator asks of a region group's
+# backups (dbfleet/ops/backup.py, dbfleet status).  pgbackrest.sh (the group's
+# GroupBackups/HostBackups resources) made everything this uses: the
 # configuration and pgpass in BACKUP_DIR; this script needs no secret.
 #
 # Environment:
@@ -35,6 +36,15 @@
 #      data directory is emptied, so that Patroni, started again by
 #      `dbfleet up` (the caller), takes the restored data directory as the
 #      group's leader and clones the replicas from it.
+# The same steps one host at a time (the ssh target, where the nodes are on
+# different hosts; BACKUP_DIR is then that host's own directory, whose
+# configuration reaches the repository host over TLS):
+#   restore-fence  step 1 on the leader's host (LEADER_DIR, LEADER_PORT; without
+#                  them only the check, e.g. on the repository host)
+#   restore-stop   step 2 for NODE_DIRS (this host's nodes), LEADER_DIR last
+#   restore-node   steps 3, 4 and the etcd part of 5 on TARGET_DIR's host
+#                  (TARGET_DIR, TARGET_PORT, ETCD_ENDPOINTS, SCOPE, RESTORE_*)
+#   restore-clear  the rest of 5: NODE_DIRS (this host's) emptied, TARGET_DIR not
 #
 # Output: the result on stdout; progress/errors on stderr.
 set -euo pipefail
@@ -225,55 +235,128 @@ SQL
         die "could not stop the restored PostgreSQL in $PGDATA_DIR"
 }
 
-do_restore() {
-    require_env NODE_DIRS TARGET_DIR TARGET_PORT ETCD_ENDPOINTS SCOPE RESTORE_TYPE
-    check_abs_path TARGET_DIR
-    check_port TARGET_PORT "$TARGET_PORT"
-    [[ "$SCOPE" =~ ^[a-z0-9-]+$ ]] || die "SCOPE '$SCOPE' is not a cluster name"
-    local d
-    target_args
-    # shellcheck disable=SC2153  # NODE_DIRS comes from the environment
-    [[ " $NODE_DIRS " == *" $TARGET_DIR "* ]] || die "TARGET_DIR $TARGET_DIR is not one of NODE_DIRS"
-    for d in $NODE_DIRS; do check_abs_path d; done
+# restore_inputs VAR... : the restore's common inputs are sound; every node
+# directory named in the given variables is a normalised absolute path.
+restore_inputs() {
+    local v d
+    for v in "$@"; do
+        for d in ${!v:-}; do check_abs_path d; done
+    done
+}
 
-    # 1. No more writes; everything written so far into the archive.
-    fence
+# restore_fence : step 1, on the leader's host (LEADER_DIR/LEADER_PORT; without a
+# leader anywhere a check is all there is): no more writes, and everything
+# written so far into the archive — or the leader writable again and nothing
+# changed.
+restore_fence() {
     local out
+    fence
     if ! out=$(pgbr check 2>&1); then
         unfence
         die "the leader's WAL does not reach the repository, so the restore could lose more than asked; nothing changed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
     fi
-    # 2. Patroni stops everywhere, the leader last.
+}
+
+# restore_stop : step 2 for the nodes in NODE_DIRS (one host's on the ssh
+# target): Patroni stops on each, LEADER_DIR (when it is one of them) last, so
+# that no replica gets promoted meanwhile.
+restore_stop() {
+    local d
+    # shellcheck disable=SC2153  # NODE_DIRS comes from the environment
     for d in $NODE_DIRS; do [[ "$d" == "${LEADER_DIR:-}" ]] || stop_node "$d"; done
-    [[ -z "${LEADER_DIR:-}" ]] || stop_node "$LEADER_DIR"
-    info "Patroni stopped on every node"
-    # 3. The restore.
+    if [[ -n "${LEADER_DIR:-}" && " $NODE_DIRS " == *" $LEADER_DIR "* ]]; then stop_node "$LEADER_DIR"; fi
+}
+
+# restore_node : steps 3-5a on the preferred leader's host: `pgbackrest restore
+# --delta` into TARGET_DIR/pgdata, PostgreSQL's own recovery to the target
+# (no network, no Patroni), then the group's Patroni state removed from etcd.
+# Prints where the recovery ended.
+restore_node() {
+    local out where
     node_vars "$TARGET_DIR"
     out=$(pgbr --pg1-path="$PGDATA_DIR" --delta "${TARGET_ARGS[@]}" restore 2>&1) ||
         die "pgbackrest restore into $PGDATA_DIR failed (the group is stopped; run dbfleet up to start it as it is): $(tail -n 3 <<<"$out" | tr '\n' ' ')"
     info "restored into $PGDATA_DIR ($RESTORE_TYPE ${RESTORE_TARGET:-})"
-    # 4. Recovery by PostgreSQL itself, no network, no Patroni.
-    local where
     where=$(recover "$TARGET_DIR" "$TARGET_PORT" "the group is stopped")
-    # 5. Patroni starts afresh: no cluster state, empty replicas.
-    # Patroni keeps its state through etcd's v2 API (docs/high-availability.md), in
-    # the v2 store: removed there; a group with no state yet has no key.
-    # etcd admits clients with a certificate from the group's CA: the restored
-    # node's own (Patroni's) is one.
+    # Patroni starts afresh: no cluster state.  Patroni keeps its state through
+    # etcd's v2 API (docs/high-availability.md), in the v2 store: removed there;
+    # a group with no state yet has no key.  etcd admits clients with a
+    # certificate from the group's CA: the restored node's own (Patroni's) is one.
     local tls=$TARGET_DIR/tls
     if ! out=$(run_as env -i ETCDCTL_API=2 "$ETCDCTL_BIN" --endpoints="$ETCD_ENDPOINTS" --timeout=2s \
         --total-timeout=10s --ca-file="$tls/ca.crt" --cert-file="$tls/server.crt" --key-file="$tls/server.key" \
         rm --recursive "/dbfleet/$SCOPE" 2>&1) && [[ "$out" != *"Key not found"* ]]; then
         die "cannot remove $SCOPE's Patroni state from etcd ($ETCD_ENDPOINTS): $(tail -n 1 <<<"$out")"
     fi
+    printf '%s' "$where"
+}
+
+# restore_clear : step 5b for the nodes in NODE_DIRS but TARGET_DIR: their data
+# directories emptied, so that Patroni clones them from the restored leader.
+restore_clear() {
+    local d
     for d in $NODE_DIRS; do
-        [[ "$d" != "$TARGET_DIR" ]] || continue
+        [[ "$d" != "${TARGET_DIR:-}" ]] || continue
+        claim_dir "$d" restore
         node_vars "$d"
         run_as rm -rf -- "$PGDATA_DIR" || die "cannot empty $PGDATA_DIR"
         make_dirs "$PGDATA_DIR"
     done
+}
+
+check_target() {
+    require_env TARGET_DIR TARGET_PORT ETCD_ENDPOINTS SCOPE RESTORE_TYPE
+    check_abs_path TARGET_DIR
+    check_port TARGET_PORT "$TARGET_PORT"
+    [[ "$SCOPE" =~ ^[a-z0-9-]+$ ]] || die "SCOPE '$SCOPE' is not a cluster name"
+    target_args
+}
+
+# restore: the whole group on one machine (the local target), every step.
+do_restore() {
+    require_env NODE_DIRS
+    check_target
+    restore_inputs NODE_DIRS LEADER_DIR
+    [[ " $NODE_DIRS " == *" $TARGET_DIR "* ]] || die "TARGET_DIR $TARGET_DIR is not one of NODE_DIRS"
+    restore_fence
+    restore_stop
+    info "Patroni stopped on every node"
+    local where
+    where=$(restore_node)
+    restore_clear
     printf '%s: %s restored to %s %s (now at %s) in %s; replicas emptied, Patroni state cleared\n' \
         "$SCRIPT_NAME" "$STANZA" "$RESTORE_TYPE" "${RESTORE_TARGET:-}" "$where" "$(elapsed)"
+}
+
+# The same steps one host at a time (the ssh target; dbfleet/ops/backup.py
+# calls them in order, each on its own host).
+do_restore_fence() {
+    restore_inputs LEADER_DIR
+    restore_fence
+    printf '%s: writes stopped%s and the WAL archived in %s\n' "$SCRIPT_NAME" \
+        "$([[ -n "${LEADER_DIR:-}" ]] && printf ' on %s' "$LEADER_DIR")" "$(elapsed)"
+}
+
+do_restore_stop() {
+    require_env NODE_DIRS
+    restore_inputs NODE_DIRS LEADER_DIR
+    restore_stop
+    printf '%s: Patroni stopped on %s in %s\n' "$SCRIPT_NAME" "$NODE_DIRS" "$(elapsed)"
+}
+
+do_restore_node() {
+    check_target
+    local where
+    where=$(restore_node)
+    printf '%s: %s restored into %s to %s %s (now at %s) in %s; Patroni state cleared\n' \
+        "$SCRIPT_NAME" "$STANZA" "$TARGET_DIR" "$RESTORE_TYPE" "${RESTORE_TARGET:-}" "$where" "$(elapsed)"
+}
+
+do_restore_clear() {
+    require_env NODE_DIRS
+    restore_inputs NODE_DIRS TARGET_DIR
+    restore_clear
+    printf '%s: emptied %s in %s\n' "$SCRIPT_NAME" "$NODE_DIRS" "$(elapsed)"
 }
 
 # restore-into: the group's backups restored into the first node of a NEW group
@@ -347,6 +430,10 @@ case "${1:-}" in
 info) do_info ;;
 backup) do_backup ;;
 restore) do_restore ;;
+restore-fence) do_restore_fence ;;
+restore-stop) do_restore_stop ;;
+restore-node) do_restore_node ;;
+restore-clear) do_restore_clear ;;
 restore-into) do_restore_into ;;
-*) die "usage: $SCRIPT_NAME info|backup|restore|restore-into (configuration in the environment)" ;;
+*) die "usage: $SCRIPT_NAME info|backup|restore|restore-fence|restore-stop|restore-node|restore-clear|restore-into (configuration in the environment)" ;;
 esac

@@ -15,7 +15,9 @@ wrote, so no secret passes through here):
   node to that point, clears Patroni's state and the replicas, and runs `dbfleet up`
   of the group's replicas layer: Patroni takes the restored data directory as the
   group's leader and clones every replica from it. It ends by writing through every
-  region's write endpoint (`dbfleet prove`).
+  region's write endpoint (`dbfleet prove`). On the ssh target the same steps run
+  one host at a time (`ssh_steps`), each over ssh on the host of the nodes it touches;
+  `--into` is refused there.
 """
 
 from __future__ import annotations
@@ -249,24 +251,25 @@ def _leader(reps: Mapping[str, Any]) -> tuple[str | None, str, int]:
     return node.name, node.region, node.port
 
 
-def restore_env(
-    facts: Mapping[str, Any], reps: Mapping[str, Any], fleet: str, target: Target
-) -> dict[str, str]:
-    """pgbackrest_ops.sh's restore environment: every node, the preferred leader's
-    node as the one restored into (it is the node `up` starts first)."""
+def members_of(facts: Mapping[str, Any], reps: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """Every node of the group as (member name, node directory, port), the preferred
+    leader's (the primary region's first node, which `up` starts first) first."""
     root = facts["data_root"]
     primary = reps["primary_region"]
-    dirs, ports = [], {}
+    found = []
     for region in [primary, *sorted(r for r in reps["nodes"] if r != primary)]:
         for k, m in enumerate(reps["nodes"][region].get("members") or [reps["nodes"][region]]):
-            d = f"{root}/{region}-{k}"
-            dirs.append(d)
-            ports[d] = int(m["port"])
+            found.append((f"{region}-{k}", f"{root}/{region}-{k}", int(m["port"])))
+    return found
+
+
+def _target_env(
+    facts: Mapping[str, Any], reps: Mapping[str, Any], target: Target
+) -> dict[str, str]:
+    _name, d, port = members_of(facts, reps)[0]
     return {
-        **base_env(facts, fleet),
-        "NODE_DIRS": " ".join(dirs),
-        "TARGET_DIR": dirs[0],
-        "TARGET_PORT": str(ports[dirs[0]]),
+        "TARGET_DIR": d,
+        "TARGET_PORT": str(port),
         "ETCD_ENDPOINTS": ",".join(
             f"https://{e}" for e in sorted((reps.get("etcd") or {}).values())
         ),
@@ -274,6 +277,137 @@ def restore_env(
         "RESTORE_TYPE": target.kind,
         "RESTORE_TARGET": target.value,
     }
+
+
+def restore_env(
+    facts: Mapping[str, Any], reps: Mapping[str, Any], fleet: str, target: Target
+) -> dict[str, str]:
+    """pgbackrest_ops.sh's restore environment: every node, the preferred leader's
+    node as the one restored into (it is the node `up` starts first)."""
+    return {
+        **base_env(facts, fleet),
+        "NODE_DIRS": " ".join(d for _n, d, _p in members_of(facts, reps)),
+        **_target_env(facts, reps, target),
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One restore step of the ssh target: pgbackrest_ops.sh `action` on `host`
+    (the member names on it, for messages) with `env` (its connection inside)."""
+
+    action: str
+    host: str
+    env: dict[str, str]
+
+
+def ssh_steps(
+    facts: Mapping[str, Any],
+    reps: Mapping[str, Any],
+    fleet: str,
+    logins: Mapping[str, tuple[str, int]],
+    target: Target,
+    leader: tuple[str, int] | None,
+) -> list[Step]:
+    """The restore on the ssh target, one host at a time (docs/backups.md): each step
+    runs pgbackrest_ops.sh on the host of the nodes it touches, with that host's own
+    pgBackRest directory (its configuration reaches the repository host over TLS).
+    `logins`: member name -> (ssh address, port); `leader`: (member name, port)."""
+    members = members_of(facts, reps)
+    missing = [n for n, _d, _p in members if n not in logins]
+    if missing:
+        raise Abort(
+            f"restore: the fleet file names no host for {', '.join(missing)}: "
+            "restore the group with the fleet file it was deployed with"
+        )
+    root = facts["data_root"]
+    base = base_env(facts, fleet)
+
+    def on(login: tuple[str, int], name: str, **env: str) -> dict[str, str]:
+        # that host's own pgBackRest directory (docs/backups.md, the ssh target)
+        return {
+            **base,
+            "BACKUP_DIR": f"{root}/pgbackrest/{name}",
+            _SSH_HOST: login[0],
+            _SSH_PORT: str(login[1]),
+            **env,
+        }
+
+    hosts: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    for name, d, _port in members:
+        hosts.setdefault(tuple(logins[name]), []).append((name, d))
+    lead = leader[0] if leader else None
+    lead_dir = f"{root}/{lead}" if lead else ""
+
+    def label(login: tuple[str, int]) -> str:
+        return f"{'+'.join(n for n, _ in hosts[login])} ({login[0]})"
+
+    steps: list[Step] = []
+    # 1. Writes stop on the leader's host and its WAL reaches the repository (or,
+    # with no leader, the repository host checks that archiving works at all).
+    if leader and lead:
+        steps.append(
+            Step(
+                "restore-fence",
+                label(tuple(logins[lead])),
+                on(logins[lead], lead, LEADER_DIR=lead_dir, LEADER_PORT=str(leader[1])),
+            )
+        )
+    else:
+        steps.append(Step("restore-fence", f"the repository host ({base[_SSH_HOST]})", dict(base)))
+    # 2. Patroni stops on every host, the leader's last.
+    order = sorted(hosts, key=lambda h: any(n == lead for n, _ in hosts[h]))
+    for login in order:
+        first = hosts[login][0][0]
+        env = on(login, first, NODE_DIRS=" ".join(d for _n, d in hosts[login]))
+        if any(n == lead for n, _ in hosts[login]):
+            env["LEADER_DIR"] = lead_dir
+        steps.append(Step("restore-stop", label(login), env))
+    # 3-5a. The restore, recovery and etcd's state on the preferred leader's host.
+    name0 = members[0][0]
+    steps.append(
+        Step(
+            "restore-node",
+            label(tuple(logins[name0])),
+            on(logins[name0], name0, **_target_env(facts, reps, target)),
+        )
+    )
+    # 5b. Every other node emptied, on its own host.
+    for login, nodes in hosts.items():
+        others = [(n, d) for n, d in nodes if n != name0]
+        if others:
+            env = on(login, others[0][0], NODE_DIRS=" ".join(d for _n, d in others))
+            steps.append(Step("restore-clear", label(login), env))
+    return steps
+
+
+def fleet_logins(fleet, group: str) -> dict[str, tuple[str, int]]:
+    """member name -> (ssh address, port), from the fleet file's hosts as `up` uses them."""
+    found = {}
+    for region, spec in fleet.groups[group].regions.items():
+        for k, host in enumerate(spec.hosts or []):
+            found[f"{region}-{k}"] = (host.address, int(host.port))
+    return found
+
+
+def run_ssh_steps(steps: list[Step], runner: Runner = run_ops) -> None:
+    """Runs the steps in order; the first failure aborts, saying what state it leaves."""
+    for i, step in enumerate(steps):
+        print(f"restore: {step.action} on {step.host}", flush=True)
+        try:
+            code, out, err = runner(step.action, step.env, RESTORE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 — SshError and friends: name the host
+            code, out, err = 1, "", f"{type(exc).__name__}: {exc}\n"
+        sys.stderr.write(err)
+        if code != 0:
+            if i == 0:
+                raise Abort(f"restore: refused on {step.host} (see above); nothing changed")
+            raise Abort(
+                f"restore: {step.action} failed on {step.host} (see above); the group is "
+                "stopped: run the restore again, or dbfleet up GROUP to start it as it is"
+            )
+        if out.strip():
+            print(out.strip(), flush=True)
 
 
 def loss_text(target: Target, group: str, regions: list[str]) -> list[str]:
@@ -318,11 +452,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     reps = _replicas(group)
     facts = facts_of(group, reps)
     assert reps is not None
-    if facts.get("target") == "ssh":
-        raise Abort(
-            "restore: not on the ssh target yet: take the backups by hand from the repository "
-            f"host ({facts.get('repo_address')}) with pgbackrest restore (docs/backups.md)"
-        )
+    on_ssh = facts.get("target") == "ssh"
     env = base_env(facts, fleet.name)
     if args.into:
         into_refusal(fleet, group, args.into, _replicas(args.into))
@@ -335,16 +465,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(line, flush=True)
     confirm(group, args.yes)
     t0 = time.monotonic()
-    renv = restore_env(facts, reps, fleet.name, target)
     leader, _region, port = _leader(reps)
-    if leader:
-        renv["LEADER_DIR"] = f"{facts['data_root']}/{leader}"
-        renv["LEADER_PORT"] = str(port)
-    code, out, err = run_ops("restore", renv, RESTORE_TIMEOUT_S)
-    sys.stderr.write(err)
-    if code != 0:
-        raise Abort("restore: failed (see above)")
-    print(out.strip(), flush=True)
+    if on_ssh:
+        logins = fleet_logins(fleet, group)
+        run_ssh_steps(
+            ssh_steps(facts, reps, fleet.name, logins, target, (leader, port) if leader else None)
+        )
+    else:
+        renv = restore_env(facts, reps, fleet.name, target)
+        if leader:
+            renv["LEADER_DIR"] = f"{facts['data_root']}/{leader}"
+            renv["LEADER_PORT"] = str(port)
+        code, out, err = run_ops("restore", renv, RESTORE_TIMEOUT_S)
+        sys.stderr.write(err)
+        if code != 0:
+            raise Abort("restore: failed (see above)")
+        print(out.strip(), flush=True)
     print(f"restore: starting Patroni again: dbfleet up {group} --layer replicas", flush=True)
     from dbfleet.ops import report, rollout
 
@@ -374,11 +510,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 # -- restore --into NEWGROUP ---------------------------------------------------------------
 def into_refusal(fleet, group: str, into: str, into_reps: Mapping[str, Any] | None) -> None:
-    """Abort unless `into` is a group of the fleet file, in `group`'s zone, on the
-    local target, and never deployed (no nodes): restoring into it must not
+    """Abort unless `group` and `into` are on the local target, `into` is a group of
+    the fleet file, in `group`'s zone, and never deployed (no nodes): restoring into it must not
     overwrite anything and must keep the data in its zone."""
     if into == group:
         raise Abort(f"restore: --into {into} is the group itself; restore {group} without --into")
+    if fleet.group_target(group) != "local":
+        raise Abort(
+            "restore: --into is not on the ssh target yet: the new group's hosts would read "
+            f"{group}'s repository, whose TLS server admits only {group}'s own hosts "
+            "(docs/backups.md); restore in place (without --into)"
+        )
     if into not in fleet.groups:
         raise Abort(
             f"restore: --into {into}: no such group in the fleet file; add it (same zone as "

@@ -490,15 +490,114 @@ def test_the_host_component_refuses_what_it_cannot_declare(changes):
         host_args(**changes)
 
 
-def test_restore_is_refused_on_the_ssh_target_in_one_line(monkeypatch):
-    reps = {"nodes": {"fra": {}}, "backup": {"target": "ssh", "repo_address": "10.1.0.2"}}
-    monkeypatch.setattr(ops, "load_fleet_file", lambda: type("F", (), {"name": "demo"})())
-    monkeypatch.setattr(ops, "fleet_groups", lambda groups, fleet: groups)
-    monkeypatch.setattr(ops, "group_vault", lambda *a, **k: {})
-    monkeypatch.setattr(ops, "_replicas", lambda group: reps)
-    args = build_parser().parse_args(["restore", "eu", "--latest", "--yes"])
-    with pytest.raises(Abort, match="restore: not on the ssh target yet"):
-        ops.cmd_restore(args)
+def test_restore_into_is_refused_on_the_ssh_target_in_one_line():
+    with pytest.raises(Abort) as err:
+        ops.into_refusal(ssh_fleet("    backup: {full_keep: 2}\n"), "eu", "eu2", None)
+    assert "--into is not on the ssh target yet" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+SSH_REPS = {
+    "primary_region": "fra",
+    "nodes": {
+        "fra": {"members": [{"port": 5432}]},
+        "lhr": {"members": [{"port": 5432}]},
+        "arn": {"members": [{"port": 5432}]},
+    },
+    "etcd": {"fra": "10.1.0.1:2379", "lhr": "10.1.0.2:2379", "arn": "10.1.0.3:2379"},
+}
+SSH_FACTS = {
+    "stanza": "demo-eu",
+    "dir": "/d/demo-eu/pgbackrest/lhr-0",
+    "data_root": "/d/demo-eu",
+    "user": "demo-eu",
+    "target": "ssh",
+    "repo_ssh": {"host": "10.1.0.2", "port": 22},
+}
+
+
+def ssh_plan(leader: tuple[str, int] | None):
+    logins = ops.fleet_logins(ssh_fleet("    backup: {full_keep: 2}\n"), "eu")
+    assert logins == {
+        "fra-0": ("10.1.0.1", 22),
+        "lhr-0": ("10.1.0.2", 22),
+        "arn-0": ("10.1.0.3", 22),
+    }
+    return ops.ssh_steps(
+        SSH_FACTS, SSH_REPS, "demo", logins, ops.Target("lsn", "0/3000060"), leader
+    )
+
+
+def test_the_ssh_restore_runs_each_step_on_the_host_of_the_nodes_it_touches():
+    steps = ssh_plan(("lhr-0", 5432))  # a switchover left lhr leading
+    plan = [(s.action, s.env[ops._SSH_HOST], s.env["BACKUP_DIR"]) for s in steps]
+    assert plan == [
+        # writes stop on the live leader's host, which checks the archive through its own
+        # configuration (repo1-host over TLS)
+        ("restore-fence", "10.1.0.2", "/d/demo-eu/pgbackrest/lhr-0"),
+        # Patroni stops on every host, the leader's last
+        ("restore-stop", "10.1.0.1", "/d/demo-eu/pgbackrest/fra-0"),
+        ("restore-stop", "10.1.0.3", "/d/demo-eu/pgbackrest/arn-0"),
+        ("restore-stop", "10.1.0.2", "/d/demo-eu/pgbackrest/lhr-0"),
+        # the restore on the preferred leader's (fra-0) host, the others emptied on theirs
+        ("restore-node", "10.1.0.1", "/d/demo-eu/pgbackrest/fra-0"),
+        ("restore-clear", "10.1.0.3", "/d/demo-eu/pgbackrest/arn-0"),
+        ("restore-clear", "10.1.0.2", "/d/demo-eu/pgbackrest/lhr-0"),
+    ]
+    fence, *stops, node, _c1, _c2 = steps
+    assert (fence.env["LEADER_DIR"], fence.env["LEADER_PORT"]) == ("/d/demo-eu/lhr-0", "5432")
+    assert [s.env["NODE_DIRS"] for s in stops] == [
+        "/d/demo-eu/fra-0",
+        "/d/demo-eu/arn-0",
+        "/d/demo-eu/lhr-0",
+    ]
+    # only the leader's host is told which node leads (it stops last there)
+    assert [s.env.get("LEADER_DIR") for s in stops] == [None, None, "/d/demo-eu/lhr-0"]
+    assert node.env["TARGET_DIR"] == "/d/demo-eu/fra-0" and node.env["SCOPE"] == "demo-eu"
+    assert node.env["RESTORE_TYPE"] == "lsn" and node.env["RESTORE_TARGET"] == "0/3000060"
+    assert node.env["ETCD_ENDPOINTS"] == (
+        "https://10.1.0.1:2379,https://10.1.0.2:2379,https://10.1.0.3:2379"
+    )
+    # the target is never emptied
+    assert "/d/demo-eu/fra-0" not in " ".join(s.env["NODE_DIRS"] for s in steps[-2:])
+
+
+def test_without_a_leader_the_repository_host_checks_the_archive_and_nothing_is_fenced():
+    fence = ssh_plan(None)[0]
+    assert fence.action == "restore-fence" and fence.env[ops._SSH_HOST] == "10.1.0.2"
+    assert fence.env["BACKUP_DIR"] == SSH_FACTS["dir"] and "LEADER_DIR" not in fence.env
+
+
+def test_a_node_without_a_host_in_the_fleet_file_is_refused():
+    with pytest.raises(Abort, match="names no host for arn-0"):
+        ops.ssh_steps(
+            SSH_FACTS, SSH_REPS, "demo", {"fra-0": ("a", 22), "lhr-0": ("b", 22)},
+            ops.Target("latest"), None,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(("failing", "says"), [(0, "nothing changed"), (4, "the group is stopped")])
+def test_the_ssh_steps_stop_at_the_first_failure_saying_what_it_leaves(failing, says, capsys):
+    steps = ssh_plan(("fra-0", 5432))
+    ran = []
+
+    def runner(action, env, timeout):
+        ran.append(action)
+        return (1, "", "boom\n") if len(ran) - 1 == failing else (0, "ok\n", "")
+
+    with pytest.raises(Abort, match=says):
+        ops.run_ssh_steps(steps, runner)
+    assert len(ran) == failing + 1
+    assert "boom" in capsys.readouterr().err
+
+
+def test_an_ssh_failure_is_reported_as_the_steps_failure(capsys):
+    def runner(action, env, timeout):
+        raise RuntimeError("ssh: connect to host 10.1.0.1 port 22: No route to host")
+
+    with pytest.raises(Abort, match="refused on fra-0 \\(10.1.0.1\\)"):
+        ops.run_ssh_steps(ssh_plan(("fra-0", 5432)), runner)
+    assert "No route to host" in capsys.readouterr().err
 
 
 def test_only_the_repository_host_gets_the_passphrase():
