@@ -16,6 +16,7 @@ import json
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,6 +313,7 @@ def test_keys_are_private_and_never_on_a_command_line_or_in_state(fe):
 def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_restart(fe):
     # The windows open 45 s after issue; the tests before may have taken longer: an
     # `up` first renews whatever is due, so that the window is closed at the start.
+    started = time.monotonic()
     fe.run("up", GROUP, "-q")
     uri = uris(fe)["lhr"]["write"]
     data_root = Path(fe.outputs(f"accounts-{GROUP}")["data_root"])
@@ -329,13 +331,18 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
     session = psycopg.connect(uri, autocommit=True, connect_timeout=10)
     try:
         # Nothing is due right after `up`; once the window opens a preview plans it.
-        assert not [n for n in planned_updates(fe) if n.endswith("-tls")]
+        # (Only while the window cannot have opened yet: on a machine so loaded that
+        # `up` and a preview take 45 s, every certificate is rightly due again.)
+        due = [n for n in planned_updates(fe) if n.endswith("-tls")]
+        if time.monotonic() - started < TTL_S * (1 - RENEW_FRACTION):
+            assert not due
         wait_for(
             lambda: "lhr-0-tls" in planned_updates(fe),
             TTL_S * (1 - RENEW_FRACTION) + 120,
             "a preview to plan the renewal",
             interval=5,
         )
+        renewing = time.monotonic()
         fe.run("up", GROUP, "-q")
         # The open session survived; the server presents the new certificate.
         assert session.execute("SELECT 1").fetchone() == (1,)
@@ -355,7 +362,9 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
         session.close()
     for n, pid in postmasters.items():
         assert (data_root / n / "pgdata" / "postmaster.pid").read_text().split()[0] == pid, n
-    assert not [n for n in planned_updates(fe) if n.endswith("-tls")]
+    due = [n for n in planned_updates(fe) if n.endswith("-tls")]
+    if time.monotonic() - renewing < TTL_S * (1 - RENEW_FRACTION):
+        assert not due
 
 
 # The last commit whose Patroni REST API and etcd spoke plain HTTP: a group it
