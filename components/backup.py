@@ -28,6 +28,10 @@ server admits, by certificate name, only the group's other end: the repository h
 every node host, a node host only the repository host (`tls-server-auth`, for the
 group's stanza only). Everything of a host is in `<data root>/pgbackrest/<region>-<k>`
 (the lab's hosts share one filesystem; real hosts would not need the subdirectory).
+What survives a reboot there is cron's: one root-owned file per host (`cron_file`)
+that starts the TLS server after a reboot and whenever it stopped, and on the
+repository host runs the scheduler's check (`scheduler.sh DIR once`) every few minutes
+— no scheduler process.
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ def host_backup_dir(data_root: str, node: str) -> str:
     host, the repository) — per node directory name `<region>-<k>`, since the lab's hosts
     share one filesystem."""
     return f"{backup_dir(data_root)}/{node}"
+
+
+CRON_DIR = "/etc/cron.d"
+
+
+def cron_file(stanza: str, node: str) -> str:
+    """The ssh target's cron file of one host of a group (pgbackrest.sh writes it):
+    the stanza names fleet and group, `node` (`<region>-<k>`) the host, so the lab's
+    hosts, which share one /etc/cron.d, never write the same file."""
+    return f"{CRON_DIR}/dbfleet-{stanza}-{node}"
 
 
 def host_config_path(data_root: str) -> str:

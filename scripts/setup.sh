@@ -102,6 +102,9 @@ ensure_debs() {
   [ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
   # Backups and point-in-time recovery (docs/backups.md).
   [ -x /usr/bin/pgbackrest ] || missing+=(pgbackrest)
+  # ssh hosts keep backups going with cron entries; the lab's hosts share this
+  # machine's /etc (the daemon itself is never needed here).
+  [ -x /usr/sbin/cron ] || missing+=(cron)
   # Graphviz draws `dbfleet graph` pictures (SVG/PNG).
   command -v dot >/dev/null || missing+=(graphviz)
   # `make lint` (part of `make test`) runs shellcheck on every shell script.
@@ -113,7 +116,7 @@ ensure_debs() {
   command -v ip >/dev/null || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
   command -v nft >/dev/null || [ -x /usr/sbin/nft ] || missing+=(nftables)
   if [ "${#missing[@]}" -eq 0 ]; then
-    say "postgresql $PG_MAJOR, patroni, etcd, pgbackrest, haproxy, pgbouncer, graphviz, shellcheck, openssh, iproute2, nftables: installed"
+    say "postgresql $PG_MAJOR, patroni, etcd, pgbackrest, cron, haproxy, pgbouncer, graphviz, shellcheck, openssh, iproute2, nftables: installed"
     return
   fi
   [ "$(id -u)" -eq 0 ] || fail "missing Debian packages: ${missing[*]}" \

@@ -29,14 +29,24 @@
 # The ssh target (BACKUP_MODE repo | node; default local, as above): one run
 # per host of the group, BACKUP_DIR that host's own directory
 # (<data root>/pgbackrest/<region>-<k>).  Every host runs pgBackRest's TLS
-# server (`pgbackrest server`, detached as RUN_AS; its absence is drift) on
-# TLS_ADDRESS:TLS_PORT with its certificate (TLS_CERT, TLS_KEY secret,
-# TLS_CA: base64 PEM, lib.sh write_tls, into BACKUP_DIR/tls), admitting only
-# the certificate names in TLS_CLIENTS, and for STANZA only.
+# server (`pgbackrest server` as RUN_AS, started by BACKUP_DIR/server.sh =
+# pgbackrest_server; its absence is drift) on TLS_ADDRESS:TLS_PORT with its
+# certificate (TLS_CERT, TLS_KEY secret, TLS_CA: base64 PEM, lib.sh
+# write_tls, into BACKUP_DIR/tls), admitting only the certificate names in
+# TLS_CLIENTS, and for STANZA only.
 #   repo: the repository is here, and the passphrase (nowhere else); NODES is
 #         this host's node, REMOTE_NODES "address:path:port:socketdir" the
-#         other hosts' nodes, reached through their TLS servers; stanza,
-#         check and scheduler as on the local target.
+#         other hosts' nodes, reached through their TLS servers; stanza and
+#         check as on the local target; the scheduler is no process here but
+#         a check (`scheduler.sh DIR once`) that cron runs, and create once
+#         in the background.
+# What survives a reboot is cron's (Debian package cron): one root-owned 0644
+# file per group and host, /etc/cron.d/dbfleet-<STANZA>-<region>-<k> (no
+# secret: the programs it names read the 0600 configuration), that starts
+# server.sh @reboot and every minute (it starts at most one server), and on
+# the repository host runs the scheduler's check every 5 minutes, all as
+# RUN_AS.  Its absence or another content is drift; delete removes it first.
+# `render-cron` prints it (nothing changed, the host not asked).
 #   node: REPO_HOST is the repository host, whose TLS server archive-push
 #         (async) reaches.  No passphrase here: the repository host hands
 #         the archive's key over the TLS connection for each push.
@@ -45,11 +55,15 @@
 # the stanza when `pgbackrest info` does not find it valid and then runs
 # `pgbackrest check` (a WAL switch on the leader that must reach the
 # repository through archive_command), and starts the scheduler when it is
-# not running (restarts it when its program changed).
-# check: drift when the configuration is missing, the scheduler is not
-# running, or the stanza is not valid.
-# delete: stops the scheduler and removes BACKUP_DIR (only with this fleet's
-# marker) - the repository goes with the group, as its data directories do.
+# not running (restarts it when its program changed); on the ssh target it
+# starts the TLS server unless it runs, writes the cron file, and on the
+# repository host starts one scheduler check in the background.
+# check: drift when the configuration is missing, the scheduler (local) or
+# the TLS server (ssh) is not running, the cron file (ssh) is missing or
+# differs, or the stanza is not valid.
+# delete: removes the cron file (ssh), stops the scheduler, the TLS server and
+# pgBackRest, and removes BACKUP_DIR (only with this fleet's marker) - the
+# repository goes with the group, as its data directories do.
 #
 # Output: one summary line on stdout; progress/errors on stderr.  The
 # passphrase never leaves the 0600 configuration: not argv, not a log.
@@ -58,10 +72,17 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-# The scheduler's program; HostScript ships its text in place of this line.
+# The scheduler's and the TLS server's starter's programs; HostScript ships
+# their text in place of these lines.
 SCHEDULER_SH=$(<"$(dirname -- "${BASH_SOURCE[0]}")/pgbackrest_scheduler")
+SERVER_SH=$(<"$(dirname -- "${BASH_SOURCE[0]}")/pgbackrest_server")
 
 PGBACKREST_BIN=${PGBACKREST_BIN:-/usr/bin/pgbackrest}
+# Where the ssh target's cron files go (Debian's cron reads every file there
+# whose name is made of [A-Za-z0-9_-] only).
+CRON_DIR=/etc/cron.d
+# How often cron runs the scheduler's check on the repository host (minutes).
+CRON_CHECK_MINUTES=5
 PYTHON=/usr/bin/python3
 # `pgbackrest info` status codes of a usable stanza: 0 ok, 2 no valid backups yet.
 INFO_CODE_PY='
@@ -95,13 +116,31 @@ init_vars() {
     SCHEDULER=$BACKUP_DIR/scheduler.sh
     SETTINGS=$BACKUP_DIR/scheduler.settings
     SCHED_PID=$RUNS/scheduler.pid
+    SERVER=$BACKUP_DIR/server.sh
     SERVER_PID=$RUNS/server.pid
+    # The ssh target's cron file: the stanza names fleet and group, the
+    # directory the host (the lab's hosts share one /etc/cron.d).
+    CRON_FILE=
+    if [[ "$MODE" != local && -n "${STANZA:-}" ]]; then
+        CRON_FILE=$CRON_DIR/dbfleet-$STANZA-${BACKUP_DIR##*/}
+    fi
 }
 
 check_inputs() {
     check_run_as
+    check_env
+    [[ -x "$PGBACKREST_BIN" ]] || die "pgBackRest not found at $PGBACKREST_BIN (Debian package pgbackrest)"
+    [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
+}
+
+# check_env : the environment alone (the host not asked).
+check_env() {
     check_fleet
+    require_env RUN_AS
+    # It is a field of a cron file root's cron reads: a plain user name only.
+    [[ "$RUN_AS" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "RUN_AS '$RUN_AS' is not a user name"
     [[ "$RUN_AS" != root ]] || die "RUN_AS must not be root"
+    check_abs_path PGBACKREST_BIN
     require_env BACKUP_DIR DATA_ROOT STANZA NODES SCHEDULE_HOURS FULL_EVERY_DAYS FULL_KEEP
     check_abs_path BACKUP_DIR
     check_abs_path DATA_ROOT
@@ -145,9 +184,9 @@ check_inputs() {
                 die "REMOTE_NODES: $rpath is not a node of this group's data root $DATA_ROOT"
         done
     fi
-    [[ -x "$PGBACKREST_BIN" ]] || die "pgBackRest not found at $PGBACKREST_BIN (Debian package pgbackrest)"
-    [[ -x "$PYTHON" ]] || PYTHON=$(command -v python3) || die "python3 is required"
     init_vars
+    [[ -z "$CRON_FILE" || "${CRON_FILE##*/}" =~ ^[A-Za-z0-9_-]+$ ]] ||
+        die "cron file name ${CRON_FILE##*/} has characters cron ignores such files for"
 }
 
 render_config() {
@@ -321,26 +360,114 @@ needs_server() { [[ "$MODE" != local && -n "${TLS_CLIENTS//[[:space:]]/}" ]]; }
 
 server_answers() { run_as "$PGBACKREST_BIN" --config="$CONF" server-ping >/dev/null 2>&1; }
 
-stop_server() {
-    local pid
-    pid=$(server_pid)
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_for 15 "the pgBackRest TLS server (pid $pid) to stop" gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
-    rm -f -- "$SERVER_PID"
+# our_servers : pids of this host's TLS server and its forks (each holds the
+# server's lock, server.sh).
+our_servers() {
+    local p
+    for p in $(our_pgbackrest); do
+        [[ " $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) " == *" --config=$CONF server "* ]] && printf '%s\n' "$p"
+    done
+    return 0
 }
 
-# start_server : pgBackRest's TLS server, detached (its own session), as
-# RUN_AS, with an empty environment but the pgpass file (its forks connect to
-# this host's PostgreSQL for the repository host's backups).
-start_server() {
+no_server() { [[ -z "$(our_servers)" ]]; }
+
+stop_server() {
     local pid
-    # shellcheck disable=SC2016  # expanded by the inner shell
-    pid=$(run_as setsid bash -c 'exec env -i PATH=/usr/bin:/bin PGPASSFILE="$3" "$0" --config="$1" server >>"$2" 2>&1 </dev/null & printf "%s" "$!"' \
-        "$PGBACKREST_BIN" "$CONF" "$LOGS/server.log" "$PGPASS") || die "could not start pgBackRest's TLS server"
-    printf '%s\n' "$pid" | put_file "$SERVER_PID" || true
+    [[ -n "$(our_servers)" ]] || return 0
+    for pid in $(our_servers); do kill -TERM "$pid" 2>/dev/null || true; done
+    wait_for 15 "the pgBackRest TLS server of $STANZA to stop" no_server && return 0
+    for pid in $(our_servers); do kill -KILL "$pid" 2>/dev/null || true; done
+    wait_for 5 "the pgBackRest TLS server of $STANZA to end" no_server || true
+}
+
+# start_server : pgBackRest's TLS server through server.sh (pgbackrest_server:
+# detached, as RUN_AS, at most one) - the same start as cron's.
+start_server() {
+    run_as bash "$SERVER" "$BACKUP_DIR" "$PGBACKREST_BIN" || die "could not start pgBackRest's TLS server"
     wait_for 30 "pgBackRest's TLS server on $TLS_ADDRESS:$TLS_PORT" server_answers ||
         die "pgBackRest's TLS server did not answer on $TLS_ADDRESS:$TLS_PORT: $(tail -n 3 "$LOGS/server.log" 2>/dev/null | tr '\n' ' ')"
+}
+
+# render_cron : the ssh target's cron file for this host.  Every command is a
+# program of BACKUP_DIR run by bash as RUN_AS, so cron's job needs nothing of
+# its environment but PATH; HOME=/ because the group's user has no home (cron
+# would change into it).  No secret: server.sh and scheduler.sh read the 0600
+# files.
+render_cron() {
+    printf '# Managed by dbfleet (pgbackrest.sh) for stanza %s, host %s%s\n' \
+        "$STANZA" "${BACKUP_DIR##*/}" "${FLEET_NAME:+, $(fleet_mark)}"
+    cat <<EOF
+# \`dbfleet up\` rewrites it, destroy removes it - do not edit.
+SHELL=/bin/sh
+PATH=/usr/bin:/bin
+HOME=/
+MAILTO=""
+EOF
+    if needs_server; then
+        cat <<EOF
+# pgBackRest's TLS server on $TLS_ADDRESS:$TLS_PORT: after a reboot, and within a minute whenever
+# it stopped (server.sh holds run/server.lock while the server runs: never two).
+@reboot $RUN_AS /bin/bash $SERVER $BACKUP_DIR $PGBACKREST_BIN
+* * * * * $RUN_AS /bin/bash $SERVER $BACKUP_DIR $PGBACKREST_BIN
+EOF
+    fi
+    if [[ "$MODE" == repo ]]; then
+        cat <<EOF
+# The backup scheduler's check: a backup when the newest is older than the schedule
+# (scheduler.settings; at most one check at a time).
+*/$CRON_CHECK_MINUTES * * * * $RUN_AS /bin/bash $SCHEDULER $BACKUP_DIR once
+EOF
+    fi
+}
+
+# cron_current : the cron file is root's, 0644, and has exactly render_cron's text.
+cron_current() {
+    local want have
+    [[ -f "$CRON_FILE" && ! -L "$CRON_FILE" ]] || return 1
+    [[ "$(stat -c %u:%a -- "$CRON_FILE")" == 0:644 ]] || return 1
+    want=$(
+        render_cron
+        printf x
+    )
+    have=$(
+        cat -- "$CRON_FILE"
+        printf x
+    )
+    [[ "$have" == "$want" ]]
+}
+
+# write_cron : (re)write the cron file, atomically, unless current (then
+# return 1).  Root's: cron ignores a file another user could change.
+write_cron() {
+    cron_current && return 1
+    ((EUID == 0)) || die "only root may write $CRON_FILE (the host's cron)"
+    [[ -d "$CRON_DIR" ]] || die "$CRON_DIR does not exist: is the Debian package cron installed?"
+    # A name with a dot: cron ignores the temporary file.
+    local tmp=$CRON_DIR/.${CRON_FILE##*/}.tmp.$$
+    if ! { render_cron >"$tmp" && chown 0:0 -- "$tmp" && chmod 0644 -- "$tmp" && mv -f -- "$tmp" "$CRON_FILE"; }; then
+        rm -f -- "$tmp"
+        die "cannot write $CRON_FILE"
+    fi
+    return 0
+}
+
+# remove_cron : delete this host's cron file (only one dbfleet wrote).
+remove_cron() {
+    [[ -n "$CRON_FILE" ]] && [[ -e "$CRON_FILE" || -L "$CRON_FILE" ]] || return 0
+    if [[ -L "$CRON_FILE" || ! -f "$CRON_FILE" ]] ||
+        ! head -n 1 -- "$CRON_FILE" | grep -q '^# Managed by dbfleet (pgbackrest.sh)'; then
+        die "$CRON_FILE was not written by dbfleet; refusing to remove it"
+    fi
+    rm -f -- "$CRON_FILE" || die "cannot remove $CRON_FILE"
+}
+
+# kick_scheduler : one scheduler check now, detached, as RUN_AS, with an empty
+# environment: a new group's first backup does not wait for cron.
+kick_scheduler() {
+    # shellcheck disable=SC2016  # expanded by the inner shell
+    run_as setsid bash -c 'exec env -i PATH=/usr/bin:/bin bash "$0" "$1" once </dev/null >/dev/null 2>&1 &' \
+        "$SCHEDULER" "$BACKUP_DIR" || warn "could not start the backup scheduler's check"
 }
 
 do_create() {
@@ -365,12 +492,21 @@ do_create() {
     esc=${esc//:/\\:}
     printf '*:*:*:postgres:%s\n' "$esc" | put_file "$PGPASS" || true
     if needs_server; then
+        # A new starter restarts the server too: one started by an older
+        # dbfleet holds no lock, and cron's start would race it.
+        if printf '%s\n' "$SERVER_SH" | put_file "$SERVER"; then server_changed=1; fi
         # pgBackRest's server reads its configuration and certificate once.
         if ((server_changed)); then stop_server; fi
         if [[ -z "$(server_pid)" ]]; then
             start_server
             done_+=("TLS server started")
         fi
+    fi
+    # The ssh target's cron file once the programs it names are in place (the
+    # repository host's scheduler.sh below: cron's next check may wait).
+    if [[ -n "$CRON_FILE" ]]; then
+        if [[ "$MODE" == repo ]]; then printf '%s\n' "$SCHEDULER_SH" | put_file "$SCHEDULER" || true; fi
+        if write_cron; then done_+=("cron file written"); fi
     fi
     if [[ "$MODE" == node ]]; then
         local what="no changes"
@@ -405,10 +541,22 @@ do_create() {
         done_+=("stanza created and checked")
     fi
 
-    if ((restart)); then stop_scheduler; fi
-    if [[ -z "$(scheduler_pid)" ]]; then
-        start_scheduler
-        done_+=("scheduler started")
+    if [[ "$MODE" == local ]]; then
+        if ((restart)); then stop_scheduler; fi
+        if [[ -z "$(scheduler_pid)" ]]; then
+            start_scheduler
+            done_+=("scheduler started")
+        fi
+    else
+        # cron runs the checks here; a scheduler loop an older dbfleet started
+        # (its cmdline says no `once`) goes.
+        local pid
+        pid=$(scheduler_pid)
+        if [[ -n "$pid" && " $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" != *" once "* ]]; then
+            stop_scheduler
+            done_+=("scheduler loop stopped")
+        fi
+        kick_scheduler
     fi
     local what="no changes"
     if ((${#done_[@]} > 0)); then
@@ -426,6 +574,8 @@ do_delete() {
     require_env BACKUP_DIR
     check_abs_path BACKUP_DIR
     init_vars
+    # cron's first: it would start again what is stopped below.
+    remove_cron
     if [[ -d "$BACKUP_DIR" ]]; then
         claim_dir "$BACKUP_DIR" delete
         stop_scheduler
@@ -447,8 +597,12 @@ do_check() {
         warn "pgBackRest's TLS server of $STANZA on $TLS_ADDRESS:$TLS_PORT is not running"
         exit "$DRIFT_EXIT_CODE"
     fi
+    if [[ -n "$CRON_FILE" ]] && ! cron_current; then
+        warn "$CRON_FILE is missing or not what dbfleet wrote"
+        exit "$DRIFT_EXIT_CODE"
+    fi
     [[ "$MODE" != node ]] || exit 0
-    if [[ -z "$(scheduler_pid)" ]]; then
+    if [[ "$MODE" == local && -z "$(scheduler_pid)" ]]; then
         warn "the backup scheduler of $STANZA is not running"
         exit "$DRIFT_EXIT_CODE"
     fi
@@ -467,5 +621,11 @@ case "${1:-}" in
 create | update) do_create ;;
 delete) do_delete ;;
 check) do_check ;;
-*) die "usage: $SCRIPT_NAME create|update|delete|check (configuration in the environment)" ;;
+render-cron)
+    check_env
+    [[ -n "$CRON_FILE" ]] || die "the local target has no cron file (BACKUP_MODE repo or node)"
+    printf '# %s\n' "$CRON_FILE"
+    render_cron
+    ;;
+*) die "usage: $SCRIPT_NAME create|update|delete|check|render-cron (configuration in the environment)" ;;
 esac

@@ -9,9 +9,11 @@ with `pytest -k`). Needs root; skipped otherwise.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from components import backup
 from dbfleet import vault
 from dbfleet.ops.lab import Lab, free_lab_network, read_spec
 from tests.fleets import lab_fleet_text
@@ -299,6 +302,179 @@ def test_a_point_in_time_restore_brings_back_exactly_the_rows_before_t_on_every_
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+NODES = {"fra-0": 21, "lhr-0": 22, "arn-0": 23}
+
+
+def _cron_file(fleet: SshFleet, node: str) -> Path:
+    return Path(backup.cron_file(f"{fleet.fe.name}-eu", node))
+
+
+def _cron(text: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """A cron.d file's environment settings and its entries (schedule, user, command)."""
+    env, entries = {}, []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split()
+        if "=" in fields[0]:
+            name, _, value = line.partition("=")
+            env[name.strip()] = value.strip().strip('"')
+            continue
+        n = 1 if fields[0].startswith("@") else 5
+        entries.append((" ".join(fields[:n]), fields[n], line.split(None, n + 1)[n + 1]))
+    return env, entries
+
+
+def _as_cron(fleet: SshFleet, address: str, env: dict[str, str], user: str, command: str):
+    """An entry's command as cron runs it: the command field through `sh -c`, as the
+    entry's user, in the file's environment (cron adds LOGNAME), from HOME, inside the
+    host's network namespace."""
+    settings = [f"{k}={v}" for k, v in env.items()]
+    return fleet.on_host(
+        address, "runuser", "-u", user, "--", "env", "-i", f"--chdir={env['HOME']}",
+        *settings, f"LOGNAME={user}", env["SHELL"], "-c", command, timeout=600,
+    )  # fmt: skip
+
+
+def _server_pids(fleet: SshFleet, node: str) -> list[int]:
+    conf = _root(fleet) / "pgbackrest" / node / "pgbackrest.conf"
+    return [
+        pid
+        for pid, line in command_lines().items()
+        if line.startswith(PGBACKREST) and f"--config={conf} server" in line
+    ]
+
+
+def _main_servers(fleet: SshFleet, node: str) -> list[int]:
+    """The servers among them that no other one forked (one per connection)."""
+    pids = _server_pids(fleet, node)
+    mains = []
+    for pid in pids:
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid not in pids:
+            mains.append(pid)
+    return mains
+
+
+def _listens(fleet: SshFleet, address: str) -> bool:
+    return f"{address}:8432" in fleet.on_host(address, "ss", "-Hltn").stdout
+
+
+def _lock_free(path: Path) -> bool:
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return True
+
+
+def _cron_files(fleet: SshFleet) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Every host's cron file, checked: root's, 0644, no secret of the group, every entry
+    as the group's user; per node its environment and its commands by schedule."""
+    fe, user = fleet.fe, f"{fleet.fe.name}-eu"
+    secrets = vault.read_group_secrets(
+        vault.client_from_env(fe.env),
+        vault.DEFAULT_MOUNT,
+        vault.secret_path(fe.name, "eu"),
+        also=(vault.BACKUP_KEY,),
+    )
+    files = {}
+    for node in NODES:
+        path = _cron_file(fleet, node)
+        info = path.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o644), path
+        text = path.read_text()
+        assert not [k for k, v in secrets.items() if v in text], path
+        env, entries = _cron(text)
+        assert {u for _, u, _ in entries} == {user}
+        files[node] = (env, {s: c for s, _, c in entries})
+    return files
+
+
+def test_cron_entries_bring_the_tls_server_back_and_take_a_due_backup(fleet: SshFleet) -> None:
+    """Each host's cron file, each entry run exactly as cron would run it. Never a real
+    cron daemon: it would run every file of this machine's /etc/cron.d (which the lab's
+    hosts share) as root in this machine's namespace, not the hosts'."""
+    fe, net, user = fleet.fe, fleet.net, f"{fleet.fe.name}-eu"
+    base = _root(fleet) / "pgbackrest"
+    files = _cron_files(fleet)
+    # the server on every host; the scheduler's check on the repository host (lhr) only
+    assert set(files["lhr-0"][1]) == {"@reboot", "* * * * *", "*/5 * * * *"}
+    for node in ("fra-0", "arn-0"):
+        assert set(files[node][1]) == {"@reboot", "* * * * *"}
+
+    # fra's server stopped (as by a reboot): its @reboot entry brings it back
+    fra = f"{net}.21"
+    env, entries = files["fra-0"]
+    old = _server_pids(fleet, "fra-0")
+    assert old
+    for pid in old:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(
+        lambda: not _server_pids(fleet, "fra-0") and not _listens(fleet, fra),
+        30,
+        "fra's server to stop",
+    )
+    proc = _as_cron(fleet, fra, env, user, entries["@reboot"])
+    assert proc.returncode == 0, proc.stderr
+    wait_for(lambda: _listens(fleet, fra), 30, "fra's server to listen again")
+    (new,) = _main_servers(fleet, "fra-0")
+    assert new not in old
+    assert int((base / "fra-0" / "run" / "server.pid").read_text()) == new
+    # every minute's entry, with every server running: still the one server per host
+    for node, octet in NODES.items():
+        (before,) = _main_servers(fleet, node)
+        env, entries = files[node]
+        proc = _as_cron(fleet, f"{net}.{octet}", env, user, entries["* * * * *"])
+        assert proc.returncode == 0, proc.stderr
+        assert _main_servers(fleet, node) == [before]
+    # the repository host backs up fra's node through the restarted server
+    check = _pgbackrest(fleet, f"{net}.22", "lhr-0", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # the scheduler's check: nothing while the newest backup is recent...
+    lhr = base / "lhr-0"
+    env, entries = files["lhr-0"]
+    wait_for(lambda: _info(fleet).get("backup"), 300, "the group's first backup")
+    wait_for(lambda: _lock_free(lhr / "run" / "scheduler.lock"), 300, "no scheduler check running")
+    count = len(_info(fleet)["backup"])
+    proc = _as_cron(fleet, f"{net}.22", env, user, entries["*/5 * * * *"])
+    assert proc.returncode == 0, proc.stderr
+    assert len(_info(fleet)["backup"]) == count
+    # ... and a backup once one is due (a schedule of 0 hours in its settings file)
+    settings = lhr / "scheduler.settings"
+    text = settings.read_text()
+    (lhr / "run" / "scheduler.backoff").unlink(missing_ok=True)  # an earlier failure's
+    stanza, _, days = text.split()
+    try:
+        settings.write_text(f"{stanza} 0 {days}\n")
+        proc = _as_cron(fleet, f"{net}.22", env, user, entries["*/5 * * * *"])
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        settings.write_text(text)
+    backups = _info(fleet)["backup"]
+    assert len(backups) == count + 1 and backups[-1]["type"] == "diff", backups[-1]
+    assert f"backup --type=diff of {stanza} done" in (lhr / "log" / "scheduler.log").read_text()
+
+    # a missing cron file is drift: `up` writes it again; then a second `up` is unchanged
+    arn = _cron_file(fleet, "arn-0")
+    arn_text = arn.read_text()
+    arn.unlink()
+    fe.run("up", "eu", "-q", timeout=900)
+    assert arn.read_text() == arn_text
+    again = fe.run("up", "eu", "-q", timeout=900)
+    stacks = ("accounts-eu", "networks-eu", "replicas-eu", "proxies-eu")
+    rows = [
+        ln.split() for ln in again.stdout.splitlines() if ln.split()[:1] in ([s] for s in stacks)
+    ]
+    assert len(rows) == 4 and all(r[1] == "unchanged" for r in rows), again.stdout
+
+
 def test_destroy_stops_every_pgbackrest_process_and_removes_the_repository(
     fleet: SshFleet,
 ) -> None:
@@ -306,6 +482,9 @@ def test_destroy_stops_every_pgbackrest_process_and_removes_the_repository(
     nothing left to do)."""
     root = _root(fleet)
     assert [c for c in command_lines().values() if f"{root}/pgbackrest/" in c]
+    assert all(_cron_file(fleet, node).exists() for node in NODES)
     fleet.fe.run("destroy", "--yes", "-q", timeout=900)
     assert not [c for c in command_lines().values() if f"{root}/pgbackrest/" in c]
     assert not root.exists()
+    # no cron file is left to start anything of the group again
+    assert not list(Path(backup.CRON_DIR).glob(f"dbfleet-{fleet.fe.name}-eu-*"))

@@ -26,6 +26,8 @@ HOST_PACKAGES = (
     "haproxy",
     "pgbouncer",
     "nftables",
+    # starts pgBackRest's TLS server after a reboot and runs scheduled backups (backups.md)
+    "cron",
 )
 
 
