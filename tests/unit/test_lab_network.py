@@ -3,9 +3,9 @@ before its lab is up (parallel test workers), and one no interface uses is."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
