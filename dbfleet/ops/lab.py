@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -50,6 +51,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -79,15 +81,48 @@ class LabError(Exception):
     """A problem with the lab, said so that the user can act on it."""
 
 
+# Where free_lab_network's claims live: one lock file per /24, in a directory of this
+# user's on the tmpfs for locks (labs need root), else in the temporary directory.
+LAB_CLAIM_DIR = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.gettempdir()) / (
+    f"dbfleet-lab-{os.getuid()}"
+)
+# /24 -> the open lock file that claims it; kept open for this process's lifetime.
+_claimed: dict[str, int] = {}
+
+
+def _claim(net: str) -> bool:
+    """Takes this process's claim on `net` (an exclusive, non-blocking flock on its lock
+    file). The kernel drops the claim when the process ends, even by a crash, so a claim
+    never outlives its owner and nothing needs cleaning up."""
+    LAB_CLAIM_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(LAB_CLAIM_DIR / f"{net}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claimed[net] = fd
+    return True
+
+
 def free_lab_network() -> str:
     """The first three octets of a /24 of 198.18.0.0/16 that no interface of this
-    machine uses: a lab of its own for a test or a benchmark."""
+    machine uses and no other process has chosen: a lab of its own for a test or a
+    benchmark.
+
+    Checking the interfaces alone would race: two processes (test workers running in
+    parallel) could both see a /24 unused and both bring a lab up on it. So each chosen
+    /24 is also claimed by a lock file that this process holds until it exits; a /24
+    another process holds is skipped, whether or not its lab is up yet."""
     used = subprocess.run(
         ["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False
     ).stdout
     for octet in random.sample(range(2, 251), 249):
-        if f" 198.18.{octet}." not in used:
-            return f"198.18.{octet}"
+        net = f"198.18.{octet}"
+        if net in _claimed or f" {net}." in used:
+            continue
+        if _claim(net):
+            return net
     raise LabError("no free /24 in 198.18.0.0/16 for a lab")
 
 

@@ -4,15 +4,23 @@ Every test session gets its own copy of the Pulumi project, its own state
 directory (file backend), passphrase, local Vault, fleet name (so its own OS
 users) and loopback range, so tests never touch a fleet the user brought up
 with `make up`.
+
+Worker-safe: `scripts/test.sh` runs modules in parallel (pytest-xdist, see
+tests/conftest.py), each worker a process with its own session fixtures (its own
+local Vault on ports the kernel hands out). What workers could still both pick - a
+fleet's 127.<octet>.0.0/16 - is claimed machine-wide by `claim_loopback_octet`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,9 +36,64 @@ from tests.integration.vault_fixture import local_vault  # noqa: F401  (session 
 REPO = Path(__file__).resolve().parents[2]
 
 
+HERE = Path(__file__).resolve().parent
+# The loopback /16s fleets of the tests take: 127.<octet>.0.0/16.
+FLEET_OCTETS = range(100, 250)
+CLAIM_DIR = Path(tempfile.gettempdir()) / f"dbfleet-test-claims-{os.getuid()}"
+# claim name -> the open lock file holding it, for this process's lifetime
+_claims: dict[str, int] = {}
+
+
 def pytest_collection_modifyitems(items):
+    # Called with every item of the session (unit ones too when `pytest tests` runs).
     for item in items:
-        item.add_marker(pytest.mark.integration)
+        if HERE in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _claim(name: str) -> bool:
+    """Takes the machine-wide claim `name` for this process: an exclusive, non-blocking
+    flock on CLAIM_DIR/<name>. The kernel releases it when the process exits (even by a
+    crash), so a claim never outlives the test worker that holds it."""
+    if name in _claims:
+        return False
+    CLAIM_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(CLAIM_DIR / name, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claims[name] = fd
+    return True
+
+
+def _listening_octets() -> set[int]:
+    """Second octets of the 127.x addresses something on this machine listens on
+    (a fleet a crashed run left behind holds its range too)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/udp"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local = line.split()[1].split(":")[0]  # little-endian hex, 0100007F = 127.0.0.1
+            if local.endswith("7F"):
+                found.add(int(local[4:6], 16))
+    return found
+
+
+def claim_loopback_octet() -> int:
+    """A loopback /16 (127.<octet>.0.0/16) for one fleet that no other test process on
+    this machine has claimed and nothing listens in: parallel workers each bring fleets
+    up on fixed ports of their range, so two on one range would take each other's
+    ports. Held until this process exits (a worker never reuses one either)."""
+    busy = _listening_octets()
+    for octet in random.sample(FLEET_OCTETS, len(FLEET_OCTETS)):
+        if octet not in busy and _claim(f"loopback-127.{octet}"):
+            return octet
+    raise AssertionError(f"every loopback range 127.{FLEET_OCTETS[0]}-{FLEET_OCTETS[-1]} is taken")
 
 
 @dataclass
@@ -94,7 +157,7 @@ def make_fleet_env(local_vault, tag: str) -> FleetEnv:  # noqa: F811
     # The same isolation as the benchmarks' environments (bench/sandbox.py).
     sandbox = make_sandbox(f"dbfleet-{tag}-", REPO)
     name = f"t{random.randrange(10**6):06d}"
-    octet = random.randrange(100, 250)
+    octet = claim_loopback_octet()
     sandbox.spec.write_text(default_fleet_text(name, octet))
     env = sandbox.env(
         VAULT_ADDR=local_vault.addr,

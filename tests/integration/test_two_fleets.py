@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.conftest import REPO, FleetEnv, make_fleet_env
+from tests.integration.conftest import REPO, FleetEnv, claim_loopback_octet, make_fleet_env
 from tests.integration.vault_fixture import start_local_vault
 
 REGIONS = {"us": ("US", "iad"), "eu": ("EU", "fra")}
@@ -75,23 +75,15 @@ def os_user_exists(name: str) -> bool:
         return False
 
 
-def new_fleet(vault, tag: str, taken: set[int]) -> FleetEnv:
-    fe = make_fleet_env(vault, tag)
-    while fe.cidr_octet in taken:  # a loopback range of its own
-        fe.cidr_octet = random.randrange(100, 250)
-    taken.add(fe.cidr_octet)
+def new_fleet(vault, tag: str) -> FleetEnv:
+    fe = make_fleet_env(vault, tag)  # a loopback range of its own (claimed)
     fe.write_fleet(tiny_fleet(fe.name, fe.cidr_octet))
     return fe
 
 
 @pytest.fixture(scope="module")
-def octets() -> set[int]:
-    return set()
-
-
-@pytest.fixture(scope="module")
-def fleet_a(local_vault, octets) -> Iterator[FleetEnv]:
-    fe = new_fleet(local_vault, "fleet-a", octets)
+def fleet_a(local_vault) -> Iterator[FleetEnv]:
+    fe = new_fleet(local_vault, "fleet-a")
     fe.run("up", "-q")
     yield fe
     fe.run("destroy", "--yes", "-q", check=False)
@@ -106,8 +98,8 @@ def vault_b(tmp_path_factory) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def fleet_b(vault_b, octets, fleet_a) -> Iterator[FleetEnv]:
-    fe = new_fleet(vault_b, "fleet-b", octets)
+def fleet_b(vault_b, fleet_a) -> Iterator[FleetEnv]:
+    fe = new_fleet(vault_b, "fleet-b")
     assert fe.name != fleet_a.name
     fe.run("up", "-q")
     yield fe
@@ -206,12 +198,12 @@ def _resource_counts(fe: FleetEnv) -> dict[str, int]:
     return {s["name"]: int(s.get("resourceCount") or 0) for s in listed}
 
 
-def test_a_fresh_clone_brought_up_leaves_git_status_clean(local_vault, octets) -> None:
+def test_a_fresh_clone_brought_up_leaves_git_status_clean(local_vault) -> None:
     root = Path(tempfile.mkdtemp(prefix="dbfleet-clone-", dir="/tmp"))
     root.chmod(0o755)  # the group's OS user reaches its data root below
     clone = root / "dbfleet"
     name = f"c{random.randrange(10**6):06d}"
-    octet = next(o for o in iter(lambda: random.randrange(100, 250), None) if o not in octets)
+    octet = claim_loopback_octet()
     spec = root / "fleet.yaml"  # outside the clone: the clone's own files stay as cloned
     spec.write_text(tiny_fleet(name, octet))
     env = {
