@@ -206,6 +206,17 @@ def wait_gone(pid: int) -> None:
         time.sleep(0.05)
 
 
+def server_cmdline(pid: int) -> list[bytes]:
+    """The started server's command line, once setsid and env have exec'd into it
+    (the pid file is written as soon as the job is forked)."""
+    deadline = time.monotonic() + 10
+    while True:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"server" in cmdline or time.monotonic() > deadline:
+            return cmdline
+        time.sleep(0.05)  # poll interval
+
+
 def backups_in(d: Path) -> list[str]:
     return [c for c in calls(d) if " backup" in c]
 
@@ -259,7 +270,7 @@ def test_the_servers_starter_starts_one_server_and_again_after_it_stopped(host_d
     line = (str(d / "server.sh"), str(d), fake)
     assert run_line(d, *line).returncode == 0
     first = int((d / "run" / "server.pid").read_text())
-    cmdline = Path(f"/proc/{first}/cmdline").read_bytes().split(b"\0")
+    cmdline = server_cmdline(first)
     assert cmdline[-3:-1] == [f"--config={d}/pgbackrest.conf".encode(), b"server"]
     # its own session (cron's job or dbfleet's ssh session may end)
     assert os.getsid(first) == first
