@@ -175,7 +175,7 @@ def host_dir(tmp_path: Path) -> Iterator[Path]:
         pid = int(pid_file.read_text())
         try:
             # only while it is still the fake server of this directory
-            if f"--config={d}/".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if f"--config={d}/".encode() in b"\0".join(server_cmdline(pid)):
                 os.kill(pid, signal.SIGKILL)
         except (FileNotFoundError, ProcessLookupError):
             pass
