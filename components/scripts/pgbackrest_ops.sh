@@ -393,11 +393,12 @@ do_restore_into() {
         die "the live leader's WAL does not reach the repository; nothing changed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
     [[ ! -e "$stage" ]] || run_as rm -rf -- "$stage" || die "cannot clear $stage"
     make_dirs "$stage" "$stage/pgdata" "$stage/run" "$stage/log" "$stage/spool"
-    # WAL comes synchronously (no queue in the live group's spool), logs, locks
-    # and spool stay in the staging directory: a restore clears its stanza's
-    # spool, which in the live group's is the archiver's push queue.
+    # WAL comes synchronously (no queue in the live group's spool; pgBackRest
+    # refuses a spool path without archive-async), logs and locks stay in the
+    # staging directory, and so does the restore's spool: a restore clears its
+    # stanza's spool, which in the live group's is the archiver's push queue.
     local get="$PGBACKREST_BIN --config=$CONF --stanza=$STANZA --pg1-path=$stage/pgdata --no-archive-async --log-path=$stage/log"
-    get+=" --lock-path=$stage/run --spool-path=$stage/spool archive-get %f \"%p\""
+    get+=" --lock-path=$stage/run archive-get %f \"%p\""
     out=$(pgbr --pg1-path="$stage/pgdata" --log-path="$stage/log" --lock-path="$stage/run" \
         --spool-path="$stage/spool" \
         "--recovery-option=restore_command=$get" "${TARGET_ARGS[@]}" restore 2>&1) || {

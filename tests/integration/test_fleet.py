@@ -6,6 +6,7 @@ Tests run in file order against one fleet: up, prove, idempotence, secrecy, down
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
-from tests.integration.conftest import command_lines
+from tests.integration.conftest import command_lines, make_fleet_env
 
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
@@ -29,6 +30,16 @@ def _listening(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="module")
+def fleet_env(local_vault):
+    """A fleet of this module's own (not the session's, which other modules on the same
+    worker may have deployed first with other settings, e.g. the passphrase provider)."""
+    fe = make_fleet_env(local_vault, "fleet")
+    yield fe
+    fe.run("destroy", "--yes", check=False)
+    shutil.rmtree(fe.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
