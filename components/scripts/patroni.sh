@@ -246,7 +246,7 @@ has_role() {
 listening_on() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # running_or_failed : PostgreSQL runs under Patroni (HEALTHY=1) - or Patroni
-# gave up starting it (then waiting longer is pointless).  The answer is kept:
+# gave up starting it or exited (then waiting longer is pointless).  The answer is kept:
 # asking again can meet the REST API restarting for a reloaded certificate.
 HEALTHY=0
 running_or_failed() {
@@ -254,6 +254,9 @@ running_or_failed() {
         HEALTHY=1
         return 0
     fi
+    # Patroni itself gone (it exits on a configuration it cannot load): waiting
+    # longer is pointless too.
+    [[ -n "$(patroni_pid)" ]] || return 0
     local state
     state=$(rest_get /patroni 2>/dev/null) || return 1
     [[ "$state" == *'"state": "start failed"'* || "$state" == *'"state": "bootstrap failed"'* ]]
