@@ -90,19 +90,27 @@ LAB_CLAIM_DIR = Path("/run/lock" if Path("/run/lock").is_dir() else tempfile.get
 _claimed: dict[str, int] = {}
 
 
-def _claim(net: str) -> bool:
-    """Takes this process's claim on `net` (an exclusive, non-blocking flock on its lock
-    file). The kernel drops the claim when the process ends, even by a crash, so a claim
-    never outlives its owner and nothing needs cleaning up."""
-    LAB_CLAIM_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(LAB_CLAIM_DIR / f"{net}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+def claim(directory: Path, name: str, held: dict[str, int]) -> bool:
+    """Takes this process's machine-wide claim `name`: an exclusive, non-blocking flock
+    on `directory`/`name`, its open file kept in `held`. The kernel drops the claim when
+    the process ends, even by a crash, so a claim never outlives its owner and nothing
+    needs cleaning up. False when this or another process holds it already."""
+    if name in held:
+        return False
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return False
-    _claimed[net] = fd
+    held[name] = fd
     return True
+
+
+def _claim(net: str) -> bool:
+    """This process's claim on the /24 `net` (see `claim`)."""
+    return claim(LAB_CLAIM_DIR, f"{net}.lock", _claimed)
 
 
 def free_lab_network() -> str:
@@ -119,7 +127,7 @@ def free_lab_network() -> str:
     ).stdout
     for octet in random.sample(range(2, 251), 249):
         net = f"198.18.{octet}"
-        if net in _claimed or f" {net}." in used:
+        if f"{net}.lock" in _claimed or f" {net}." in used:
             continue
         if _claim(net):
             return net

@@ -13,7 +13,6 @@ fleet's 127.<octet>.0.0/16 - is claimed machine-wide by `claim_loopback_octet`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 
 from bench.sandbox import make_sandbox
+from dbfleet.ops.lab import claim
 from tests.fleets import default_fleet_text
 from tests.integration.vault_fixture import local_vault  # noqa: F401  (session fixture)
 
@@ -52,20 +52,9 @@ def pytest_collection_modifyitems(items):
 
 
 def _claim(name: str) -> bool:
-    """Takes the machine-wide claim `name` for this process: an exclusive, non-blocking
-    flock on CLAIM_DIR/<name>. The kernel releases it when the process exits (even by a
-    crash), so a claim never outlives the test worker that holds it."""
-    if name in _claims:
-        return False
-    CLAIM_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(CLAIM_DIR / name, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return False
-    _claims[name] = fd
-    return True
+    """Takes the machine-wide claim `name` for this test worker (dbfleet.ops.lab.claim:
+    a flock the kernel releases when the worker exits, even by a crash)."""
+    return claim(CLAIM_DIR, name, _claims)
 
 
 def _listening_octets() -> set[int]:
