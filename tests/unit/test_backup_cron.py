@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pulumi
 import pytest
 
 from components import backup
 from components.hostcmd import SCRIPTS_DIR, Connection
 from dbfleet.program.layers.accounts import HOST_PACKAGES
+from tests.unit import test_backups
 
 SSH = Connection(kind="ssh", host="10.1.0.2", user="dbfleet")
 FRA = backup.Node("/d/demo-eu/fra-0/pgdata", 5432, "/d/demo-eu/fra-0/run")
@@ -30,27 +30,8 @@ SECRETS = {
 
 
 def host_args(**changes) -> backup.HostBackupsArgs:
-    base = {
-        "connection": SSH,
-        "run_as": "demo-eu",
-        "data_root": "/d/demo-eu",
-        "stanza": "demo-eu",
-        "name": "lhr-0",
-        "node": LHR,
-        "address": "10.1.0.2",
-        "tls_port": 8432,
-        "repo": True,
-        "repo_address": "10.1.0.2",
-        "repo_name": "lhr-0",
-        "peers": (backup.Peer("10.1.0.1", FRA),),
-        "schedule_hours": 24,
-        "full_every_days": 7,
-        "full_keep": 2,
-        "secrets": pulumi.Output.from_input({"superuser_password": "s", "backup_passphrase": "p"}),
-        "tls": backup.TlsFiles("CERT", "KEY", "CA"),
-        "fleet": "demo",
-    }
-    return backup.HostBackupsArgs(**{**base, **changes})
+    """test_backups' repository host (lhr-0, fra-0 its peer), as this file's login and fleet."""
+    return test_backups.host_args(**{"connection": SSH, "fleet": "demo", **changes})
 
 
 NODE_HOST = {"name": "fra-0", "address": "10.1.0.1", "repo": False, "peers": (), "node": FRA}
