@@ -177,6 +177,18 @@ def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: f
         time.sleep(interval)  # polling interval, not a synchronisation
 
 
+def drill_ids(uri: str) -> list[int] | None:
+    """The ids in the restore drill's table `drill` at `uri`, in order; None while the
+    node does not answer or holds none (yet)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
+            return [r[0] for r in c.execute("SELECT id FROM drill ORDER BY id")] or None
+    except psycopg.Error:
+        return None
+
+
 def command_lines() -> dict[int, str]:
     """pid -> command line (arguments joined by spaces) of every process that can be
     read right now; processes that exit meanwhile are skipped."""

@@ -25,7 +25,13 @@ import pytest
 import yaml
 
 from dbfleet import vault
-from tests.integration.conftest import command_lines, default_fleet_text, make_fleet_env, wait_for
+from tests.integration.conftest import (
+    command_lines,
+    default_fleet_text,
+    drill_ids,
+    make_fleet_env,
+    wait_for,
+)
 
 GROUP = "eu"
 
@@ -185,21 +191,15 @@ def test_restore_drill_brings_back_exactly_the_rows_before_t_in_every_region(fle
     assert "thrown away" in out.stdout
     assert leader(fleet) == "fra-0"
     for uri in read_uris_of_every_node(fleet):
-        ids = wait_for(lambda u=uri: _ids(u), 120, "the restored rows on every node", interval=0.5)
+        ids = wait_for(
+            lambda u=uri: drill_ids(u), 120, "the restored rows on every node", interval=0.5
+        )
         assert ids == list(range(1, 151)), uri.split("host=")[-1]
     # Writes work through every region's write endpoint, and archiving goes on.
     for i, pair in enumerate(uris(fleet).values()):
         with psycopg.connect(pair["write"], autocommit=True, connect_timeout=5) as c:
             c.execute("INSERT INTO drill (id) VALUES (%s)", (1000 + i,))
     pgbackrest(fleet, "check")
-
-
-def _ids(uri: str) -> list[int] | None:
-    try:
-        with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
-            return [r[0] for r in c.execute("SELECT id FROM drill ORDER BY id")] or None
-    except psycopg.Error:
-        return None
 
 
 def test_a_time_before_the_oldest_backup_is_refused_naming_the_earliest(fleet):

@@ -28,7 +28,7 @@ from components import backup
 from dbfleet import vault
 from dbfleet.ops.lab import Lab, free_lab_network, read_spec
 from tests.fleets import lab_fleet_text
-from tests.integration.conftest import command_lines, make_fleet_env, wait_for
+from tests.integration.conftest import command_lines, drill_ids, make_fleet_env, wait_for
 from tests.integration.test_ssh_fleet import SshFleet, _close_masters
 
 pytestmark = [
@@ -244,16 +244,6 @@ def test_an_unreachable_repository_host_shows_in_status_and_writes_keep_working(
     assert not doc["backup"]["failing"]
 
 
-def _ids(uri: str) -> list[int] | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(uri, autocommit=True, connect_timeout=3) as c:
-            return [r[0] for r in c.execute("SELECT id FROM drill ORDER BY id")] or None
-    except psycopg.Error:
-        return None
-
-
 def test_a_point_in_time_restore_brings_back_exactly_the_rows_before_t_on_every_host(
     fleet: SshFleet,
 ) -> None:
@@ -293,7 +283,7 @@ def test_a_point_in_time_restore_brings_back_exactly_the_rows_before_t_on_every_
             host=address, port=5432, user="postgres", dbname="app", password=password,
             connect_timeout=3,
         )  # fmt: skip
-        ids = wait_for(lambda u=node: _ids(u), 120, f"the restored rows on {address}", 0.5)
+        ids = wait_for(lambda u=node: drill_ids(u), 120, f"the restored rows on {address}", 0.5)
         assert ids == list(range(1, 151)), address
     for i, pair in enumerate(uris.values()):
         with psycopg.connect(pair["write"], autocommit=True, connect_timeout=5) as c:
