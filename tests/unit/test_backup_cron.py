@@ -189,11 +189,13 @@ def wait_gone(pid: int) -> None:
 
 def server_cmdline(pid: int) -> list[bytes]:
     """The started server's command line, once setsid and env have exec'd into it
-    (the pid file is written as soon as the job is forked)."""
+    (the pid file is written as soon as the job is forked; setsid's own command line
+    names the server too, before it has made the session)."""
     deadline = time.monotonic() + 10
     while True:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if b"server" in cmdline or time.monotonic() > deadline:
+        started = b"server" in cmdline and Path(cmdline[0].decode()).name not in ("setsid", "env")
+        if started or time.monotonic() > deadline:
             return cmdline
         time.sleep(0.05)  # poll interval
 
