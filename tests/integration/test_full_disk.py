@@ -89,8 +89,9 @@ def test_a_full_data_root_fails_clearly_and_the_next_up_completes(small_disk_fle
     first = fe.run("up", check=False)
     out = first.stdout + first.stderr
     assert first.returncode == 1, out
+    said = out.lower()  # PostgreSQL says "No space left…", etcd "no space left…"
     assert (
-        "No space left on device" in out or "could not write" in out or "not enough space" in out
+        "no space left on device" in said or "could not write" in said or "not enough space" in said
     ), out
     failed = [ln for ln in first.stdout.splitlines() if ln.startswith("replicas-eu")]
     assert failed and "failed" in failed[0], first.stdout
