@@ -580,10 +580,11 @@ def guard(handler, *, engine: bool = False):
         try:
             if engine:
                 engine_ready()
-                from dbfleet.ops import access
+                from dbfleet.ops import access, pyhost
 
                 # gocloud's hashivault driver in every pulumi process uses VAULT_TOKEN
                 access.point_engine_at_vault()
+                pyhost.use_for_engine()
             return handler(args)
         except Abort as exc:
             _err(str(exc))
