@@ -394,6 +394,10 @@ has_data() { compgen -G "$DATA/member/wal/*.wal" >/dev/null; }
 # connection leaves from 127.0.0.1, on hosts with several addresses (or behind
 # NAT) from whichever the route picks.  That check is turned off; the CA
 # check, which keeps every other group and every stranger out, stays.
+# Heartbeat 200 ms, election 1.5 s (docs/high-availability.md, "Timings"):
+# a group's members sit in different regions, and etcd wants the heartbeat
+# near the round trip between them and the election at ten round trips; an
+# election, at most twice 1.5 s, stays within Patroni's retry_timeout (4 s).
 render_flags() {
     cat <<EOF
 --name=$MEMBER_NAME
@@ -411,8 +415,8 @@ render_flags() {
 --experimental-peer-skip-client-san-verification=true
 --listen-peer-urls=$PEER_URL
 --initial-advertise-peer-urls=$PEER_URL
---heartbeat-interval=100
---election-timeout=1000
+--heartbeat-interval=200
+--election-timeout=1500
 --auto-compaction-mode=periodic
 --auto-compaction-retention=1
 --quota-backend-bytes=$QUOTA_BACKEND_BYTES

@@ -48,7 +48,10 @@
 # the environment gives and changes nothing.
 #
 # Health checks ask each node's Patroni REST API (HTTPS GET on restport,
-# the node's certificate verified against the group's CA, every 1 s), never PostgreSQL itself: that a node accepts logins says
+# the node's certificate verified against the group's CA; writes every 1 s,
+# reads every 2 s: each check is a TLS handshake with a Python server, and
+# every region's proxy checks every node of the group), never PostgreSQL
+# itself: that a node accepts logins says
 # nothing about whether it is the primary, and writes reaching a read-only
 # node fail with SQLSTATE 25006, which applications do not retry.
 #   write: GET /primary must answer 200 (fall 1, rise 1); a node marked down
@@ -179,7 +182,8 @@ EOF
 # (nearest region first; no "option allbackups").  A refused connection
 # marks a server down at once (observe layer4) and the retry is
 # redispatched, so a dead local node costs a client one retry instead of
-# the 1-2 s the periodic check needs.
+# the 2-4 s the periodic check needs; a replica past the lag budget leaves
+# within 4 s.
 listen read
     bind $PROXY_HOST:$READ_PORT
     source $PROXY_HOST
@@ -189,7 +193,7 @@ listen read
     option httpchk
     http-check send meth GET uri /read-only?lag=$READ_LAG_BYTES
     http-check expect status 200
-    default-server inter 1s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN $CHECK_TLS
+    default-server inter 2s fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down maxconn $SERVER_MAXCONN $CHECK_TLS
 EOF
     server_lines local "" "${READ_LOCAL:-}"
     server_lines backup " backup" "${READ_BACKUPS:-}"
