@@ -42,7 +42,6 @@ COST_S = {
     "tests/integration/test_pooling.py": 90,
     "tests/integration/test_two_fleets.py": 90,
     "tests/integration/test_fleet.py": 80,
-    "tests/integration/test_tls_pooler.py": 80,
     "tests/integration/test_vault_server.py": 60,
     "tests/integration/test_ssh_lab.py": 60,
     "tests/integration/test_etcd_script.py": 60,

@@ -3,7 +3,8 @@ PostgreSQL, HAProxy, PgBouncer, Patroni, etcd): every endpoint verifies (verify-
 under the address a client dials, plain TCP is refused, another group's CA does not
 verify, replication runs over TLS, Patroni's REST API answers HTTPS only and HAProxy
 still routes on it, etcd admits only clients with a certificate from the group's CA,
-and a certificate inside its renewal window is renewed by `up` and reloaded without a
+and certificates inside their renewal window (a node's, used by PostgreSQL, Patroni's
+REST API and etcd, and a PgBouncer pooler's) are renewed by `up` and reloaded without a
 restart.
 
 Tests run in file order against one fleet of their own; each can also run alone.
@@ -73,12 +74,16 @@ def served_certificate(host: str, port: int, starttls: bool = True) -> str:
     return out[start : end + len("-----END CERTIFICATE-----")]
 
 
-def planned_updates(fe: FleetEnv) -> list[str]:
-    proc = fe.run("preview", GROUP, "--layer", "replicas", "--json", "-", check=False)
+def planned_updates(fe: FleetEnv, layer: str = "replicas") -> list[str]:
+    proc = fe.run("preview", GROUP, "--layer", layer, "--json", "-", check=False)
     doc = json.loads(proc.stdout)
     return [
         r["name"] for st in doc["stacks"] for r in st.get("resources", []) if r["op"] == "update"
     ]
+
+
+def pooler_pid(pool_dir: Path) -> int:
+    return int((pool_dir / "pgbouncer.pid").read_text().split()[0])
 
 
 def test_every_endpoint_verifies_under_the_address_the_client_dialled(fe):
@@ -328,24 +333,45 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
     rest = (members["host"], members["rest_port"])
     assert served_certificate(*rest, starttls=False) == before  # the node's, on its REST API
     etcd_pid = (data_root / "etcd-lhr" / "etcd.pid").read_text().strip()
+    # lhr's pooler (PgBouncer) too: its certificate is the proxies layer's.
+    pool_dir = data_root / "pooler-lhr"
+    pool_host, pool_port = fe.outputs(f"proxies-{GROUP}")["pooled_endpoints"]["lhr"].rsplit(":", 1)
+    pool_uri = uris(fe, "pooled_connection_uris")["lhr"]["write"]
+    pool_pid = pooler_pid(pool_dir)
+    pool_before = served_certificate(pool_host, int(pool_port))
+    assert pool_before == (pool_dir / "tls" / "server.crt").read_text().strip()
     session = psycopg.connect(uri, autocommit=True, connect_timeout=10)
+    # PgBouncer in transaction mode: no server-side prepared statements.
+    pooled = psycopg.connect(pool_uri, autocommit=True, connect_timeout=10, prepare_threshold=None)
     try:
-        # Nothing is due right after `up`; once the window opens a preview plans it.
+        assert pooled.info.pgconn.ssl_in_use
+        assert pooled.execute("SELECT 1").fetchone() == (1,)
+        # Nothing is due right after `up`; once the windows open a preview plans them.
         # (Only while the window cannot have opened yet: on a machine so loaded that
         # `up` and a preview take 45 s, every certificate is rightly due again.)
         due = [n for n in planned_updates(fe) if n.endswith("-tls")]
         if time.monotonic() - started < TTL_S * (1 - RENEW_FRACTION):
             assert not due
         wait_for(
-            lambda: "lhr-0-tls" in planned_updates(fe),
+            lambda: (
+                "lhr-0-tls" in planned_updates(fe)
+                and "lhr-pool-tls" in planned_updates(fe, "proxies")
+            ),
             TTL_S * (1 - RENEW_FRACTION) + 120,
-            "a preview to plan the renewal",
+            "a preview to plan the renewals",
             interval=5,
         )
         renewing = time.monotonic()
         fe.run("up", GROUP, "-q")
-        # The open session survived; the server presents the new certificate.
+        # The open sessions survived; the servers present the new certificates.
         assert session.execute("SELECT 1").fetchone() == (1,)
+        assert pooled.execute("SELECT 1").fetchone() == (1,)
+        assert pooled.info.pgconn.ssl_in_use
+        pool_after = served_certificate(pool_host, int(pool_port))
+        assert pool_after != pool_before
+        assert pool_after == (pool_dir / "tls" / "server.crt").read_text().strip()
+        with psycopg.connect(pool_uri, connect_timeout=10, prepare_threshold=None) as c:
+            assert c.info.pgconn.ssl_in_use
         after = served_certificate(*lhr)
         assert after != before
         assert after == (data_root / "lhr-0" / "tls" / "server.crt").read_text().strip()
@@ -360,9 +386,13 @@ def test_a_certificate_in_its_renewal_window_is_renewed_and_reloaded_without_a_r
             assert c.info.pgconn.ssl_in_use
     finally:
         session.close()
+        pooled.close()
     for n, pid in postmasters.items():
         assert (data_root / n / "pgdata" / "postmaster.pid").read_text().split()[0] == pid, n
+    # The pooler was reloaded (SIGHUP), not restarted: the same process still serves.
+    assert pooler_pid(pool_dir) == pool_pid and Path(f"/proc/{pool_pid}").is_dir()
     due = [n for n in planned_updates(fe) if n.endswith("-tls")]
+    due += [n for n in planned_updates(fe, "proxies") if n.endswith("-tls")]
     if time.monotonic() - renewing < TTL_S * (1 - RENEW_FRACTION):
         assert not due
 
