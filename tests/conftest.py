@@ -4,7 +4,9 @@
 (UnitScheduling, xdist's scope scheduling with the units defined here), handed out in
 collection order. A unit is a whole module, so the module-scoped fleet its tests share,
 and the order they rely on (up, prove, ..., down), stay on one worker; the few tests
-COST_S names by node id bring up a fleet of their own and are units of their own.
+COST_S names by node id bring up a fleet of their own and are units of their own, and
+the modules SHARED names together are one unit: they use one deployed fleet (a session
+fixture, so one per worker), in the order given there.
 Units are sorted heaviest first, so the long ones start at once and the short ones fill
 in at the end: the workers then finish together. (Not `--dist loadgroup` with
 `xdist_group` markers: pytest-xdist 3.8 cannot rename the node ids of pytest 9.)
@@ -38,10 +40,9 @@ COST_S = {
     "tests/integration/test_tls.py::test_a_group_deployed_with_plain_http_rest_and_etcd_moves_to_tls_by_up": 125,
     "tests/integration/test_ssh_fleet.py::test_destroy_and_lab_down_leave_nothing_behind": 110,
     "tests/integration/test_policies.py": 110,
-    "tests/integration/test_app_client.py": 100,
+    "default fleet": 150,
     "tests/integration/test_pooling.py": 90,
     "tests/integration/test_two_fleets.py": 90,
-    "tests/integration/test_fleet.py": 80,
     "tests/integration/test_vault_server.py": 60,
     "tests/integration/test_ssh_lab.py": 60,
     "tests/integration/test_etcd_script.py": 60,
@@ -50,9 +51,28 @@ COST_S = {
 }
 
 
+# Modules that share one deployed fleet (tests/integration/conftest.py `default_fleet`),
+# in the order they must run on it: test_fleet.py ends with its `down`.
+SHARED = {
+    "default fleet": ("tests/integration/test_app_client.py", "tests/integration/test_fleet.py"),
+}
+_SHARED_UNIT = {module: unit for unit, modules in SHARED.items() for module in modules}
+
+
 def unit_of(nodeid: str) -> str:
-    """The unit a test runs in: itself when COST_S names it, else its module."""
-    return nodeid if nodeid in COST_S else nodeid.split("::", 1)[0]
+    """The unit a test runs in: itself when COST_S names it, its SHARED unit, else its
+    module."""
+    if nodeid in COST_S:
+        return nodeid
+    module = nodeid.split("::", 1)[0]
+    return _SHARED_UNIT.get(module, module)
+
+
+def rank_in_unit(nodeid: str) -> int:
+    """A module's place in its SHARED unit (0 for every other test)."""
+    module = nodeid.split("::", 1)[0]
+    unit = _SHARED_UNIT.get(module)
+    return SHARED[unit].index(module) if unit else 0
 
 
 def cost_of(unit: str) -> int:
@@ -66,12 +86,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for index, item in enumerate(items):
         first.setdefault(unit_of(item.nodeid), index)
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    def key(item: pytest.Item) -> tuple[int, int, int]:
         unit = unit_of(item.nodeid)
-        return -cost_of(unit), first[unit]
+        return -cost_of(unit), first[unit], rank_in_unit(item.nodeid)
 
-    # Heaviest unit first; within a unit, and between units of equal cost, file order
-    # (a stable sort keeps the tests of one unit in the order their file has them).
+    # Heaviest unit first; within a unit, its modules in SHARED's order, and then (and
+    # between units of equal cost) file order (a stable sort keeps the tests of one
+    # module in the order their file has them).
     items.sort(key=key)
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +163,21 @@ def fleet_env(local_vault):  # noqa: F811
     # Whatever a test left running is destroyed; the tests assert on it themselves.
     fe.run("destroy", "--yes", check=False)
     shutil.rmtree(fe.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def default_fleet(local_vault) -> Iterator[tuple[FleetEnv, subprocess.CompletedProcess]]:  # noqa: F811
+    """The default fleet (both groups) brought up once per worker by `dbfleet up`, for the
+    modules that share it (tests/conftest.py SHARED keeps them on one worker, in order):
+    the fleet and that first `up`'s result. Destroyed when the session ends, unless
+    test_fleet.py's last test has destroyed it already."""
+    fe = make_fleet_env(local_vault, "default")
+    try:
+        first_up = fe.run("up", check=False)
+        yield fe, first_up
+    finally:
+        fe.run("destroy", "--yes", check=False)
+        shutil.rmtree(fe.root, ignore_errors=True)
 
 
 def wait_for(check: Callable[[], Any], deadline_s: float, what: str, interval: float = 0.2) -> Any:

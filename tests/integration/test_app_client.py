@@ -1,7 +1,8 @@
 """Applications on a real fleet: dbfleet.client, dbfleet.web and `endpoints --env`.
 
-One fleet of its own, the default fleet's two groups (eu: fra primary; us: iad primary),
-brought up once for the module and destroyed at its end. Each region's app environment comes
+The session's default fleet, two groups (eu: fra primary; us: iad primary), shared with
+test_fleet.py, which runs after this module and ends with its `down`
+(tests/conftest.py SHARED); nothing here changes its shape. Each region's app environment comes
 from `dbfleet endpoints --env REGION --json --show-secrets` (a pipe, not a terminal):
 
 1. the environment: passwords masked by default, real with --show-secrets;
@@ -20,7 +21,6 @@ import http.client
 import json
 import os
 import shlex
-import shutil
 import signal
 import statistics
 import threading
@@ -35,21 +35,19 @@ import pytest
 
 from dbfleet.client import Fleet, FleetConfig
 from examples.rywapp.app import create_schema, make_app
-from tests.fleets import default_fleet_text
-from tests.integration.conftest import FleetEnv, command_lines, make_fleet_env
+from tests.integration.conftest import FleetEnv, command_lines
 
 REGIONS = ("fra", "lhr", "arn", "iad", "ord", "sjc")  # fra and iad are the primaries
 CONNECT = {"connect_timeout": 5}
 
 
 @pytest.fixture(scope="module")
-def fleet(local_vault) -> Iterator[FleetEnv]:
-    fe = make_fleet_env(local_vault, "app")
-    fe.write_fleet(default_fleet_text(fe.name, fe.cidr_octet))  # both groups
-    fe.run("up", "-q")
-    yield fe
-    fe.run("destroy", "--yes", "-q", check=False)
-    shutil.rmtree(fe.root, ignore_errors=True)
+def fleet(default_fleet) -> FleetEnv:
+    """The session's default fleet (both groups), shared with test_fleet.py, which runs
+    after this module (tests/conftest.py SHARED)."""
+    fe, first_up = default_fleet
+    assert first_up.returncode == 0, f"{first_up.stdout}\n{first_up.stderr}"
+    return fe
 
 
 @pytest.fixture(scope="module")

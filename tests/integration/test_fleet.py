@@ -1,12 +1,13 @@
 """The whole default fleet on the real engine, real OpenBao, PostgreSQL and HAProxy.
 
-Tests run in file order against one fleet: up, prove, idempotence, secrecy, down.
+Tests run in file order against one fleet: up, prove, idempotence, secrecy, down. The
+fleet is the session's `default_fleet`, which test_app_client.py uses before this module
+(tests/conftest.py SHARED); its first `up` is the one proven here.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from dbfleet import vault
 from dbfleet.model.stackname import LAYERS
-from tests.integration.conftest import command_lines, make_fleet_env
+from tests.integration.conftest import command_lines
 
 GROUPS = ("us", "eu")
 STACKS = [f"{layer}-{g}" for g in GROUPS for layer in LAYERS]
@@ -33,18 +34,18 @@ def _listening(host: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fleet_env(local_vault):
-    """A fleet of this module's own (not the session's, which other modules on the same
-    worker may have deployed first with other settings, e.g. the passphrase provider)."""
-    fe = make_fleet_env(local_vault, "fleet")
-    yield fe
-    fe.run("destroy", "--yes", check=False)
-    shutil.rmtree(fe.root, ignore_errors=True)
+def fleet_env(default_fleet):
+    """The shared default fleet (not the session's `fleet_env`, which other modules on
+    the same worker may have deployed with other settings, e.g. the passphrase
+    provider)."""
+    return default_fleet[0]
 
 
 @pytest.fixture(scope="module")
-def deployed(fleet_env):
-    proc = fleet_env.run("up")
+def deployed(default_fleet):
+    """The result of the fleet's first `up` (from nothing)."""
+    proc = default_fleet[1]
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     return proc
 
 
