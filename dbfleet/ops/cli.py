@@ -46,20 +46,33 @@ def summarize(fleet: FleetSpec) -> str:
     )
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    path = Path(args.file) if args.file is not None else default_spec_path()
+def _validate_one(named: str | None, *, several: bool) -> bool:
+    """Checks one fleet file; with `several` files named, every problem line names its
+    file (a problem about a key does not otherwise say which file it is in)."""
+    path = Path(named) if named is not None else default_spec_path()
     try:
         fleet = load_fleet(path)
     except FleetError as exc:
         for problem in exc.problems:
-            _emit(sys.stderr, str(problem))
-        return ExitCode.ERROR
+            line = str(problem)
+            if several and not line.startswith(f"{path}:"):
+                line = f"{path}: {line}"
+            _emit(sys.stderr, line)
+        return False
     except Exception as exc:  # noqa: BLE001 - the contract is "never a traceback"
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         _emit(sys.stderr, f"{path}: internal error: {detail}")
-        return ExitCode.ERROR
-    _emit(sys.stdout, f"{args.file or path}: valid — {summarize(fleet)}")
-    return ExitCode.OK
+        return False
+    _emit(sys.stdout, f"{named or path}: valid — {summarize(fleet)}")
+    return True
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Every file named (else the default one), each on its own: a bad file does not stop
+    the others from being checked; exit 1 when any is bad."""
+    files = args.files or [None]
+    results = [_validate_one(named, several=len(files) > 1) for named in files]
+    return ExitCode.OK if all(results) else ExitCode.ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,13 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check a fleet file without touching anything",
-        description="Check a fleet file. Exit 0 when valid, 1 with one line per problem.",
+        description="Check fleet files. Exit 0 when all are valid, 1 with one line per "
+        "problem (each naming its file).",
     )
     validate.add_argument(
-        "file",
-        nargs="?",
+        "files",
+        nargs="*",
         metavar="FILE",
-        help="fleet file (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
+        help="fleet files (default: $DBFLEET_SPEC, else stacks/fleet.yaml)",
     )
     validate.set_defaults(handler=cmd_validate)
     ops.register(commands)

@@ -195,3 +195,17 @@ def test_a_relative_fleet_file_reaches_the_engine_as_an_absolute_path(
     env = {"DBFLEET_SPEC": "/etc/fleet.yaml"}
     cli._absolute_spec(env)
     assert env["DBFLEET_SPEC"] == "/etc/fleet.yaml"
+
+
+def test_several_files_are_each_checked_and_every_problem_names_its_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups: {}\n")
+    missing = tmp_path / "nope.yaml"
+    code, out, err = run(capsys, "validate", str(bad), str(DEFAULT_FLEET), str(missing))
+    assert code == 1  # one bad file is enough; the others were still checked
+    assert out == f"{DEFAULT_FLEET}: {DEFAULT_SUMMARY}\n"
+    assert err.splitlines() == [f"{bad}: groups: must not be empty", f"{missing}: file not found"]
+    code, out, err = run(capsys, "validate", str(DEFAULT_FLEET), str(DEFAULT_FLEET))
+    assert (code, err) == (0, "") and len(out.splitlines()) == 2
