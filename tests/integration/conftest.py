@@ -169,11 +169,12 @@ def fleet_env(local_vault):  # noqa: F811
 def default_fleet(local_vault) -> Iterator[tuple[FleetEnv, subprocess.CompletedProcess]]:  # noqa: F811
     """The default fleet (both groups) brought up once per worker by `dbfleet up`, for the
     modules that share it (tests/conftest.py SHARED keeps them on one worker, in order):
-    the fleet and that first `up`'s result. Destroyed when the session ends, unless
-    test_fleet.py's last test has destroyed it already."""
+    the fleet and that first `up`'s result (a failed `up` fails every test that asks for
+    it, with its output). Destroyed when the session ends, unless test_fleet.py's last
+    test has destroyed it already."""
     fe = make_fleet_env(local_vault, "default")
     try:
-        first_up = fe.run("up", check=False)
+        first_up = fe.run("up")
         yield fe, first_up
     finally:
         fe.run("destroy", "--yes", check=False)

@@ -149,14 +149,13 @@ def test_bad_fleet_files_stop_every_stack_before_anything_is_touched(fleet):
     # Every file through one `dbfleet validate` (each file checked on its own, every
     # problem line naming its file); a preview of every stack, each stack taking its
     # turn with a different file so that all eight are exercised.
+    wants = {path: expected[path.name].replace("<file>", str(path)) for path in files}
     proc = fleet.run("validate", *map(str, files), check=False)
     assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
-    for path in files:
-        want = expected[path.name].replace("<file>", str(path))
+    for path, want in wants.items():
         mine = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"{path}:")]
         assert mine and any(want in ln for ln in mine), f"{path.name}: {proc.stderr}"
-    for i, path in enumerate(files):
-        want = expected[path.name].replace("<file>", str(path))
+    for i, (path, want) in enumerate(wants.items()):
         if i % 8 == 0:
             stack = STACKS[(i // 8) % len(STACKS)]
             env = dict(fleet.env, DBFLEET_SPEC=str(path))
